@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -77,6 +78,7 @@ class ManagedProcess:
             env=env,
             cwd=self.cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - async-signal-safe: one prctl call
         )
         with _live_lock:
             _live.add(self)
@@ -118,6 +120,19 @@ class ManagedProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if our parent dies without cleaning up (e.g. SIGKILL).
+
+    Linux ties this to the thread that forked, so children must be started from
+    threads that live as long as the process (the main thread or long-lived workers).
+    """
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def stop_all() -> None:
