@@ -1,0 +1,1 @@
+"""The KubeadmControlPlane reconciler (issue 6)."""

@@ -1,0 +1,1 @@
+"""Per-cluster accessor: keys, certificates, workload clients, health, eviction."""
