@@ -81,6 +81,16 @@ class KeyPair:
         """Start of validity, aware UTC."""
         return self.certificate.not_valid_before_utc
 
+    def renewal_time(self, fraction: float) -> datetime:
+        """The moment ``fraction`` of the validity period has elapsed.
+
+        ``renewal_time(2 / 3)`` is when the tracker renews a client certificate;
+        ``now >= renewal_time(0.5)`` means less than half its life remains.
+        """
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+        return self.not_before + (self.not_after - self.not_before) * fraction
+
     @property
     def subject(self) -> str:
         """The certificate's subject, RFC 4514 (``CN=etcd-ca``, ``CN=x,O=system:masters``)."""

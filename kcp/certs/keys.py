@@ -55,9 +55,9 @@ def key_algorithm(key: PrivateKey | PublicKey) -> str:
 
 
 def public_keys_equal(a: object, b: object) -> bool:
-    """Whether two public keys are the same key (different types are simply unequal)."""
+    """Whether two public keys are the same key (keys of different types are simply unequal)."""
     if isinstance(a, rsa.RSAPublicKey) and isinstance(b, rsa.RSAPublicKey):
-        return a.public_numbers() == b.public_numbers()
+        return a == b
     if isinstance(a, ec.EllipticCurvePublicKey) and isinstance(b, ec.EllipticCurvePublicKey):
         return a == b
     return False

@@ -53,10 +53,11 @@ def _not_pem(what: str, data: bytes, expected: str, fix: str) -> CertificateErro
     labels = pem_labels(data)
     if labels:
         found = ", ".join(dict.fromkeys(labels))
-        return CertificateError(
-            f"{what} holds PEM block(s) {found} but no {expected}; {fix} "
-            "(were the certificate and the key swapped?)"
-        )
+        swapped = (
+            expected == "CERTIFICATE" and any(label in _PRIVATE_KEY_LABELS for label in labels)
+        ) or (expected != "CERTIFICATE" and "CERTIFICATE" in labels)
+        hint = " (were the certificate and the key swapped?)" if swapped else ""
+        return CertificateError(f"{what} holds PEM block(s) {found} but no {expected}; {fix}{hint}")
     if stripped.startswith(_DOUBLE_ENCODED_PREFIX):
         return CertificateError(
             f"{what} is base64 of PEM rather than PEM (encoded twice); store the PEM text itself"

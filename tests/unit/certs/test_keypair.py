@@ -133,3 +133,15 @@ def test_check_validity_boundaries(ec_key: PrivateKey) -> None:
 
 def test_check_validity_defaults_to_the_current_time(ec_ca: KeyPair) -> None:
     certs.check_validity(ec_ca.certificate)
+
+
+def test_renewal_time(ec_ca: KeyPair, ec_key: PrivateKey) -> None:
+    kp = certs.issue_certificate(
+        ec_ca, common_name="x", validity=timedelta(hours=24), private_key=ec_key
+    )
+    life = kp.not_after - kp.not_before
+    assert kp.renewal_time(0) == kp.not_before
+    assert kp.renewal_time(1) == kp.not_after
+    assert kp.renewal_time(2 / 3) == kp.not_before + life * 2 / 3
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        kp.renewal_time(1.5)

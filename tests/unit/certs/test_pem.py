@@ -116,6 +116,15 @@ def test_encrypted_private_key_is_refused(ec_key: PrivateKey) -> None:
         certs.decode_private_key(traditional)
 
 
+def test_swap_hint_only_when_the_other_half_is_there(ec_ca: KeyPair) -> None:
+    with pytest.raises(CertificateError, match=r"swapped\?"):
+        certs.decode_private_key(ec_ca.cert_pem)
+    csr = b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+    with pytest.raises(CertificateError, match=r"CERTIFICATE REQUEST but no CERTIFICATE") as e:
+        certs.decode_certificate(csr)
+    assert "swapped" not in str(e.value)
+
+
 def test_unsupported_key_type_is_refused() -> None:
     pem = _pkcs8(ed25519.Ed25519PrivateKey.generate())  # type: ignore[arg-type]
     with pytest.raises(CertificateError, match=r"is a Ed25519 key; only RSA and ECDSA"):

@@ -193,3 +193,20 @@ def test_kubeconfig_secret(ec_ca: KeyPair, ec_key: PrivateKey) -> None:
         match=r"^Secret default/c1-kubeconfig: data key value: kubeconfig has no current-context",
     ):
         certs.kubeconfig_from_secret_data({"value": b"a: 1"}, secret_name="default/c1-kubeconfig")
+
+
+def test_formatted_tracebacks_hold_no_key_material(ec_ca: KeyPair, rsa_ca: KeyPair) -> None:
+    import traceback
+
+    truncated = rsa_ca.key_pem[:200] + rsa_ca.key_pem[-40:]
+    cases = [
+        {"tls.crt": ec_ca.cert_pem, "tls.key": rsa_ca.key_pem},
+        {"tls.crt": ec_ca.cert_pem, "tls.key": truncated},
+        {"tls.crt": rsa_ca.key_pem, "tls.key": rsa_ca.key_pem},
+    ]
+    for data in cases:
+        with pytest.raises(CertificateError) as e:
+            certs.key_pair_from_secret_data(data, secret_name=NAME)
+        text = "".join(traceback.format_exception(e.value))
+        assert_no_key_material(text, rsa_ca.key_pem)
+        assert e.value.__cause__ is None
