@@ -1,0 +1,49 @@
+"""Workload etcd access over mutual TLS built from in-memory PEM bytes.
+
+Open clients with ``EtcdClient.open(endpoint, EtcdTLS(...), pool=...)``; ask a
+whole cluster with ``cluster_status``. The server's certificate is always
+verified against the cluster's etcd CA; no key or certificate is written to
+disk; channels are bounded and reused by ``ChannelPool``. Failures are the typed
+errors below, never gRPC tracebacks. Imports nothing of kcp but ``kcp.certs``.
+"""
+
+from kcp.etcd.client import Alarm, EtcdClient, Member, MemberStatus
+from kcp.etcd.cluster import EtcdClusterStatus, MemberHealth, cluster_status, move_leader
+from kcp.etcd.connection import Connection, EtcdTLS, normalize_endpoint
+from kcp.etcd.errors import (
+    EtcdCallTimeout,
+    EtcdError,
+    EtcdMemberNotFound,
+    EtcdNotLeader,
+    EtcdTLSError,
+    EtcdUnavailable,
+)
+from kcp.etcd.pool import DEFAULT_MAX_CHANNELS, ChannelKey, ChannelPool, PoolStats
+from kcp.etcd.timeouts import DEFAULT_CALL_TIMEOUT, DEFAULT_DIAL_TIMEOUT, EtcdTimeouts
+
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT",
+    "DEFAULT_DIAL_TIMEOUT",
+    "DEFAULT_MAX_CHANNELS",
+    "Alarm",
+    "ChannelKey",
+    "ChannelPool",
+    "Connection",
+    "EtcdCallTimeout",
+    "EtcdClient",
+    "EtcdClusterStatus",
+    "EtcdError",
+    "EtcdMemberNotFound",
+    "EtcdNotLeader",
+    "EtcdTLS",
+    "EtcdTLSError",
+    "EtcdTimeouts",
+    "EtcdUnavailable",
+    "Member",
+    "MemberHealth",
+    "MemberStatus",
+    "PoolStats",
+    "cluster_status",
+    "move_leader",
+    "normalize_endpoint",
+]

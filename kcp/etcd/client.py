@@ -1,0 +1,270 @@
+"""A client for one etcd endpoint: status, members, alarms, move leader, remove member.
+
+Every call waits at most the dial timeout for a connection and the call timeout
+for the answer, and fails with one of the typed errors of ``kcp.etcd.errors``,
+never with a gRPC traceback.
+
+etcd3 0.12's generated messages predate fields that etcd 3.4+ sends
+(``errors``, ``isLearner``, ``dbSizeInUse`` ...); protobuf keeps them as unknown
+fields, and they are read back here by field number from etcd's ``rpc.proto``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import etcd3
+import grpc
+
+from kcp.etcd.connection import Connection, EtcdTLS, open_connection
+from kcp.etcd.errors import EtcdUnavailable, is_transport_failure, translate
+from kcp.etcd.pool import ChannelPool
+from kcp.etcd.timeouts import EtcdTimeouts
+
+__all__ = ["Alarm", "EtcdClient", "Member", "MemberStatus"]
+
+_unknown_fields: Any = importlib.import_module("google.protobuf.unknown_fields")
+
+# Field numbers in etcd's api/etcdserverpb/rpc.proto that etcd3 0.12 does not know.
+_STATUS_RAFT_APPLIED_INDEX = 7
+_STATUS_ERRORS = 8
+_STATUS_DB_SIZE_IN_USE = 9
+_STATUS_IS_LEARNER = 10
+_STATUS_DB_SIZE_QUOTA = 12
+_MEMBER_IS_LEARNER = 5
+
+_ALARM_NAMES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
+
+
+def _extra_fields(message: Any) -> dict[int, list[Any]]:
+    """Fields of ``message`` its (old) generated class does not know, by field number."""
+    found: dict[int, list[Any]] = {}
+    for item in _unknown_fields.UnknownFieldSet(message):
+        found.setdefault(item.field_number, []).append(item.data)
+    return found
+
+
+def _first_int(fields: dict[int, list[Any]], number: int) -> int:
+    values = fields.get(number)
+    return int(values[-1]) if values else 0
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """What one member says about itself (etcd's ``Status`` RPC)."""
+
+    endpoint: str
+    member_id: int
+    leader_id: int
+    """The leader this member follows; 0 when it sees no leader."""
+    raft_term: int
+    raft_index: int
+    raft_applied_index: int
+    db_size: int
+    """Bytes of the backend database file."""
+    db_size_in_use: int
+    db_size_quota: int
+    is_learner: bool
+    version: str
+    errors: tuple[str, ...]
+    """Problems the member reports about itself (e.g. ``memberID:... alarm:NOSPACE``)."""
+
+    @property
+    def has_leader(self) -> bool:
+        return self.leader_id != 0
+
+    @property
+    def is_leader(self) -> bool:
+        return self.has_leader and self.leader_id == self.member_id
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry of the member list. A member added but not yet started has no name."""
+
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool = False
+
+    @property
+    def started(self) -> bool:
+        return bool(self.name)
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """An active alarm: ``NOSPACE`` (quota reached) or ``CORRUPT`` (data inconsistency)."""
+
+    member_id: int
+    alarm: str
+
+
+class EtcdClient:
+    """Calls to one etcd endpoint over a mutual-TLS channel.
+
+    Get one with ``EtcdClient.open``: from a ``ChannelPool`` (the channel is shared
+    and ``close()`` leaves it open) or with a channel of its own (closed by
+    ``close()``). Creating a client does no network I/O; the first call dials.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        timeouts: EtcdTimeouts | None = None,
+        owns_connection: bool = False,
+    ) -> None:
+        self._connection = connection
+        self.timeouts = timeouts or EtcdTimeouts()
+        self._owns_connection = owns_connection
+
+    @classmethod
+    def open(
+        cls,
+        endpoint: str,
+        tls: EtcdTLS,
+        *,
+        timeouts: EtcdTimeouts | None = None,
+        pool: ChannelPool | None = None,
+    ) -> EtcdClient:
+        """A client for ``endpoint`` (``host:port`` or ``https://host:port``).
+
+        Raises ``EtcdTLSError`` at once when the TLS material is unusable
+        (garbage, key not matching the certificate, certificate expired).
+        """
+        if pool is not None:
+            return cls(pool.get(endpoint, tls), timeouts=timeouts or pool.timeouts)
+        timeouts = timeouts or EtcdTimeouts()
+        connection = open_connection(endpoint, tls, call_timeout=timeouts.call)
+        return cls(connection, timeouts=timeouts, owns_connection=True)
+
+    def __repr__(self) -> str:
+        return f"EtcdClient({self.endpoint!r})"
+
+    def __enter__(self) -> EtcdClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` this client talks to."""
+        return self._connection.endpoint
+
+    @property
+    def connection(self) -> Connection:
+        return self._connection
+
+    @property
+    def etcd3(self) -> Any:
+        """etcd3's client on the same channel, for calls not wrapped here (keys, leases).
+
+        Its calls use etcd3's error handling and only the call timeout.
+        """
+        return self._connection.etcd3
+
+    def close(self) -> None:
+        """Close the channel if this client owns it; a pooled channel stays for reuse."""
+        if self._owns_connection:
+            self._connection.close()
+
+    # -- calls -------------------------------------------------------------------------
+
+    def status(self) -> MemberStatus:
+        """This member's view: its id, the leader it sees, raft progress, database size."""
+        response = self._call(
+            "status", lambda e: e.maintenancestub.Status, etcd3.etcdrpc.StatusRequest()
+        )
+        extra = _extra_fields(response)
+        return MemberStatus(
+            endpoint=self.endpoint,
+            member_id=int(response.header.member_id),
+            leader_id=int(response.leader),
+            raft_term=int(response.raftTerm),
+            raft_index=int(response.raftIndex),
+            raft_applied_index=_first_int(extra, _STATUS_RAFT_APPLIED_INDEX),
+            db_size=int(response.dbSize),
+            db_size_in_use=_first_int(extra, _STATUS_DB_SIZE_IN_USE),
+            db_size_quota=_first_int(extra, _STATUS_DB_SIZE_QUOTA),
+            is_learner=bool(_first_int(extra, _STATUS_IS_LEARNER)),
+            version=str(response.version),
+            errors=tuple(
+                bytes(raw).decode("utf-8", "replace") for raw in extra.get(_STATUS_ERRORS, [])
+            ),
+        )
+
+    def members(self) -> list[Member]:
+        """The cluster's member list, as this member knows it."""
+        response = self._call(
+            "member list", lambda e: e.clusterstub.MemberList, etcd3.etcdrpc.MemberListRequest()
+        )
+        return [
+            Member(
+                id=int(m.ID),
+                name=str(m.name),
+                peer_urls=tuple(m.peerURLs),
+                client_urls=tuple(m.clientURLs),
+                is_learner=bool(_first_int(_extra_fields(m), _MEMBER_IS_LEARNER)),
+            )
+            for m in response.members
+        ]
+
+    def alarms(self) -> list[Alarm]:
+        """Every active alarm in the cluster (empty when all is well)."""
+        request = etcd3.etcdrpc.AlarmRequest(
+            action=etcd3.etcdrpc.AlarmRequest.GET, memberID=0, alarm=etcd3.etcdrpc.NONE
+        )
+        response = self._call("alarm list", lambda e: e.maintenancestub.Alarm, request)
+        return [
+            Alarm(member_id=int(a.memberID), alarm=_ALARM_NAMES.get(int(a.alarm), str(a.alarm)))
+            for a in response.alarms
+        ]
+
+    def move_leader(self, target_member_id: int) -> None:
+        """Hand leadership to ``target_member_id``; this client's endpoint must be the leader.
+
+        Raises ``EtcdNotLeader`` when it is not (ask the leader's endpoint instead).
+        """
+        request = etcd3.etcdrpc.MoveLeaderRequest(targetID=target_member_id)
+        self._call(
+            f"move leader to {target_member_id:x}", lambda e: e.maintenancestub.MoveLeader, request
+        )
+
+    def remove_member(self, member_id: int) -> None:
+        """Remove a member; raises ``EtcdMemberNotFound`` if it is already gone."""
+        request = etcd3.etcdrpc.MemberRemoveRequest(ID=member_id)
+        self._call(f"remove member {member_id:x}", lambda e: e.clusterstub.MemberRemove, request)
+
+    def _call(self, action: str, rpc_of: Callable[[Any], Any], request: Any) -> Any:
+        """Dial (bounded by the dial timeout), then call (bounded by the call timeout)."""
+        connection = self._connection
+        connection.ensure_connected(self.timeouts.dial)
+        try:
+            return rpc_of(connection.etcd3)(request, timeout=self.timeouts.call)
+        except grpc.RpcError as exc:
+            if is_transport_failure(exc):
+                connection.reset()
+            raise translate(
+                exc, endpoint=self.endpoint, action=action, call_timeout=self.timeouts.call
+            ) from None
+        except ValueError as exc:
+            # gRPC refuses calls on a closed channel with a bare ValueError.
+            if "closed channel" not in str(exc):
+                raise
+        raise EtcdUnavailable(
+            f"etcd {action} at {self.endpoint}: the connection was closed meanwhile (evicted "
+            "from the channel pool, reset, or closed by its owner); retry",
+            endpoint=self.endpoint,
+        )

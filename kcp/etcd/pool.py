@@ -1,0 +1,155 @@
+"""A bounded, reused set of open etcd channels.
+
+The expensive part of talking to a workload etcd is the client key, which the
+tracker caches per cluster; channels are cheap to re-open, so they are kept in
+an LRU of bounded size (not one per cluster forever). A channel is keyed by the
+endpoint and the fingerprints of the client certificate and the CA, so a renewed
+certificate or a rotated CA gets a fresh channel and the old one ages out.
+
+The pool never stores key material: it is handed to gRPC's credentials when a
+channel is opened and lives only there.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kcp.etcd.connection import Connection, EtcdTLS, normalize_endpoint, open_connection
+from kcp.etcd.timeouts import EtcdTimeouts
+
+__all__ = ["DEFAULT_MAX_CHANNELS", "ChannelKey", "ChannelPool", "PoolStats"]
+
+DEFAULT_MAX_CHANNELS = 256
+"""Open channels kept at most; size it above the endpoints reconciled concurrently."""
+
+
+@dataclass(frozen=True)
+class ChannelKey:
+    """What makes two channels interchangeable: same target, same client cert, same CA."""
+
+    endpoint: str
+    cert_fingerprint: str
+    ca_fingerprint: str
+    server_name: str | None = None
+
+    @classmethod
+    def for_tls(cls, endpoint: str, tls: EtcdTLS) -> ChannelKey:
+        return cls(
+            normalize_endpoint(endpoint), tls.cert_fingerprint, tls.ca_fingerprint, tls.server_name
+        )
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """Counters since the pool was created (for metrics and tests)."""
+
+    size: int
+    max_size: int
+    opened: int
+    reused: int
+    evicted: int
+
+
+class ChannelPool:
+    """LRU of open ``Connection`` objects; thread-safe.
+
+    ``get`` returns the open connection for the key or opens one; when the pool
+    is full the least recently used connection is closed. A client still holding
+    an evicted connection gets ``EtcdUnavailable`` on its next call and should
+    ask the pool again.
+    """
+
+    def __init__(
+        self,
+        max_size: int = DEFAULT_MAX_CHANNELS,
+        *,
+        timeouts: EtcdTimeouts | None = None,
+        channel_options: tuple[tuple[str, Any], ...] = (),
+    ) -> None:
+        if max_size < 1:
+            raise ValueError(f"a channel pool holds at least one channel, not {max_size}")
+        self.max_size = max_size
+        self.timeouts = timeouts or EtcdTimeouts()
+        self._channel_options = channel_options
+        self._connections: OrderedDict[ChannelKey, Connection] = OrderedDict()
+        self._lock = threading.Lock()
+        self._opened = 0
+        self._reused = 0
+        self._evicted = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._connections
+
+    def get(self, endpoint: str, tls: EtcdTLS) -> Connection:
+        """The open connection for (``endpoint``, ``tls``), opening one if needed."""
+        key = ChannelKey.for_tls(endpoint, tls)
+        with self._lock:
+            found = self._connections.get(key)
+            if found is not None and not found.closed:
+                self._connections.move_to_end(key)
+                self._reused += 1
+                return found
+        # Opening validates the material (parsing a certificate): done outside the lock.
+        fresh = open_connection(
+            key.endpoint, tls, call_timeout=self.timeouts.call, options=self._channel_options
+        )
+        evicted: list[Connection] = []
+        with self._lock:
+            found = self._connections.get(key)
+            if found is not None and not found.closed:
+                # Another thread opened it meanwhile: keep theirs.
+                self._connections.move_to_end(key)
+                self._reused += 1
+                evicted.append(fresh)
+                result = found
+            else:
+                self._connections[key] = fresh
+                self._opened += 1
+                while len(self._connections) > self.max_size:
+                    _, oldest = self._connections.popitem(last=False)
+                    evicted.append(oldest)
+                    self._evicted += 1
+                result = fresh
+        for connection in evicted:
+            connection.close()
+        return result
+
+    def discard(self, endpoint: str, tls: EtcdTLS) -> None:
+        """Close and forget the connection for this key, if any (e.g. after a TLS error)."""
+        self._close_where(lambda key: key == ChannelKey.for_tls(endpoint, tls))
+
+    def close_endpoints(self, endpoints: Iterable[str]) -> int:
+        """Close every connection to these endpoints (a deleted cluster); returns how many."""
+        targets = {normalize_endpoint(e) for e in endpoints}
+        return self._close_where(lambda key: key.endpoint in targets)
+
+    def close_all(self) -> None:
+        """Close every connection; the pool stays usable."""
+        self._close_where(lambda _key: True)
+
+    def stats(self) -> PoolStats:
+        with self._lock:
+            return PoolStats(
+                size=len(self._connections),
+                max_size=self.max_size,
+                opened=self._opened,
+                reused=self._reused,
+                evicted=self._evicted,
+            )
+
+    def _close_where(self, matches: Callable[[ChannelKey], bool]) -> int:
+        with self._lock:
+            keys = [key for key in self._connections if matches(key)]
+            closing = [self._connections.pop(key) for key in keys]
+        for connection in closing:
+            connection.close()
+        return len(closing)
