@@ -70,11 +70,12 @@ class Controller:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        families = metrics or default_metrics()
+        families = metrics if metrics is not None else default_metrics()
         self.name = name
         self.concurrency = concurrency
-        self.queue: WorkQueue[ObjectKey] = queue or WorkQueue(
-            name, metrics=families.for_queue(name)
+        # `is None`, not `or`: an empty queue is falsy.
+        self.queue: WorkQueue[ObjectKey] = (
+            queue if queue is not None else WorkQueue(name, metrics=families.for_queue(name))
         )
         self._reconciler = reconciler
         self._keys = keys

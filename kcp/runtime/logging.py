@@ -32,7 +32,8 @@ THIRD_PARTY_LOGGERS = ("kubernetes", "urllib3")
 # A PEM private key block (PKCS#1, PKCS#8, EC, ENCRYPTED, OPENSSH ...), also when
 # truncated (no END line) or with its newlines escaped by repr().
 _PEM_PRIVATE_KEY = re.compile(
-    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.DOTALL
+    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----\n?|\Z)",
+    re.DOTALL,
 )
 # base64 of "-----BEGIN" starts with this: how a PEM key looks inside a Secret's `data`.
 _BASE64_PEM = re.compile(r"LS0tLS1CRUdJTi[A-Za-z0-9+/]*={0,2}")

@@ -79,14 +79,16 @@ class Manager:
         metrics: RuntimeMetrics | None = None,
         identity: str | None = None,
     ) -> None:
-        self.options = options or ManagerOptions()
+        self.options = options if options is not None else ManagerOptions()
         if api_client is not None:
             throttle_api_client(api_client, self.options.kube_api_qps, self.options.kube_api_burst)
         self.api_client = api_client
-        self.registry = registry or (metrics.registry if metrics else REGISTRY)
-        self.metrics = metrics or (
-            default_metrics() if self.registry is REGISTRY else RuntimeMetrics(self.registry)
-        )
+        if metrics is not None:
+            self.metrics, self.registry = metrics, metrics.registry
+        elif registry is not None and registry is not REGISTRY:
+            self.metrics, self.registry = RuntimeMetrics(registry), registry
+        else:
+            self.metrics, self.registry = default_metrics(), REGISTRY
         self.identity = identity or default_identity()
         self.informers: list[Informer] = []
         self.controllers: list[Controller] = []
@@ -131,7 +133,7 @@ class Manager:
             Controller(
                 name,
                 reconciler,
-                concurrency=concurrency or self.options.concurrency,
+                concurrency=concurrency if concurrency is not None else self.options.concurrency,
                 keys=keys,
                 sync_period=self.options.sync_period,
                 metrics=self.metrics,

@@ -111,7 +111,7 @@ def _make_handler(routes: Mapping[str, Route]) -> type[BaseHTTPRequestHandler]:
             else:
                 try:
                     headers = {key.lower(): value for key, value in self.headers.items()}
-                    response = route(parse_qs(parts.query), headers)
+                    response = route(parse_qs(parts.query, keep_blank_values=True), headers)
                 except Exception as exc:
                     _log.error("Endpoint failed", path=parts.path, error=repr(exc))
                     response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n")

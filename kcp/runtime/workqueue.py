@@ -95,8 +95,10 @@ class WorkQueue(Generic[T]):
         metrics: QueueMetrics | None = None,
     ) -> None:
         self.name = name
-        self._rate_limiter = rate_limiter or default_controller_rate_limiter()
-        self._metrics: QueueMetrics = metrics or NoQueueMetrics()
+        self._rate_limiter = (
+            rate_limiter if rate_limiter is not None else default_controller_rate_limiter()
+        )
+        self._metrics: QueueMetrics = metrics if metrics is not None else NoQueueMetrics()
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._timer_wakeup = threading.Condition(self._lock)

@@ -1,0 +1,134 @@
+"""Profiler endpoint: py-spy records this very process; clear errors when it cannot."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kcp.runtime import profiler
+from kcp.runtime.ops import OpsServer
+from kcp.runtime.profiler import PTRACE_HELP, find_py_spy, profiler_server
+
+
+def get(url: str, timeout: float = 30) -> tuple[int, bytes, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read(), response.headers["Content-Type"]
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), error.headers["Content-Type"]
+
+
+@pytest.fixture
+def server() -> Iterator[OpsServer]:
+    started = profiler_server("127.0.0.1:0")
+    assert started is not None
+    started.start()
+    yield started
+    started.stop()
+
+
+def spin_in_a_recognisable_function(stop: threading.Event) -> None:
+    total = 0
+    while not stop.is_set():
+        total += sum(range(500))
+
+
+def test_profile_returns_speedscope_with_our_own_frames(server: OpsServer) -> None:
+    stop = threading.Event()
+    spinner = threading.Thread(target=spin_in_a_recognisable_function, args=(stop,), daemon=True)
+    spinner.start()
+    try:
+        status, document, content_type = get(server.url + "/debug/pprof/profile?seconds=2")
+    finally:
+        stop.set()
+        spinner.join(5)
+    if status == 503:  # py-spy may not attach here: then the message must say why
+        assert document.decode().strip() == PTRACE_HELP
+        pytest.skip("ptrace not permitted in this environment")
+    assert status == 200, document[:500]
+    assert content_type == "application/json"
+    profile = json.loads(document)
+    assert "speedscope" in profile["$schema"]
+    names = {frame["name"] for frame in profile["shared"]["frames"]}
+    assert "spin_in_a_recognisable_function" in names
+
+
+def test_flamegraph_format_is_svg(server: OpsServer) -> None:
+    status, document, content_type = get(
+        server.url + "/debug/pprof/profile?seconds=1&format=flamegraph"
+    )
+    if status == 503:
+        pytest.skip("ptrace not permitted in this environment")
+    assert status == 200
+    assert content_type == "image/svg+xml"
+    assert b"<svg" in document[:2000]
+
+
+def test_seconds_and_format_are_validated(server: OpsServer) -> None:
+    for query in ("seconds=0", "seconds=301", "seconds=abc", "seconds=1&format=pdf", "rate=0"):
+        status, body, _ = get(server.url + "/debug/pprof/profile?" + query)
+        assert status == 400, query
+        assert body.strip()
+
+
+def test_threads_dump_lists_named_threads(server: OpsServer) -> None:
+    stop = threading.Event()
+    parked = threading.Thread(target=stop.wait, name="parked-for-dump", daemon=True)
+    parked.start()
+    try:
+        status, body, _ = get(server.url + "/debug/pprof/threads")
+        assert status == 200
+        assert "MainThread" in body.decode()
+        status, body, _ = get(server.url + "/debug/pprof/threads?source=python")
+        assert status == 200
+        text = body.decode()
+        assert '"parked-for-dump"' in text and "test_threads_dump_lists_named_threads" in text
+    finally:
+        stop.set()
+
+
+def test_ptrace_denied_gives_a_clear_503(
+    server: OpsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "py-spy"
+    fake.write_text("#!/bin/sh\necho 'Error: Permission Denied (os error 13)' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(profiler, "find_py_spy", lambda: str(fake))
+    status, body, _ = get(server.url + "/debug/pprof/profile?seconds=1")
+    assert status == 503
+    assert body.decode().strip() == PTRACE_HELP
+    # The thread dump falls back to the interpreter's own view.
+    status, body, _ = get(server.url + "/debug/pprof/threads")
+    assert status == 200 and "MainThread" in body.decode()
+
+
+def test_missing_py_spy_gives_a_clear_503(
+    server: OpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(profiler, "find_py_spy", lambda: None)
+    status, body, _ = get(server.url + "/debug/pprof/profile?seconds=1")
+    assert status == 503
+    assert b"py-spy not found" in body
+
+
+def test_py_spy_is_found_in_the_venv() -> None:
+    found = find_py_spy()
+    assert found is not None and Path(found).name == "py-spy"
+
+
+def test_no_temporary_files_are_left(
+    server: OpsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    status, _, _ = get(server.url + "/debug/pprof/profile?seconds=1&format=raw")
+    assert status in (200, 503)
+    assert list(tmp_path.iterdir()) == []
