@@ -25,7 +25,14 @@ from kcp.etcd.errors import EtcdUnavailable, is_transport_failure, translate
 from kcp.etcd.pool import ChannelPool
 from kcp.etcd.timeouts import EtcdTimeouts
 
-__all__ = ["Alarm", "EtcdClient", "Member", "MemberStatus"]
+__all__ = [
+    "Alarm",
+    "EtcdClient",
+    "Member",
+    "MemberStatus",
+    "member_from_message",
+    "status_from_response",
+]
 
 _unknown_fields: Any = importlib.import_module("google.protobuf.unknown_fields")
 
@@ -103,6 +110,38 @@ class Alarm:
 
     member_id: int
     alarm: str
+
+
+def status_from_response(endpoint: str, response: Any) -> MemberStatus:
+    """A ``MemberStatus`` from etcd's ``StatusResponse``, newer fields included."""
+    extra = _extra_fields(response)
+    return MemberStatus(
+        endpoint=endpoint,
+        member_id=int(response.header.member_id),
+        leader_id=int(response.leader),
+        raft_term=int(response.raftTerm),
+        raft_index=int(response.raftIndex),
+        raft_applied_index=_first_int(extra, _STATUS_RAFT_APPLIED_INDEX),
+        db_size=int(response.dbSize),
+        db_size_in_use=_first_int(extra, _STATUS_DB_SIZE_IN_USE),
+        db_size_quota=_first_int(extra, _STATUS_DB_SIZE_QUOTA),
+        is_learner=bool(_first_int(extra, _STATUS_IS_LEARNER)),
+        version=str(response.version),
+        errors=tuple(
+            bytes(raw).decode("utf-8", "replace") for raw in extra.get(_STATUS_ERRORS, [])
+        ),
+    )
+
+
+def member_from_message(message: Any) -> Member:
+    """A ``Member`` from etcd's ``Member`` message, ``isLearner`` included."""
+    return Member(
+        id=int(message.ID),
+        name=str(message.name),
+        peer_urls=tuple(message.peerURLs),
+        client_urls=tuple(message.clientURLs),
+        is_learner=bool(_first_int(_extra_fields(message), _MEMBER_IS_LEARNER)),
+    )
 
 
 class EtcdClient:
@@ -187,39 +226,14 @@ class EtcdClient:
         response = self._call(
             "status", lambda e: e.maintenancestub.Status, etcd3.etcdrpc.StatusRequest()
         )
-        extra = _extra_fields(response)
-        return MemberStatus(
-            endpoint=self.endpoint,
-            member_id=int(response.header.member_id),
-            leader_id=int(response.leader),
-            raft_term=int(response.raftTerm),
-            raft_index=int(response.raftIndex),
-            raft_applied_index=_first_int(extra, _STATUS_RAFT_APPLIED_INDEX),
-            db_size=int(response.dbSize),
-            db_size_in_use=_first_int(extra, _STATUS_DB_SIZE_IN_USE),
-            db_size_quota=_first_int(extra, _STATUS_DB_SIZE_QUOTA),
-            is_learner=bool(_first_int(extra, _STATUS_IS_LEARNER)),
-            version=str(response.version),
-            errors=tuple(
-                bytes(raw).decode("utf-8", "replace") for raw in extra.get(_STATUS_ERRORS, [])
-            ),
-        )
+        return status_from_response(self.endpoint, response)
 
     def members(self) -> list[Member]:
         """The cluster's member list, as this member knows it."""
         response = self._call(
             "member list", lambda e: e.clusterstub.MemberList, etcd3.etcdrpc.MemberListRequest()
         )
-        return [
-            Member(
-                id=int(m.ID),
-                name=str(m.name),
-                peer_urls=tuple(m.peerURLs),
-                client_urls=tuple(m.clientURLs),
-                is_learner=bool(_first_int(_extra_fields(m), _MEMBER_IS_LEARNER)),
-            )
-            for m in response.members
-        ]
+        return [member_from_message(m) for m in response.members]
 
     def alarms(self) -> list[Alarm]:
         """Every active alarm in the cluster (empty when all is well)."""

@@ -203,10 +203,11 @@ def _alarms(
     leader_id: int | None,
     errors: list[str],
 ) -> tuple[Alarm, ...]:
-    """The alarm list, asked of the leader (it goes through raft, so only with a live leader).
+    """The alarm list, asked of the leader itself (the request goes through raft).
 
-    Asking while the leader is gone would block for etcd's own request timeout
-    (~7 s); the members' status errors still report their alarms then.
+    Asked elsewhere while the leader is gone it would block for etcd's own request
+    timeout (~7 s); when the leader is not among the endpoints asked, the list is
+    left empty and each member's status errors still report its alarms.
     """
     if leader_id is None:
         return ()
@@ -215,9 +216,9 @@ def _alarms(
     if source is None:
         leader = next((m for m in members if m.id == leader_id), None)
         if leader is not None and _client_endpoints(leader) & failures.keys():
-            errors.append(f"the leader {leader_id:x} ({leader.name}) does not answer")
-            return ()
-        source = by_endpoint[next(iter(statuses))]
+            name = f" ({leader.name})" if leader.name else ""
+            errors.append(f"the leader {leader_id:x}{name} does not answer")
+        return ()
     try:
         return tuple(source.alarms())
     except EtcdError as exc:
