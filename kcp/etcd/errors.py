@@ -148,6 +148,12 @@ def _server_error(
             f"(no leader, or quorum lost?) [{details}]",
             endpoint=endpoint,
         )
+    if "unhealthy cluster" in details:
+        return EtcdUnavailable(
+            f"{where} refused: etcd changes membership only while every remaining member has "
+            f"been connected for a few seconds; retry later [{details}]",
+            endpoint=endpoint,
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         return EtcdUnavailable(
             f"{where}: the member answered but cannot serve now [{details}]", endpoint=endpoint
