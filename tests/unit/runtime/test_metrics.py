@@ -23,22 +23,22 @@ def exposition(metrics: RuntimeMetrics) -> str:
 
 def test_controller_runtime_names_and_labels_are_exposed() -> None:
     metrics = RuntimeMetrics(new_registry(process_collectors=False))
-    recorder = metrics.for_controller("kubeadmcontrolplane")
+    recorder = metrics.for_controller("kcp")
     recorder.max_concurrent_reconciles.set(10)
     recorder.reconciled("success", 0.01)
     recorder.reconciled("error", 0.02)
-    metrics.for_queue("kubeadmcontrolplane").add()
+    metrics.for_queue("kcp").add()
     text = exposition(metrics)
     for line in (
-        'controller_runtime_reconcile_total{controller="kubeadmcontrolplane",result="success"} 1.0',
-        'controller_runtime_reconcile_total{controller="kubeadmcontrolplane",result="error"} 1.0',
-        'controller_runtime_reconcile_total{controller="kubeadmcontrolplane",result="requeue"} 0.0',
-        'controller_runtime_reconcile_total{controller="kubeadmcontrolplane",result="requeue_after"} 0.0',
-        'controller_runtime_reconcile_errors_total{controller="kubeadmcontrolplane"} 1.0',
-        'controller_runtime_reconcile_time_seconds_count{controller="kubeadmcontrolplane"} 2.0',
-        'controller_runtime_max_concurrent_reconciles{controller="kubeadmcontrolplane"} 10.0',
-        'controller_runtime_active_workers{controller="kubeadmcontrolplane"} 0.0',
-        'workqueue_adds_total{controller="kubeadmcontrolplane",name="kubeadmcontrolplane"} 1.0',
+        'controller_runtime_reconcile_total{controller="kcp",result="success"} 1.0',
+        'controller_runtime_reconcile_total{controller="kcp",result="error"} 1.0',
+        'controller_runtime_reconcile_total{controller="kcp",result="requeue"} 0.0',
+        'controller_runtime_reconcile_total{controller="kcp",result="requeue_after"} 0.0',
+        'controller_runtime_reconcile_errors_total{controller="kcp"} 1.0',
+        'controller_runtime_reconcile_time_seconds_count{controller="kcp"} 2.0',
+        'controller_runtime_max_concurrent_reconciles{controller="kcp"} 10.0',
+        'controller_runtime_active_workers{controller="kcp"} 0.0',
+        'workqueue_adds_total{controller="kcp",name="kcp"} 1.0',
     ):
         assert line in text, line
     for family in (
