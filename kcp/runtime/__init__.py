@@ -3,8 +3,14 @@ probes, metrics, profiling and logging. Knows nothing of control planes."""
 
 from kcp.runtime.controller import Controller, ObjectKey, Reconciler, Result
 from kcp.runtime.leaderelection import LeaderElector
-from kcp.runtime.logging import configure_logging, get_logger, reconcile_context
-from kcp.runtime.manager import Informer, Manager
+from kcp.runtime.logging import (
+    add_logging_arguments,
+    configure_logging,
+    configure_logging_from_args,
+    get_logger,
+    reconcile_context,
+)
+from kcp.runtime.manager import InformerLike, Manager
 from kcp.runtime.metrics import REGISTRY, RuntimeMetrics, default_metrics, new_registry
 from kcp.runtime.options import (
     WATCH_FILTER_LABEL,
@@ -28,7 +34,7 @@ __all__ = [
     "WATCH_FILTER_LABEL",
     "BucketRateLimiter",
     "Controller",
-    "Informer",
+    "InformerLike",
     "ItemExponentialRateLimiter",
     "LeaderElector",
     "Manager",
@@ -40,8 +46,10 @@ __all__ = [
     "Result",
     "RuntimeMetrics",
     "WorkQueue",
+    "add_logging_arguments",
     "add_manager_arguments",
     "configure_logging",
+    "configure_logging_from_args",
     "default_controller_rate_limiter",
     "default_metrics",
     "get_logger",

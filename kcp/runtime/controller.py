@@ -155,6 +155,8 @@ class Controller:
                 return
             try:
                 self._reconcile(key)
+            except Exception as exc:  # a worker thread must outlive any bug
+                _log.error("Worker error", controller=self.name, key=str(key), error=repr(exc))
             finally:
                 self.queue.done(key)
 

@@ -9,6 +9,7 @@ logs it. `reconcile_context` binds `controller`, `namespace`, `name` and
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import logging
@@ -152,6 +153,37 @@ def configure_logging(
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
+    )
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--v N` (klog-style verbosity), `--log-level`, `--log-format auto|json|console`."""
+    group = parser.add_argument_group("logging")
+    group.add_argument(
+        "--v", dest="v", type=int, default=0, help="verbosity: 0 info, 1+ debug (default: 0)"
+    )
+    group.add_argument(
+        "--log-level",
+        dest="log_level",
+        default=None,
+        help="debug, info, warning or error; overrides --v (default: from --v)",
+    )
+    group.add_argument(
+        "--log-format",
+        dest="log_format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="auto: JSON unless stdout is a terminal (default: auto)",
+    )
+
+
+def configure_logging_from_args(args: argparse.Namespace) -> None:
+    """`configure_logging` with the flags `add_logging_arguments` added."""
+    fmt = getattr(args, "log_format", "auto")
+    configure_logging(
+        getattr(args, "v", 0),
+        level=getattr(args, "log_level", None),
+        json=None if fmt == "auto" else fmt == "json",
     )
 
 

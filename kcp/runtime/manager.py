@@ -34,7 +34,7 @@ from kcp.runtime.options import ManagerOptions, watch_filter_selector
 from kcp.runtime.profiler import profiler_server
 from kcp.runtime.throttle import throttle_api_client
 
-__all__ = ["Informer", "Manager", "ManagerOptions", "watch_filter_selector"]
+__all__ = ["InformerLike", "Manager", "ManagerOptions", "watch_filter_selector"]
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -44,12 +44,12 @@ EXIT_FAILED = 1
 _log = get_logger("kcp.runtime.manager")
 
 
-class Informer(Protocol):
+class InformerLike(Protocol):
     """What the manager needs of an informer (or any cache that syncs)."""
 
-    def start(self) -> None: ...
+    def start(self) -> object: ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> object: ...
 
     def has_synced(self) -> bool: ...
 
@@ -90,7 +90,7 @@ class Manager:
         else:
             self.metrics, self.registry = default_metrics(), REGISTRY
         self.identity = identity or default_identity()
-        self.informers: list[Informer] = []
+        self.informers: list[InformerLike] = []
         self.controllers: list[Controller] = []
         self.servers: list[OpsServer] = []
         self.elector: LeaderElector | None = None
@@ -113,7 +113,7 @@ class Manager:
         """The selector informers should apply for this shard (None when not sharding)."""
         return watch_filter_selector(self.options.watch_filter)
 
-    def add_informer(self, informer: Informer) -> None:
+    def add_informer(self, informer: InformerLike) -> None:
         self.informers.append(informer)
 
     def add_controller(self, controller: Controller) -> Controller:

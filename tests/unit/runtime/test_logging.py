@@ -172,3 +172,15 @@ def test_reconcile_context_binds_and_unbinds() -> None:
     assert inside["reconcile_id"] == rid
     assert (inside["controller"], inside["namespace"], inside["name"]) == ("kcp", "ns", "name")
     assert "reconcile_id" not in after
+
+
+def test_logging_flags() -> None:
+    import argparse
+
+    from kcp.runtime.logging import add_logging_arguments
+
+    parser = argparse.ArgumentParser()
+    add_logging_arguments(parser)
+    args = parser.parse_args(["--v", "2", "--log-format", "json"])
+    assert (args.v, args.log_level, args.log_format) == (2, None, "json")
+    assert parser.parse_args([]).log_format == "auto"
