@@ -212,9 +212,10 @@ class WatchStream:
 def _abort(response: urllib3.BaseHTTPResponse) -> None:
     # shutdown() wakes a thread blocked in recv (close() alone may not); the
     # connection is dropped rather than returned to the pool half-read.
+    # Best effort: urllib3 refuses (ValueError...) when the connection is already gone.
     shutdown = getattr(response, "shutdown", None)
     if shutdown is not None:
-        with contextlib.suppress(OSError, AttributeError):
+        with contextlib.suppress(Exception):
             shutdown()
-    with contextlib.suppress(OSError, AttributeError):
+    with contextlib.suppress(Exception):
         response.close()
