@@ -90,7 +90,7 @@ def _clients_for(
     clients: list[EtcdClient] = []
     opened: list[EtcdClient] = []
     for target in targets:
-        if isinstance(target, EtcdClient):
+        if not isinstance(target, str):
             clients.append(target)
             continue
         if tls is None:

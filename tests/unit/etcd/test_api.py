@@ -1,0 +1,36 @@
+"""The public face of kcp.etcd: what callers may rely on."""
+
+from __future__ import annotations
+
+import kcp.etcd
+
+
+def test_exported_names() -> None:
+    assert set(kcp.etcd.__all__) == {
+        "DEFAULT_CALL_TIMEOUT",
+        "DEFAULT_DIAL_TIMEOUT",
+        "DEFAULT_MAX_CHANNELS",
+        "Alarm",
+        "ChannelKey",
+        "ChannelPool",
+        "Connection",
+        "EtcdCallTimeout",
+        "EtcdClient",
+        "EtcdClusterStatus",
+        "EtcdError",
+        "EtcdMemberNotFound",
+        "EtcdNotLeader",
+        "EtcdTLS",
+        "EtcdTLSError",
+        "EtcdTimeouts",
+        "EtcdUnavailable",
+        "Member",
+        "MemberHealth",
+        "MemberStatus",
+        "PoolStats",
+        "cluster_status",
+        "move_leader",
+        "normalize_endpoint",
+    }
+    for name in kcp.etcd.__all__:
+        assert getattr(kcp.etcd, name) is not None
