@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+import structlog
 
 from kcp.runtime.controller import Controller, ObjectKey, Result
 from kcp.runtime.logging import configure_logging
@@ -18,6 +20,21 @@ from kcp.runtime.ratelimit import ItemExponentialRateLimiter
 from kcp.runtime.workqueue import WorkQueue
 
 KEY = ObjectKey("ns", "cp")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back for other tests."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    config = structlog.get_config()
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    structlog.configure(**config)
 
 
 def sample(metrics: RuntimeMetrics, metric: str, **labels: str) -> float:

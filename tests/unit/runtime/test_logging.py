@@ -6,8 +6,10 @@ import base64
 import io
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
+import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -20,6 +22,21 @@ from kcp.runtime.logging import (
     redact_private_keys,
     redact_text,
 )
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back for other tests."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    config = structlog.get_config()
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    structlog.configure(**config)
 
 
 @pytest.fixture(scope="module")
