@@ -95,7 +95,6 @@ class LeaderElector:
         self._leading = threading.Event()
         self._thread: threading.Thread | None = None
         self._observed: dict[str, Any] | None = None
-        self._observed_rv: str | None = None
         self._observed_at = 0.0
         self._leader: str | None = None
         self._log = _log.bind(lease=f"{namespace}/{lease_name}", identity=identity)
@@ -259,7 +258,6 @@ class LeaderElector:
         if spec != self._observed:
             self._observed = spec
             self._observed_at = time.monotonic()
-        self._observed_rv = (lease.get("metadata") or {}).get("resourceVersion")
         holder = spec.get("holderIdentity") or None
         if holder != self._leader:
             self._leader = holder
