@@ -60,7 +60,9 @@ def single(ca: KeyPair) -> Iterator[EtcdCluster]:
 
 @pytest.fixture(scope="module")
 def trio(ca: KeyPair) -> Iterator[EtcdCluster]:
-    with EtcdCluster(ca, members=3, name="trio") as cluster:
+    # One loopback address per member, as simulated machines have.
+    hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    with EtcdCluster(ca, members=3, hosts=hosts, name="trio") as cluster:
         yield cluster
 
 
@@ -114,6 +116,11 @@ def test_three_members_start_with_one_agreed_leader(trio: EtcdCluster) -> None:
     leader_index = trio.leader_index()
     assert leader_index is not None
     assert status.leader_id == trio.members[leader_index].member_id()
+    assert [m.client_url.split(":")[1] for m in trio.members] == [
+        "//127.0.0.1",
+        "//127.0.0.2",
+        "//127.0.0.3",
+    ]
 
 
 def test_killed_member_is_unreachable_while_the_others_keep_a_leader(trio: EtcdCluster) -> None:
