@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from kcp.runtime.logging import get_logger
 from kcp.runtime.store import ADDED, DELETED, MODIFIED
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ Mapper = Callable[[dict[str, Any]], Iterable[Key]]
 ObjectCallback = Callable[[dict[str, Any]], None]
 UpdateCallback = Callable[[dict[str, Any], dict[str, Any]], None]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 
 def callbacks(

@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import structlog
 import urllib3
 
 from kcp.runtime.handlers import (
@@ -47,6 +46,7 @@ from kcp.runtime.listing import (
     ResourceKind,
     paginated_list,
 )
+from kcp.runtime.logging import get_logger
 from kcp.runtime.store import (
     ADDED,
     DELETED,
@@ -177,9 +177,7 @@ class Informer:
         self._thread: threading.Thread | None = None
         self._active: WatchStream | None = None
         self._active_lock = threading.Lock()
-        self._log = structlog.get_logger(__name__).bind(
-            informer=self.name, namespace=self.namespace or "*"
-        )
+        self._log = get_logger(__name__, informer=self.name, namespace=self.namespace or "*")
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -275,9 +273,7 @@ class Informer:
                     delivered = self._initial_state()
                 else:
                     delivered = self._watch(streaming=False)
-                if delivered:
-                    self.backoff.reset()
-                elif time.monotonic() - started < QUICK_END:
+                if not delivered and time.monotonic() - started < QUICK_END:
                     self._sleep(self.backoff.next_delay())
             except StreamClosed:
                 break
@@ -393,6 +389,8 @@ class Informer:
             for event in stream:
                 if self._stop.is_set():
                     raise StreamClosed()
+                if not delivered:
+                    self.backoff.reset()  # the server answers again: start backoff afresh
                 if initial is None:
                     self._apply(event)
                     delivered = True
@@ -472,6 +470,7 @@ class Informer:
         events = self.store.replace(objects)
         self._resource_version = resource_version
         self._need_list = False
+        self.backoff.reset()
         self.initial_list_mode = mode
         self.lists += 1
         if self._synced.is_set():
