@@ -1,0 +1,1 @@
+"""Deployment artefacts: config/ kustomize tree, Tiltfile, RBAC against a real API server."""

@@ -1,0 +1,1 @@
+"""Deployment artefacts checked without a cluster: Dockerfile, Tilt restart supervisor."""
