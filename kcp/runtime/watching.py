@@ -134,7 +134,7 @@ class WatchStream:
         self._closed = False
 
     def open(self) -> None:
-        """Send the request; raises `ApiError` on an error status, `InactivityTimeout`..."""
+        """Send the request: `ApiError` on an error status, `InactivityTimeout` if no answer."""
         try:
             response = send(
                 self.api_client,

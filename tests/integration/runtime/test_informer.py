@@ -30,6 +30,7 @@ from kcp.runtime.listing import (
     read_live,
 )
 from kcp.runtime.store import label_index, label_index_value, owner_index, owner_index_value
+from kcp.runtime.transforms import LAST_APPLIED_ANNOTATION
 
 pytestmark = pytest.mark.integration
 
@@ -92,9 +93,14 @@ def create_secret(
     *,
     labels: dict[str, str] | None = None,
     owners: list[dict[str, Any]] | None = None,
+    annotations: dict[str, str] | None = None,
     data: str = "payload",
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "labels": labels or {}}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "labels": labels or {},
+        "annotations": annotations or {},
+    }
     if owners:
         metadata["ownerReferences"] = owners
     body = {"metadata": metadata, "stringData": {"value": data}}
@@ -211,7 +217,14 @@ def test_metadata_only_secret_cache_holds_no_data(
     control_plane: Any, api_client: Any, namespace: str
 ) -> None:
     core = client.CoreV1Api(api_client)
-    create_secret(core, namespace, "before", labels={CLUSTER_LABEL: "c1"}, data="s3cr3t")
+    create_secret(
+        core,
+        namespace,
+        "before",
+        labels={CLUSTER_LABEL: "c1"},
+        annotations={LAST_APPLIED_ANNOTATION: '{"data": "a copy"}', "keep": "me"},
+        data="s3cr3t",
+    )
     recorder = Recorder()
     informer = Informer(
         api_client, SECRETS, namespace=namespace, metadata_only=True, request_hook=recorder.hook
@@ -227,7 +240,13 @@ def test_metadata_only_secret_cache_holds_no_data(
             assert set(cached) == {"apiVersion", "kind", "metadata"}, cached
             assert cached["kind"] == "Secret" and "data" not in cached
             assert cached["metadata"]["name"] == name
-        assert informer.get(namespace, "before")["metadata"]["labels"] == {CLUSTER_LABEL: "c1"}  # type: ignore[index]
+        before = informer.get(namespace, "before")
+        assert before is not None
+        assert before["metadata"]["labels"] == {CLUSTER_LABEL: "c1"}
+        # the default transform dropped what the server sent but nobody reads
+        assert before["metadata"]["annotations"] == {"keep": "me"}
+        assert "managedFields" not in before["metadata"]
+        assert "managedFields" in read_live(api_client, SECRETS, namespace, "before")["metadata"]
 
         assert recorder.requests, "no request recorded"
         for method, url, accept in recorder.requests:
@@ -274,7 +293,7 @@ def test_streaming_list_when_the_watchlist_gate_is_on(api_client: Any, namespace
 
 def test_paginated_list_when_the_watchlist_gate_is_off(control_plane_watchlist_off: Any) -> None:
     api = control_plane_watchlist_off.api_client()
-    core = client.CoreV1Api(api)
+    core: Any = client.CoreV1Api(api)
     namespace = f"t-{uuid.uuid4().hex[:10]}"
     core.create_namespace({"metadata": {"name": namespace}})
     for i in range(12):
