@@ -8,4 +8,8 @@ import os
 # package's first module, once for every entry point (CLI, tests, benchmarks).
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
+# gRPC's C core prints TLS handshake failures to stderr on its own; kcp.etcd turns
+# them into typed errors with a clear message, so the raw lines are only noise.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 __version__ = "0.1.0"
