@@ -1,0 +1,128 @@
+"""What every benchmark runs against: a real local management cluster, and quiet logs.
+
+`management_cluster()` starts a real kube-apiserver + etcd on loopback (the
+`WatchList` gate on, so streaming lists are possible) and stops it afterwards;
+`kcp bench all` starts one and hands it to every scenario. Child processes
+(the controllers being measured) get the kubeconfig path and their own log file
+in `work_dir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kcp.bench.progress import Progress
+
+__all__ = [
+    "BenchEnvironment",
+    "child_env",
+    "machine_info",
+    "management_cluster",
+    "quiet_logging",
+    "run_child",
+]
+
+
+@dataclass
+class BenchEnvironment:
+    """A running management cluster and a directory for child logs and results."""
+
+    plane: Any
+    """`kcp.testing.LocalControlPlane`."""
+    work_dir: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return Path(self.plane.kubeconfig_path)
+
+    def api_client(self) -> Any:
+        return self.plane.api_client()
+
+    def unique(self, prefix: str) -> str:
+        """A fresh name, so scenarios sharing one cluster never see each other's objects."""
+        return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def quiet_logging() -> None:
+    """Benchmark processes log only warnings, as JSON on stderr (stdout is for results)."""
+    from kcp.runtime.logging import configure_logging
+
+    configure_logging(level="warning", json=True, stream=sys.stderr)
+    logging.getLogger("kcp").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def management_cluster(progress: Progress) -> Iterator[BenchEnvironment]:
+    """Start a local kube-apiserver + etcd (WatchList on) for the benchmarks, then stop it."""
+    from kcp.testing.controlplane import ControlPlaneOptions, LocalControlPlane
+
+    work_dir = Path(tempfile.mkdtemp(prefix="kcp-bench-"))
+    progress.step("starting the management cluster (kube-apiserver + etcd)")
+    plane = LocalControlPlane(ControlPlaneOptions(watch_list=True, work_dir=work_dir / "plane"))
+    plane.start()
+    try:
+        yield BenchEnvironment(plane=plane, work_dir=work_dir)
+    finally:
+        progress.step("stopping the management cluster")
+        plane.stop()
+        import shutil
+
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a measured child: this one, with the repository importable."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_child(
+    module: str, argv: Sequence[str], *, log_path: Path, timeout: float
+) -> dict[str, Any]:
+    """Run `python -m module argv... --out FILE` to completion and return the JSON it wrote."""
+    out = log_path.with_suffix(".json")
+    command = [sys.executable, "-m", module, *argv, "--out", str(out)]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        completed = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            timeout=timeout,
+            check=False,
+        )
+    if completed.returncode != 0 or not out.exists():
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"{module} exited with {completed.returncode}:\n{tail}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the figures were measured: CPUs, load, Python, kernel, time."""
+    load = os.getloadavg()
+    return {
+        "cpus": os.cpu_count(),
+        "load_average_1m_at_start": round(load[0], 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

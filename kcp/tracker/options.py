@@ -1,0 +1,128 @@
+"""Every tracker setting and its default, written down once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from kcp.certs import KEY_ALGORITHMS, KeyAlgorithm
+
+__all__ = ["CAPI_ETCD_CLIENT_COMMON_NAME", "TrackerOptions"]
+
+CAPI_ETCD_CLIENT_COMMON_NAME = "cluster-api.x-k8s.io"
+"""The subject Cluster API's KCP puts in its etcd client certificates (no organization).
+
+etcd maps a client certificate's CN to a user when its auth is enabled, so
+keeping Cluster API's name keeps existing etcd role bindings working.
+"""
+
+
+@dataclass(frozen=True)
+class TrackerOptions:
+    """How the tracker caches, probes and sizes itself. Durations are seconds unless typed."""
+
+    capacity: int = 1000
+    """Workload clusters this controller is expected to track; sizes the caches below."""
+
+    key_cache_size: int | None = None
+    """Private keys kept at most; None means ten times ``capacity``. An LRU eviction under
+    load would cause a key-generation storm, so keep it well above the cluster count
+    (evictions are counted in ``kcp_tracker_cache_evictions_total{cache="key"}``)."""
+
+    key_ttl: float | None = 7 * 24 * 3600.0
+    """Seconds a cluster's private key lives before a fresh one is generated (7 days);
+    None keeps it until the cluster is evicted. Certificates are re-issued for a new key."""
+
+    key_algorithm: KeyAlgorithm = "rsa-2048"
+    """``rsa-2048`` (parity with Cluster API; ~30 ms per key) or ``ecdsa-p256`` (~50 us)."""
+
+    certificate_validity: timedelta = timedelta(hours=24)
+    """Lifetime of each etcd client certificate (Cluster API issues them for 10 years)."""
+
+    renew_fraction: float = 2 / 3
+    """Share of a certificate's life after which it is replaced; it is never handed out
+    past this point, so at least a third of its life remains when a caller gets it."""
+
+    certificate_cache_size: int | None = None
+    """Client certificates kept at most; None means ten times ``capacity``."""
+
+    client_common_name: str = CAPI_ETCD_CLIENT_COMMON_NAME
+    """Subject CN of the etcd client certificates."""
+
+    client_organizations: tuple[str, ...] = ()
+    """Subject O of the etcd client certificates (Cluster API sets none)."""
+
+    probe_interval: float | None = 10.0
+    """Seconds between health checks of one cluster; None turns periodic probes off
+    (a cluster is still probed once when it connects)."""
+
+    probe_timeout: float = 5.0
+    """Seconds one probe may take: the API server's ``/readyz``, or one etcd endpoint's
+    dial and ``Status`` call."""
+
+    failure_threshold: int = 5
+    """Consecutive failed health checks after which a cluster is marked disconnected
+    (any 401 from its API server disconnects at once)."""
+
+    probe_workers: int = 8
+    """Threads shared by all clusters (never one per cluster) that connect clusters (read
+    their Secrets, generate keys, dial) and run health probes. A silent cluster holds one
+    for at most two probe timeouts per check, and is not checked again until it is done."""
+
+    secret_refresh_interval: float = 60.0
+    """Seconds after which a probe re-reads a cluster's ``-etcd`` and ``-kubeconfig``
+    Secrets even if no Secret event said they changed (see ``Tracker.secret_event_handler``)."""
+
+    secret_read_timeout: float = 5.0
+    """Seconds a live read of a Secret from the management cluster may take."""
+
+    api_timeout: float = 10.0
+    """Default timeout (connect and read) of every request a workload API client sends
+    without its own ``_request_timeout``; without it a dead TCP stream hangs forever."""
+
+    connecting_retry_after: float = 1.0
+    """``NotConnected.retry_after`` while a cluster is being connected."""
+
+    etcd_dial_timeout: float = 10.0
+    """Seconds a reconciler's etcd call waits for a connection
+    (``--etcd-dial-timeout-duration``)."""
+
+    etcd_call_timeout: float = 15.0
+    """Seconds a reconciler's etcd call waits for its answer (``--etcd-call-timeout-duration``)."""
+
+    etcd_channels: int = 256
+    """Open etcd channels kept at most (LRU); re-opening one is cheap, the key is cached."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.capacity < 1:
+            problems.append(f"capacity must be at least 1, got {self.capacity}")
+        if self.key_algorithm not in KEY_ALGORITHMS:
+            problems.append(
+                f"key_algorithm {self.key_algorithm!r} is not one of {', '.join(KEY_ALGORITHMS)}"
+            )
+        if self.certificate_validity <= timedelta(0):
+            problems.append("certificate_validity must be positive")
+        if not 0.0 < self.renew_fraction < 1.0:
+            problems.append(f"renew_fraction must be in (0, 1), got {self.renew_fraction}")
+        for name in ("probe_timeout", "secret_read_timeout", "api_timeout"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive")
+        if self.probe_interval is not None and self.probe_interval <= 0:
+            problems.append("probe_interval must be positive (or None to turn probes off)")
+        if self.key_ttl is not None and self.key_ttl <= 0:
+            problems.append("key_ttl must be positive (or None to keep keys until eviction)")
+        if self.failure_threshold < 1:
+            problems.append("failure_threshold must be at least 1")
+        if self.probe_workers < 1:
+            problems.append("probe_workers must be at least 1")
+        if problems:
+            raise ValueError("invalid tracker options: " + "; ".join(problems))
+
+    @property
+    def key_cache_maxsize(self) -> int:
+        return self.key_cache_size or 10 * self.capacity
+
+    @property
+    def certificate_cache_maxsize(self) -> int:
+        return self.certificate_cache_size or 10 * self.capacity

@@ -1,0 +1,137 @@
+"""A ``kubernetes`` client for one workload cluster whose key never touches a disk.
+
+The ``kubernetes`` client (and urllib3 under it) only takes TLS material as
+file paths. Instead of writing the kubeconfig's key to a file, the client's
+urllib3 pool manager is replaced by one built from an ``ssl.SSLContext`` made
+in memory: the CA comes from bytes (``cadata``); the client certificate and key
+go through ``ssl.SSLContext.load_cert_chain``, which only reads paths, so they
+are written to an anonymous memory file (``os.memfd_create``: RAM only, no name
+in any filesystem) read through ``/proc/self/fd/<n>`` and closed as soon as
+OpenSSL has loaded them. Afterwards the key lives only inside the SSLContext.
+
+Every request gets a timeout: the ``kubernetes`` client passes ``timeout=None``
+("wait forever") unless a call gives ``_request_timeout``, so the pool manager
+substitutes the tracker's default for ``None``.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from typing import Any
+
+import urllib3
+
+from kcp.certs import Kubeconfig
+
+__all__ = ["WorkloadClient", "ssl_context_for"]
+
+_MAX_CONNECTIONS = 4
+"""urllib3 connections kept per workload API server."""
+
+
+def _load_cert_chain_from_memory(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """``context.load_cert_chain`` from bytes via an anonymous memory file, closed at once."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is None:  # pragma: no cover - Linux has it
+        raise RuntimeError(
+            "os.memfd_create is not available on this platform; kcp loads client keys into "
+            "TLS contexts only through anonymous memory files and never writes them to disk"
+        )
+    fd = memfd_create("kcp-tls", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(cert_pem + b"\n" + key_pem)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def ssl_context_for(kubeconfig: Kubeconfig) -> ssl.SSLContext:
+    """A verifying TLS context (server checked against the kubeconfig's CA, hostname
+    checked) presenting the kubeconfig's client certificate, if it has one."""
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cadata=kubeconfig.ca_pem.decode("ascii", "replace")
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if kubeconfig.client_cert_pem is not None and kubeconfig.client_key_pem is not None:
+        _load_cert_chain_from_memory(context, kubeconfig.client_cert_pem, kubeconfig.client_key_pem)
+    return context
+
+
+class _TimeoutPoolManager(urllib3.PoolManager):
+    """A pool manager that gives every request without a timeout the default one."""
+
+    def __init__(self, *, default_timeout: urllib3.Timeout, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.default_timeout = default_timeout
+
+    def urlopen(  # type: ignore[override]
+        self, method: str, url: str, redirect: bool = True, **kw: Any
+    ) -> urllib3.BaseHTTPResponse:
+        if kw.get("timeout") is None:
+            kw["timeout"] = self.default_timeout
+        return super().urlopen(method, url, redirect=redirect, **kw)
+
+
+class WorkloadClient:
+    """The workload cluster's API, for the reconciler (``api_client``) and for probes.
+
+    ``api_client`` is a ``kubernetes.client.ApiClient``; its requests time out after
+    the tracker's ``api_timeout`` unless a call passes ``_request_timeout``. After
+    ``close()`` (the cluster was evicted, went down, or its kubeconfig changed) its
+    connections are gone; ask the tracker for the current client.
+    """
+
+    def __init__(self, kubeconfig: Kubeconfig, *, digest: str, timeout: float) -> None:
+        from kubernetes import client
+
+        self.server = kubeconfig.server.rstrip("/")
+        self.digest = digest
+        """Digest of the kubeconfig Secret it was built from (rebuilt when it changes)."""
+        configuration = client.Configuration()
+        configuration.host = self.server
+        self._auth_headers: dict[str, str] = {}
+        if kubeconfig.token:
+            configuration.api_key = {"authorization": kubeconfig.token}
+            configuration.api_key_prefix = {"authorization": "Bearer"}
+            self._auth_headers["Authorization"] = f"Bearer {kubeconfig.token}"
+        self.api_client: Any = client.ApiClient(configuration)
+        rest = self.api_client.rest_client
+        rest.pool_manager.clear()
+        rest.pool_manager = _TimeoutPoolManager(
+            default_timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            num_pools=2,
+            maxsize=_MAX_CONNECTIONS,
+            ssl_context=ssl_context_for(kubeconfig),
+            retries=False,
+        )
+        self._closed = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"WorkloadClient({self.server!r}, closed={self.closed})"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def get(self, path: str, *, timeout: float) -> urllib3.BaseHTTPResponse:
+        """``GET path`` with a hard timeout, body read; raises urllib3's errors."""
+        pool: urllib3.PoolManager = self.api_client.rest_client.pool_manager
+        return pool.request(
+            "GET",
+            f"{self.server}{path}",
+            headers={"Accept": "application/json, */*", **self._auth_headers},
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            retries=False,
+            preload_content=True,
+        )
+
+    def close(self) -> None:
+        """Drop every connection; the client must not be used afterwards."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self.api_client.rest_client.pool_manager.clear()
