@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 # Modules are imported only when their command runs, so `kcp version` stays fast
 # and a command's heavy imports never slow another.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("kcp.bench.cli", "run benchmarks"),
     "envtest": ("kcp.testing.envtest_cmd", "run a local management control plane"),
+    "run": ("kcp.controlplane.cli", "run the controller"),
     "version": ("kcp.cli", "print the version"),
 }
 
