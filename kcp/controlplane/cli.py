@@ -1,0 +1,91 @@
+"""`kcp run`: the KubeadmControlPlane controller, with the flags Cluster API users know.
+
+Manager flags (leader election, `--namespace`, `--watch-filter`,
+`--kubeadmcontrolplane-concurrency`, `--sync-period`, `--kube-api-qps`,
+`--kube-api-burst`, `--health-addr`, `--metrics-bind-addr`,
+`--profiler-address`) come from `kcp.runtime`; this module adds
+`--kubeconfig`, the etcd timeouts and `--v`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from kcp.runtime.options import add_manager_arguments, options_from_args, parse_duration
+
+__all__ = ["add_arguments", "run"]
+
+DEFAULT_ETCD_DIAL_TIMEOUT = 10.0
+DEFAULT_ETCD_CALL_TIMEOUT = 15.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG") or None,
+        help="kubeconfig of the management cluster (default: $KUBECONFIG, else in-cluster)",
+    )
+    parser.add_argument(
+        "--etcd-dial-timeout-duration",
+        type=parse_duration,
+        default=DEFAULT_ETCD_DIAL_TIMEOUT,
+        metavar="DURATION",
+        help="how long an etcd call waits for a connection (default: 10s)",
+    )
+    parser.add_argument(
+        "--etcd-call-timeout-duration",
+        type=parse_duration,
+        default=DEFAULT_ETCD_CALL_TIMEOUT,
+        metavar="DURATION",
+        help="how long an etcd call waits for its answer (default: 15s)",
+    )
+    parser.add_argument(
+        "--v", type=int, default=0, metavar="LEVEL", help="log verbosity: 0 info, 1+ debug"
+    )
+    add_manager_arguments(parser)
+
+
+def management_api_client(kubeconfig: str | None) -> Any:
+    """An ApiClient for the management cluster: from `kubeconfig`, else in-cluster."""
+    from kubernetes import client, config
+
+    if kubeconfig:
+        return config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def run(args: argparse.Namespace) -> int:
+    from kcp.controlplane.controller import setup
+    from kcp.runtime.logging import configure_logging, get_logger
+    from kcp.runtime.manager import Manager
+    from kcp.tracker.options import TrackerOptions
+    from kcp.tracker.tracker import Tracker
+
+    configure_logging(args.v)
+    log = get_logger("kcp.run")
+    options = options_from_args(args)
+    api_client = management_api_client(args.kubeconfig)
+    manager = Manager(options, api_client=api_client)
+    tracker = Tracker.for_api_client(
+        api_client,
+        TrackerOptions(
+            etcd_dial_timeout=args.etcd_dial_timeout_duration,
+            etcd_call_timeout=args.etcd_call_timeout_duration,
+        ),
+        registry=manager.registry,
+    )
+    setup(manager, api_client, tracker, namespace=options.namespace)
+    log.info(
+        "Starting kcp",
+        namespace=options.namespace or "*",
+        watch_filter=options.watch_filter,
+        concurrency=options.concurrency,
+        leader_elect=options.leader_elect,
+    )
+    try:
+        return manager.run_until_signal()
+    finally:
+        tracker.close()

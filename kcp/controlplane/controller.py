@@ -1,0 +1,211 @@
+"""Wiring: the informers the reconciler reads, the events that wake it, the controller itself.
+
+Watched kinds and what a change means:
+
+- KubeadmControlPlane (filtered by `--watch-filter`): reconcile it.
+- Cluster (filtered too): reconcile the control plane its `spec.controlPlaneRef`
+  names; a deleted Cluster is evicted from the tracker at once.
+- Machine: reconcile the KubeadmControlPlane that controls it.
+- KubeadmConfig: cached for rollout comparisons; wakes its controller too.
+- Secret, metadata only and only those labelled with a cluster name: wakes the
+  control plane that owns it or whose Cluster it belongs to, and tells the
+  tracker its credentials may have changed. A reconciler that needs a Secret's
+  data reads that one Secret live.
+
+Objects kcp creates carry the `--watch-filter` label of their control plane,
+but only the KubeadmControlPlane and Cluster informers filter on it: filtering
+Machines too would hide a Machine whose label was removed and make kcp create
+another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kcp.api import groups, labels
+from kcp.controlplane.client import Kube, resource_kind
+from kcp.controlplane.events import EventRecorder
+from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
+from kcp.controlplane.workload import TrackerLike
+from kcp.runtime.controller import Controller, ObjectKey
+from kcp.runtime.handlers import Key, enqueue_owner, enqueue_self, map_to
+from kcp.runtime.informer import Informer
+from kcp.runtime.manager import Manager
+from kcp.runtime.store import label_index_value
+
+__all__ = [
+    "CONTROLLER_NAME",
+    "ControlPlaneController",
+    "InformerCache",
+    "cluster_to_control_plane",
+    "machine_cluster_index",
+    "setup",
+]
+
+CONTROLLER_NAME = "kubeadmcontrolplane"
+CLUSTER_INDEX = "cluster"
+
+
+def machine_cluster_index(obj: dict[str, Any]) -> list[str]:
+    """Index Machines by "namespace/cluster": `spec.clusterName`, else the cluster-name label."""
+    metadata = obj.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "")
+    cluster = (obj.get("spec") or {}).get("clusterName") or (metadata.get("labels") or {}).get(
+        labels.CLUSTER_NAME_LABEL
+    )
+    return [label_index_value(namespace, str(cluster))] if cluster else []
+
+
+def cluster_to_control_plane(obj: dict[str, Any]) -> list[Key]:
+    """A Cluster maps to the KubeadmControlPlane its `spec.controlPlaneRef` names."""
+    ref = (obj.get("spec") or {}).get("controlPlaneRef") or {}
+    if ref.get("kind") != groups.KUBEADM_CONTROL_PLANE.kind:
+        return []
+    if ref.get("apiGroup", groups.CONTROLPLANE_GROUP) != groups.CONTROLPLANE_GROUP:
+        return []
+    namespace = str((obj.get("metadata") or {}).get("namespace") or "")
+    return [(namespace, str(ref["name"]))] if ref.get("name") else []
+
+
+class InformerCache:
+    """The reconciler's `Cache`, answered from the informers' stores."""
+
+    def __init__(
+        self,
+        kubeadm_control_planes: Informer,
+        clusters: Informer,
+        machines: Informer,
+        kubeadm_configs: Informer,
+        secrets: Informer,
+    ) -> None:
+        self.kubeadm_control_planes = kubeadm_control_planes
+        self.clusters = clusters
+        self.machines = machines
+        self.kubeadm_configs = kubeadm_configs
+        self.secrets = secrets
+
+    def kubeadm_control_plane(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.kubeadm_control_planes.get(namespace, name)
+
+    def cluster(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.clusters.get(namespace, name)
+
+    def cluster_machines(self, namespace: str, cluster_name: str) -> list[Mapping[str, Any]]:
+        return list(
+            self.machines.by_index(CLUSTER_INDEX, label_index_value(namespace, cluster_name))
+        )
+
+    def kubeadm_config(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.kubeadm_configs.get(namespace, name)
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.secrets.get(namespace, name)
+
+    @property
+    def informers(self) -> list[Informer]:
+        return [
+            self.kubeadm_control_planes,
+            self.clusters,
+            self.machines,
+            self.kubeadm_configs,
+            self.secrets,
+        ]
+
+
+@dataclass
+class ControlPlaneController:
+    """What `setup` assembled; the manager runs the informers and the controller."""
+
+    controller: Controller
+    reconciler: KubeadmControlPlaneReconciler
+    cache: InformerCache
+
+
+def _secret_to_control_plane(cache: InformerCache) -> Any:
+    owners = enqueue_owner(groups.KUBEADM_CONTROL_PLANE.kind, groups.CONTROLPLANE_GROUP).mapper
+
+    def keys(obj: dict[str, Any]) -> list[Key]:
+        found = list(owners(obj))
+        if found:
+            return found
+        metadata = obj.get("metadata") or {}
+        cluster_name = (metadata.get("labels") or {}).get(labels.CLUSTER_NAME_LABEL)
+        namespace = str(metadata.get("namespace") or "")
+        cluster = cache.cluster(namespace, str(cluster_name)) if cluster_name else None
+        return cluster_to_control_plane(dict(cluster)) if cluster is not None else []
+
+    return keys
+
+
+def setup(
+    manager: Manager,
+    api_client: Any,
+    tracker: TrackerLike,
+    *,
+    options: ReconcilerOptions | None = None,
+    namespace: str | None = None,
+    kube: Kube | None = None,
+    recorder: EventRecorder | None = None,
+) -> ControlPlaneController:
+    """Build the informers, the reconciler and the controller, and add them to `manager`."""
+    selector = manager.label_selector
+    kcps = Informer(
+        api_client,
+        resource_kind(groups.KUBEADM_CONTROL_PLANE),
+        namespace=namespace,
+        label_selector=selector,
+        name="kubeadmcontrolplanes",
+    )
+    clusters = Informer(
+        api_client,
+        resource_kind(groups.CLUSTER),
+        namespace=namespace,
+        label_selector=selector,
+        name="clusters",
+    )
+    machines = Informer(
+        api_client, resource_kind(groups.MACHINE), namespace=namespace, name="machines"
+    )
+    machines.add_indexer(CLUSTER_INDEX, machine_cluster_index)
+    configs = Informer(
+        api_client, resource_kind(groups.KUBEADM_CONFIG), namespace=namespace, name="kubeadmconfigs"
+    )
+    secrets = Informer(
+        api_client,
+        resource_kind(groups.SECRET),
+        namespace=namespace,
+        label_selector=labels.CLUSTER_NAME_LABEL,
+        metadata_only=True,
+        name="secrets",
+    )
+    cache = InformerCache(kcps, clusters, machines, configs, secrets)
+    kube = kube or Kube(api_client, field_manager="kcp-controller")
+    reconciler = KubeadmControlPlaneReconciler(
+        kube, cache, tracker, recorder=recorder or EventRecorder(kube), options=options
+    )
+
+    def known_keys() -> list[ObjectKey]:
+        return [
+            ObjectKey(str(o["metadata"].get("namespace") or ""), str(o["metadata"]["name"]))
+            for o in kcps.list()
+        ]
+
+    controller = manager.new_controller(CONTROLLER_NAME, reconciler, keys=known_keys)
+    enqueue = controller.enqueue
+    kcps.add_handler(enqueue_self().bind(enqueue))
+    clusters.add_handler(map_to(cluster_to_control_plane).bind(enqueue))
+    handler = getattr(tracker, "cluster_event_handler", None)
+    if callable(handler):
+        clusters.add_handler(handler())
+    owner = enqueue_owner(groups.KUBEADM_CONTROL_PLANE.kind, groups.CONTROLPLANE_GROUP)
+    machines.add_handler(owner.bind(enqueue))
+    configs.add_handler(owner.bind(enqueue))
+    secrets.add_handler(map_to(_secret_to_control_plane(cache)).bind(enqueue))
+    secret_handler = getattr(tracker, "secret_event_handler", None)
+    if callable(secret_handler):
+        secrets.add_handler(secret_handler())
+    for informer in cache.informers:
+        manager.add_informer(informer)
+    return ControlPlaneController(controller, reconciler, cache)

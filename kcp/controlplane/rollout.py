@@ -1,0 +1,155 @@
+"""Which control-plane Machines are out of date, and why (pure decisions on dicts).
+
+A Machine is replaced when its Kubernetes version, its KubeadmConfig or the
+infrastructure template it was cloned from differ from the KubeadmControlPlane's
+spec, when it was created before `spec.rollout.after` (once that moment has
+passed), or when its certificates expire within
+`spec.rollout.before.certificatesExpiryDays`. Messages are Cluster API's, so the
+Machine's `UpToDate` condition reads the same as there.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from kcp.api import labels
+from kcp.api.objects import KubeadmControlPlaneView, MachineView
+
+__all__ = [
+    "UpToDate",
+    "desired_kubeadm_config_spec",
+    "kubeadm_config_matches",
+    "machine_up_to_date",
+]
+
+_INIT = "initConfiguration"
+_JOIN = "joinConfiguration"
+
+
+@dataclass(frozen=True)
+class UpToDate:
+    """Whether a Machine matches the spec; `reasons` say what differs, one per line."""
+
+    up_to_date: bool
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def message(self) -> str:
+        """The Machine `UpToDate` condition's message: `* reason` lines."""
+        return "\n".join(f"* {reason}" for reason in self.reasons)
+
+
+def desired_kubeadm_config_spec(kcp_spec: Mapping[str, Any], *, init: bool) -> dict[str, Any]:
+    """The KubeadmConfig spec of a new Machine: the KCP's, with the init or join part only.
+
+    The first Machine runs `kubeadm init` and keeps `initConfiguration`; every
+    later one joins and keeps `joinConfiguration`, as Cluster API does.
+    """
+    spec = copy.deepcopy(dict(kcp_spec))
+    spec.pop(_JOIN if init else _INIT, None)
+    return spec
+
+
+def _is_init(config_spec: Mapping[str, Any]) -> bool:
+    return bool(config_spec.get(_INIT)) and not config_spec.get(_JOIN)
+
+
+def _comparable(spec: Mapping[str, Any], *, init: bool) -> dict[str, Any]:
+    """What must match: everything but the init/join part that does not apply."""
+    result = {k: v for k, v in spec.items() if k not in (_INIT, _JOIN)}
+    part = spec.get(_INIT if init else _JOIN)
+    result["__node__"] = part if part else {}
+    pruned: dict[str, Any] = _prune(result)
+    return pruned
+
+
+def _prune(value: Any) -> Any:
+    """Empty maps, lists and None count as unset, as Go's omitempty treats them."""
+    if isinstance(value, Mapping):
+        pruned = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+def kubeadm_config_matches(current_spec: Mapping[str, Any], kcp_spec: Mapping[str, Any]) -> bool:
+    """Whether a Machine's KubeadmConfig spec still matches the KCP's `kubeadmConfigSpec`.
+
+    A Machine created by `kubeadm init` is compared on `initConfiguration`, every
+    other one on `joinConfiguration`; the rest of the spec must be equal.
+    """
+    init = _is_init(current_spec)
+    return _comparable(current_spec, init=init) == _comparable(kcp_spec, init=init)
+
+
+def machine_up_to_date(
+    kcp: KubeadmControlPlaneView,
+    machine: MachineView,
+    *,
+    kubeadm_config_spec: Mapping[str, Any] | None,
+    infra_cloned_from: tuple[str, str] | None,
+    now: datetime,
+) -> UpToDate:
+    """Compare one Machine with the spec.
+
+    `kubeadm_config_spec` is the spec of the Machine's KubeadmConfig (None when
+    unknown: not compared); `infra_cloned_from` is `(name, Kind.group)` of the
+    template its infrastructure machine was cloned from (None: not compared).
+    """
+    reasons: list[str] = []
+    if machine.version != kcp.version:
+        reasons.append(f"Version {machine.version or '(unset)'}, {kcp.version} required")
+    if kubeadm_config_spec is not None and not kubeadm_config_matches(
+        kubeadm_config_spec, kcp.kubeadm_config_spec
+    ):
+        reasons.append("KubeadmConfig is not up-to-date")
+    template = kcp.infrastructure_ref
+    if infra_cloned_from is not None and template is not None:
+        name, group_kind = infra_cloned_from
+        if name != template.name or group_kind != template.group_kind:
+            kind = (
+                machine.infrastructure_ref.kind if machine.infrastructure_ref else "Infrastructure"
+            )
+            reasons.append(f"{kind} is not up-to-date")
+    if _certificates_expire_soon(kcp, machine, now):
+        reasons.append("Certificates will expire soon")
+    if _created_before_rollout_after(kcp, machine, now):
+        reasons.append("KubeadmControlPlane spec.rollout.after expired")
+    return UpToDate(up_to_date=not reasons, reasons=tuple(reasons))
+
+
+def _certificates_expire_soon(
+    kcp: KubeadmControlPlaneView, machine: MachineView, now: datetime
+) -> bool:
+    days = kcp.certificates_expiry_days
+    expiry = machine.certificates_expiry_date
+    if days is None or expiry is None:
+        return False
+    return expiry <= now + timedelta(days=days)
+
+
+def _created_before_rollout_after(
+    kcp: KubeadmControlPlaneView, machine: MachineView, now: datetime
+) -> bool:
+    after = kcp.rollout_after
+    created = machine.creation_timestamp
+    if after is None or created is None:
+        return False
+    return after <= now and created < after
+
+
+def infra_cloned_from(obj: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """`(name, Kind.group)` from an object's cloned-from annotations, when both are set."""
+    if obj is None:
+        return None
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    name = annotations.get(labels.TEMPLATE_CLONED_FROM_NAME_ANNOTATION)
+    group_kind = annotations.get(labels.TEMPLATE_CLONED_FROM_GROUPKIND_ANNOTATION)
+    if isinstance(name, str) and isinstance(group_kind, str) and name and group_kind:
+        return name, group_kind
+    return None

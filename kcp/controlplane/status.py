@@ -1,0 +1,366 @@
+"""The KubeadmControlPlane's status: computed from what a reconcile saw, written by a merge patch.
+
+`compute_status` is pure: replica counts, version, selector, initialization and
+every v1beta2 condition with Cluster API's reasons and messages. `write_status`
+patches only the fields kcp owns into the status subresource, merging our
+conditions into the object's list so that another writer's conditions survive;
+the patch carries the resourceVersion it was computed from, so a concurrent
+write is detected (409) and the merge is redone on the fresh object.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kcp.api import conditions as c
+from kcp.api import labels
+from kcp.api.objects import KubeadmControlPlaneView, MachineView
+from kcp.controlplane.client import ApiError, Kube, ResourceLike
+from kcp.controlplane.condition import Condition, merge_conditions
+from kcp.controlplane.health import ControlPlaneHealth
+from kcp.controlplane.rollout import UpToDate
+from kcp.controlplane.scaling import Decision, quorum
+
+__all__ = [
+    "StatusInputs",
+    "compute_status",
+    "lowest_version",
+    "machine_is_available",
+    "machine_is_ready",
+    "write_conditions",
+]
+
+_MAX_WRITE_ATTEMPTS = 4
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
+
+
+@dataclass
+class StatusInputs:
+    """Everything a reconcile learned that the status reports."""
+
+    kcp: KubeadmControlPlaneView
+    cluster_name: str
+    machines: Sequence[MachineView]
+    up_to_date: Mapping[str, UpToDate] = field(default_factory=dict)
+    health: ControlPlaneHealth | None = None
+    health_conditions: tuple[Condition, ...] = ()
+    """`EtcdClusterHealthy`/`ControlPlaneComponentsHealthy` to report when `health` is None."""
+    certificates: Condition | None = None
+    initialized: bool = False
+    paused: bool = False
+    decision: Decision | None = None
+    deleting_reason: str = ""
+    deleting_message: str = ""
+    extra: tuple[Condition, ...] = ()
+    """Conditions a step set itself (they win over the computed ones)."""
+
+
+def _version_key(version: str) -> tuple[int, int, int]:
+    match = _VERSION.match(version)
+    if match is None:
+        return (1 << 30, 0, 0)
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+def lowest_version(machines: Sequence[MachineView]) -> str | None:
+    """The lowest Kubernetes version among the Machines (what `status.version` reports)."""
+    versions = [m.version for m in machines if m.version]
+    return min(versions, key=_version_key) if versions else None
+
+
+def _condition_status(machine: MachineView, condition_type: str) -> str | None:
+    condition = c.find_condition(machine.conditions, condition_type)
+    return None if condition is None else str(condition.get("status"))
+
+
+def machine_is_ready(machine: MachineView) -> bool:
+    """The Machine's `Ready` condition; without one, a Node and every kcp health gate True."""
+    status = _condition_status(machine, c.READY)
+    if status is not None:
+        return status == c.TRUE
+    return machine.node_name is not None and all(
+        _condition_status(machine, t) == c.TRUE
+        for t in (
+            c.API_SERVER_POD_HEALTHY,
+            c.CONTROLLER_MANAGER_POD_HEALTHY,
+            c.SCHEDULER_POD_HEALTHY,
+            c.ETCD_POD_HEALTHY,
+            c.ETCD_MEMBER_HEALTHY,
+        )
+    )
+
+
+def machine_is_available(machine: MachineView) -> bool:
+    """The Machine's `Available` condition; without one, whether it is ready."""
+    status = _condition_status(machine, c.AVAILABLE)
+    if status is not None:
+        return status == c.TRUE
+    return machine_is_ready(machine)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _machines_ready(machines: Sequence[MachineView]) -> Condition:
+    kind = c.MACHINES_READY
+    if not machines:
+        return Condition.true(kind, c.NO_REPLICAS_REASON)
+    not_ready: list[str] = []
+    unknown: list[str] = []
+    for machine in sorted(machines, key=lambda m: m.name):
+        if machine_is_ready(machine):
+            continue
+        condition = c.find_condition(machine.conditions, c.READY)
+        detail = (condition or {}).get("message") or "not ready yet"
+        line = f"* Machine {machine.name}: {detail}"
+        if condition is not None and condition.get("status") == c.UNKNOWN:
+            unknown.append(line)
+        else:
+            not_ready.append(line)
+    if not_ready:
+        return Condition.false(kind, c.NOT_READY_REASON, "\n".join(not_ready + unknown))
+    if unknown:
+        return Condition.unknown(kind, c.READY_UNKNOWN_REASON, "\n".join(unknown))
+    return Condition.true(kind, c.READY_REASON)
+
+
+def _machines_up_to_date(
+    machines: Sequence[MachineView], up_to_date: Mapping[str, UpToDate]
+) -> Condition:
+    kind = c.MACHINES_UP_TO_DATE
+    if not machines:
+        return Condition.true(kind, c.NO_REPLICAS_REASON)
+    outdated = [
+        f"* Machine {m.name}: {', '.join(up_to_date[m.name].reasons)}"
+        for m in sorted(machines, key=lambda m: m.name)
+        if m.name in up_to_date and not up_to_date[m.name].up_to_date
+    ]
+    if outdated:
+        return Condition.false(kind, c.NOT_UP_TO_DATE_REASON, "\n".join(outdated))
+    return Condition.true(kind, c.UP_TO_DATE_REASON)
+
+
+def _rolling_out(machines: Sequence[MachineView], up_to_date: Mapping[str, UpToDate]) -> Condition:
+    kind = c.ROLLING_OUT
+    outdated = [
+        up_to_date[m.name]
+        for m in machines
+        if m.name in up_to_date and not up_to_date[m.name].up_to_date and not m.is_deleting
+    ]
+    if not outdated:
+        return Condition.false(kind, c.NOT_ROLLING_OUT_REASON)
+    reasons = sorted(
+        {reason for result in outdated for reason in result.reasons},
+        key=lambda r: (not r.startswith("Version"), r),
+    )
+    message = f"Rolling out {_plural(len(outdated), 'not up-to-date replica')}"
+    if reasons:
+        message += "\n" + "\n".join(f"* {r}" for r in reasons)
+    return Condition.true(kind, c.ROLLING_OUT_REASON, message)
+
+
+def _blocked(decision: Decision | None) -> str:
+    if decision is None or decision.action != "wait" or not decision.blocked:
+        return ""
+    return " is blocked because:\n" + "\n".join(f"* {b}" for b in decision.blocked)
+
+
+def _scaling(inputs: StatusInputs, desired: int) -> tuple[Condition, Condition]:
+    current = len(inputs.machines)
+    if current < desired:
+        up = Condition.true(
+            c.SCALING_UP,
+            c.SCALING_UP_REASON,
+            f"Scaling up from {current} to {_plural(desired, 'replica')}"
+            + _blocked(inputs.decision),
+        )
+    else:
+        up = Condition.false(c.SCALING_UP, c.NOT_SCALING_UP_REASON)
+    if current > desired:
+        blocked = "" if inputs.decision and inputs.decision.rollout else _blocked(inputs.decision)
+        down = Condition.true(
+            c.SCALING_DOWN,
+            c.SCALING_DOWN_REASON,
+            f"Scaling down from {current} to {_plural(desired, 'replica')}{blocked}",
+        )
+    else:
+        down = Condition.false(c.SCALING_DOWN, c.NOT_SCALING_DOWN_REASON)
+    return up, down
+
+
+def _available(inputs: StatusInputs) -> Condition:
+    kind = c.AVAILABLE
+    if not inputs.initialized:
+        return Condition.false(kind, c.NOT_AVAILABLE_REASON, "Control plane not yet initialized")
+    health = inputs.health
+    if health is None:
+        message = next(
+            (h.message for h in inputs.health_conditions if h.message),
+            "Failed to inspect the workload cluster",
+        )
+        return Condition.unknown(kind, c.INSPECTION_FAILED_REASON, message)
+    staying = [m for m in inputs.machines if not m.is_deleting]
+    etcd_healthy = 0
+    etcd_voting = 0
+    components_healthy = 0
+    for machine in staying:
+        conditions = {x.type: x for x in health.machines.get(machine.name, ())}
+        member = conditions.get(c.ETCD_MEMBER_HEALTHY)
+        if machine.node_name is not None:
+            etcd_voting += 1
+            if member is not None and member.is_true:
+                etcd_healthy += 1
+        if all(
+            conditions.get(t) is not None and conditions[t].is_true
+            for t in (
+                c.API_SERVER_POD_HEALTHY,
+                c.CONTROLLER_MANAGER_POD_HEALTHY,
+                c.SCHEDULER_POD_HEALTHY,
+            )
+        ):
+            components_healthy += 1
+    problems: list[str] = []
+    if etcd_voting == 0 or etcd_healthy < quorum(etcd_voting):
+        problems.append(
+            f"* {etcd_healthy} of {_plural(etcd_voting, 'etcd member')} healthy, "
+            f"at least {quorum(max(etcd_voting, 1))} required (etcd quorum)"
+        )
+    if components_healthy == 0:
+        problems.append(
+            "* No Machine with healthy control plane components (kube-apiserver, "
+            "kube-controller-manager, kube-scheduler)"
+        )
+    if problems:
+        return Condition.false(kind, c.NOT_AVAILABLE_REASON, "\n".join(problems))
+    return Condition.true(kind, c.AVAILABLE_REASON)
+
+
+def compute_status(inputs: StatusInputs) -> tuple[dict[str, Any], list[Condition]]:
+    """The status fields kcp owns and the conditions it sets."""
+    kcp = inputs.kcp
+    machines = inputs.machines
+    desired = 0 if kcp.is_deleting else kcp.replicas
+    up_to_date_count = sum(
+        1 for m in machines if m.name in inputs.up_to_date and inputs.up_to_date[m.name].up_to_date
+    )
+    fields: dict[str, Any] = {
+        "replicas": len(machines),
+        "readyReplicas": sum(1 for m in machines if machine_is_ready(m)),
+        "availableReplicas": sum(1 for m in machines if machine_is_available(m)),
+        "upToDateReplicas": up_to_date_count,
+        "selector": labels.control_plane_selector(inputs.cluster_name),
+        "observedGeneration": kcp.generation,
+        "initialization": {"controlPlaneInitialized": inputs.initialized},
+    }
+    version = lowest_version(machines)
+    if version is not None:
+        fields["version"] = version
+    up, down = _scaling(inputs, desired)
+    computed: list[Condition] = [
+        _available(inputs),
+        Condition.true(c.INITIALIZED, c.INITIALIZED_REASON)
+        if inputs.initialized
+        else Condition.false(c.INITIALIZED, c.NOT_INITIALIZED_REASON),
+        _machines_ready(machines),
+        _machines_up_to_date(machines, inputs.up_to_date),
+        _rolling_out(machines, inputs.up_to_date),
+        up,
+        down,
+        Condition.false(c.REMEDIATING, c.NOT_REMEDIATING_REASON),
+        Condition.true(
+            c.DELETING, inputs.deleting_reason or c.DELETING_REASON, inputs.deleting_message
+        )
+        if kcp.is_deleting
+        else Condition.false(c.DELETING, c.NOT_DELETING_REASON),
+        Condition.true(c.PAUSED, c.PAUSED_REASON)
+        if inputs.paused
+        else Condition.false(c.PAUSED, c.NOT_PAUSED_REASON),
+    ]
+    if inputs.certificates is not None:
+        computed.append(inputs.certificates)
+    if inputs.health is not None:
+        computed.extend((inputs.health.etcd_cluster, inputs.health.components))
+    else:
+        computed.extend(inputs.health_conditions)
+    overrides = {x.type for x in inputs.extra}
+    result = [x for x in computed if x.type not in overrides] + list(inputs.extra)
+    return fields, result
+
+
+def _subset_differs(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    for key, value in wanted.items():
+        if isinstance(value, Mapping):
+            inner = current.get(key)
+            if not isinstance(inner, Mapping) or _subset_differs(inner, value):
+                return True
+        elif current.get(key) != value:
+            return True
+    return False
+
+
+def write_conditions(
+    kube: Kube,
+    resource: ResourceLike,
+    obj: Mapping[str, Any],
+    conditions: Sequence[Condition],
+    *,
+    now: datetime,
+    fields: Mapping[str, Any] | None = None,
+    reread: Callable[[], Mapping[str, Any] | None] | None = None,
+) -> Mapping[str, Any]:
+    """Patch `fields` and `conditions` into `obj`'s status if they differ; returns the object.
+
+    Only our fields and our condition types are touched. On a conflict the
+    object is read again (`reread`, else a live GET) and the merge redone.
+    """
+    current: Mapping[str, Any] | None = obj
+    for _attempt in range(_MAX_WRITE_ATTEMPTS):
+        if current is None:
+            return obj
+        metadata = current.get("metadata") or {}
+        status = current.get("status") or {}
+        existing = copy.deepcopy(list(status.get("conditions") or []))
+        generation = metadata.get("generation")
+        changed = merge_conditions(
+            existing,
+            conditions,
+            observed_generation=int(generation) if isinstance(generation, int) else None,
+            now=now,
+        )
+        wanted = dict(fields or {})
+        if not changed and not _subset_differs(status, wanted):
+            return current
+        patch_status: dict[str, Any] = dict(wanted)
+        if changed:
+            patch_status["conditions"] = existing
+        patch = {
+            "metadata": {"resourceVersion": metadata.get("resourceVersion")},
+            "status": patch_status,
+        }
+        try:
+            return kube.merge_patch(
+                resource,
+                str(metadata.get("namespace") or ""),
+                str(metadata.get("name") or ""),
+                patch,
+                subresource="status",
+            )
+        except ApiError as error:
+            if error.not_found:
+                return current
+            if error.status != 409:
+                raise
+        current = (
+            reread()
+            if reread is not None
+            else kube.get(
+                resource, str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+            )
+        )
+    raise ApiError(409, "Conflict", "status kept changing under us; will retry")

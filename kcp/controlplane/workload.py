@@ -1,0 +1,151 @@
+"""The reconciler's view of one workload cluster: its Nodes, control-plane Pods and etcd.
+
+Everything goes through the tracker: the workload API client it built from the
+`<cluster>-kubeconfig` Secret, and etcd access with the cluster's cached
+client key and certificate. The reconciler never generates a key nor opens a
+connection itself. A cluster the tracker cannot serve right now raises the
+tracker's `NotConnected` at once; the reconciler turns it into a requeue.
+
+etcd endpoints come from what kubeadm records on each etcd static Pod (the
+`kubeadm.kubernetes.io/etcd.advertise-client-urls` annotation), falling back
+to the Machines' internal addresses on etcd's client port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from kcp.api.groups import NODE, POD
+from kcp.api.objects import MachineView
+from kcp.controlplane.client import Kube
+from kcp.etcd import EtcdClient, EtcdClusterStatus, EtcdError, EtcdMemberNotFound, move_leader
+from kcp.tracker.errors import NotConnected
+from kcp.tracker.identity import ClusterKey
+
+__all__ = [
+    "ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION",
+    "ETCD_CLIENT_PORT",
+    "EtcdAccessLike",
+    "NotConnected",
+    "TrackerLike",
+    "WorkloadCluster",
+    "etcd_endpoints",
+]
+
+ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION = "kubeadm.kubernetes.io/etcd.advertise-client-urls"
+ETCD_CLIENT_PORT = 2379
+CONTROL_PLANE_POD_SELECTOR = "tier=control-plane"
+KUBE_SYSTEM = "kube-system"
+
+
+class EtcdAccessLike(Protocol):
+    """What the tracker's `EtcdAccess` offers (clients with the cached certificate)."""
+
+    @property
+    def endpoints(self) -> tuple[str, ...]: ...
+
+    def client(self, endpoint: str) -> EtcdClient: ...
+
+    def clients(self) -> list[EtcdClient]: ...
+
+    def cluster_status(self) -> EtcdClusterStatus: ...
+
+
+class WorkloadClientLike(Protocol):
+    @property
+    def api_client(self) -> Any: ...
+
+
+class TrackerLike(Protocol):
+    """The tracker's surface the reconciler uses; every call raises `NotConnected` or answers."""
+
+    def workload_client(self, cluster: ClusterKey) -> WorkloadClientLike: ...
+
+    def etcd_access(self, cluster: ClusterKey, endpoints: Sequence[str]) -> EtcdAccessLike: ...
+
+    def evict(self, cluster: ClusterKey) -> Any: ...
+
+
+def etcd_endpoints(
+    pods: Mapping[str, Mapping[str, Any]], machines: Sequence[MachineView]
+) -> tuple[str, ...]:
+    """Client endpoints of the etcd members on `machines`' Nodes, as `host:port`.
+
+    From the etcd Pod's advertise-client-urls annotation when present, else the
+    Machine's InternalIP (or first address) on port 2379.
+    """
+    endpoints: list[str] = []
+    for machine in machines:
+        node = machine.node_name
+        pod = pods.get(f"etcd-{node}") if node else None
+        annotation = (
+            ((pod or {}).get("metadata") or {})
+            .get("annotations", {})
+            .get(ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION)
+        )
+        if annotation:
+            endpoints.extend(u.strip() for u in str(annotation).split(",") if u.strip())
+            continue
+        addresses = machine.addresses
+        internal = [a.address for a in addresses if a.type == "InternalIP"]
+        chosen = internal[0] if internal else (addresses[0].address if addresses else None)
+        if chosen and node:
+            host = f"[{chosen}]" if ":" in chosen else chosen
+            endpoints.append(f"{host}:{ETCD_CLIENT_PORT}")
+    return tuple(dict.fromkeys(endpoints))
+
+
+class WorkloadCluster:
+    """One reconcile's access to one workload cluster (take a new one per reconcile)."""
+
+    def __init__(self, tracker: TrackerLike, cluster: ClusterKey) -> None:
+        self.tracker = tracker
+        self.cluster = cluster
+        self._kube: Kube | None = None
+
+    def _api(self) -> Kube:
+        if self._kube is None:
+            self._kube = Kube(self.tracker.workload_client(self.cluster).api_client)
+        return self._kube
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """Nodes by name; raises `NotConnected`, `ApiError` or a network error."""
+        return {str((n.get("metadata") or {}).get("name")): n for n in self._api().list(NODE)}
+
+    def control_plane_pods(self) -> dict[str, dict[str, Any]]:
+        """kube-system Pods labelled `tier=control-plane`, by name."""
+        pods = self._api().list(POD, KUBE_SYSTEM, label_selector=CONTROL_PLANE_POD_SELECTOR)
+        return {str((p.get("metadata") or {}).get("name")): p for p in pods}
+
+    def etcd(self, endpoints: Sequence[str]) -> EtcdAccessLike:
+        return self.tracker.etcd_access(self.cluster, endpoints)
+
+    def etcd_status(self, endpoints: Sequence[str]) -> EtcdClusterStatus:
+        """Every member's view; never raises for an unhealthy etcd (only `NotConnected`)."""
+        return self.etcd(endpoints).cluster_status()
+
+    def move_leader(self, endpoints: Sequence[str], target_member_id: int) -> int:
+        """Make `target_member_id` the leader; returns the previous leader's id."""
+        return move_leader(self.etcd(endpoints).clients(), target_member_id)
+
+    def remove_member(self, endpoints: Sequence[str], member_id: int, *, avoid: str = "") -> None:
+        """Remove a member, asking the first other member that answers.
+
+        `avoid` is the endpoint of the member being removed (asked last).
+        """
+        access = self.etcd(endpoints)
+        ordered = sorted(access.endpoints or endpoints, key=lambda e: avoid and avoid in e)
+        problems: list[str] = []
+        for endpoint in ordered:
+            try:
+                access.client(endpoint).remove_member(member_id)
+            except EtcdMemberNotFound:
+                return
+            except EtcdError as error:
+                problems.append(str(error))
+                continue
+            return
+        raise EtcdError(
+            f"cannot remove etcd member {member_id:x}: " + ("; ".join(problems) or "no endpoint")
+        )
