@@ -24,6 +24,10 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+# The container's own /tmp (an emptyDir), not a shared directory.
+DEFAULT_TRIGGER = "/tmp/kcp-restart"  # noqa: S108
+"""Touched by the Tiltfile's live_update `run()` step after a sync."""
+
 
 def _log(message: str) -> None:
     print(f"[supervisor] {message}", file=sys.stderr, flush=True)
@@ -90,8 +94,7 @@ def supervise(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Restart a command when a file is touched.")
-    # The container's own /tmp (an emptyDir), not a shared directory.
-    parser.add_argument("--trigger", default="/tmp/kcp-restart", help="touch to restart")  # noqa: S108
+    parser.add_argument("--trigger", default=DEFAULT_TRIGGER, help="file whose touch restarts")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between checks")
     parser.add_argument("--grace", type=float, default=35.0, help="seconds before SIGKILL")
     parser.add_argument("--backoff", type=float, default=2.0, help="seconds before a re-start")

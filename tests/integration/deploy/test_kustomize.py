@@ -59,17 +59,11 @@ def _named_port(container: Manifest, name: str) -> int:
     return int(ports[name])
 
 
-def kcp_run_parser() -> argparse.ArgumentParser:
-    """The parser of `kcp run` once the command exists, else the manager flags it will own."""
+def parse_kcp_run(args: list[str]) -> argparse.Namespace:
+    """Parse `args` as `kcp run` would (exits with status 2 on an unknown flag)."""
     from kcp import cli
 
-    if "run" in cli.COMMANDS:
-        return cli.build_parser(["run"])
-    from kcp.runtime.options import add_manager_arguments
-
-    parser = argparse.ArgumentParser(prog="kcp run")
-    add_manager_arguments(parser)
-    return parser
+    return cli.build_parser(["run", *args]).parse_args(["run", *args])
 
 
 def test_default_renders_only_what_kcp_owns(default: list[Manifest]) -> None:
@@ -159,7 +153,7 @@ def test_metrics_service_selects_the_manager_metrics_port(default: list[Manifest
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_manager_flags_are_flags_kcp_run_accepts(overlay: str) -> None:
     container = manager_container(render(overlay))
-    args = kcp_run_parser().parse_args(container["args"])
+    args = parse_kcp_run(container["args"])
     assert args.leader_elect is True
 
 
