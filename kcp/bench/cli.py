@@ -15,6 +15,7 @@ __all__ = ["SUITES", "add_arguments", "run"]
 
 SUITES: dict[str, tuple[str, str]] = {
     "tracker": ("kcp.bench.tracker", "etcd client keys: the cached tracker vs a key per client"),
+    "memory": ("kcp.bench.memory", "controller peak RSS with big Secrets: metadata vs full cache"),
 }
 """Suite name -> (module, one-line help)."""
 
