@@ -25,6 +25,9 @@ from kcp.tracker.metrics import TrackerMetrics
 
 __all__ = ["ClusterPrivateKey", "KeyCache"]
 
+_serials = itertools.count(1)
+"""Process-wide, so a serial never names two different keys."""
+
 
 @dataclass(frozen=True, eq=False)
 class ClusterPrivateKey:
@@ -53,7 +56,6 @@ class KeyCache:
         self.algorithm: KeyAlgorithm = algorithm
         self._metrics = metrics
         self._lock = threading.Lock()
-        self._serials = itertools.count(1)
         self._cache: CountingTTLCache[ClusterKey, ClusterPrivateKey] = CountingTTLCache(
             maxsize, math.inf if ttl is None else ttl, self._dropped, timer
         )
@@ -86,7 +88,7 @@ class KeyCache:
         """A fresh key (CPU-heavy for RSA: call it on a worker thread, then ``store`` it)."""
         private_key = generate_private_key(self.algorithm)
         self._metrics.key_generated(self.algorithm)
-        return ClusterPrivateKey(private_key, self.algorithm, next(self._serials))
+        return ClusterPrivateKey(private_key, self.algorithm, next(_serials))
 
     def store(self, key: ClusterKey, value: ClusterPrivateKey) -> None:
         with self._lock:

@@ -1,0 +1,87 @@
+"""Tiny loopback servers for tracker tests: an HTTPS server answering fixed statuses
+(its key loaded from memory, like the product does) and a silent one that accepts
+TCP connections and never answers."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from kcp import certs
+from kcp.certs import KeyPair
+from kcp.tracker.workload import _load_cert_chain_from_memory
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[tuple[str, int]]:
+    """Accepts connections and never sends a byte; yields (host, port)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()
+    finally:
+        stop.set()
+        thread.join(2)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+@contextlib.contextmanager
+def https_server(ca: KeyPair, status: int = 200) -> Iterator[str]:
+    """An HTTPS server (certificate for 127.0.0.1 signed by ``ca``) that requires a client
+    certificate signed by ``ca`` and answers every GET with ``status``; yields its URL."""
+    server_pair = certs.issue_certificate(
+        ca,
+        common_name="test-apiserver",
+        usages=("server",),
+        ip_addresses=("127.0.0.1",),
+        algorithm="ecdsa-p256",
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _load_cert_chain_from_memory(context, server_pair.cert_pem, server_pair.key_pem)
+    context.load_verify_locations(cadata=ca.cert_pem.decode())
+    context.verify_mode = ssl.CERT_REQUIRED
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"ok" if status == 200 else b"nope"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
