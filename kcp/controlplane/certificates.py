@@ -61,6 +61,13 @@ CA_COMMON_NAMES: Mapping[SecretPurpose, str] = {
 }
 """The subjects kubeadm gives its CAs."""
 
+_DESCRIPTIONS: Mapping[SecretPurpose, str] = {
+    SecretPurpose.CLUSTER_CA: "cluster certificate authority",
+    SecretPurpose.ETCD: "etcd certificate authority",
+    SecretPurpose.FRONT_PROXY: "front-proxy certificate authority",
+    SecretPurpose.SERVICE_ACCOUNT: "service-account signing key",
+}
+
 
 @dataclass
 class CertificatesOutcome:
@@ -145,8 +152,8 @@ def reconcile_certificates(
             if not may_generate:
                 outcome.problems.append(
                     f"Secret {where} not found; the control plane already exists, so kcp will "
-                    f"not generate a new {purpose.value} certificate authority: restore the "
-                    "Secret (tls.crt and tls.key) from a backup"
+                    f"not generate a new {_DESCRIPTIONS[purpose]}: restore the Secret (tls.crt "
+                    "and tls.key) from a backup"
                 )
                 continue
             body = cluster_secret(

@@ -7,6 +7,7 @@ but only when kcp controls the Secret: a kubeconfig the user wrote is theirs.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 from kcp.api import labels
 from kcp.api.groups import SECRET
 from kcp.certs import (
+    KUBECONFIG_KEY,
     CertificateError,
     KeyPair,
     KubeconfigError,
@@ -144,23 +146,19 @@ def reconcile_kubeconfig(
         return KubeconfigOutcome("unchanged")
     if ca is None:
         return KubeconfigOutcome("waiting", "the cluster CA is not available")
-    value = admin_kubeconfig(cluster_name, server, ca, now=now)
+    try:
+        value = admin_kubeconfig(cluster_name, server, ca, now=now)
+    except CertificateError as error:
+        return KubeconfigOutcome(
+            "waiting", f"Secret {where}: cannot issue a client certificate: {error}"
+        )
+    version = ((found_meta or {}).get("metadata") or {}).get("resourceVersion")
+    encoded = base64.b64encode(value).decode("ascii")
     store.kube.merge_patch(
         SECRET,
         namespace,
         name,
-        {
-            "metadata": {
-                "resourceVersion": (found_meta or {}).get("metadata", {}).get("resourceVersion")
-            },
-            "data": cluster_secret(
-                namespace=namespace,
-                name=name,
-                cluster_name=cluster_name,
-                data=kubeconfig_secret_data(value),
-                owner=kcp,
-            )["data"],
-        },
+        {"metadata": {"resourceVersion": version}, "data": {KUBECONFIG_KEY: encoded}},
     )
     return KubeconfigOutcome("rotated")
 
@@ -177,12 +175,18 @@ def _create(  # noqa: PLR0917
 ) -> KubeconfigOutcome:
     if ca is None:
         return KubeconfigOutcome("waiting", "the cluster CA is not available")
+    try:
+        value = admin_kubeconfig(cluster_name, server, ca, now=now)
+    except CertificateError as error:
+        return KubeconfigOutcome(
+            "waiting", f"Secret {namespace}/{name}: cannot issue a client certificate: {error}"
+        )
     watch_value = ((kcp.get("metadata") or {}).get("labels") or {}).get(labels.WATCH_LABEL)
     body = cluster_secret(
         namespace=namespace,
         name=name,
         cluster_name=cluster_name,
-        data=kubeconfig_secret_data(admin_kubeconfig(cluster_name, server, ca, now=now)),
+        data=kubeconfig_secret_data(value),
         owner=kcp,
         extra_labels={labels.WATCH_LABEL: watch_value} if watch_value else None,
     )

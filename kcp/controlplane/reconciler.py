@@ -137,6 +137,7 @@ class KubeadmControlPlaneReconciler:
         recorder: EventRecorder | None = None,
         options: ReconcilerOptions | None = None,
         clock: Callable[[], datetime] | None = None,
+        workload_api: Callable[[Any], Kube] = Kube,
     ) -> None:
         self.kube = kube
         self.cache = cache
@@ -144,6 +145,8 @@ class KubeadmControlPlaneReconciler:
         self.recorder = recorder or EventRecorder(kube)
         self.options = options or ReconcilerOptions()
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.workload_api = workload_api
+        """Wraps a workload ApiClient from the tracker into the client the reconciler uses."""
         self.secrets = SecretStore(kube, cache.secret)
         self.expectations = Expectations(self.options.expectation_timeout)
         self._failures: dict[str, int] = {}
@@ -332,7 +335,7 @@ class KubeadmControlPlaneReconciler:
         if not scope.machines:
             return
         cluster_key = ClusterKey.from_object(scope.cluster.raw)
-        workload = WorkloadCluster(self.tracker, cluster_key)
+        workload = WorkloadCluster(self.tracker, cluster_key, api=self.workload_api)
         scope.workload = workload
         nodes: dict[str, dict[str, Any]] | None = None
         pods: dict[str, dict[str, Any]] = {}

@@ -188,7 +188,7 @@ def decide(
     if outdated and total >= desired + max_surge:
         return _scale_down(machines, "rolling out outdated Machines", outdated_only=True)
     if total < desired or (outdated and total < desired + max_surge):
-        rollout = total >= desired
+        rollout = bool(outdated)
         blocked = preflight_problems(machines)
         if not certificates_available:
             blocked = ("cluster certificates are not available", *blocked)

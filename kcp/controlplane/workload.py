@@ -13,7 +13,7 @@ to the Machines' internal addresses on etcd's client port.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from kcp.api.groups import NODE, POD
@@ -99,14 +99,21 @@ def etcd_endpoints(
 class WorkloadCluster:
     """One reconcile's access to one workload cluster (take a new one per reconcile)."""
 
-    def __init__(self, tracker: TrackerLike, cluster: ClusterKey) -> None:
+    def __init__(
+        self,
+        tracker: TrackerLike,
+        cluster: ClusterKey,
+        *,
+        api: Callable[[Any], Kube] = Kube,
+    ) -> None:
         self.tracker = tracker
         self.cluster = cluster
+        self._make_api = api
         self._kube: Kube | None = None
 
     def _api(self) -> Kube:
         if self._kube is None:
-            self._kube = Kube(self.tracker.workload_client(self.cluster).api_client)
+            self._kube = self._make_api(self.tracker.workload_client(self.cluster).api_client)
         return self._kube
 
     def nodes(self) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,386 @@
+"""The reconciler end to end on an in-memory API server, cache and tracker."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from kcp.api import conditions as c
+from kcp.api import labels
+from kcp.api.groups import EVENT, KUBEADM_CONTROL_PLANE, SECRET
+from kcp.certs import (
+    CLUSTER_SECRET_TYPE,
+    decode_certificate,
+    key_pair_from_secret_data,
+    key_pair_to_secret_data,
+    new_certificate_authority,
+    parse_kubeconfig,
+)
+from kcp.controlplane.certificates import reconcile_certificates
+from kcp.controlplane.events import EventRecorder
+from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
+from kcp.controlplane.secrets import SecretStore
+from kcp.runtime.controller import ObjectKey
+from kcp.tracker.errors import NotConnected
+from tests.unit.controlplane.builders import NOW, cluster, condition, kcp, machine, node, pod, ts
+from tests.unit.controlplane.fakes import FakeCache, FakeKube, FakeTracker, etcd_status
+
+KEY = ObjectKey("ns", "cp")
+COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    api = FakeKube()
+    api.put(
+        {
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2",
+            "kind": "LocalMachineTemplate",
+            "metadata": {"name": "tmpl", "namespace": "ns"},
+            "spec": {
+                "template": {
+                    "metadata": {"labels": {"from-template": "yes"}},
+                    "spec": {"size": "s"},
+                }
+            },
+        }
+    )
+    return api
+
+
+@pytest.fixture
+def tracker() -> FakeTracker:
+    return FakeTracker()
+
+
+def _reconciler(kube: FakeKube, tracker: FakeTracker) -> KubeadmControlPlaneReconciler:
+    return KubeadmControlPlaneReconciler(
+        kube,  # type: ignore[arg-type]
+        FakeCache(kube),
+        tracker,
+        recorder=EventRecorder(kube),  # type: ignore[arg-type]
+        options=ReconcilerOptions(expectation_timeout=0.0),
+        clock=lambda: NOW,
+        workload_api=lambda api: api,
+    )
+
+
+def _kcp(kube: FakeKube) -> dict[str, Any]:
+    found = kube.get(KUBEADM_CONTROL_PLANE, "ns", "cp")
+    assert found is not None
+    return found
+
+
+def _condition(kube: FakeKube, kind: str) -> dict[str, Any]:
+    found = c.get_condition(_kcp(kube), kind)
+    assert found is not None, kind
+    return found
+
+
+def _events(kube: FakeKube) -> list[tuple[str, str, str]]:
+    return [(e["type"], e["reason"], e["message"]) for e in kube.of_kind("Event")]
+
+
+def _secret_data(kube: FakeKube, name: str) -> dict[str, bytes]:
+    secret = kube.get(SECRET, "ns", name)
+    assert secret is not None
+    return {k: base64.b64decode(v) for k, v in secret["data"].items()}
+
+
+def test_waits_for_the_owner_reference(kube: FakeKube, tracker: FakeTracker) -> None:
+    kube.put(kcp(cluster=None))
+    kube.put(cluster())
+    result = _reconciler(kube, tracker).reconcile(KEY)
+    assert result.requeue_after is None
+    assert "finalizers" not in _kcp(kube)["metadata"]
+
+
+def test_first_reconcile_creates_certificates_kubeconfig_and_the_first_machine(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    result = _reconciler(kube, tracker).reconcile(KEY)
+    assert result.requeue_after is not None
+    obj = _kcp(kube)
+    assert obj["metadata"]["finalizers"] == [labels.KUBEADM_CONTROL_PLANE_FINALIZER]
+    for suffix in ("ca", "etcd", "proxy", "sa", "kubeconfig"):
+        secret = kube.get(SECRET, "ns", f"c1-{suffix}")
+        assert secret is not None, suffix
+        assert secret["type"] == CLUSTER_SECRET_TYPE
+        assert secret["metadata"]["labels"][labels.CLUSTER_NAME_LABEL] == "c1"
+        owner = secret["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == (
+            "KubeadmControlPlane",
+            "kcp-uid-1",
+            True,
+        )
+    ca = key_pair_from_secret_data(_secret_data(kube, "c1-ca"), secret_name="ns/c1-ca")
+    assert ca.subject == "CN=kubernetes"
+    config = parse_kubeconfig(_secret_data(kube, "c1-kubeconfig")["value"])
+    assert config.server == "https://127.0.0.1:6443"
+    assert config.user_name == "c1-admin"
+    admin = decode_certificate(config.client_cert_pem or b"")
+    assert admin.subject.rfc4514_string() == "CN=kubernetes-admin,O=system:masters"
+    machines = kube.of_kind("Machine")
+    assert len(machines) == 1
+    m = machines[0]
+    name = m["metadata"]["name"]
+    assert name.startswith("cp-") and len(name) == len("cp-") + 5
+    assert m["spec"]["version"] == "v1.34.4"
+    assert m["spec"]["clusterName"] == "c1"
+    assert m["spec"]["bootstrap"]["configRef"] == {
+        "apiGroup": "bootstrap.cluster.x-k8s.io",
+        "kind": "KubeadmConfig",
+        "name": name,
+    }
+    assert m["metadata"]["labels"][labels.MACHINE_CONTROL_PLANE_LABEL] == ""
+    config_obj = kube.of_kind("KubeadmConfig")[0]
+    assert (
+        "initConfiguration" in config_obj["spec"] and "joinConfiguration" not in config_obj["spec"]
+    )
+    infra = kube.of_kind("LocalMachine")[0]
+    assert infra["spec"] == {"size": "s"}
+    assert infra["metadata"]["labels"]["from-template"] == "yes"
+    assert infra["metadata"]["annotations"][labels.TEMPLATE_CLONED_FROM_NAME_ANNOTATION] == "tmpl"
+    assert _condition(kube, c.CERTIFICATES_AVAILABLE)["status"] == c.TRUE
+    assert _condition(kube, c.SCALING_UP)["status"] == c.TRUE
+    assert ("Normal", "ControlPlaneInitializing") in [(t, r) for t, r, _ in _events(kube)]
+
+
+def test_existing_authorities_are_never_replaced(kube: FakeKube, tracker: FakeTracker) -> None:
+    theirs = new_certificate_authority("users-own-ca")
+    data = {k: base64.b64encode(v).decode() for k, v in key_pair_to_secret_data(theirs).items()}
+    kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": "c1-ca", "namespace": "ns"},
+            "data": data,
+        }
+    )
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    _reconciler(kube, tracker).reconcile(KEY)
+    secret = kube.get(SECRET, "ns", "c1-ca")
+    assert secret is not None
+    assert secret["data"] == data
+    assert "ownerReferences" not in secret["metadata"]  # not our type: not adopted
+    kubeconfig = parse_kubeconfig(_secret_data(kube, "c1-kubeconfig")["value"])
+    assert kubeconfig.ca_pem == theirs.cert_pem
+
+
+def test_missing_authority_after_init_is_reported_not_regenerated(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    reconciler = _reconciler(kube, tracker)
+    reconciler.reconcile(KEY)
+    del kube.objects[("Secret", "ns", "c1-etcd")]
+    tracker.etcd = etcd_status([])
+    first = reconciler.reconcile(KEY)
+    assert kube.get(SECRET, "ns", "c1-etcd") is None
+    cert = _condition(kube, c.CERTIFICATES_AVAILABLE)
+    assert cert["status"] == c.FALSE
+    assert "Secret ns/c1-etcd not found" in cert["message"]
+    assert ("Warning", "CertificatesNotAvailable") in [(t, r) for t, r, _ in _events(kube)]
+    second = reconciler.reconcile(KEY)
+    assert first.requeue_after == 5.0
+    assert second.requeue_after == 10.0  # backoff doubles while the problem stays
+
+
+def test_garbage_in_a_secret_names_the_secret_and_key(kube: FakeKube, tracker: FakeTracker) -> None:
+    kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": CLUSTER_SECRET_TYPE,
+            "metadata": {"name": "c1-proxy", "namespace": "ns"},
+            "data": {"tls.crt": base64.b64encode(b"garbage").decode(), "tls.key": ""},
+        }
+    )
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    _reconciler(kube, tracker).reconcile(KEY)
+    message = _condition(kube, c.CERTIFICATES_AVAILABLE)["message"]
+    assert "ns/c1-proxy" in message
+    assert "tls.key" in message or "tls.crt" in message
+    assert kube.of_kind("Machine") == []  # no Machine joins without certificates
+
+
+def test_missing_template_is_a_user_error_not_an_exception(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    del kube.objects[("LocalMachineTemplate", "ns", "tmpl")]
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    result = _reconciler(kube, tracker).reconcile(KEY)
+    assert result.requeue_after == 5.0
+    warnings = [m for t, r, m in _events(kube) if r == "FailedInitialization"]
+    assert warnings and "LocalMachineTemplate ns/tmpl" in warnings[0]
+    assert "does not exist" in _condition(kube, c.SCALING_UP)["message"]
+    assert kube.of_kind("Machine") == []
+
+
+def test_invalid_replicas_stop_scaling_with_a_condition(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=2))
+    kube.put(cluster())
+    _reconciler(kube, tracker).reconcile(KEY)
+    assert kube.of_kind("Machine") == []
+    scaling = _condition(kube, c.SCALING_UP)
+    assert (scaling["status"], scaling["reason"]) == (c.UNKNOWN, "InvalidSpec")
+    assert "spec.replicas is 2" in scaling["message"]
+
+
+def test_paused_cluster_only_reports_paused(kube: FakeKube, tracker: FakeTracker) -> None:
+    kube.put(kcp(replicas=1))
+    kube.put(cluster(paused=True))
+    _reconciler(kube, tracker).reconcile(KEY)
+    assert _condition(kube, c.PAUSED)["status"] == c.TRUE
+    assert kube.of_kind("Machine") == []
+    assert kube.get(SECRET, "ns", "c1-ca") is None
+
+
+def _running_control_plane(
+    kube: FakeKube, tracker: FakeTracker, names: list[str], **kw: Any
+) -> None:
+    owner = kube.get(KUBEADM_CONTROL_PLANE, "ns", "cp")
+    assert owner is not None
+    store = SecretStore(kube, FakeCache(kube).secret)  # type: ignore[arg-type]
+    assert reconcile_certificates(store, owner, "c1", may_generate=True).available
+    for index, name in enumerate(names):
+        kube.put(machine(name, address=name, conditions=[condition(c.READY)], **kw))
+        kube.put(
+            {
+                "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2",
+                "kind": "KubeadmConfig",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {
+                    "joinConfiguration": {"nodeRegistration": {"name": "x"}},
+                    "clusterConfiguration": {"apiServer": {"certSANs": ["localhost"]}},
+                },
+            }
+        )
+        tracker.workload.put({"kind": "Node", "metadata": {"name": name}, **node(name)})
+        for comp in COMPONENTS:
+            tracker.workload.put({"kind": "Pod", **pod(comp, name)})
+        _ = index
+    tracker.etcd = etcd_status(names)
+
+
+def test_healthy_control_plane_is_available(kube: FakeKube, tracker: FakeTracker) -> None:
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    result = _reconciler(kube, tracker).reconcile(KEY)
+    for kind in (
+        c.AVAILABLE,
+        c.ETCD_CLUSTER_HEALTHY,
+        c.CONTROL_PLANE_COMPONENTS_HEALTHY,
+        c.INITIALIZED,
+    ):
+        assert _condition(kube, kind)["status"] == c.TRUE, kind
+    status = _kcp(kube)["status"]
+    assert (status["replicas"], status["readyReplicas"], status["upToDateReplicas"]) == (3, 3, 3)
+    assert status["initialization"] == {"controlPlaneInitialized": True}
+    assert result.requeue_after == 60.0
+    machine_a = kube.get(kube.resource_for("cluster.x-k8s.io", "Machine"), "ns", "a")
+    assert machine_a is not None
+    kinds = {x["type"]: x["status"] for x in machine_a["status"]["conditions"]}
+    assert kinds[c.ETCD_MEMBER_HEALTHY] == c.TRUE
+    assert kinds[c.UP_TO_DATE] == c.TRUE
+    assert tracker.endpoints_seen[-1] == ("a:2379", "b:2379", "c:2379")
+
+
+def test_not_connected_requeues_at_once(kube: FakeKube, tracker: FakeTracker) -> None:
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a"])
+    tracker.not_connected = NotConnected(
+        "cluster ns/c1 is being connected", reason="connecting", retry_after=1.0
+    )
+    result = _reconciler(kube, tracker).reconcile(KEY)
+    assert result.requeue_after == 1.0
+    etcd = _condition(kube, c.ETCD_CLUSTER_HEALTHY)
+    assert (etcd["status"], etcd["reason"]) == (c.UNKNOWN, c.CONNECTION_DOWN_REASON)
+    assert len(kube.of_kind("Machine")) == 1  # no scale up without health
+
+
+def test_scale_down_moves_leadership_then_removes_member_then_deletes(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    kube.objects[("Machine", "ns", "a")]["metadata"]["creationTimestamp"] = ts(
+        NOW - timedelta(hours=3)
+    )
+    reconciler = _reconciler(kube, tracker)
+    reconciler.reconcile(KEY)
+    # "a" is the oldest and leads (member 1): leadership goes to the newest healthy member first.
+    assert tracker.etcd_calls[0][0] == "move_leader"
+    assert tracker.etcd_calls[1] == ("remove_member", 1)
+    assert kube.get(kube.resource_for("cluster.x-k8s.io", "Machine"), "ns", "a") is None
+    reasons = [r for _, r, _ in _events(kube)]
+    assert "EtcdMemberRemoved" in reasons and "ScalingDown" in reasons
+    assert _condition(kube, c.SCALING_DOWN)["status"] == c.TRUE
+
+
+def test_scale_down_refuses_to_break_quorum(kube: FakeKube, tracker: FakeTracker) -> None:
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    tracker.etcd = etcd_status(["a", "b", "c"], unhealthy=["c"])
+    _reconciler(kube, tracker).reconcile(KEY)
+    assert tracker.etcd_calls == []
+    assert len(kube.of_kind("Machine")) == 3
+    assert "is blocked because" in _condition(kube, c.SCALING_DOWN)["message"]
+
+
+def test_version_change_rolls_out_with_surge(kube: FakeKube, tracker: FakeTracker) -> None:
+    kube.put(kcp(replicas=3, version="v1.35.0"))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    _reconciler(kube, tracker).reconcile(KEY)
+    machines = kube.of_kind("Machine")
+    assert len(machines) == 4
+    new = next(m for m in machines if m["metadata"]["name"] not in ("a", "b", "c"))
+    assert new["spec"]["version"] == "v1.35.0"
+    rolling = _condition(kube, c.ROLLING_OUT)
+    assert rolling["status"] == c.TRUE
+    assert "Version v1.34.4, v1.35.0 required" in rolling["message"]
+
+
+def test_deletion_deletes_machines_then_drops_finalizer_and_evicts(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    obj = kcp(replicas=1, finalizers=[labels.KUBEADM_CONTROL_PLANE_FINALIZER])
+    obj["metadata"]["deletionTimestamp"] = ts(NOW)
+    kube.put(obj)
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a"])
+    reconciler = _reconciler(kube, tracker)
+    reconciler.reconcile(KEY)
+    assert kube.of_kind("Machine") == []
+    assert _condition(kube, c.DELETING)["status"] == c.TRUE
+    reconciler.reconcile(KEY)
+    assert kube.get(KUBEADM_CONTROL_PLANE, "ns", "cp") is None
+    assert [k.name for k in tracker.evicted] == ["c1"]
+
+
+def test_repeated_events_are_counted_not_duplicated(kube: FakeKube) -> None:
+    recorder = EventRecorder(kube)  # type: ignore[arg-type]
+    obj = kube.put(kcp())
+    for _ in range(3):
+        recorder.warning(obj, "Broken", "same message")
+    events = kube.list(EVENT, "ns")
+    assert len(events) == 1
+    assert events[0]["count"] == 3
+    assert events[0]["involvedObject"]["kind"] == "KubeadmControlPlane"
