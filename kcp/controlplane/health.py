@@ -180,6 +180,7 @@ def _etcd_member_condition(
     etcd: EtcdClusterStatus | None,
     etcd_error: str | None,
     etcd_reason: str,
+    endpoints: Sequence[str],
 ) -> Condition:
     kind = c.ETCD_MEMBER_HEALTHY
     if machine.is_deleting:
@@ -196,6 +197,15 @@ def _etcd_member_condition(
             kind, etcd_reason, f"Failed to connect to etcd: {etcd_error or 'not connected'}"
         )
     if not etcd.members:
+        silent = [h for h in etcd.health if h.endpoint in endpoints and not h.reachable]
+        if silent:
+            # The cluster was reached, this Machine's member was asked and did not answer.
+            return Condition.false(
+                kind,
+                c.NOT_HEALTHY_REASON,
+                f"Etcd member {node_name} (Machine {machine.name}) is not healthy: "
+                + "; ".join(e for h in silent for e in h.errors),
+            )
         detail = "; ".join(etcd.errors) or "no member answered"
         return Condition.unknown(
             kind, c.INSPECTION_FAILED_REASON, f"Failed to get etcd members: {detail}"
@@ -235,18 +245,26 @@ def machine_health(
     workload_reason: str = c.INSPECTION_FAILED_REASON,
     etcd_error: str | None = None,
     etcd_reason: str = c.INSPECTION_FAILED_REASON,
+    etcd_endpoints: Mapping[str, Sequence[str]] | None = None,
 ) -> ControlPlaneHealth:
     """Every per-Machine condition, and the KCP conditions aggregated from them.
 
     `nodes` is None when the workload API server could not be read
     (`workload_error` says why); `etcd` is None when etcd could not be asked
-    (`etcd_error`). `pods` are the kube-system Pods by name.
+    (`etcd_error`). `pods` are the kube-system Pods by name; `etcd_endpoints`
+    the `host:port` endpoints of each Machine's etcd member.
     """
     per_machine: dict[str, tuple[Condition, ...]] = {}
     for machine in machines:
         per_machine[machine.name] = (
             *_pod_conditions(machine, nodes, pods, workload_error, workload_reason),
-            _etcd_member_condition(machine, etcd, etcd_error, etcd_reason),
+            _etcd_member_condition(
+                machine,
+                etcd,
+                etcd_error,
+                etcd_reason,
+                (etcd_endpoints or {}).get(machine.name, ()),
+            ),
         )
     cluster_errors: list[str] = []
     matching = True

@@ -44,7 +44,12 @@ from kcp.controlplane.scaling import Decision, MachineState, decide
 from kcp.controlplane.secrets import SecretStore
 from kcp.controlplane.status import StatusInputs, compute_status, write_conditions
 from kcp.controlplane.validation import MAX_REPLICAS, validate_spec
-from kcp.controlplane.workload import NotConnected, TrackerLike, WorkloadCluster, etcd_endpoints
+from kcp.controlplane.workload import (
+    NotConnected,
+    TrackerLike,
+    WorkloadCluster,
+    machine_etcd_endpoints,
+)
 from kcp.etcd import EtcdClusterStatus, EtcdError
 from kcp.runtime.controller import ObjectKey, Result
 from kcp.runtime.logging import get_logger
@@ -354,7 +359,8 @@ class KubeadmControlPlaneReconciler:
             scope.requeue_in(self.options.unhealthy_requeue)
         etcd_error: str | None = None
         etcd_reason = c.INSPECTION_FAILED_REASON
-        scope.endpoints = etcd_endpoints(pods, scope.machines)
+        by_machine = machine_etcd_endpoints(pods, scope.machines)
+        scope.endpoints = tuple(dict.fromkeys(e for es in by_machine.values() for e in es))
         if not scope.endpoints:
             etcd_error = "no etcd endpoint is known yet (no Machine reports an address)"
         else:
@@ -375,6 +381,7 @@ class KubeadmControlPlaneReconciler:
             workload_reason=workload_reason,
             etcd_error=etcd_error,
             etcd_reason=etcd_reason,
+            etcd_endpoints=by_machine,
         )
         if nodes is not None and any(m.node_name in nodes for m in scope.machines if m.node_name):
             scope.status.initialized = True

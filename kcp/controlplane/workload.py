@@ -19,7 +19,14 @@ from typing import Any, Protocol
 from kcp.api.groups import NODE, POD
 from kcp.api.objects import MachineView
 from kcp.controlplane.client import Kube
-from kcp.etcd import EtcdClient, EtcdClusterStatus, EtcdError, EtcdMemberNotFound, move_leader
+from kcp.etcd import (
+    EtcdClient,
+    EtcdClusterStatus,
+    EtcdError,
+    EtcdMemberNotFound,
+    move_leader,
+    normalize_endpoint,
+)
 from kcp.tracker.errors import NotConnected
 from kcp.tracker.identity import ClusterKey
 
@@ -31,6 +38,7 @@ __all__ = [
     "TrackerLike",
     "WorkloadCluster",
     "etcd_endpoints",
+    "machine_etcd_endpoints",
 ]
 
 ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION = "kubeadm.kubernetes.io/etcd.advertise-client-urls"
@@ -67,33 +75,49 @@ class TrackerLike(Protocol):
     def evict(self, cluster: ClusterKey) -> Any: ...
 
 
-def etcd_endpoints(
+def machine_etcd_endpoints(
     pods: Mapping[str, Mapping[str, Any]], machines: Sequence[MachineView]
-) -> tuple[str, ...]:
-    """Client endpoints of the etcd members on `machines`' Nodes, as `host:port`.
+) -> dict[str, tuple[str, ...]]:
+    """Client endpoints (`host:port`) of the etcd member on each Machine's Node, by Machine.
 
     From the etcd Pod's advertise-client-urls annotation when present, else the
     Machine's InternalIP (or first address) on port 2379.
     """
-    endpoints: list[str] = []
+    found: dict[str, tuple[str, ...]] = {}
     for machine in machines:
         node = machine.node_name
-        pod = pods.get(f"etcd-{node}") if node else None
-        annotation = (
-            ((pod or {}).get("metadata") or {})
-            .get("annotations", {})
-            .get(ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION)
-        )
-        if annotation:
-            endpoints.extend(u.strip() for u in str(annotation).split(",") if u.strip())
+        if not node:
             continue
-        addresses = machine.addresses
-        internal = [a.address for a in addresses if a.type == "InternalIP"]
-        chosen = internal[0] if internal else (addresses[0].address if addresses else None)
-        if chosen and node:
-            host = f"[{chosen}]" if ":" in chosen else chosen
-            endpoints.append(f"{host}:{ETCD_CLIENT_PORT}")
-    return tuple(dict.fromkeys(endpoints))
+        pod = pods.get(f"etcd-{node}") or {}
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        annotation = annotations.get(ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION)
+        urls: list[str] = []
+        if annotation:
+            urls = [u.strip() for u in str(annotation).split(",") if u.strip()]
+        else:
+            addresses = machine.addresses
+            internal = [a.address for a in addresses if a.type == "InternalIP"]
+            chosen = internal[0] if internal else (addresses[0].address if addresses else None)
+            if chosen:
+                host = f"[{chosen}]" if ":" in chosen and not chosen.startswith("[") else chosen
+                urls = [f"{host}:{ETCD_CLIENT_PORT}"]
+        endpoints: list[str] = []
+        for url in urls:
+            try:
+                endpoints.append(normalize_endpoint(url))
+            except ValueError:
+                continue
+        if endpoints:
+            found[machine.name] = tuple(endpoints)
+    return found
+
+
+def etcd_endpoints(
+    pods: Mapping[str, Mapping[str, Any]], machines: Sequence[MachineView]
+) -> tuple[str, ...]:
+    """Every Machine's etcd client endpoints, in Machine order, without duplicates."""
+    by_machine = machine_etcd_endpoints(pods, machines)
+    return tuple(dict.fromkeys(e for endpoints in by_machine.values() for e in endpoints))
 
 
 class WorkloadCluster:
