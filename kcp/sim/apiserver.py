@@ -1,0 +1,109 @@
+"""One machine's kube-apiserver, as kubeadm runs it, trimmed to run several on 2 cores.
+
+It serves on the machine's own address at 6443 with a certificate the cluster
+CA signed, trusts client certificates from that CA, signs service-account
+tokens with `<cluster>-sa`, and stores in the machine's own etcd member only
+(kubeadm's stacked etcd). Measured on 2 cores: the watch cache off and API
+priority and fairness off cut a server's start from ~3.2 to ~2.0 CPU-seconds
+and its idle load from ~1.4 % to ~0.5 % of a core; memory stays ~250 MB.
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from kcp.sim.pki import MachineFiles
+from kcp.sim.process import SimProcess
+
+__all__ = ["API_SERVER_PORT", "LIGHT_ARGS", "APIServer", "readyz"]
+
+API_SERVER_PORT = 6443
+
+LIGHT_ARGS: tuple[str, ...] = (
+    "--watch-cache=false",
+    "--enable-priority-and-fairness=false",
+    "--profiling=false",
+)
+"""Flags that keep an idle simulated API server cheap (see the module docstring)."""
+
+_READYZ_TIMEOUT = 2.0
+
+
+class APIServer:
+    """The kube-apiserver process of one machine."""
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        etcd_url: str,
+        files: MachineFiles,
+        process: SimProcess,
+        binary: Path,
+        service_cidr: str,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.address = address
+        self.etcd_url = etcd_url
+        self.files = files
+        self.process = process
+        self.binary = binary
+        self.service_cidr = service_cidr
+        self.extra_args = tuple(extra_args)
+        self._context = ssl.create_default_context(cafile=str(files.ca_crt))
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.address}:{API_SERVER_PORT}"
+
+    def start(self) -> None:
+        self.process.start(self._argv())
+
+    def ready(self) -> bool:
+        """Whether `/readyz` answers 200 (anonymously, verifying the serving certificate)."""
+        if not self.process.running or self.process.frozen:
+            return False
+        return readyz(self.url, self._context)
+
+    def _argv(self) -> list[str]:
+        files = self.files
+        return [
+            str(self.binary),
+            f"--advertise-address={self.address}",
+            f"--bind-address={self.address}",
+            f"--secure-port={API_SERVER_PORT}",
+            f"--etcd-servers={self.etcd_url}",
+            f"--etcd-cafile={files.etcd_ca_crt}",
+            f"--etcd-certfile={files.apiserver_etcd_client_crt}",
+            f"--etcd-keyfile={files.apiserver_etcd_client_key}",
+            f"--cert-dir={files.dir}",
+            f"--tls-cert-file={files.apiserver_crt}",
+            f"--tls-private-key-file={files.apiserver_key}",
+            f"--client-ca-file={files.ca_crt}",
+            f"--service-account-key-file={files.sa_pub}",
+            f"--service-account-signing-key-file={files.sa_key}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={self.service_cidr}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            "--allow-privileged=true",
+            # The `kubernetes` Service's endpoints may not be loopback addresses.
+            "--endpoint-reconciler-type=none",
+            "--v=0",
+            *LIGHT_ARGS,
+            *self.extra_args,
+        ]
+
+
+def readyz(url: str, context: ssl.SSLContext, timeout: float = _READYZ_TIMEOUT) -> bool:
+    """GET `<url>/readyz` within `timeout`; any error is "not ready"."""
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - https on a loopback address we chose
+            f"{url}/readyz", context=context, timeout=timeout
+        ) as response:
+            return bool(response.status == 200)
+    except (OSError, ssl.SSLError):
+        return False

@@ -1,0 +1,220 @@
+"""One machine's etcd member, as kubeadm runs it: mutual TLS on the machine's own address.
+
+The first machine of a cluster starts a new etcd cluster; every later one is
+first added to the membership through a running member (MemberAdd over mutual
+TLS, with a client certificate the simulator issues from the cluster's etcd
+CA) and then started with `--initial-cluster-state existing`, exactly the
+`kubeadm join --control-plane` sequence. Health is read from the plain-HTTP
+metrics listener (`/health` is true once the member sees a leader).
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import etcd3
+import grpc
+
+from kcp.etcd import EtcdClient, EtcdError, EtcdTimeouts, EtcdTLS, Member
+from kcp.sim.pki import MachineFiles
+from kcp.sim.process import SimProcess
+
+__all__ = [
+    "CLIENT_PORT",
+    "METRICS_PORT",
+    "PEER_PORT",
+    "EtcdJoinError",
+    "EtcdMember",
+    "JoinPlan",
+    "add_member",
+    "list_members",
+    "remove_member",
+]
+
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+METRICS_PORT = 2381
+_HEALTH_TIMEOUT = 1.0
+_TIMEOUTS = EtcdTimeouts(dial=2.0, call=5.0)
+
+
+class EtcdJoinError(RuntimeError):
+    """The member could not be added to (or removed from) the cluster's membership."""
+
+
+@dataclass(frozen=True)
+class JoinPlan:
+    """What a joining member is started with: its id and the cluster as MemberAdd returned it."""
+
+    member_id: int
+    initial_cluster: str
+
+
+class EtcdMember:
+    """The etcd process of one machine and the flags kubeadm would give it."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        address: str,
+        data_dir: Path,
+        files: MachineFiles,
+        process: SimProcess,
+        binary: Path,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.data_dir = data_dir
+        self.files = files
+        self.process = process
+        self.binary = binary
+        self.member_id: int | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"https://{self.address}:{CLIENT_PORT}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"https://{self.address}:{PEER_PORT}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.address}:{METRICS_PORT}"
+
+    @property
+    def endpoint(self) -> str:
+        """`host:port` of the client URL, as gRPC dials it."""
+        return f"{self.address}:{CLIENT_PORT}"
+
+    def start_new(self, token: str) -> None:
+        """Start as the only member of a new cluster."""
+        self.process.start(self._argv(f"{self.name}={self.peer_url}", state="new", token=token))
+
+    def start_join(self, plan: JoinPlan) -> None:
+        """Start as a member MemberAdd has just added (`--initial-cluster-state existing`)."""
+        self.member_id = plan.member_id
+        self.process.start(self._argv(plan.initial_cluster, state="existing", token=None))
+
+    def restart(self) -> None:
+        """Start again from the data directory (the membership is in it)."""
+        self.process.start(self._argv(f"{self.name}={self.peer_url}", state="existing", token=None))
+
+    def healthy(self) -> bool:
+        """Whether `/health` says true: the member runs, sees a leader and serves reads."""
+        if not self.process.running or self.process.frozen:
+            return False
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - a fixed http:// URL on loopback
+                f"{self.metrics_url}/health", timeout=_HEALTH_TIMEOUT
+            ) as response:
+                body: bytes = response.read()
+        except OSError:
+            return False
+        return b'"health":"true"' in body.replace(b" ", b"")
+
+    def _argv(self, initial_cluster: str, *, state: str, token: str | None) -> list[str]:
+        files = self.files
+        argv = [
+            str(self.binary),
+            f"--name={self.name}",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={self.client_url}",
+            f"--advertise-client-urls={self.client_url}",
+            f"--listen-peer-urls={self.peer_url}",
+            f"--initial-advertise-peer-urls={self.peer_url}",
+            f"--listen-metrics-urls={self.metrics_url}",
+            f"--initial-cluster={initial_cluster}",
+            f"--initial-cluster-state={state}",
+            "--client-cert-auth",
+            f"--trusted-ca-file={files.etcd_ca_crt}",
+            f"--cert-file={files.etcd_server_crt}",
+            f"--key-file={files.etcd_server_key}",
+            "--peer-client-cert-auth",
+            f"--peer-trusted-ca-file={files.etcd_ca_crt}",
+            f"--peer-cert-file={files.etcd_peer_crt}",
+            f"--peer-key-file={files.etcd_peer_key}",
+            "--snapshot-count=10000",
+            f"--quota-backend-bytes={256 * 1024 * 1024}",
+            "--heartbeat-interval=100",
+            "--election-timeout=1000",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]
+        if token is not None:
+            argv.append(f"--initial-cluster-token={token}")
+        return argv
+
+
+def list_members(endpoints: Sequence[str], tls: EtcdTLS) -> list[Member]:
+    """The member list from the first of `endpoints` that answers."""
+    errors: list[str] = []
+    for endpoint in endpoints:
+        try:
+            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS) as client:
+                return client.members()
+        except EtcdError as error:
+            errors.append(str(error))
+    raise EtcdJoinError(f"no etcd member answered the member list: {'; '.join(errors)}")
+
+
+def add_member(endpoints: Sequence[str], tls: EtcdTLS, name: str, peer_url: str) -> JoinPlan:
+    """MemberAdd `peer_url` through the first endpoint that accepts it.
+
+    A member already listed with `peer_url` (an earlier attempt that failed
+    after the add) is reused rather than added twice.
+    """
+    errors: list[str] = []
+    for endpoint in endpoints:
+        try:
+            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS) as client:
+                members = client.members()
+                existing = next((m for m in members if peer_url in m.peer_urls), None)
+                if existing is not None:
+                    return JoinPlan(existing.id, _initial_cluster(members, existing.id, name))
+                client.connection.ensure_connected(_TIMEOUTS.dial)
+                request = etcd3.etcdrpc.MemberAddRequest(peerURLs=[peer_url])
+                response = client.etcd3.clusterstub.MemberAdd(request, timeout=_TIMEOUTS.call)
+        except EtcdError as error:
+            errors.append(str(error))
+            continue
+        except grpc.RpcError as error:
+            errors.append(f"MemberAdd via {endpoint}: {error.code().name}: {error.details()}")
+            continue
+        member_id = int(response.member.ID)
+        listed = [
+            Member(id=int(m.ID), name=str(m.name), peer_urls=tuple(m.peerURLs), client_urls=())
+            for m in response.members
+        ]
+        return JoinPlan(member_id, _initial_cluster(listed, member_id, name))
+    raise EtcdJoinError(f"could not add etcd member {name} ({peer_url}): {'; '.join(errors)}")
+
+
+def remove_member(endpoints: Sequence[str], tls: EtcdTLS, member_id: int) -> None:
+    """Remove a member (a failed join's rollback); gone already counts as done."""
+    errors: list[str] = []
+    for endpoint in endpoints:
+        try:
+            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS) as client:
+                if all(m.id != member_id for m in client.members()):
+                    return
+                client.remove_member(member_id)
+                return
+        except EtcdError as error:
+            errors.append(str(error))
+    raise EtcdJoinError(f"could not remove etcd member {member_id:x}: {'; '.join(errors)}")
+
+
+def _initial_cluster(members: Sequence[Member], new_id: int, new_name: str) -> str:
+    """`--initial-cluster` for a joiner: every started member, plus itself under its name."""
+    parts: list[str] = []
+    for member in members:
+        name = new_name if member.id == new_id else member.name
+        if not name:
+            continue  # added elsewhere and not started yet; etcd would refuse it anyway
+        parts.extend(f"{name}={url}" for url in member.peer_urls)
+    return ",".join(parts)

@@ -1,0 +1,395 @@
+"""The infrastructure provider proper: LocalCluster and LocalMachine controllers.
+
+A LocalCluster gets a load balancer on a loopback address of its own (written
+to `spec.controlPlaneEndpoint`) once its Cluster and certificate Secrets
+exist. A LocalMachine is provisioned once its owner Machine's bootstrap data is
+ready: an etcd member and a kube-apiserver on its own address, a Node and
+mirror pods in the workload cluster. Deleting it stops exactly its processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kcp import certs
+from kcp.api import groups, labels
+from kcp.api.conditions import READY
+from kcp.runtime import ObjectKey, Result, get_logger
+from kcp.sim.cluster import SimCluster
+from kcp.sim.faults import MACHINE_COMPONENTS, Component, Fault, faults_from_annotations
+from kcp.sim.kube import ApiError
+from kcp.sim.machine import MachineSpec, ProvisionError, SimMachine
+from kcp.sim.objects import (
+    dig,
+    ensure_finalizer,
+    merged_conditions,
+    meta,
+    owner_name,
+    remove_finalizer,
+)
+from kcp.sim.pki import PKINotReady, load_cluster_pki
+from kcp.sim.state import LOCAL_CLUSTER_FINALIZER, LOCAL_MACHINE_FINALIZER, SimState
+from kcp.sim.workload import ContainerState
+
+__all__ = [
+    "API_SERVER_READY",
+    "ETCD_READY",
+    "LOAD_BALANCER_READY",
+    "LocalClusterReconciler",
+    "LocalMachineReconciler",
+    "set_load_balancer_fault",
+]
+
+_log = get_logger("kcp.sim")
+
+WAIT = 2.0
+"""Seconds between looks at something the simulator waits for and does not watch."""
+
+ETCD_READY = "EtcdReady"
+API_SERVER_READY = "APIServerReady"
+LOAD_BALANCER_READY = "LoadBalancerReady"
+
+
+def _cluster_name(obj: dict[str, Any]) -> str | None:
+    return owner_name(obj, groups.CLUSTER.kind, groups.CLUSTER_GROUP) or (
+        meta(obj).get("labels") or {}
+    ).get(labels.CLUSTER_NAME_LABEL)
+
+
+class LocalClusterReconciler:
+    """Load balancer and endpoint of one LocalCluster."""
+
+    def __init__(self, state: SimState) -> None:
+        self.state = state
+
+    def __call__(self, key: ObjectKey) -> Result:
+        state = self.state
+        obj = state.caches.local_clusters.get(key.namespace, key.name)
+        with state.lock:
+            sim = state.clusters.get((key.namespace, key.name))
+        if obj is None or meta(obj).get("deletionTimestamp"):
+            if sim is not None:
+                self._forget(key, sim)
+            if obj is not None:
+                remove_finalizer(state.kube, groups.LOCAL_CLUSTER, obj, LOCAL_CLUSTER_FINALIZER)
+            return Result()
+        if ensure_finalizer(state.kube, groups.LOCAL_CLUSTER, obj, LOCAL_CLUSTER_FINALIZER):
+            return Result()
+        cluster_name = _cluster_name(obj) or self._referencing_cluster(key)
+        if cluster_name is None:
+            return self._status(obj, False, "WaitingForCluster", "no Cluster references it yet")
+        uid = str(meta(obj).get("uid"))
+        with state.lock:
+            if sim is not None and sim.uid != uid:
+                self._forget(key, sim)
+                sim = None
+            if sim is None:
+                sim = SimCluster(state.ctx, key.namespace, key.name, uid)
+                state.clusters[(key.namespace, key.name)] = sim
+        try:
+            sim.set_pki(load_cluster_pki(key.namespace, cluster_name, self._secret_reader(key)))
+        except PKINotReady as waiting:
+            return self._status(obj, False, "WaitingForCertificates", str(waiting), WAIT)
+        except certs.CertificateError as error:
+            return self._status(obj, False, "InvalidCertificates", str(error), 10.0)
+        wanted_host = dig(obj, "spec", "controlPlaneEndpoint", "host")
+        host, port = sim.start_load_balancer(prefer=wanted_host or None)
+        if wanted_host and wanted_host != host:
+            sim.stop_load_balancer()
+            return self._status(
+                obj,
+                False,
+                "EndpointUnavailable",
+                f"spec.controlPlaneEndpoint.host {wanted_host} is taken on this machine; "
+                "remove spec.controlPlaneEndpoint to let the simulator pick an address",
+                10.0,
+            )
+        if dig(obj, "spec", "controlPlaneEndpoint") != {"host": host, "port": port}:
+            state.kube.merge_patch(
+                groups.LOCAL_CLUSTER,
+                key.namespace,
+                key.name,
+                {"spec": {"controlPlaneEndpoint": {"host": host, "port": port}}},
+            )
+        self._apply_fault(sim, obj)
+        state.wake("cluster", key.namespace, cluster_name)
+        return self._status(obj, True, "Provisioned", f"load balancer at {host}:{port}")
+
+    def _referencing_cluster(self, key: ObjectKey) -> str | None:
+        for cluster in self.state.caches.clusters.list(key.namespace):
+            ref = dig(cluster, "spec", "infrastructureRef") or {}
+            if ref.get("kind") == groups.LOCAL_CLUSTER.kind and ref.get("name") == key.name:
+                return str(meta(cluster).get("name"))
+        return None
+
+    def _secret_reader(self, key: ObjectKey) -> Any:
+        def read(name: str) -> dict[str, str] | None:
+            secret = self.state.kube.get(groups.SECRET, key.namespace, name)
+            return None if secret is None else dict(secret.get("data") or {})
+
+        return read
+
+    def _apply_fault(self, sim: SimCluster, obj: dict[str, Any]) -> None:
+        wanted, problems = faults_from_annotations(
+            meta(obj).get("annotations") or {}, (Component.LOAD_BALANCER,)
+        )
+        for problem in problems:
+            _log.warning("ignoring fault annotation", problem=problem)
+        fault = wanted.get(Component.LOAD_BALANCER)
+        if fault is not None and sim.lb_fault is None:
+            set_load_balancer_fault(sim, fault, from_annotation=True)
+        elif fault is None and sim.lb_fault is not None and sim.lb_fault_from_annotation:
+            set_load_balancer_fault(sim, None)
+
+    def _forget(self, key: ObjectKey, sim: SimCluster) -> None:
+        with self.state.lock:
+            self.state.clusters.pop((key.namespace, key.name), None)
+            for machine_key in [k for k, m in self.state.machines.items() if m.cluster is sim]:
+                self.state.machines.pop(machine_key)
+        sim.teardown()
+        _log.info("cluster torn down", cluster=f"{key.namespace}/{key.name}")
+
+    def _status(
+        self, obj: dict[str, Any], ready: bool, reason: str, message: str, requeue: float = 0.0
+    ) -> Result:
+        name = str(meta(obj)["name"])
+        namespace = str(meta(obj)["namespace"])
+        conditions, changed = merged_conditions(
+            obj,
+            [
+                (LOAD_BALANCER_READY, ready, reason, message),
+                (READY, ready, reason, message),
+            ],
+        )
+        provisioned = bool(dig(obj, "status", "initialization", "provisioned")) or ready
+        status: dict[str, Any] = {
+            "initialization": {"provisioned": provisioned},
+            "ready": provisioned,
+            "conditions": conditions,
+        }
+        failure_domains = dig(obj, "spec", "failureDomains")
+        if isinstance(failure_domains, list):
+            status["failureDomains"] = failure_domains
+        current = dig(obj, "status") or {}
+        if changed or any(current.get(k) != v for k, v in status.items() if k != "conditions"):
+            self.state.kube.apply(
+                groups.LOCAL_CLUSTER, namespace, name, {"status": status}, subresource="status"
+            )
+        return Result(requeue_after=requeue or None)
+
+
+def set_load_balancer_fault(
+    sim: SimCluster, fault: Fault | None, *, from_annotation: bool = False
+) -> None:
+    """Blackhole the cluster's endpoint (any fault but None), or restore it."""
+    if sim.lb is None:
+        raise ValueError(f"cluster {sim.namespace}/{sim.name} has no load balancer yet")
+    if fault is None:
+        sim.lb.restore()
+        sim.lb_fault = None
+        sim.lb_fault_from_annotation = False
+        sim.log.info("load balancer restored")
+        return
+    sim.lb.blackhole()
+    sim.lb_fault = Fault.BLACKHOLED
+    sim.lb_fault_from_annotation = from_annotation
+    sim.log.info("load balancer blackholed")
+
+
+class LocalMachineReconciler:
+    """Processes, kubelet reports and faults of one LocalMachine."""
+
+    def __init__(self, state: SimState) -> None:
+        self.state = state
+
+    def __call__(self, key: ObjectKey) -> Result:
+        state = self.state
+        obj = state.caches.local_machines.get(key.namespace, key.name)
+        with state.lock:
+            sim = state.machines.get((key.namespace, key.name))
+        if obj is None or meta(obj).get("deletionTimestamp"):
+            if sim is not None:
+                self._teardown(key, sim)
+            if obj is not None:
+                remove_finalizer(state.kube, groups.LOCAL_MACHINE, obj, LOCAL_MACHINE_FINALIZER)
+            return Result()
+        if ensure_finalizer(state.kube, groups.LOCAL_MACHINE, obj, LOCAL_MACHINE_FINALIZER):
+            return Result()
+        machine_name = owner_name(obj, groups.MACHINE.kind, groups.CLUSTER_GROUP)
+        machine = state.caches.machines.get(key.namespace, machine_name) if machine_name else None
+        if machine is None:
+            return self._waiting(obj, "WaitingForMachine", "no Machine owns it yet")
+        if not dig(machine, "spec", "bootstrap", "dataSecretName"):
+            return self._waiting(
+                obj, "WaitingForBootstrapData", f"Machine {machine_name} has no bootstrap data yet"
+            )
+        cluster_name = str(dig(machine, "spec", "clusterName") or "")
+        cluster = state.caches.clusters.get(key.namespace, cluster_name)
+        sim_cluster = state.sim_cluster_for(key.namespace, cluster_name)
+        if cluster is None or sim_cluster is None or sim_cluster.lb is None:
+            return self._waiting(
+                obj,
+                "WaitingForClusterInfrastructure",
+                f"Cluster {cluster_name} has no endpoint yet",
+            )
+        uid = str(meta(obj).get("uid"))
+        with state.lock:
+            if sim is not None and (sim.uid != uid or sim.cluster is not sim_cluster):
+                self._teardown(key, sim)
+                sim = None
+            if sim is None:
+                sim = SimMachine(sim_cluster, key.name, uid)
+                state.machines[(key.namespace, key.name)] = sim
+                sim_cluster.machines[key.name] = sim
+        if not sim.provisioned:
+            return self._provision(obj, machine, cluster, sim)
+        self._apply_faults(sim, obj)
+        sim.heal()
+        states = sim.container_states()
+        try:
+            sim.report(states)
+        except (ApiError, OSError) as error:
+            sim.log.debug("kubelet report failed", error=str(error))
+        self._status(obj, sim, states)
+        return Result(requeue_after=state.ctx.options.kubelet_interval)
+
+    def _provision(
+        self, obj: dict[str, Any], machine: dict[str, Any], cluster: dict[str, Any], sim: SimMachine
+    ) -> Result:
+        options = self.state.ctx.options
+        cidrs = dig(cluster, "spec", "clusterNetwork", "services", "cidrBlocks") or []
+        spec = MachineSpec(
+            version=str(dig(machine, "spec", "version") or "v1.34.4"),
+            service_cidr=str(cidrs[0]) if cidrs else options.default_service_cidr,
+            extra_sans=self._cert_sans(machine),
+        )
+        lock = sim.cluster.join_lock
+        needs_lock = sim.etcd is None or not sim.etcd.process.started
+        if needs_lock and not lock.acquire(blocking=False):
+            self._waiting(obj, "WaitingForEtcdMembership", "another machine is joining etcd")
+            return Result(requeue_after=1.0)
+        try:
+            if not dig(obj, "status", "conditions"):
+                self._waiting(obj, "Provisioning", "starting etcd and kube-apiserver")
+            sim.provision(spec)
+        except (ProvisionError, ApiError, OSError) as error:
+            sim.log.warning("provisioning failed, will retry", error=str(error).splitlines()[0])
+            return self._waiting(obj, "ProvisioningFailed", str(error), requeue=5.0)
+        finally:
+            if needs_lock:
+                lock.release()
+        sim.log.info("machine provisioned", pids=sim.pids())
+        self._status(obj, sim, sim.container_states())
+        namespace = sim.namespace
+        self.state.wake("machine", namespace, str(meta(machine).get("name")))
+        self.state.wake("cluster", namespace, str(meta(cluster).get("name")))
+        return Result(requeue_after=options.kubelet_interval)
+
+    def _cert_sans(self, machine: dict[str, Any]) -> list[str]:
+        config_name = dig(machine, "spec", "bootstrap", "configRef", "name")
+        namespace = str(meta(machine).get("namespace"))
+        config = self.state.caches.kubeadm_configs.get(namespace, str(config_name or ""))
+        sans = dig(config, "spec", "clusterConfiguration", "apiServer", "certSANs")
+        return [str(s) for s in sans] if isinstance(sans, list) else []
+
+    def _apply_faults(self, sim: SimMachine, obj: dict[str, Any]) -> None:
+        wanted, problems = faults_from_annotations(
+            meta(obj).get("annotations") or {}, MACHINE_COMPONENTS
+        )
+        for problem in problems:
+            sim.log.warning("ignoring fault annotation", problem=problem)
+        for component in MACHINE_COMPONENTS:
+            fault = wanted.get(component)
+            current = sim.annotation_faults.get(component)
+            if fault == current:
+                continue
+            if fault is None:
+                sim.restore(component)
+            else:
+                sim.inject(component, fault)
+                sim.annotation_faults[component] = fault
+
+    def _teardown(self, key: ObjectKey, sim: SimMachine) -> None:
+        if sim.leftover_member():
+            sim.log.warning(
+                "etcd member of a deleted machine is still in the member list; kcp should "
+                "remove it before the Machine goes",
+                member=sim.etcd.name if sim.etcd else None,
+            )
+        pids = sim.pids()
+        with self.state.lock:
+            self.state.machines.pop((key.namespace, key.name), None)
+            if sim.cluster.machines.get(sim.name) is sim:
+                sim.cluster.machines.pop(sim.name)
+        sim.teardown()
+        sim.log.info("machine torn down", stopped=pids)
+
+    def _waiting(
+        self, obj: dict[str, Any], reason: str, message: str, requeue: float = 0.0
+    ) -> Result:
+        conditions, changed = merged_conditions(obj, [(READY, False, reason, message)])
+        if changed:
+            self.state.kube.apply(
+                groups.LOCAL_MACHINE,
+                str(meta(obj)["namespace"]),
+                str(meta(obj)["name"]),
+                {"status": {"conditions": conditions}},
+                subresource="status",
+            )
+        return Result(requeue_after=requeue or None)
+
+    def _status(
+        self, obj: dict[str, Any], sim: SimMachine, states: dict[str, ContainerState]
+    ) -> None:
+        """Write what runs: addresses, etcd member, API server, readiness of each."""
+        namespace, name = str(meta(obj)["namespace"]), str(meta(obj)["name"])
+        kube = self.state.kube
+        if dig(obj, "spec", "providerID") != sim.provider_id:
+            kube.merge_patch(
+                groups.LOCAL_MACHINE, namespace, name, {"spec": {"providerID": sim.provider_id}}
+            )
+        etcd_ok = states["etcd"].ready
+        api_ok = states["kube-apiserver"].ready
+        faults = ", ".join(f"{c.value} {f.value}" for c, f in sim.faults.items())
+        ready_message = f"faults: {faults}" if faults else "etcd and kube-apiserver serve"
+        conditions, changed = merged_conditions(
+            obj,
+            [
+                (ETCD_READY, etcd_ok, "Healthy" if etcd_ok else "NotHealthy", "etcd /health"),
+                (
+                    API_SERVER_READY,
+                    api_ok,
+                    "Ready" if api_ok else "NotReady",
+                    "kube-apiserver /readyz",
+                ),
+                (
+                    READY,
+                    etcd_ok and api_ok,
+                    "Ready" if etcd_ok and api_ok else "NotReady",
+                    ready_message,
+                ),
+            ],
+        )
+        status: dict[str, Any] = {
+            "initialization": {"provisioned": True},
+            "ready": True,
+            "addresses": [
+                {"type": "InternalIP", "address": sim.address},
+                {"type": "Hostname", "address": sim.node_name},
+            ],
+            "etcd": {
+                "clientURL": sim.etcd.client_url if sim.etcd else "",
+                "peerURL": sim.etcd.peer_url if sim.etcd else "",
+                "memberID": f"{sim.etcd.member_id:x}" if sim.etcd and sim.etcd.member_id else "",
+            },
+            "apiServer": {"url": sim.apiserver.url if sim.apiserver else ""},
+            "conditions": conditions,
+        }
+        failure_domain = dig(obj, "spec", "failureDomain")
+        if failure_domain:
+            status["failureDomain"] = failure_domain
+        current = dig(obj, "status") or {}
+        if changed or any(current.get(k) != v for k, v in status.items() if k != "conditions"):
+            kube.apply(
+                groups.LOCAL_MACHINE, namespace, name, {"status": status}, subresource="status"
+            )

@@ -1,0 +1,40 @@
+"""The simulator's settings, every default written once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kcp.certs import KeyAlgorithm
+from kcp.sim.addresses import DEFAULT_LOCK_DIR
+
+__all__ = ["SimOptions"]
+
+
+@dataclass
+class SimOptions:
+    """How a `Simulator` runs; the defaults suit tests and `kcp sim` on a 2-core laptop."""
+
+    work_dir: Path | None = None
+    """Per-run directory for machines' certificates, data and logs (None: a new temp dir)."""
+    keep_work_dir: bool = False
+    """Keep `work_dir` after `stop()` for its logs; a temp dir is removed otherwise."""
+    namespace: str | None = None
+    """Watch one namespace only (None: all)."""
+    address_lock_dir: Path = DEFAULT_LOCK_DIR
+    """Shared by every run on the machine: how two runs avoid each other's addresses."""
+    key_algorithm: KeyAlgorithm = "ecdsa-p256"
+    """Keys of the certificates the simulator issues to machines (ECDSA: microseconds)."""
+    default_service_cidr: str = "10.96.0.0/12"
+    """Service range when the Cluster names none (kubeadm's default)."""
+    etcd_start_timeout: float = 60.0
+    apiserver_start_timeout: float = 120.0
+    workload_timeout: float = 5.0
+    """Seconds any call to a workload API server may take."""
+    health_check_interval: float = 1.0
+    """Seconds between a load balancer's checks of each API server."""
+    kubelet_interval: float = 2.0
+    """Seconds between syncs of a machine's pod statuses (and restarts of crashed processes)."""
+    machine_concurrency: int = 3
+    """Machines provisioned at once (joins to one etcd cluster are serialised anyway)."""
+    apiserver_extra_args: list[str] = field(default_factory=list)

@@ -1,0 +1,121 @@
+"""What the simulator's controllers share: caches, the management API, the live clusters.
+
+One `SimState` per simulator run. Controllers read objects from the informers'
+caches (read-only dicts), write through `kube`, and find the processes they
+manage in `clusters` and `machines`. `enqueue` lets one controller wake
+another when something changed that no watched object shows (a machine came
+up, an API server first answered).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kcp.api import groups
+from kcp.runtime import ObjectKey
+from kcp.runtime.informer import Informer
+from kcp.runtime.listing import ResourceKind
+from kcp.sim.cluster import SimCluster, SimContext
+from kcp.sim.kube import Kube
+from kcp.sim.machine import SimMachine
+from kcp.sim.objects import dig
+
+__all__ = [
+    "LOCAL_CLUSTER_FINALIZER",
+    "LOCAL_MACHINE_FINALIZER",
+    "MACHINE_FINALIZER",
+    "Caches",
+    "SimState",
+    "resource_kind",
+]
+
+LOCAL_CLUSTER_FINALIZER = "localcluster.infrastructure.cluster.x-k8s.io"
+LOCAL_MACHINE_FINALIZER = "localmachine.infrastructure.cluster.x-k8s.io"
+MACHINE_FINALIZER = "machine.cluster.x-k8s.io"
+"""Cluster API core's Machine finalizer, which the simulator plays on local machines."""
+
+Key = tuple[str, str]
+
+
+def resource_kind(resource: groups.Resource) -> ResourceKind:
+    """The runtime's name for a kind of `kcp.api.groups`."""
+    return ResourceKind(
+        resource.group, resource.version, resource.plural, resource.kind, resource.namespaced
+    )
+
+
+@dataclass
+class Caches:
+    """One informer per kind the simulator watches."""
+
+    clusters: Informer
+    control_planes: Informer
+    local_clusters: Informer
+    local_machines: Informer
+    machines: Informer
+    kubeadm_configs: Informer
+
+    def all(self) -> list[Informer]:
+        return [
+            self.clusters,
+            self.control_planes,
+            self.local_clusters,
+            self.local_machines,
+            self.machines,
+            self.kubeadm_configs,
+        ]
+
+    @classmethod
+    def create(cls, api_client: Any, namespace: str | None) -> Caches:
+        def informer(resource: groups.Resource) -> Informer:
+            return Informer(
+                api_client,
+                resource_kind(resource),
+                namespace=namespace,
+                name=f"sim-{resource.plural}",
+            )
+
+        return cls(
+            clusters=informer(groups.CLUSTER),
+            control_planes=informer(groups.KUBEADM_CONTROL_PLANE),
+            local_clusters=informer(groups.LOCAL_CLUSTER),
+            local_machines=informer(groups.LOCAL_MACHINE),
+            machines=informer(groups.MACHINE),
+            kubeadm_configs=informer(groups.KUBEADM_CONFIG),
+        )
+
+
+class SimState:
+    """Shared by the simulator's controllers; `clusters`/`machines` are guarded by `lock`."""
+
+    def __init__(self, ctx: SimContext, kube: Kube, caches: Caches) -> None:
+        self.ctx = ctx
+        self.kube = kube
+        self.caches = caches
+        self.clusters: dict[Key, SimCluster] = {}
+        """By the LocalCluster's (namespace, name)."""
+        self.machines: dict[Key, SimMachine] = {}
+        """By the LocalMachine's (namespace, name)."""
+        self.lock = threading.RLock()
+        self._enqueue: dict[str, Callable[[ObjectKey], None]] = {}
+
+    def register(self, controller: str, enqueue: Callable[[ObjectKey], None]) -> None:
+        self._enqueue[controller] = enqueue
+
+    def wake(self, controller: str, namespace: str, name: str) -> None:
+        """Ask `controller` to reconcile (namespace, name) soon."""
+        enqueue = self._enqueue.get(controller)
+        if enqueue is not None and name:
+            enqueue(ObjectKey(namespace, name))
+
+    def sim_cluster_for(self, namespace: str, cluster_name: str) -> SimCluster | None:
+        """The live cluster behind a Cluster API Cluster (through its LocalCluster)."""
+        cluster = self.caches.clusters.get(namespace, cluster_name)
+        infra = dig(cluster, "spec", "infrastructureRef", "name")
+        if not infra:
+            return None
+        with self.lock:
+            return self.clusters.get((namespace, str(infra)))

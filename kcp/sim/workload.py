@@ -1,0 +1,276 @@
+"""What a kubelet and kubeadm write into a workload cluster for one control-plane node.
+
+A `Node` (Ready, with the machine's address and provider ID, the control-plane
+role label and taint) and, in `kube-system`, the mirror Pods of the four static
+control-plane pods kubeadm installs: `kube-apiserver-<node>`,
+`kube-controller-manager-<node>`, `kube-scheduler-<node>` and `etcd-<node>`,
+labelled `component=<name>,tier=control-plane`. Their status follows the
+machine's real processes (a stopped etcd makes `etcd-<node>` not ready), which
+is what kcp's per-machine pod conditions read. Only etcd and kube-apiserver
+run for real; the controller manager and the scheduler are always reported
+running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kcp.api.conditions import rfc3339
+from kcp.api.groups import NODE, POD
+from kcp.sim.kube import ApiError, Kube
+
+__all__ = [
+    "COMPONENTS",
+    "ContainerState",
+    "Kubelet",
+    "mirror_pod",
+    "node_object",
+    "pod_status",
+]
+
+SYSTEM_NAMESPACE = "kube-system"
+COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
+CONTROL_PLANE_ROLE = "node-role.kubernetes.io/control-plane"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+_ETCD_VERSION = "3.6.4-0"
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What the kubelet reports about one static pod's container."""
+
+    running: bool
+    ready: bool
+    restarts: int = 0
+    started_at: datetime | None = None
+    reason: str = ""
+    """Why it is not running (`CrashLoopBackOff`, `Error`), empty while it runs."""
+
+
+def _image(component: str, version: str) -> str:
+    tag = _ETCD_VERSION if component == "etcd" else version
+    return f"registry.k8s.io/{component}:{tag}"
+
+
+def node_object(node_name: str, address: str, provider_id: str, version: str) -> dict[str, Any]:
+    """The Node a kubelet registers on a kubeadm control-plane machine."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node_name,
+            "labels": {
+                "kubernetes.io/hostname": node_name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                CONTROL_PLANE_ROLE: "",
+                "node.kubernetes.io/exclude-from-external-load-balancers": "",
+            },
+            "annotations": {
+                "kubeadm.alpha.kubernetes.io/cri-socket": "unix:///var/run/containerd/containerd.sock",
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+            },
+        },
+        "spec": {
+            "providerID": provider_id,
+            "taints": [{"key": CONTROL_PLANE_ROLE, "effect": "NoSchedule"}],
+        },
+    }
+
+
+def node_status(node_name: str, address: str, version: str, now: datetime) -> dict[str, Any]:
+    """A Ready node's status: addresses, capacity, node info and the kubelet's conditions."""
+    stamp = rfc3339(now)
+
+    def condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": stamp,
+            "lastTransitionTime": stamp,
+        }
+
+    return {
+        "addresses": [
+            {"type": "InternalIP", "address": address},
+            {"type": "Hostname", "address": node_name},
+        ],
+        "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110", "ephemeral-storage": "20Gi"},
+        "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110", "ephemeral-storage": "20Gi"},
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "simulated"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "simulated"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "simulated"),
+            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ],
+        "nodeInfo": {
+            "machineID": hashlib.md5(node_name.encode(), usedforsecurity=False).hexdigest(),
+            "systemUUID": hashlib.md5(address.encode(), usedforsecurity=False).hexdigest(),
+            "bootID": hashlib.md5(stamp.encode(), usedforsecurity=False).hexdigest(),
+            "kernelVersion": "kcp-sim",
+            "osImage": "kcp local simulator",
+            "containerRuntimeVersion": "kcp-sim://0",
+            "kubeletVersion": version,
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+        },
+    }
+
+
+def mirror_pod(
+    component: str, node_name: str, node_uid: str, address: str, version: str
+) -> dict[str, Any]:
+    """The mirror Pod of one static control-plane pod on `node_name`."""
+    config_hash = hashlib.sha256(f"{component}/{node_name}/{version}".encode()).hexdigest()[:32]
+    annotations = {
+        MIRROR_ANNOTATION: config_hash,
+        "kubernetes.io/config.hash": config_hash,
+        "kubernetes.io/config.source": "file",
+    }
+    if component == "kube-apiserver":
+        annotations["kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"] = (
+            f"{address}:6443"
+        )
+    if component == "etcd":
+        annotations["kubeadm.kubernetes.io/etcd.advertise-client-urls"] = f"https://{address}:2379"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{component}-{node_name}",
+            "namespace": SYSTEM_NAMESPACE,
+            "labels": {"component": component, "tier": "control-plane"},
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "name": node_name,
+                    "uid": node_uid,
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "nodeName": node_name,
+            "hostNetwork": True,
+            "priorityClassName": "system-node-critical",
+            "containers": [{"name": component, "image": _image(component, version)}],
+            "tolerations": [{"operator": "Exists", "effect": "NoExecute"}],
+        },
+    }
+
+
+def pod_status(
+    component: str, address: str, version: str, state: ContainerState, now: datetime
+) -> dict[str, Any]:
+    """A static pod's status as the kubelet reports it for `state`."""
+    started = rfc3339(state.started_at or now)
+    ready = "True" if state.ready else "False"
+    conditions = [
+        {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": started},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": started},
+        {"type": "Ready", "status": ready, "lastTransitionTime": started},
+        {"type": "ContainersReady", "status": ready, "lastTransitionTime": started},
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
+    ]
+    container_state: dict[str, Any]
+    if state.running:
+        container_state = {"running": {"startedAt": started}}
+    else:
+        container_state = {
+            "waiting": {"reason": state.reason or "CrashLoopBackOff", "message": "simulated"}
+        }
+    image = _image(component, version)
+    return {
+        "phase": "Running",
+        "conditions": conditions,
+        "hostIP": address,
+        "hostIPs": [{"ip": address}],
+        "podIP": address,
+        "podIPs": [{"ip": address}],
+        "startTime": started,
+        "containerStatuses": [
+            {
+                "name": component,
+                "image": image,
+                "imageID": image,
+                "containerID": f"kcp-sim://{component}-{address}",
+                "ready": state.ready,
+                "started": state.running,
+                "restartCount": state.restarts,
+                "state": container_state,
+            }
+        ],
+    }
+
+
+class Kubelet:
+    """Registers one node and its mirror pods, and keeps the pods' status current."""
+
+    def __init__(
+        self, kube: Kube, *, node_name: str, address: str, provider_id: str, version: str
+    ) -> None:
+        self.kube = kube
+        self.node_name = node_name
+        self.address = address
+        self.provider_id = provider_id
+        self.version = version
+        self._sent: dict[str, ContainerState] = {}
+        self.registered = False
+
+    def register(self, states: dict[str, ContainerState]) -> None:
+        """Create the Node and its mirror pods (idempotent) and report `states`."""
+        now = datetime.now(UTC)
+        node = self.kube.get(NODE, None, self.node_name)
+        if node is None:
+            self.kube.create(
+                NODE,
+                None,
+                node_object(self.node_name, self.address, self.provider_id, self.version),
+            )
+        self.kube.merge_patch(
+            NODE,
+            None,
+            self.node_name,
+            {"status": node_status(self.node_name, self.address, self.version, now)},
+            subresource="status",
+        )
+        node = self.kube.get(NODE, None, self.node_name)
+        if node is None:
+            raise ApiError(404, "NotFound", f"node {self.node_name} vanished after registration")
+        uid = str(node["metadata"]["uid"])
+        for component in COMPONENTS:
+            pod = mirror_pod(component, self.node_name, uid, self.address, self.version)
+            self.kube.create(POD, SYSTEM_NAMESPACE, pod)
+        self._sent.clear()
+        self.sync(states)
+        self.registered = True
+
+    def sync(self, states: dict[str, ContainerState]) -> None:
+        """Report pod states that changed since last reported."""
+        now = datetime.now(UTC)
+        for component, state in states.items():
+            if self._sent.get(component) == state:
+                continue
+            self.kube.merge_patch(
+                POD,
+                SYSTEM_NAMESPACE,
+                f"{component}-{self.node_name}",
+                {"status": pod_status(component, self.address, self.version, state, now)},
+                subresource="status",
+            )
+            self._sent[component] = state
+
+    def deregister(self) -> None:
+        """Delete the mirror pods and the Node (the workload has no garbage collector)."""
+        for component in COMPONENTS:
+            self.kube.delete(POD, SYSTEM_NAMESPACE, f"{component}-{self.node_name}")
+        self.kube.delete(NODE, None, self.node_name)
+        self.registered = False
