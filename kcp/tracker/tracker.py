@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from cachetools import TTLCache
 from prometheus_client import CollectorRegistry
 
 from kcp.api.labels import CLUSTER_NAME_LABEL
@@ -66,6 +67,8 @@ __all__ = ["Tracker"]
 _log = structlog.get_logger("kcp.tracker")
 
 _SECRET_SUFFIXES = ("-etcd", "-kubeconfig")
+_TOMBSTONE_TTL = 3600.0
+"""Seconds an evicted cluster's key is remembered so that lookups do not re-track it."""
 _TLS_GENERATIONS_KEPT = 2
 """Certificates whose etcd channels stay open: the current one and the one before."""
 
@@ -149,6 +152,11 @@ class Tracker:
         self._by_name: dict[tuple[str, str], ClusterKey] = {}
         self._lock = threading.Lock()
         self._closed = False
+        # UIDs never come back: a lookup for an evicted cluster (a reconcile that raced the
+        # deletion) must not start tracking it again and generate a key for nothing.
+        self._tombstones: TTLCache[ClusterKey, bool] = TTLCache(
+            opts.key_cache_maxsize, _TOMBSTONE_TTL
+        )
         # Closing a gRPC channel can block ~0.2 s (gRPC's connectivity poll): never on the
         # caller's (or an informer's) thread.
         self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcp-tracker-close")
@@ -265,11 +273,15 @@ class Tracker:
 
     def evict(self, key: ClusterKey) -> bool:
         """Forget the cluster: clients and channels closed, key and certificates dropped,
-        probes stopped, its metric series removed. Returns False if it was not tracked."""
+        probes stopped, its metric series removed. Returns False if it was not tracked.
+
+        The key (with its UID) is not tracked again: later lookups raise ``NotConnected``
+        with reason ``evicted``."""
         with self._lock:
             entry = self._entries.pop(key, None)
             if entry is None:
                 return False
+            self._tombstones[key] = True
             if self._by_name.get(key.namespaced_name) == key:
                 del self._by_name[key.namespaced_name]
         self._scheduler.unschedule(key)
@@ -372,6 +384,13 @@ class Tracker:
                 return entry
             if self._closed:
                 raise NotConnected("the tracker is closed", reason="closed", retry_after=math.inf)
+            if key in self._tombstones:
+                raise NotConnected(
+                    f"cluster {key} was deleted (evicted from the tracker); a Cluster created "
+                    "again under this name has a new UID",
+                    reason="evicted",
+                    retry_after=self.options.probe_interval or 10.0,
+                )
             previous = self._by_name.get(key.namespaced_name)
         if previous is not None and previous != key:
             # A Cluster re-created under the same name: the old one's material must go.
@@ -674,9 +693,12 @@ class Tracker:
                 generations = list(entry.tls_history)
                 entry.refresh_requested = True
             endpoints = set(entry.endpoints)
+            if state != previous:
+                # Under the entry lock, so an eviction (which removes the series after
+                # marking the entry evicted) cannot be overtaken by this update.
+                self.metrics.connection(entry.key, state == "connected")
         if state == previous:
             return
-        self.metrics.connection(entry.key, state == "connected")
         if state == "connected":
             entry.log.info("cluster connected")
         elif state == "down":
