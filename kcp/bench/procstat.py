@@ -11,7 +11,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MIB", "ProcessSample", "cpu_seconds", "reset_peak", "sample", "status_fields"]
+__all__ = [
+    "MIB",
+    "ProcessSample",
+    "Sampler",
+    "cpu_seconds",
+    "reset_peak",
+    "sample",
+    "status_fields",
+    "thread_names",
+]
 
 MIB = 1024 * 1024
 
@@ -71,6 +80,21 @@ def sample(pid: int | str = "self") -> ProcessSample:
     )
 
 
+def thread_names(pid: int | str = "self") -> dict[str, int]:
+    """How many of the process's threads carry each kernel-visible name (`comm`).
+
+    Python threads all show the interpreter's name; native pools (gRPC's) their own.
+    """
+    names: dict[str, int] = {}
+    for comm in Path(f"/proc/{pid}/task").glob("*/comm"):
+        try:
+            name = comm.read_text().strip()
+        except OSError:
+            continue  # the thread ended meanwhile
+        names[name] = names.get(name, 0) + 1
+    return dict(sorted(names.items()))
+
+
 def reset_peak(pid: int | str = "self") -> bool:
     """Reset `VmHWM` to the current RSS (Linux >= 4.0); False where not permitted."""
     try:
@@ -78,3 +102,40 @@ def reset_peak(pid: int | str = "self") -> bool:
     except OSError:
         return False
     return True
+
+
+class Sampler:
+    """Samples a process every `interval` seconds on a daemon thread, until `stop()`."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        import threading
+
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, ProcessSample]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def start(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import time
+
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.monotonic(), sample(self.pid)))
+            except (OSError, ValueError, KeyError):
+                return  # the process is gone
+            self._stop.wait(self.interval)
+
+    def now(self) -> ProcessSample:
+        return sample(self.pid)
+
+    def max_threads(self, since: float = 0.0) -> int:
+        return max((s.threads for t, s in self.samples if t >= since), default=0)

@@ -262,16 +262,20 @@ def run(args: argparse.Namespace) -> int:
     import structlog
 
     # Only problems: the tracker logs a line per cluster connected.
+    previous = structlog.get_config()
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
-    result = run_benchmark(
-        args.clusters,
-        args.reconciles,
-        key_algorithm=args.key_algorithm,
-        etcd_members=args.etcd_members,
-    )
+    try:
+        result = run_benchmark(
+            args.clusters,
+            args.reconciles,
+            key_algorithm=args.key_algorithm,
+            etcd_members=args.etcd_members,
+        )
+    finally:
+        structlog.configure(**previous)
     print(result.table())
     if args.json is not None:
         args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")

@@ -1,0 +1,223 @@
+"""Many cheap workload clusters in the management cluster, all sharing one real etcd.
+
+Each cluster `c<i>` is what a controller needs to check a control plane's etcd:
+a `Cluster`, a `KubeadmControlPlane` (labelled with the cluster name, owned by
+the Cluster, its etcd endpoints in an annotation) and a `<cluster>-etcd` Secret
+holding the etcd CA as kubeadm writes it. Every cluster's Secret holds the same
+CA — the one of the shared etcd — yet the tracker keys everything by Cluster
+UID, so each cluster still gets its own client key and certificate.
+
+`bump()` changes a control plane's spec (a new `generation`); a controller shows
+it reconciled the change by setting `status.observedGeneration`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from kcp.api import groups
+from kcp.api.labels import CLUSTER_NAME_LABEL
+from kcp.bench.progress import Progress
+
+__all__ = ["BUMP_ANNOTATION", "ENDPOINTS_ANNOTATION", "Fleet", "SharedEtcd", "cluster_name"]
+
+ENDPOINTS_ANNOTATION = "bench.kcp.x-k8s.io/etcd-endpoints"
+"""Comma-separated `host:port` of the cluster's etcd members (Machines would give them)."""
+
+BUMP_ANNOTATION = "bench.kcp.x-k8s.io/bump"
+"""Set on the machine template by `bump()`: a spec change the controller must observe."""
+
+KUBERNETES_VERSION = "v1.34.4"
+_CREATE_WORKERS = 8
+
+
+def cluster_name(index: int) -> str:
+    return f"c{index:04d}"
+
+
+@dataclass
+class Fleet:
+    """Creates and changes the benchmark's clusters in one namespace."""
+
+    api_client: Any
+    namespace: str
+    etcd_ca: Any
+    """`kcp.certs.KeyPair` of the shared etcd's CA."""
+    etcd_endpoints: Sequence[str]
+
+    def __post_init__(self) -> None:
+        from kcp.controlplane.client import Kube
+
+        self.kube = Kube(self.api_client, field_manager="kcp-bench")
+        self.size = 0
+
+    def create_namespace(self) -> None:
+        from kcp.controlplane.client import ApiError
+
+        try:
+            self.kube.create(groups.NAMESPACE, None, {"metadata": {"name": self.namespace}})
+        except ApiError as error:
+            if error.status != 409:
+                raise
+
+    def grow(self, total: int, progress: Progress) -> None:
+        """Create clusters until there are `total` (indexes continue where they stopped)."""
+        wanted = range(self.size, total)
+        if not wanted:
+            return
+        progress.step(
+            f"creating clusters {self.size}..{total - 1} in {self.namespace}", len(wanted)
+        )
+        from kcp.certs import key_pair_to_secret_data
+
+        etcd_data = key_pair_to_secret_data(self.etcd_ca)
+        encoded = {k: _b64(v) for k, v in etcd_data.items()}
+
+        def create(index: int) -> None:
+            self._create_cluster(cluster_name(index), encoded)
+            progress.advance()
+
+        with ThreadPoolExecutor(_CREATE_WORKERS, thread_name_prefix="bench-fleet") as pool:
+            for future in [pool.submit(create, i) for i in wanted]:
+                future.result()
+        self.size = total
+
+    def _create_cluster(self, name: str, etcd_data: dict[str, str]) -> None:
+        cluster = self.kube.create(
+            groups.CLUSTER,
+            self.namespace,
+            {
+                "apiVersion": groups.CLUSTER.api_version,
+                "kind": "Cluster",
+                "metadata": {"name": name, "labels": {"bench.kcp.x-k8s.io/fleet": "true"}},
+                "spec": {
+                    "controlPlaneRef": {
+                        "apiGroup": groups.CONTROLPLANE_GROUP,
+                        "kind": "KubeadmControlPlane",
+                        "name": name,
+                    }
+                },
+            },
+        )
+        kcp = self.kube.create(
+            groups.KUBEADM_CONTROL_PLANE,
+            self.namespace,
+            {
+                "apiVersion": groups.KUBEADM_CONTROL_PLANE.api_version,
+                "kind": "KubeadmControlPlane",
+                "metadata": {
+                    "name": name,
+                    "labels": {CLUSTER_NAME_LABEL: name},
+                    "annotations": {ENDPOINTS_ANNOTATION: ",".join(self.etcd_endpoints)},
+                    "ownerReferences": [_owner(cluster, controller=False)],
+                },
+                "spec": {
+                    "replicas": 1,
+                    "version": KUBERNETES_VERSION,
+                    "machineTemplate": {
+                        "spec": {
+                            "infrastructureRef": {
+                                "apiGroup": groups.INFRASTRUCTURE_GROUP,
+                                "kind": "LocalMachineTemplate",
+                                "name": name,
+                            }
+                        }
+                    },
+                },
+            },
+        )
+        self.kube.create(
+            groups.SECRET,
+            self.namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": f"{name}-etcd",
+                    "labels": {CLUSTER_NAME_LABEL: name},
+                    "ownerReferences": [_owner(kcp, controller=True)],
+                },
+                "type": "cluster.x-k8s.io/secret",
+                "data": etcd_data,
+            },
+        )
+
+    def bump(self, name: str) -> int:
+        """Change the control plane's spec; returns its new `metadata.generation`."""
+        patched = self.kube.merge_patch(
+            groups.KUBEADM_CONTROL_PLANE,
+            self.namespace,
+            name,
+            {
+                "spec": {
+                    "machineTemplate": {"metadata": {"annotations": {BUMP_ANNOTATION: _token()}}}
+                }
+            },
+        )
+        return int((patched.get("metadata") or {}).get("generation") or 0)
+
+    def names(self) -> list[str]:
+        return [cluster_name(i) for i in range(self.size)]
+
+    def delete_all(self, names: Iterable[str] | None = None) -> None:
+        """Delete every Cluster, control plane and Secret created (the namespace stays)."""
+        for resource in (groups.KUBEADM_CONTROL_PLANE, groups.CLUSTER, groups.SECRET):
+            self.kube.request(
+                "DELETE",
+                resource.path(self.namespace),
+                query=[("labelSelector", CLUSTER_NAME_LABEL)]
+                if resource is not groups.CLUSTER
+                else [("labelSelector", "bench.kcp.x-k8s.io/fleet")],
+            )
+
+
+class SharedEtcd:
+    """One real etcd (TLS, an RSA-2048 CA as kubeadm makes) that every cluster shares."""
+
+    def __init__(self) -> None:
+        from kcp.certs import new_certificate_authority
+        from kcp.testing.etcd_cluster import EtcdCluster
+
+        self.ca = new_certificate_authority("kcp-bench-etcd-ca", algorithm="rsa-2048")
+        self.cluster = EtcdCluster(self.ca, members=1, name="kcp-bench-etcd")
+
+    def __enter__(self) -> SharedEtcd:
+        self.cluster.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cluster.stop()
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self.cluster.endpoints)
+
+    @property
+    def pids(self) -> list[int]:
+        return [m.pid for m in self.cluster.members if m.pid is not None]
+
+
+def _owner(obj: dict[str, Any], *, controller: bool) -> dict[str, Any]:
+    metadata = obj["metadata"]
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _b64(value: bytes) -> str:
+    import base64
+
+    return base64.b64encode(value).decode("ascii")
+
+
+def _token() -> str:
+    return uuid.uuid4().hex[:12]

@@ -1,0 +1,338 @@
+"""`kcp bench scale`: one controller, N/10 then N clusters, all sharing one real etcd.
+
+For each size a fresh controller process (see `kcp.bench.controller`) is
+started against the fleet (`kcp.bench.fleet`) and measured from outside
+(`/proc` for CPU, RSS and threads; the benchmark's own watch for reconciles):
+
+- `startup_seconds`: process start until every control plane is reconciled
+  (informer sync, one key per cluster, an etcd check and a status write each);
+- `steady_cpu_cores`: CPU over a quiet window (health probes, resyncs);
+- `resync_seconds` / `resync_cpu_cores`: every control plane changed at once
+  (a spec change, so each needs a reconcile and a status write) until all are
+  reconciled — a full resync with writes, heavier than a sync-period resync;
+- `change_latency_ms`: single changes at a steady pace, each from the moment
+  it is sent until its reconcile's status write is seen (p50/p99);
+- `peak_rss_mib` (`VmHWM`) and `threads` (the most seen), at both sizes.
+
+The N/10 point is the same-run baseline: ratios say how each figure grows with
+ten times the clusters (threads should not grow at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from kcp.bench import table
+from kcp.bench.controller import CONTROLLERS, ControllerFlags, resolve_controller, start_controller
+from kcp.bench.environment import BenchEnvironment
+from kcp.bench.fleet import Fleet, SharedEtcd
+from kcp.bench.observer import GenerationObserver, percentile
+from kcp.bench.procstat import MIB, Sampler, thread_names
+from kcp.bench.progress import Progress
+from kcp.bench.runner import Scenario, add_common_arguments, run_scenarios
+
+__all__ = ["ScaleSettings", "add_arguments", "measure", "run", "scenario", "summary"]
+
+RESYNC_LIMIT_SECONDS = 60.0
+CPU_LIMIT_CORES = 1.0
+RSS_LIMIT_MIB = 300.0
+_BUMP_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class ScaleSettings:
+    clusters: int = 1000
+    controller: str = "auto"
+    flags: ControllerFlags = field(default_factory=ControllerFlags)
+    steady_seconds: float = 20.0
+    changes: int = 100
+    change_rate: float = 10.0
+    """Single changes per second while measuring change latency."""
+
+    @classmethod
+    def quick(cls) -> ScaleSettings:
+        return cls(clusters=100, steady_seconds=8.0, changes=40)
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted({max(1, self.clusters // 10), self.clusters})
+
+
+def apiserver_requests(env: BenchEnvironment) -> float:
+    """`apiserver_request_total` summed over every label, from the API server's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    request = urllib.request.Request(f"{env.plane.server_url}/metrics")  # noqa: S310
+    with urllib.request.urlopen(request, context=env.plane.ssl_context(), timeout=10) as response:  # noqa: S310
+        text = response.read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "apiserver_request":
+            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return total
+
+
+def _bump_many(fleet: Fleet, names: list[str]) -> tuple[dict[str, int], dict[str, float]]:
+    """Change every named control plane at once; (target generations, send times)."""
+    targets: dict[str, int] = {}
+    sent: dict[str, float] = {}
+
+    def bump(name: str) -> None:
+        sent[name] = time.monotonic()
+        targets[name] = fleet.bump(name)
+
+    with ThreadPoolExecutor(_BUMP_WORKERS, thread_name_prefix="bench-bump") as pool:
+        for future in [pool.submit(bump, n) for n in names]:
+            future.result()
+    return targets, sent
+
+
+def _latencies_ms(seen: dict[str, float], sent: dict[str, float]) -> dict[str, Any]:
+    values = [1000 * (seen[n] - sent[n]) for n in seen]
+    return {
+        "p50": round(percentile(values, 0.50), 1),
+        "p99": round(percentile(values, 0.99), 1),
+        "max": round(max(values, default=0.0), 1),
+        "samples": len(values),
+    }
+
+
+def _measure_point(
+    env: BenchEnvironment,
+    fleet: Fleet,
+    observer: GenerationObserver,
+    *,
+    size: int,
+    controller: str,
+    settings: ScaleSettings,
+    progress: Progress,
+) -> dict[str, Any]:
+    fleet.grow(size, progress)
+    names = fleet.names()
+    current = observer.generations(names)
+    reconciled_before = [n for n in names if observer.observed(n)]
+    targets = {n: max(1, g) for n, g in current.items()}
+    if reconciled_before:  # from the previous point: change them so this controller must act
+        bumped, _ = _bump_many(fleet, reconciled_before)
+        targets.update(bumped)
+    timeout = 120.0 + 0.5 * size
+    process = start_controller(
+        controller,
+        env,
+        fleet.namespace,
+        settings.flags,
+        capacity=max(size, 1000),
+        log_path=env.work_dir / "scale" / f"controller-{size}.log",
+    )
+    started = time.monotonic()
+    try:
+        assert process.pid is not None
+        sampler = Sampler(process.pid).start()
+        progress.step(f"scale {size}: controller start until every cluster is reconciled", size)
+        seen = observer.wait_observed(targets, timeout, progress.set)
+        startup = max(seen.values()) - started
+        startup_cpu = sampler.now().cpu_seconds
+
+        time.sleep(2.0)  # the reconciles our own status writes trigger
+        progress.step(f"scale {size}: steady state for {settings.steady_seconds:.0f}s")
+        steady_from = time.monotonic()
+        before, requests_before = sampler.now(), apiserver_requests(env)
+        time.sleep(settings.steady_seconds)
+        after, requests_after = sampler.now(), apiserver_requests(env)
+        steady_wall = time.monotonic() - steady_from
+        steady_threads = sampler.max_threads(since=steady_from)
+        names_by_thread = thread_names(process.pid)
+
+        progress.step(f"scale {size}: every control plane changed at once", size)
+        burst_cpu, burst_started = sampler.now().cpu_seconds, time.monotonic()
+        burst_targets, burst_sent = _bump_many(fleet, names)
+        burst_seen = observer.wait_observed(burst_targets, timeout, progress.set)
+        burst_end = max(burst_seen.values())
+        burst_cpu = sampler.now().cpu_seconds - burst_cpu
+        resync = burst_end - burst_started
+
+        changes = random.sample(names, min(settings.changes, len(names)))
+        progress.step(
+            f"scale {size}: {len(changes)} single changes at {settings.change_rate:g}/s",
+            len(changes),
+        )
+        single_targets: dict[str, int] = {}
+        single_sent: dict[str, float] = {}
+        for name in changes:
+            single_sent[name] = time.monotonic()
+            single_targets[name] = fleet.bump(name)
+            progress.advance()
+            time.sleep(
+                max(0.0, 1.0 / settings.change_rate - (time.monotonic() - single_sent[name]))
+            )
+        single_seen = observer.wait_observed(single_targets, timeout)
+        final = sampler.now()
+        sampler.stop()
+        threads_max = sampler.max_threads()
+    finally:
+        process.stop()
+    return {
+        "clusters": size,
+        "startup_seconds": round(startup, 2),
+        "startup_cpu_cores": round(startup_cpu / max(startup, 1e-9), 3),
+        "resync_seconds": round(resync, 2),
+        "resync_cpu_cores": round(burst_cpu / max(burst_end - burst_started, 1e-9), 3),
+        "steady_cpu_cores": round((after.cpu_seconds - before.cpu_seconds) / steady_wall, 3),
+        "steady_apiserver_requests_per_second": round(
+            (requests_after - requests_before) / steady_wall, 1
+        ),
+        "peak_rss_mib": round(final.peak_rss / MIB, 1),
+        "rss_mib": round(final.rss / MIB, 1),
+        "threads": steady_threads,
+        "threads_max": threads_max,
+        "thread_names": names_by_thread,
+        "change_latency_ms": _latencies_ms(single_seen, single_sent),
+        "resync_latency_ms": _latencies_ms(burst_seen, burst_sent),
+    }
+
+
+def measure(env: BenchEnvironment, settings: ScaleSettings, progress: Progress) -> dict[str, Any]:
+    controller = resolve_controller(settings.controller)
+    namespace = env.unique("bench-scale")
+    points: list[dict[str, Any]] = []
+    with SharedEtcd() as etcd:
+        fleet = Fleet(env.api_client(), namespace, etcd.ca, etcd.endpoints)
+        fleet.create_namespace()
+        observer = GenerationObserver(env.api_client(), namespace)
+        observer.start()
+        try:
+            for size in settings.sizes:
+                points.append(
+                    _measure_point(
+                        env,
+                        fleet,
+                        observer,
+                        size=size,
+                        controller=controller,
+                        settings=settings,
+                        progress=progress,
+                    )
+                )
+        finally:
+            observer.stop()
+            fleet.delete_all()
+    small, large = points[0], points[-1]
+    growth = {
+        key: round(table.ratio(large[key], small[key]), 2)
+        for key in (
+            "startup_seconds",
+            "resync_seconds",
+            "steady_cpu_cores",
+            "peak_rss_mib",
+            "threads",
+            "threads_max",
+        )
+    }
+    result: dict[str, Any] = {
+        "controller": controller,
+        "controller_flags": asdict(settings.flags),
+        "clusters": settings.clusters,
+        "etcd_members": 1,
+        "points": points,
+        "growth_ratio_n_over_n10": growth,
+        "threads_grow_with_clusters": large["threads"] > small["threads"],
+    }
+    result["acceptance"] = {
+        "clusters": large["clusters"],
+        "resync_under_60s": large["resync_seconds"] < RESYNC_LIMIT_SECONDS,
+        "resync_under_one_core": large["resync_cpu_cores"] < CPU_LIMIT_CORES,
+        "peak_rss_under_300mib": large["peak_rss_mib"] < RSS_LIMIT_MIB,
+        "threads_independent_of_clusters": not result["threads_grow_with_clusters"],
+    }
+    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    headers = [
+        "clusters",
+        "startup s",
+        "resync s",
+        "resync cores",
+        "steady cores",
+        "peak RSS MiB",
+        "threads",
+        "change p50 ms",
+        "change p99 ms",
+    ]
+    rows = [
+        [
+            str(p["clusters"]),
+            p["startup_seconds"],
+            p["resync_seconds"],
+            f"{p['resync_cpu_cores']:.2f}",
+            f"{p['steady_cpu_cores']:.3f}",
+            p["peak_rss_mib"],
+            str(p["threads"]),
+            p["change_latency_ms"]["p50"],
+            p["change_latency_ms"]["p99"],
+        ]
+        for p in result["points"]
+    ]
+    flags = result["controller_flags"]
+    lines = [
+        table.render(
+            f"scale: controller {result['controller']} (concurrency {flags['concurrency']}, "
+            f"QPS {flags['kube_api_qps']:g}/{flags['kube_api_burst']}), one shared etcd",
+            headers,
+            rows,
+        )
+    ]
+    growth = result["growth_ratio_n_over_n10"]
+    lines.append(
+        "  10x clusters: " + ", ".join(f"{k.replace('_', ' ')} x{v:.2f}" for k, v in growth.items())
+    )
+    acceptance = result["acceptance"]
+    lines.append(
+        f"  acceptance at {acceptance['clusters']} clusters: "
+        + "; ".join(
+            f"{k.replace('_', ' ')}: {table.fmt(v)}"
+            for k, v in acceptance.items()
+            if k != "clusters"
+        )
+    )
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--clusters", type=int, default=None, help="N (1000; --quick 100)")
+    parser.add_argument(
+        "--controller",
+        choices=CONTROLLERS,
+        default="auto",
+        help="auto: kcp run once it can reconcile the fleet, else runtime+tracker",
+    )
+    parser.add_argument("--concurrency", type=int, default=None, help="controller workers (10)")
+
+
+def settings_from_args(args: argparse.Namespace) -> ScaleSettings:
+    settings = ScaleSettings.quick() if args.quick else ScaleSettings()
+    changes: dict[str, Any] = {"controller": getattr(args, "controller", "auto")}
+    if getattr(args, "clusters", None):
+        changes["clusters"] = args.clusters
+    if getattr(args, "concurrency", None):
+        changes["flags"] = replace(settings.flags, concurrency=args.concurrency)
+    return replace(settings, **changes)
+
+
+def scenario(settings: ScaleSettings) -> Scenario:
+    def run_measure(env: BenchEnvironment | None, progress: Progress) -> dict[str, Any]:
+        assert env is not None
+        return measure(env, settings, progress)
+
+    return Scenario("scale", run_measure, summary)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_scenarios(args, [scenario(settings_from_args(args))])
