@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("kcp.bench.cli", "run benchmarks"),
     "envtest": ("kcp.testing.envtest_cmd", "run a local management control plane"),
+    "status": ("kcp.statusview.cli", "show clusters as a tree"),
+    "sim": ("kcp.sim.cli", "run the local infrastructure provider"),
     "run": ("kcp.controlplane.cli", "run the controller"),
     "version": ("kcp.cli", "print the version"),
 }
