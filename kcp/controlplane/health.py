@@ -270,12 +270,15 @@ def machine_health(
     matching = True
     if etcd is not None and etcd.members:
         node_names = {m.node_name for m in machines if m.node_name}
+        # A Machine still provisioning may own a member that joined before its Node did.
+        provisioning = any(m.node_name is None for m in machines if not m.is_deleting)
         for member in etcd.members:
             if member.name and member.name not in node_names:
                 matching = False
-                cluster_errors.append(
-                    f"Etcd member {member.name} does not have a corresponding Machine"
-                )
+                if not provisioning:
+                    cluster_errors.append(
+                        f"Etcd member {member.name} does not have a corresponding Machine"
+                    )
         member_names = {m.name for m in etcd.members}
         if any(
             m.node_name and m.node_name not in member_names for m in machines if not m.is_deleting

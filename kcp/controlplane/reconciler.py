@@ -246,12 +246,8 @@ class KubeadmControlPlaneReconciler:
                 Condition.unknown(c.SCALING_DOWN, "InvalidSpec", "\n".join(problems)),
             )
         cluster = scope.cluster
-        if not cluster.infrastructure_provisioned:
-            self._waiting_health(
-                scope,
-                "Waiting for Cluster status.initialization.infrastructureProvisioned to be true",
-            )
-            return
+        # Certificates come first: an infrastructure provider may need the cluster CA (the
+        # local simulator's load balancer does) and they depend on nothing else.
         certificates = reconcile_certificates(
             self.secrets,
             scope.kcp,
@@ -263,6 +259,12 @@ class KubeadmControlPlaneReconciler:
             _log.info("Created cluster certificate Secret", secret=name)
         if certificates.problems:
             self._user_error(scope, "CertificatesNotAvailable", certificates.problems)
+        if not cluster.infrastructure_provisioned:
+            self._waiting_health(
+                scope,
+                "Waiting for Cluster status.initialization.infrastructureProvisioned to be true",
+            )
+            return
         endpoint = cluster.control_plane_endpoint
         if endpoint is None:
             self._waiting_health(scope, "Waiting for Cluster spec.controlPlaneEndpoint to be set")

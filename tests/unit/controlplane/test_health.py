@@ -124,3 +124,33 @@ def test_unreachable_node() -> None:
     )
     pods = [x for x in health.machines["a"] if x.type != c.ETCD_MEMBER_HEALTHY]
     assert all(x.status == c.UNKNOWN and "stale" in x.message for x in pods)
+
+
+def test_member_of_a_provisioning_machine_is_not_an_error() -> None:
+    machines = [MachineView(machine("a")), MachineView(machine("b", node=None))]
+    health = machine_health(machines, {"a": node("a")}, _pods("a"), etcd_status(["a", "b"]))
+    assert "does not have a corresponding Machine" not in health.etcd_cluster.message
+    assert health.etcd_cluster.status == c.UNKNOWN  # b is still provisioning
+
+
+def test_silent_member_is_named_when_no_member_answers() -> None:
+    from kcp.etcd import EtcdClusterStatus, MemberHealth
+
+    silent = EtcdClusterStatus(
+        leader_id=None,
+        members=(),
+        health=(
+            MemberHealth(None, "", "127.0.0.5:2379", False, None, (), ("127.0.0.5:2379: refused",)),
+        ),
+        alarms=(),
+        errors=("no etcd member answered (1 endpoint(s) tried)",),
+    )
+    health = machine_health(
+        [MachineView(machine("a"))],
+        {"a": node("a")},
+        _pods("a"),
+        silent,
+        etcd_endpoints={"a": ("127.0.0.5:2379",)},
+    )
+    assert health.etcd_cluster.status == c.FALSE
+    assert "Etcd member a (Machine a) is not healthy" in health.etcd_cluster.message

@@ -1,0 +1,427 @@
+"""kcp end to end: a real API server, real etcd, simulated machines, the controller in-process.
+
+The tests of this module share one run (the machines take a while to start on
+two cores) and follow a cluster's life in order: the Cluster API samples come
+up, one etcd member dies and comes back, the HA cluster scales down and up,
+upgrades, and both clusters are deleted. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kcp.api import conditions as c
+from kcp.api import groups, labels
+from kcp.controlplane.client import Kube
+from kcp.controlplane.controller import ControlPlaneController, setup
+from kcp.controlplane.reconciler import ReconcilerOptions
+from kcp.etcd import EtcdTimeouts, cluster_status
+from kcp.runtime.manager import Manager
+from kcp.runtime.metrics import new_registry
+from kcp.runtime.options import ManagerOptions
+from kcp.testing.controlplane import LocalControlPlane
+from kcp.tracker.identity import ClusterKey
+from kcp.tracker.options import TrackerOptions
+from kcp.tracker.tracker import Tracker
+
+sim_module = pytest.importorskip("kcp.sim.simulator")
+faults = pytest.importorskip("kcp.sim.faults")
+sim_options = pytest.importorskip("kcp.sim.options")
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+SAMPLES = Path(__file__).resolve().parents[3] / "config" / "samples"
+HA, SINGLE = "ha", "single"
+HA_KCP, SINGLE_KCP = "ha-control-plane", "single-control-plane"
+PROVISION_TIMEOUT = 420.0
+"""Seconds for Machines to come up: each starts a real etcd and kube-apiserver (two cores)."""
+
+
+@dataclass
+class Env:
+    namespace: str
+    kube: Kube
+    sim: Any
+    tracker: Tracker
+    controller: ControlPlaneController
+    created_clusters: set[str] = field(default_factory=set)
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def env(control_plane: LocalControlPlane) -> Iterator[Env]:
+    namespace = f"kcp-{uuid.uuid4().hex[:8]}"
+    admin = Kube(control_plane.api_client())
+    admin.create(groups.NAMESPACE, None, {"metadata": {"name": namespace}})
+    sim = sim_module.Simulator(
+        control_plane.api_client(), sim_options.SimOptions(namespace=namespace)
+    )
+    sim.start()
+    api = control_plane.api_client()
+    registry = new_registry(process_collectors=False)
+    manager = Manager(
+        ManagerOptions(
+            health_addr="0",
+            metrics_bind_addr="0",
+            namespace=namespace,
+            concurrency=4,
+            kube_api_qps=200,
+            kube_api_burst=300,
+        ),
+        api_client=api,
+        registry=registry,
+    )
+    tracker = Tracker.for_api_client(api, TrackerOptions(probe_interval=2.0), registry=registry)
+    controller = setup(
+        manager,
+        api,
+        tracker,
+        namespace=namespace,
+        options=ReconcilerOptions(
+            waiting_requeue=1.0,
+            not_initialized_requeue=2.0,
+            unhealthy_requeue=2.0,
+            health_requeue=3.0,
+        ),
+    )
+    manager.start()
+    try:
+        yield Env(namespace, admin, sim, tracker, controller)
+    finally:
+        manager.stop(timeout=10)
+        tracker.close()
+        sim.stop()
+        with contextlib.suppress(Exception):  # the test control plane goes away anyway
+            admin.delete(groups.NAMESPACE, None, namespace)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _apply_sample(env: Env, filename: str) -> None:
+    for document in yaml.safe_load_all((SAMPLES / filename).read_text()):
+        if not document:
+            continue
+        document["metadata"]["namespace"] = env.namespace
+        group, _, _version = str(document["apiVersion"]).rpartition("/")
+        resource = env.kube.resource_for(group, document["kind"])
+        env.kube.create(resource, env.namespace, document)
+        if document["kind"] == "Cluster":
+            env.created_clusters.add(document["metadata"]["name"])
+
+
+def _kcp(env: Env, name: str) -> dict[str, Any] | None:
+    return env.kube.get(groups.KUBEADM_CONTROL_PLANE, env.namespace, name)
+
+
+def _condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    return (c.get_condition(obj, kind) if obj else None) or {}
+
+
+def _machines(env: Env, cluster: str) -> list[dict[str, Any]]:
+    return [
+        m
+        for m in env.kube.list(
+            groups.MACHINE, env.namespace, label_selector=labels.control_plane_selector(cluster)
+        )
+    ]
+
+
+def _etcd_members(env: Env, cluster: str) -> list[str]:
+    sim_cluster = env.sim.cluster(env.namespace, cluster)
+    if sim_cluster is None or sim_cluster.etcd_tls is None:
+        return []
+    endpoints = sim_cluster.etcd_endpoints()
+    if not endpoints:
+        return []
+    status = cluster_status(
+        endpoints, tls=sim_cluster.etcd_tls, timeouts=EtcdTimeouts(dial=3.0, call=3.0)
+    )
+    return sorted(m.name for m in status.members)
+
+
+def _available(env: Env, name: str, replicas: int, cluster: str) -> Any:
+    obj = _kcp(env, name)
+    status = (obj or {}).get("status") or {}
+    ready = (
+        _condition(obj, c.AVAILABLE).get("status") == c.TRUE
+        and _condition(obj, c.ETCD_CLUSTER_HEALTHY).get("status") == c.TRUE
+        and status.get("readyReplicas") == replicas
+        and status.get("replicas") == replicas
+        and status.get("upToDateReplicas") == replicas
+    )
+    if not ready:
+        return False
+    members = _etcd_members(env, cluster)
+    return members if len(members) == replicas else False
+
+
+def _summary(env: Env, name: str) -> str:
+    obj = _kcp(env, name) or {}
+    status = obj.get("status") or {}
+    conds = {
+        x["type"]: f"{x['status']}:{x.get('message', '')[:160]}"
+        for x in status.get("conditions") or []
+    }
+    counts = {k: status.get(k) for k in ("replicas", "readyReplicas", "upToDateReplicas")}
+    return f"{counts} {conds}"
+
+
+class QuorumWatch:
+    """Polls a cluster's etcd twice a second and records every moment quorum was missing."""
+
+    def __init__(self, env: Env, cluster: str) -> None:
+        self.env = env
+        self.cluster = cluster
+        self.samples = 0
+        self.violations: list[str] = []
+        self.max_members = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> QuorumWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        sim_cluster = self.env.sim.cluster(self.env.namespace, self.cluster)
+        while not self._stop.wait(0.5):
+            endpoints = sim_cluster.etcd_endpoints()
+            if not endpoints:
+                continue
+            status = cluster_status(
+                endpoints, tls=sim_cluster.etcd_tls, timeouts=EtcdTimeouts(dial=2.0, call=2.0)
+            )
+            voting = [m for m in status.members if not m.is_learner]
+            if not voting:
+                continue
+            self.samples += 1
+            self.max_members = max(self.max_members, len(voting))
+            ids = {m.id for m in voting}
+            healthy = [
+                h
+                for h in status.health
+                if h.member_id in ids and h.status is not None and h.status.has_leader
+            ]
+            needed = len(voting) // 2 + 1
+            if len(healthy) < needed:
+                self.violations.append(
+                    f"{len(healthy)} of {len(voting)} members see a leader: "
+                    f"{[(h.name, h.errors) for h in status.health]}"
+                )
+
+
+def _scale(env: Env, name: str, replicas: int) -> None:
+    env.kube.merge_patch(
+        groups.KUBEADM_CONTROL_PLANE, env.namespace, name, {"spec": {"replicas": replicas}}
+    )
+
+
+# -- the tests, in the order of a cluster's life ------------------------------------------
+
+
+def test_cluster_api_samples_become_available(env: Env) -> None:
+    started = time.monotonic()
+    _apply_sample(env, "cluster-ha.yaml")
+    _apply_sample(env, "cluster-single.yaml")
+    members = _wait(
+        "the HA sample to be Available with 3 ready machines and 3 etcd members",
+        lambda: _available(env, HA_KCP, 3, HA),
+        PROVISION_TIMEOUT,
+        interval=3.0,
+    )
+    assert len(members) == 3
+    _wait("the single sample to be Available", lambda: _available(env, SINGLE_KCP, 1, SINGLE), 120)
+    ha = _kcp(env, HA_KCP)
+    assert ha is not None
+    assert ha["metadata"]["finalizers"] == [labels.KUBEADM_CONTROL_PLANE_FINALIZER]
+    status = ha["status"]
+    assert status["initialization"] == {"controlPlaneInitialized": True}
+    assert status["selector"] == labels.control_plane_selector(HA)
+    assert status["version"] == "v1.34.4"
+    for kind in (
+        c.INITIALIZED,
+        c.CERTIFICATES_AVAILABLE,
+        c.CONTROL_PLANE_COMPONENTS_HEALTHY,
+        c.MACHINES_READY,
+        c.MACHINES_UP_TO_DATE,
+    ):
+        assert _condition(ha, kind).get("status") == c.TRUE, kind
+    for kind in (c.SCALING_UP, c.SCALING_DOWN, c.ROLLING_OUT, c.PAUSED, c.DELETING):
+        assert _condition(ha, kind).get("status") == c.FALSE, kind
+    machines = _machines(env, HA)
+    cluster = env.kube.get(groups.CLUSTER, env.namespace, HA) or {}
+    if (cluster.get("status") or {}).get("failureDomains"):
+        # Spread over the Cluster's failure domains (Cluster API core copies them from the
+        # LocalCluster's status).
+        assert {m["spec"].get("failureDomain") for m in machines} == {"fd1", "fd2", "fd3"}
+    for machine in machines:
+        assert machine["metadata"]["labels"]["environment"] == "demo"  # from machineTemplate
+        kinds = {x["type"]: x["status"] for x in machine["status"]["conditions"]}
+        for kind in c.MACHINE_CONDITION_TYPES:
+            assert kinds.get(kind) == c.TRUE, (machine["metadata"]["name"], kind)
+    for suffix in ("ca", "etcd", "proxy", "sa", "kubeconfig"):
+        secret = env.kube.get(groups.SECRET, env.namespace, f"{HA}-{suffix}")
+        assert secret is not None and secret["type"] == "cluster.x-k8s.io/secret", suffix
+    print(f"samples available after {time.monotonic() - started:.0f}s")
+
+
+def test_dead_etcd_member_is_named_while_other_clusters_keep_reconciling(env: Env) -> None:
+    victim = sorted(m["metadata"]["name"] for m in _machines(env, HA))[0]
+    node = victim  # the simulator names a Machine's node after its LocalMachine (same name)
+    env.sim.inject(env.namespace, victim, faults.Component.ETCD, faults.Fault.KILLED)
+    try:
+
+        def named() -> Any:
+            condition = _condition(_kcp(env, HA_KCP), c.ETCD_CLUSTER_HEALTHY)
+            ok = condition.get("status") == c.FALSE and node in condition.get("message", "")
+            return condition if ok else False
+
+        started = time.monotonic()
+        condition = _wait("EtcdClusterHealthy=False naming the dead member", named, 90)
+        print(
+            f"dead member reported after {time.monotonic() - started:.1f}s: {condition['message']}"
+        )
+        # The other cluster is reconciled as usual: a spec change is observed promptly.
+        single = _kcp(env, SINGLE_KCP)
+        assert single is not None
+        before = single["metadata"]["generation"]
+        started = time.monotonic()
+        env.kube.merge_patch(
+            groups.KUBEADM_CONTROL_PLANE,
+            env.namespace,
+            SINGLE_KCP,
+            {"spec": {"machineTemplate": {"metadata": {"annotations": {"touched": "yes"}}}}},
+        )
+        _wait(
+            "the healthy cluster to observe its new generation",
+            lambda: (
+                ((_kcp(env, SINGLE_KCP) or {}).get("status") or {}).get("observedGeneration", 0)
+                > before
+            ),
+            30,
+            interval=0.2,
+        )
+        observed = time.monotonic() - started
+        print(f"healthy cluster observed a spec change in {observed:.2f}s")
+        assert observed < 15
+        assert _condition(_kcp(env, SINGLE_KCP), c.AVAILABLE).get("status") == c.TRUE
+    finally:
+        env.sim.restore(env.namespace, victim, faults.Component.ETCD)
+    _wait("the HA cluster to be healthy again", lambda: _available(env, HA_KCP, 3, HA), 180, 2.0)
+
+
+def test_scale_down_to_one_keeps_quorum(env: Env) -> None:
+    started = time.monotonic()
+    with QuorumWatch(env, HA) as watch:
+        _scale(env, HA_KCP, 1)
+        members = _wait("scale down to 1", lambda: _available(env, HA_KCP, 1, HA), 240, 2.0)
+    assert len(members) == 1
+    assert len(_machines(env, HA)) == 1
+    assert watch.samples > 0
+    assert watch.violations == []
+    print(f"scaled 3 -> 1 in {time.monotonic() - started:.0f}s ({watch.samples} quorum samples)")
+
+
+def test_scale_up_back_to_three(env: Env) -> None:
+    started = time.monotonic()
+    _scale(env, HA_KCP, 3)
+    members = _wait("scale up to 3", lambda: _available(env, HA_KCP, 3, HA), PROVISION_TIMEOUT, 3.0)
+    assert len(members) == 3
+    assert len(_machines(env, HA)) == 3
+    print(f"scaled 1 -> 3 in {time.monotonic() - started:.0f}s")
+
+
+def test_version_upgrade_rolls_one_machine_at_a_time(env: Env) -> None:
+    old = {m["metadata"]["name"] for m in _machines(env, HA)}
+    started = time.monotonic()
+    most = [0]
+
+    def upgraded() -> Any:
+        machines = _machines(env, HA)
+        most[0] = max(most[0], len(machines))
+        names = {m["metadata"]["name"] for m in machines}
+        done = (
+            len(machines) == 3
+            and not names & old
+            and all(m["spec"]["version"] == "v1.34.5" for m in machines)
+        )
+        return done and _available(env, HA_KCP, 3, HA)
+
+    with QuorumWatch(env, HA) as watch:
+        env.kube.merge_patch(
+            groups.KUBEADM_CONTROL_PLANE, env.namespace, HA_KCP, {"spec": {"version": "v1.34.5"}}
+        )
+        _wait("every Machine to be replaced", upgraded, PROVISION_TIMEOUT * 1.5, 2.0)
+    assert most[0] <= 4  # maxSurge 1: never more than one extra Machine
+    assert watch.violations == []
+    assert watch.max_members <= 4
+    ha = _kcp(env, HA_KCP)
+    assert ha is not None and ha["status"]["version"] == "v1.34.5"
+    assert _condition(ha, c.ROLLING_OUT).get("status") == c.FALSE
+    print(
+        f"rolled 3 Machines in {time.monotonic() - started:.0f}s ({watch.samples} quorum samples)"
+    )
+
+
+def test_one_etcd_key_per_cluster(env: Env) -> None:
+    stats = env.tracker.stats()
+    tracked = {key.name for key in env.tracker.clusters()}
+    assert tracked == env.created_clusters
+    assert stats.keys_generated == len(env.created_clusters)
+    assert stats.certificates_issued >= len(env.created_clusters)
+
+
+def test_deleting_clusters_removes_machines_finalizer_and_tracker_entry(env: Env) -> None:
+    cluster_keys = {
+        name: ClusterKey.from_object(env.kube.get(groups.CLUSTER, env.namespace, name) or {})
+        for name in (HA, SINGLE)
+    }
+    for name, kcp_name in ((HA, HA_KCP), (SINGLE, SINGLE_KCP)):
+        env.kube.delete(groups.KUBEADM_CONTROL_PLANE, env.namespace, kcp_name)
+        env.kube.delete(groups.CLUSTER, env.namespace, name)
+    started = time.monotonic()
+    _wait(
+        "every control-plane Machine to be gone",
+        lambda: not _machines(env, HA) and not _machines(env, SINGLE),
+        240,
+        2.0,
+    )
+    _wait(
+        "the KubeadmControlPlanes to be gone (finalizer removed)",
+        lambda: _kcp(env, HA_KCP) is None and _kcp(env, SINGLE_KCP) is None,
+        60,
+    )
+    _wait(
+        "the tracker to forget both clusters",
+        lambda: not set(cluster_keys.values()) & set(env.tracker.clusters()),
+        30,
+        0.2,
+    )
+    print(f"deleted in {time.monotonic() - started:.0f}s")
+    assert not [p for p in env.sim.pids() if p.startswith(f"{env.namespace}/")]
