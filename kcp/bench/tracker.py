@@ -9,8 +9,8 @@ for each of ``N`` clusters, in two modes, in one process:
   tracker connects every cluster first (one key each: the warm-up, reported
   separately), then each reconcile takes ``etcd_access`` and asks etcd.
 - ``naive``: what Cluster API did before its fix (cluster-api 8602): every
-  reconcile parses the CA, generates a fresh key, signs a certificate for it and
-  opens a new TLS channel.
+  reconcile parses the CA and, for every etcd client (one per member), generates
+  a fresh key, signs a certificate for it and opens a new TLS channel.
 
 CPU is this process's (all threads, gRPC's included) from ``time.process_time``;
 etcd's own CPU is not counted. ``cpu_ratio`` is naive over cached CPU per
@@ -187,16 +187,18 @@ def _run_naive(
             etcd_ca = key_pair_from_secret_data(
                 secret_data[i], secret_name=f"{NAMESPACE}/c{i}-etcd", skip_rsa_validation=True
             )
-            key = generate_private_key(algorithm)
-            keys_generated += 1
-            pair = issue_certificate(
-                etcd_ca,
-                common_name="cluster-api.x-k8s.io",
-                validity=timedelta(hours=24),
-                private_key=key,
-            )
-            tls = EtcdTLS(ca_pem=etcd_ca.cert_pem, cert_pem=pair.cert_pem, key_pem=pair.key_pem)
-            clients = [EtcdClient.open(endpoint, tls) for endpoint in endpoints]
+            clients = []
+            for endpoint in endpoints:  # a fresh key for every etcd client
+                key = generate_private_key(algorithm)
+                keys_generated += 1
+                pair = issue_certificate(
+                    etcd_ca,
+                    common_name="cluster-api.x-k8s.io",
+                    validity=timedelta(hours=24),
+                    private_key=key,
+                )
+                tls = EtcdTLS(ca_pem=etcd_ca.cert_pem, cert_pem=pair.cert_pem, key_pem=pair.key_pem)
+                clients.append(EtcdClient.open(endpoint, tls))
             try:
                 status = cluster_status(clients)
             finally:

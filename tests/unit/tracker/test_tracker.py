@@ -214,6 +214,37 @@ def test_evict_drops_key_certificates_probes_and_metric_series(
     assert tracker.evict(KEY) is False
 
 
+def test_an_evicted_cluster_is_not_tracked_again_by_a_late_lookup(
+    make_tracker: Callable[..., Tracker],
+) -> None:
+    tracker = make_tracker()
+    tracker.track(KEY)
+    wait_for(lambda: tracker._keys.peek(KEY) is not None)
+    tracker.evict(KEY)
+    for lookup in (
+        lambda: tracker.etcd_access(KEY, ["127.0.0.1:2379"]),
+        lambda: tracker.workload_client(KEY),
+    ):
+        with pytest.raises(NotConnected) as caught:
+            lookup()
+        assert caught.value.reason == "evicted"
+    time.sleep(0.2)
+    assert tracker.clusters() == []
+    assert tracker.stats().keys_generated == 1  # no key made for a deleted cluster
+
+
+def test_refresh_rereads_the_secrets_now(
+    make_tracker: Callable[..., Tracker], secrets: InMemorySecrets
+) -> None:
+    tracker = make_tracker(probe_interval=None, secret_refresh_interval=3600.0)
+    tracker.track(KEY)
+    wait_for(lambda: secrets.reads >= 2)
+    time.sleep(0.1)
+    reads = secrets.reads
+    tracker.refresh(KEY)
+    wait_for(lambda: secrets.reads >= reads + 2)
+
+
 def test_the_cluster_handler_evicts_deleted_and_recreated_clusters(
     make_tracker: Callable[..., Tracker],
 ) -> None:

@@ -1,0 +1,255 @@
+"""What a worker does for one cluster: connect it, or check that it is still there.
+
+A check re-reads the cluster's ``-etcd`` and ``-kubeconfig`` Secrets when they
+are due (or an event said they changed), makes sure the cluster has a key and a
+workload client, probes its API server and etcd, and records the verdict:
+``connected`` once every probe made succeeds; ``down`` after
+``failure_threshold`` failed checks in a row, or at once on a 401. Going down
+drops the cluster's clients and channels but keeps its key and certificate.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from datetime import UTC, datetime
+
+from kcp.etcd import EtcdTLS
+from kcp.tracker.credentials import Credentials
+from kcp.tracker.entry import ClusterEntry, seen_marker
+from kcp.tracker.errors import ClusterSecretError
+from kcp.tracker.health import ProbeResult, probe_api_server, probe_etcd
+from kcp.tracker.metrics import TrackerMetrics
+from kcp.tracker.options import TrackerOptions
+from kcp.tracker.secrets import (
+    EtcdCA,
+    SecretData,
+    SecretReader,
+    WorkloadKubeconfig,
+    etcd_secret_name,
+    kubeconfig_secret_name,
+    load_etcd_ca,
+    load_kubeconfig,
+)
+from kcp.tracker.workload import WorkloadClient
+
+__all__ = ["Checker"]
+
+
+class Checker:
+    """Runs on the tracker's workers; touches an entry only under its lock, never across I/O."""
+
+    def __init__(
+        self,
+        options: TrackerOptions,
+        secrets: SecretReader,
+        credentials: Credentials,
+        metrics: TrackerMetrics,
+    ) -> None:
+        self.options = options
+        self._secrets = secrets
+        self._credentials = credentials
+        self.metrics = metrics
+
+    def check(self, entry: ClusterEntry) -> None:
+        """Connect or probe one cluster (see the module docstring)."""
+        if entry.evicted:
+            return
+        self.refresh_secrets(entry)
+        with entry.lock:
+            ca = entry.etcd_ca
+        private_key = self._credentials.ensure_key(entry) if ca is not None else None
+        if entry.evicted:
+            return
+        workload = self.ensure_workload(entry)
+        timeout = self.options.probe_timeout
+        api = probe_api_server(workload, timeout) if workload is not None else None
+        etcd: ProbeResult | None = None
+        with entry.lock:
+            endpoints, prefer = entry.endpoints, entry.etcd_answered_by
+        if ca is not None and private_key is not None and endpoints:
+            try:
+                issued = self._credentials.certificate(entry, ca, private_key)
+            except ClusterSecretError as exc:
+                with entry.lock:
+                    entry.etcd_error = exc
+            else:
+                etcd = probe_etcd(
+                    endpoints, issued.tls, self._credentials.pool, timeout, prefer=prefer
+                )
+        self.record(entry, api, etcd)
+
+    def _read(self, entry: ClusterEntry, name: str) -> tuple[bool, SecretData | None]:
+        try:
+            return True, self._secrets.read(
+                entry.key.namespace, name, timeout=self.options.secret_read_timeout
+            )
+        except Exception as exc:
+            message = f"reading Secret {entry.key.namespace}/{name} failed: {exc}"
+            with entry.lock:
+                entry.read_error = message
+                entry.refresh_requested = True
+            entry.log.warning("secret read failed", secret=name, error=str(exc))
+            return False, None
+
+    def refresh_secrets(self, entry: ClusterEntry) -> None:
+        now = time.monotonic()
+        with entry.lock:
+            due = entry.refresh_requested or (
+                now - entry.secrets_read_at >= self.options.secret_refresh_interval
+            )
+            if not due:
+                return
+            entry.refresh_requested = False
+            entry.secrets_read_at = now
+            entry.read_error = ""
+        retry_after = self.options.connecting_retry_after * 10
+        ok, etcd_secret = self._read(entry, etcd_secret_name(entry.key))
+        if ok:
+            marker = seen_marker(etcd_secret)
+            with entry.lock:
+                changed = marker != entry.etcd_seen
+            if changed:
+                ca: EtcdCA | None = None
+                error: ClusterSecretError | None = None
+                try:
+                    ca = load_etcd_ca(entry.key, etcd_secret, retry_after=retry_after)
+                except ClusterSecretError as exc:
+                    error = exc
+                with entry.lock:
+                    previous = entry.etcd_ca
+                    entry.etcd_seen, entry.etcd_ca, entry.etcd_error = marker, ca, error
+                if error is not None:
+                    entry.log.warning("etcd CA Secret unusable", error=str(error))
+                elif (
+                    previous is not None
+                    and ca is not None
+                    and previous.fingerprint != ca.fingerprint
+                ):
+                    entry.log.info(
+                        "etcd CA changed; client certificates will be re-issued",
+                        ca=ca.fingerprint[:16],
+                    )
+        ok, kubeconfig_secret = self._read(entry, kubeconfig_secret_name(entry.key))
+        if ok:
+            marker = seen_marker(kubeconfig_secret)
+            with entry.lock:
+                changed = marker != entry.kubeconfig_seen
+            if changed:
+                kubeconfig: WorkloadKubeconfig | None = None
+                kc_error: ClusterSecretError | None = None
+                try:
+                    kubeconfig = load_kubeconfig(
+                        entry.key, kubeconfig_secret, retry_after=retry_after
+                    )
+                except ClusterSecretError as exc:
+                    kc_error = exc
+                with entry.lock:
+                    entry.kubeconfig_seen = marker
+                    entry.kubeconfig, entry.kubeconfig_error = kubeconfig, kc_error
+                if kubeconfig_secret is None:
+                    entry.log.info("no kubeconfig Secret (yet)", error=str(kc_error))
+                elif kc_error is not None:
+                    entry.log.warning("kubeconfig Secret unusable", error=str(kc_error))
+
+    def ensure_workload(self, entry: ClusterEntry) -> WorkloadClient | None:
+        with entry.lock:
+            kubeconfig, current = entry.kubeconfig, entry.workload
+        if kubeconfig is None:
+            if current is not None:
+                with entry.lock:
+                    if entry.workload is current:
+                        entry.workload = None
+                current.close()
+            return None
+        if current is not None and current.digest == kubeconfig.digest and not current.closed:
+            return current
+        try:
+            fresh = WorkloadClient(
+                kubeconfig.kubeconfig, digest=kubeconfig.digest, timeout=self.options.api_timeout
+            )
+        except (ssl.SSLError, ValueError) as exc:
+            error = ClusterSecretError(
+                f"Secret {entry.key.namespace}/{kubeconfig_secret_name(entry.key)}: its "
+                f"credentials cannot be used for TLS ({exc}); put a matching client "
+                "certificate and key and the cluster CA in the kubeconfig",
+                retry_after=self.options.connecting_retry_after * 10,
+            )
+            with entry.lock:
+                entry.kubeconfig_error = error
+            return None
+        replaced: WorkloadClient | None
+        with entry.lock:
+            if entry.evicted:
+                replaced = fresh
+            else:
+                replaced, entry.workload = entry.workload, fresh
+        if replaced is not None:
+            replaced.close()
+        if replaced is fresh:
+            return None
+        if current is not None:
+            entry.log.info("workload API client rebuilt from a changed kubeconfig Secret")
+        return fresh
+
+    def record(
+        self, entry: ClusterEntry, api: ProbeResult | None, etcd: ProbeResult | None
+    ) -> None:
+        results = [r for r in (api, etcd) if r is not None]
+        for result in results:
+            self.metrics.health_check(result.target, result.result)
+        with entry.lock:
+            if entry.evicted:
+                return
+            previous = entry.state
+            if results:
+                entry.last_probe_time = datetime.now(UTC)
+            if api is not None:
+                entry.api_ok = api.ok
+            if etcd is not None:
+                entry.etcd_ok = etcd.ok
+                if etcd.ok:
+                    entry.etcd_answered_by = etcd.answered_by
+            problems = [r.error for r in results if not r.ok]
+            if not results:
+                pass  # nothing to probe yet (Secrets missing or unreadable, no endpoints)
+            elif any(r.result == "unauthorized" for r in results):
+                entry.failures += 1
+                entry.last_error = "; ".join(problems)
+                entry.state = "down"
+            elif not problems:
+                entry.failures = 0
+                entry.last_error = ""
+                entry.state = "connected"
+            else:
+                entry.failures += 1
+                entry.last_error = "; ".join(problems)
+                if entry.failures >= self.options.failure_threshold:
+                    entry.state = "down"
+            state = entry.state
+            dropped: WorkloadClient | None = None
+            generations: list[EtcdTLS] = []
+            if state == "down" and previous != "down":
+                dropped, entry.workload = entry.workload, None
+                generations = list(entry.tls_history)
+                entry.refresh_requested = True
+            endpoints = set(entry.endpoints)
+            if state != previous:
+                # Under the entry lock, so an eviction (which removes the series after
+                # marking the entry evicted) cannot be overtaken by this update.
+                self.metrics.connection(entry.key, state == "connected")
+        if state == previous:
+            return
+        if state == "connected":
+            entry.log.info("cluster connected")
+        elif state == "down":
+            entry.log.warning(
+                "cluster disconnected; dropping its clients, keeping its key",
+                failures=entry.failures,
+                error=entry.last_error,
+            )
+            if dropped is not None:
+                dropped.close()
+            with entry.used_lock:
+                endpoints |= entry.used_endpoints
+            self._credentials.discard_channels(endpoints, generations)
