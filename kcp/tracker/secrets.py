@@ -95,7 +95,10 @@ class ApiSecretReader:
                 f"reading Secret {namespace}/{name} failed: {exc.status} {exc.reason}"
             ) from None
         raw: Any = response
-        body: dict[str, Any] = json.loads(raw.data)
+        try:
+            body: dict[str, Any] = json.loads(raw.data)
+        finally:
+            raw.release_conn()
         metadata = body.get("metadata") or {}
         data = decode_secret_data(body.get("data"), secret_name=f"{namespace}/{name}")
         return SecretData(str(metadata.get("resourceVersion") or ""), data)

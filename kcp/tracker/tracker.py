@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import structlog
 from cachetools import TTLCache
 from prometheus_client import CollectorRegistry
 
@@ -45,8 +44,6 @@ from kcp.tracker.secrets import ApiSecretReader, SecretReader
 from kcp.tracker.workload import WorkloadClient
 
 __all__ = ["Tracker"]
-
-_log = structlog.get_logger("kcp.tracker")
 
 _SECRET_SUFFIXES = ("-etcd", "-kubeconfig")
 _TOMBSTONE_TTL = 3600.0
@@ -374,8 +371,6 @@ class Tracker:
             reason="down",
             retry_after=self.options.probe_interval or self.options.connecting_retry_after,
         )
-
-    # -- certificates and channels -----------------------------------------------------------
 
     # -- the worker side -------------------------------------------------------------------
 
