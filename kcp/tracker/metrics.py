@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import Literal
@@ -99,17 +100,16 @@ class _Families:
         )
 
 
-_families: dict[int, tuple[CollectorRegistry, _Families]] = {}
+_families: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = weakref.WeakKeyDictionary()
 _families_lock = threading.Lock()
 
 
 def _families_for(registry: CollectorRegistry) -> _Families:
     with _families_lock:
-        found = _families.get(id(registry))
-        if found is None or found[0] is not registry:
-            found = (registry, _Families(registry))
-            _families[id(registry)] = found
-        return found[1]
+        found = _families.get(registry)
+        if found is None:
+            found = _families[registry] = _Families(registry)
+        return found
 
 
 @dataclass(frozen=True)

@@ -334,3 +334,17 @@ class _Nothing:
 
 
 _nothing = _Nothing()
+
+
+def test_two_trackers_can_share_one_registry(secrets: InMemorySecrets) -> None:
+    registry = CollectorRegistry()
+    first = Tracker(secrets, TrackerOptions(probe_interval=None), registry=registry)
+    second = Tracker(secrets, TrackerOptions(probe_interval=None), registry=registry)
+    try:
+        first.track(KEY)
+        second.track(ClusterKey("ns", "c2", "uid-2"))
+        assert registry.get_sample_value("kcp_tracker_clusters") == 2
+    finally:
+        first.close()
+        second.close()
+    assert registry.get_sample_value("kcp_tracker_clusters") == 0
