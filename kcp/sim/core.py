@@ -36,6 +36,21 @@ _log = get_logger("kcp.sim")
 WAIT = 2.0
 NODE_READY = "NodeReady"
 AVAILABLE = "Available"
+OWNED_CONDITIONS = frozenset(
+    {
+        cond.BOOTSTRAP_CONFIG_READY,
+        cond.INFRASTRUCTURE_READY,
+        NODE_READY,
+        cond.NODE_HEALTHY,
+        cond.READY,
+        AVAILABLE,
+        cond.DELETING,
+    }
+)
+"""Machine condition types the simulator sets (kcp sets the per-machine pod and etcd ones)."""
+OWNED_STATUS_FIELDS = frozenset(
+    {"initialization", "phase", "addresses", "nodeRef", "failureDomain", "conditions"}
+)
 
 
 class ClusterReconciler:
@@ -316,16 +331,27 @@ class MachineReconciler:
             if name.startswith(labels.PRE_TERMINATE_DELETE_HOOK_ANNOTATION_PREFIX)
         )
         message = f"waiting for pre-terminate hooks {', '.join(hooks)}" if hooks else "deleting"
+        # Server-side apply drops owned fields left out: send everything owned, as it is.
+        kept = [
+            (
+                str(c["type"]),
+                str(c["status"]),
+                str(c.get("reason") or "Unknown"),
+                str(c.get("message") or ""),
+            )
+            for c in dig(machine, "status", "conditions") or []
+            if c.get("type") in OWNED_CONDITIONS and c.get("type") != cond.DELETING
+        ]
         conditions, changed = merged_conditions(
-            machine, [(cond.DELETING, True, cond.DELETING_REASON, message)]
+            machine, [*kept, (cond.DELETING, True, cond.DELETING_REASON, message)]
         )
         if changed or dig(machine, "status", "phase") != "Deleting":
+            status = {
+                k: v for k, v in (dig(machine, "status") or {}).items() if k in OWNED_STATUS_FIELDS
+            }
+            status.update(phase="Deleting", conditions=conditions)
             state.kube.apply(
-                groups.MACHINE,
-                key.namespace,
-                key.name,
-                {"status": {"phase": "Deleting", "conditions": conditions}},
-                subresource="status",
+                groups.MACHINE, key.namespace, key.name, {"status": status}, subresource="status"
             )
         if hooks:
             return Result()

@@ -1,0 +1,143 @@
+"""What the simulator's integration tests share: a 3-machine cluster created as kcp would."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kcp import certs
+from kcp.api import groups
+from kcp.etcd import EtcdTLS
+from kcp.sim import ClusterMaterial, Simulator, cluster_objects, machine_objects
+from kcp.sim.kube import Kube
+
+RESOURCES = {
+    r.kind: r
+    for r in (
+        groups.SECRET,
+        groups.LOCAL_CLUSTER,
+        groups.CLUSTER,
+        groups.KUBEADM_CONFIG,
+        groups.LOCAL_MACHINE,
+        groups.MACHINE,
+        groups.KUBEADM_CONTROL_PLANE,
+    )
+}
+
+
+def create_all(kube: Kube, namespace: str, objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        kube.create(RESOURCES[obj["kind"]], namespace, obj)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.25) -> Any:
+    """Poll `check` until truthy; fail naming `what` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = check()
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        return state != "Z"
+    return True
+
+
+@dataclass
+class SimCluster:
+    """One simulated cluster the tests built, with the credentials a user would hold."""
+
+    namespace: str
+    name: str
+    machines: list[str]
+    material: ClusterMaterial
+    sim: Simulator
+    kube: Kube
+    dir: Path
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        cluster = self.kube.get(groups.CLUSTER, self.namespace, self.name)
+        assert cluster is not None
+        endpoint = cluster["spec"]["controlPlaneEndpoint"]
+        return str(endpoint["host"]), int(endpoint["port"])
+
+    def workload_client(self) -> Any:
+        """A `kubernetes` client of the endpoint: the cluster's CA, the admin cert it signed."""
+        from kubernetes import client
+
+        (self.dir / "ca.crt").write_bytes(self.material.ca.cert_pem)
+        (self.dir / "admin.crt").write_bytes(self.material.admin.cert_pem)
+        (self.dir / "admin.key").write_bytes(self.material.admin.key_pem)
+        host, port = self.endpoint
+        configuration = client.Configuration()
+        configuration.host = f"https://{host}:{port}"
+        configuration.ssl_ca_cert = str(self.dir / "ca.crt")
+        configuration.cert_file = str(self.dir / "admin.crt")
+        configuration.key_file = str(self.dir / "admin.key")
+        return client.ApiClient(configuration)
+
+    def etcd_tls(self) -> EtcdTLS:
+        """Our own etcd client certificate from the cluster's etcd CA (as kcp's tracker has)."""
+        pair = certs.issue_certificate(
+            self.material.etcd_ca, common_name="test-etcd-client", algorithm="ecdsa-p256"
+        )
+        return EtcdTLS(
+            ca_pem=self.material.etcd_ca.cert_pem, cert_pem=pair.cert_pem, key_pem=pair.key_pem
+        )
+
+    def etcd_endpoint(self, machine: str) -> str:
+        found = self.sim.machine(self.namespace, machine)
+        assert found is not None and found.etcd is not None
+        return found.etcd.endpoint
+
+
+def build_cluster(
+    sim: Simulator, kube: Kube, namespace: str, name: str, machines: int, tmp: Path
+) -> SimCluster:
+    """Create the Secrets, Cluster, LocalCluster, KubeadmControlPlane and `machines` Machines."""
+    material = ClusterMaterial.new()
+    create_all(kube, namespace, cluster_objects(namespace, name, material))
+    kube.create(
+        groups.KUBEADM_CONTROL_PLANE,
+        namespace,
+        {
+            "apiVersion": groups.KUBEADM_CONTROL_PLANE.api_version,
+            "kind": groups.KUBEADM_CONTROL_PLANE.kind,
+            "metadata": {"name": f"{name}-control-plane", "namespace": namespace},
+            "spec": {
+                "replicas": machines,
+                "version": "v1.34.4",
+                "machineTemplate": {
+                    "spec": {
+                        "infrastructureRef": {
+                            "apiGroup": groups.INFRASTRUCTURE_GROUP,
+                            "kind": groups.LOCAL_MACHINE_TEMPLATE.kind,
+                            "name": name,
+                        }
+                    }
+                },
+                "kubeadmConfigSpec": {},
+            },
+        },
+    )
+    names = [f"{name}-cp-{i}" for i in range(machines)]
+    for index, machine in enumerate(names):
+        create_all(kube, namespace, machine_objects(namespace, name, machine, init=index == 0))
+    return SimCluster(namespace, name, names, material, sim, kube, tmp)

@@ -1,0 +1,368 @@
+"""The simulator against a real management API server, with real etcd members and kube-apiservers.
+
+One 3-machine cluster is built once for the module (three workload API servers
+on two shared cores take a while); the tests run in file order and the last one
+deletes a machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kcp.api import groups
+from kcp.etcd import EtcdClient, EtcdError, EtcdTimeouts, cluster_status
+from kcp.sim import Component, Fault, SimOptions, Simulator, annotation_key
+from kcp.sim.kube import Kube
+from kcp.testing.controlplane import LocalControlPlane
+from tests.integration.sim.helpers import SimCluster, alive, build_cluster, wait_for
+
+pytestmark = pytest.mark.integration
+
+MACHINES = 3
+QUICK = EtcdTimeouts(dial=1.0, call=2.0)
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    control_plane: LocalControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SimCluster]:
+    namespace = f"sim-{uuid.uuid4().hex[:8]}"
+    kube = Kube(control_plane.api_client())
+    kube.create(groups.NAMESPACE, None, {"metadata": {"name": namespace}})
+    sim = Simulator(control_plane.api_client(), SimOptions(namespace=namespace))
+    sim.start()
+    try:
+        built = build_cluster(sim, kube, namespace, "c1", MACHINES, tmp_path_factory.mktemp("c1"))
+        started = time.monotonic()
+        for machine in built.machines:
+            sim.wait_for_machine(namespace, machine, timeout=180)
+        print(f"3 machines up in {time.monotonic() - started:.1f}s")
+        yield built
+    finally:
+        sim.stop()
+        with contextlib.suppress(Exception):
+            kube.delete(groups.NAMESPACE, None, namespace)
+
+
+def _node_ready(node: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+
+def test_three_machines_form_one_etcd_cluster(cluster: SimCluster) -> None:
+    endpoints = [cluster.etcd_endpoint(m) for m in cluster.machines]
+    status = cluster_status(endpoints, tls=cluster.etcd_tls(), timeouts=QUICK)
+    assert status.healthy, status.errors
+    assert sorted(m.name for m in status.members) == sorted(cluster.machines)
+    assert status.leader_id is not None
+    # Every member on its own loopback address, at the standard ports.
+    hosts = {e.rsplit(":", 1)[0] for e in endpoints}
+    assert len(hosts) == MACHINES and "127.0.0.1" not in hosts
+    assert all(e.endswith(":2379") for e in endpoints)
+
+
+def test_api_servers_answer_through_the_endpoint_with_the_cluster_ca(cluster: SimCluster) -> None:
+    from kubernetes import client
+
+    host, port = cluster.endpoint
+    assert port == 6443 and host.startswith("127.") and host != "127.0.0.1"
+    local = cluster.kube.get(groups.LOCAL_CLUSTER, cluster.namespace, cluster.name)
+    assert local is not None and local["spec"]["controlPlaneEndpoint"] == {
+        "host": host,
+        "port": port,
+    }
+    api = cluster.workload_client()
+    try:
+        core = client.CoreV1Api(api)
+        nodes = core.list_node().items
+        assert sorted(n.metadata.name for n in nodes) == sorted(cluster.machines)
+        assert all(_node_ready(n) for n in nodes)
+        for node in nodes:
+            assert node.spec.provider_id == f"local:///{cluster.namespace}/{node.metadata.name}"
+            assert "node-role.kubernetes.io/control-plane" in node.metadata.labels
+        pods = core.list_namespaced_pod("kube-system", label_selector="tier=control-plane").items
+        expected = {
+            f"{component}-{machine}"
+            for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
+            for machine in cluster.machines
+        }
+        assert {p.metadata.name for p in pods} == expected
+
+        def all_ready() -> bool:
+            listed = core.list_namespaced_pod("kube-system", label_selector="tier=control-plane")
+            return all(
+                p.status.phase == "Running"
+                and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions)
+                for p in listed.items
+            )
+
+        wait_for("mirror pods Running and Ready", all_ready, timeout=20)
+        assert all(p.metadata.labels["component"] in p.metadata.name for p in pods)
+    finally:
+        api.close()
+
+
+def test_cluster_api_objects_reflect_the_machines(cluster: SimCluster) -> None:
+    kube = cluster.kube
+    cl = kube.get(groups.CLUSTER, cluster.namespace, cluster.name)
+    assert cl is not None
+    assert cl["status"]["initialization"] == {
+        "infrastructureProvisioned": True,
+        "controlPlaneInitialized": True,
+    }
+
+    def machines_running() -> list[dict[str, Any]] | None:
+        found = [kube.get(groups.MACHINE, cluster.namespace, m) for m in cluster.machines]
+        if all(m and m.get("status", {}).get("phase") == "Running" for m in found):
+            return [m for m in found if m]
+        return None
+
+    machines = wait_for("Machines Running", machines_running, timeout=20)
+    for machine in machines:
+        name = machine["metadata"]["name"]
+        assert machine["status"]["nodeRef"] == {"name": name}
+        assert machine["spec"]["providerID"] == f"local:///{cluster.namespace}/{name}"
+        assert machine["spec"]["bootstrap"]["dataSecretName"] == name
+        assert {a["type"] for a in machine["status"]["addresses"]} == {"InternalIP", "Hostname"}
+        assert machine["status"]["initialization"] == {
+            "bootstrapDataSecretCreated": True,
+            "infrastructureProvisioned": True,
+        }
+        ready = next(c for c in machine["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True"
+        local = kube.get(groups.LOCAL_MACHINE, cluster.namespace, name)
+        assert local is not None
+        owners = [r["kind"] for r in local["metadata"]["ownerReferences"]]
+        assert owners == ["Machine"]
+        assert local["status"]["etcd"]["memberID"]
+        config = kube.get(groups.KUBEADM_CONFIG, cluster.namespace, name)
+        assert config is not None and config["status"]["initialization"]["dataSecretCreated"]
+    kcp = kube.get(groups.KUBEADM_CONTROL_PLANE, cluster.namespace, f"{cluster.name}-control-plane")
+    assert kcp is not None
+    assert [r["name"] for r in kcp["metadata"]["ownerReferences"]] == [cluster.name]
+
+
+def test_killed_etcd_member_is_unreachable_until_restored(cluster: SimCluster) -> None:
+    victim = cluster.machines[1]
+    endpoint = cluster.etcd_endpoint(victim)
+    tls = cluster.etcd_tls()
+    cluster.sim.inject(cluster.namespace, victim, Component.ETCD, Fault.KILLED)
+    with pytest.raises(EtcdError), EtcdClient.open(endpoint, tls, timeouts=QUICK) as client:
+        client.status()
+    others = [cluster.etcd_endpoint(m) for m in cluster.machines if m != victim]
+    status = cluster_status(others, tls=tls, timeouts=QUICK)
+    assert len(status.reachable) == 2 and status.leader_id is not None
+    # The kubelet does not restart a faulted process; the pod reports it.
+    time.sleep(3)
+    machine = cluster.sim.machine(cluster.namespace, victim)
+    assert machine is not None and "etcd" not in machine.pids()
+
+    cluster.sim.restore(cluster.namespace, victim, Component.ETCD)
+
+    def reachable() -> bool:
+        with EtcdClient.open(endpoint, tls, timeouts=QUICK) as client:
+            return client.status().has_leader
+
+    wait_for("the restored member to rejoin", reachable, timeout=30)
+
+
+def test_blackholed_api_server_accepts_tcp_and_never_answers(cluster: SimCluster) -> None:
+    victim = cluster.machines[2]
+    machine = cluster.sim.machine(cluster.namespace, victim)
+    assert machine is not None and machine.address is not None
+    cluster.sim.inject(cluster.namespace, victim, Component.API_SERVER, Fault.BLACKHOLED)
+    try:
+        with socket.create_connection((machine.address, 6443), timeout=2) as sock:
+            sock.settimeout(1.0)
+            sock.sendall(b"\x16\x03\x01\x00\x05hello")  # the start of a TLS ClientHello
+            with pytest.raises(TimeoutError):
+                sock.recv(1)
+        lb = cluster.sim.cluster(cluster.namespace, cluster.name)
+        assert lb is not None and lb.lb is not None
+        wait_for(
+            "the load balancer to drop the blackholed backend",
+            lambda: victim not in lb.lb.healthy_backends(),  # type: ignore[union-attr]
+            timeout=10,
+        )
+        # The endpoint keeps serving from the healthy API servers.
+        from kubernetes import client
+
+        api = cluster.workload_client()
+        try:
+            for _ in range(6):
+                assert len(client.CoreV1Api(api).list_node(_request_timeout=5).items) == MACHINES
+        finally:
+            api.close()
+    finally:
+        cluster.sim.restore(cluster.namespace, victim, Component.API_SERVER)
+    wait_for("the API server to be ready again", lambda: machine.apiserver.ready(), timeout=60)  # type: ignore[union-attr]
+
+
+def test_blackholed_endpoint_hangs_and_comes_back(cluster: SimCluster) -> None:
+    from kubernetes import client
+
+    cluster.sim.blackhole_endpoint(cluster.namespace, cluster.name)
+    host, port = cluster.endpoint
+    api = cluster.workload_client()
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.settimeout(1.0)
+            sock.sendall(b"\x16\x03\x01\x00\x05hello")
+            with pytest.raises(TimeoutError):
+                sock.recv(1)
+        started = time.monotonic()
+        with pytest.raises(Exception):  # noqa: B017 - urllib3's timeout, whatever it is wrapped in
+            client.CoreV1Api(api).list_node(_request_timeout=(2, 2))
+        assert time.monotonic() - started >= 1.5
+    finally:
+        cluster.sim.restore_endpoint(cluster.namespace, cluster.name)
+        api.close()
+    api = cluster.workload_client()
+    try:
+        nodes = wait_for(
+            "the endpoint to answer again",
+            lambda: client.CoreV1Api(api).list_node(_request_timeout=5).items,
+            timeout=15,
+        )
+        assert len(nodes) == MACHINES
+    finally:
+        api.close()
+
+
+def test_fault_annotation_stops_and_restores_a_component(cluster: SimCluster) -> None:
+    victim = cluster.machines[0]
+    machine = cluster.sim.machine(cluster.namespace, victim)
+    assert machine is not None
+    key = annotation_key(Component.ETCD)
+    cluster.kube.merge_patch(
+        groups.LOCAL_MACHINE,
+        cluster.namespace,
+        victim,
+        {"metadata": {"annotations": {key: "stopped"}}},
+    )
+    wait_for("etcd to stop", lambda: "etcd" not in machine.pids(), timeout=20)
+    assert machine.faults == {Component.ETCD: Fault.STOPPED}
+    cluster.kube.merge_patch(
+        groups.LOCAL_MACHINE, cluster.namespace, victim, {"metadata": {"annotations": {key: None}}}
+    )
+    wait_for(
+        "etcd to be back", lambda: machine.etcd is not None and machine.etcd.healthy(), timeout=30
+    )
+    assert machine.faults == {}
+
+
+def test_kcp_status_renders_the_cluster(
+    cluster: SimCluster, control_plane: LocalControlPlane
+) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kcp",
+            "status",
+            "--kubeconfig",
+            str(control_plane.kubeconfig_path),
+            "-n",
+            cluster.namespace,
+            cluster.name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    host, port = cluster.endpoint
+    assert f"Cluster/{cluster.name}" in out and f"endpoint {host}:{port}" in out
+    assert f"LocalCluster/{cluster.name}" in out
+    assert f"KubeadmControlPlane/{cluster.name}-control-plane" in out
+    for machine in cluster.machines:
+        line = next(line for line in out.splitlines() if f"Machine/{machine}" in line)
+        assert "Running" in line and f"node {machine}" in line
+
+
+def test_two_simulators_do_not_collide(
+    cluster: SimCluster, control_plane: LocalControlPlane, tmp_path: Path
+) -> None:
+    namespace = f"sim2-{uuid.uuid4().hex[:8]}"
+    kube = Kube(control_plane.api_client())
+    kube.create(groups.NAMESPACE, None, {"metadata": {"name": namespace}})
+    other = Simulator(control_plane.api_client(), SimOptions(namespace=namespace))
+    other.start()
+    try:
+        second = build_cluster(other, kube, namespace, "c1", 1, tmp_path)
+        other.wait_for_machine(namespace, second.machines[0], timeout=120)
+        assert other.work_dir != cluster.sim.work_dir
+        assert not set(other.addresses()) & set(cluster.sim.addresses())
+        assert not set(other.pids().values()) & set(cluster.sim.pids().values())
+        assert second.endpoint != cluster.endpoint
+        # Same cluster name, same ports, different addresses: both answer.
+        from kubernetes import client
+
+        api = second.workload_client()
+        try:
+            nodes = client.CoreV1Api(api).list_node(_request_timeout=5).items
+            assert [n.metadata.name for n in nodes] == second.machines
+        finally:
+            api.close()
+    finally:
+        pids = list(other.pids().values())
+        other.stop()
+        with contextlib.suppress(Exception):
+            kube.delete(groups.NAMESPACE, None, namespace)
+    assert not [p for p in pids if alive(p)]
+    assert not other.work_dir.exists()
+
+
+def test_deleting_a_machine_stops_exactly_its_processes(cluster: SimCluster) -> None:
+    from kubernetes import client
+
+    victim = cluster.machines[2]
+    before = cluster.sim.pids()
+    victim_pids = [pid for key, pid in before.items() if f"/{victim}/" in key]
+    other_pids = [pid for key, pid in before.items() if f"/{victim}/" not in key]
+    assert len(victim_pids) == 2 and len(other_pids) == 4
+    machine = cluster.sim.machine(cluster.namespace, victim)
+    assert machine is not None
+    data_dir = machine.dir
+    assert data_dir.exists()
+
+    cluster.kube.delete(groups.MACHINE, cluster.namespace, victim)
+    wait_for(
+        "the Machine and LocalMachine to be gone",
+        lambda: (
+            cluster.kube.get(groups.MACHINE, cluster.namespace, victim) is None
+            and cluster.kube.get(groups.LOCAL_MACHINE, cluster.namespace, victim) is None
+        ),
+        timeout=60,
+    )
+    assert not [pid for pid in victim_pids if alive(pid)]
+    assert all(alive(pid) for pid in other_pids)
+    assert sorted(cluster.sim.pids().values()) == sorted(other_pids)
+    assert not data_dir.exists()
+    assert cluster.kube.get(groups.KUBEADM_CONFIG, cluster.namespace, victim) is None
+    api = cluster.workload_client()
+    try:
+        names = wait_for(
+            "the node to be deleted",
+            lambda: (
+                (n := [x.metadata.name for x in client.CoreV1Api(api).list_node().items])
+                and victim not in n
+                and n
+            ),
+            timeout=20,
+        )
+        assert sorted(names) == sorted(cluster.machines[:2])
+    finally:
+        api.close()
