@@ -17,6 +17,7 @@ one compare with the other's.
 from __future__ import annotations
 
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from kcp.testing.processes import ManagedProcess
 __all__ = [
     "CONTROLLERS",
     "ControllerFlags",
+    "RunningController",
     "kcp_run_available",
     "resolve_controller",
     "start_controller",
@@ -74,8 +76,45 @@ def resolve_controller(choice: str) -> str:
     return choice
 
 
+@dataclass
+class RunningController:
+    """A started controller process and where its Prometheus metrics are served."""
+
+    process: ManagedProcess
+    metrics_url: str
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample summed over its labels, by sample name ({} if not answering)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as response:  # noqa: S310
+                text = response.read().decode()
+        except OSError:
+            return {}
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
+        return totals
+
+
 def _argv(
-    controller: str, env: BenchEnvironment, namespace: str, flags: ControllerFlags, capacity: int
+    controller: str,
+    env: BenchEnvironment,
+    namespace: str,
+    flags: ControllerFlags,
+    *,
+    capacity: int,
+    metrics_addr: str,
 ) -> list[str]:
     common = [
         f"--kubeconfig={env.kubeconfig}",
@@ -83,7 +122,7 @@ def _argv(
         f"--kubeadmcontrolplane-concurrency={flags.concurrency}",
         f"--kube-api-qps={flags.kube_api_qps}",
         f"--kube-api-burst={flags.kube_api_burst}",
-        "--metrics-bind-addr=0",
+        f"--metrics-bind-addr={metrics_addr}",
     ]
     if controller == "kcp-run":
         return [sys.executable, "-m", "kcp", "run", *common, "--health-addr=0"]
@@ -106,13 +145,16 @@ def start_controller(
     *,
     capacity: int,
     log_path: Path,
-) -> ManagedProcess:
+) -> RunningController:
     """Start the controller process; the caller stops it (`stop()` sends SIGTERM)."""
+    from kcp.testing.processes import free_port
+
+    metrics_addr = f"127.0.0.1:{free_port()}"
     process = ManagedProcess(
         f"controller-{controller}",
-        _argv(controller, env, namespace, flags, capacity),
+        _argv(controller, env, namespace, flags, capacity=capacity, metrics_addr=metrics_addr),
         log_path=log_path,
         env=child_env(),
     )
     process.start()
-    return process
+    return RunningController(process, f"http://{metrics_addr}/metrics")

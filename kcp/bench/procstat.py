@@ -139,3 +139,7 @@ class Sampler:
 
     def max_threads(self, since: float = 0.0) -> int:
         return max((s.threads for t, s in self.samples if t >= since), default=0)
+
+    def median_threads(self, since: float = 0.0) -> int:
+        counts = sorted(s.threads for t, s in self.samples if t >= since)
+        return counts[len(counts) // 2] if counts else 0

@@ -47,7 +47,7 @@ class ProfileSettings:
     controller: str = "auto"
     flags: ControllerFlags = field(default_factory=ControllerFlags)
     steady_seconds: int = 30
-    change_rate: float = 5.0
+    change_rate: float = 20.0
     """Control-plane changes per second during the steady profile (each one reconcile)."""
     rate: int = 100
     """py-spy samples per second."""
@@ -70,7 +70,8 @@ def _py_spy() -> str:
 
 
 def _record(pid: int, output: Path, rate: int, duration: int | None) -> subprocess.Popen[bytes]:
-    command = [_py_spy(), "record", "--pid", str(pid), "--rate", str(rate)]
+    # --nonblocking: sample without pausing the controller (less perturbation, same picture).
+    command = [_py_spy(), "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking"]
     command += ["--format", "speedscope", "--output", str(output)]
     if duration is not None:
         command += ["--duration", str(duration)]
@@ -126,7 +127,6 @@ def measure(env: BenchEnvironment, settings: ProfileSettings, progress: Progress
                 log_path=env.work_dir / "profile" / "controller.log",
             )
             try:
-                assert process.pid is not None
                 started = time.monotonic()
                 time.sleep(_ATTACH_DELAY)
                 recorder = _record(process.pid, warm_path, settings.rate, None)
@@ -198,6 +198,7 @@ def summary(result: dict[str, Any]) -> str:
         [
             phase,
             str(result[phase]["samples"]),
+            str(result[phase]["active_samples"]),
             str(result[phase]["keygen_samples"]),
             f"{100 * result[phase]['keygen_share']:.2f}",
             f"{result[phase]['seconds']}",
@@ -208,7 +209,7 @@ def summary(result: dict[str, Any]) -> str:
         table.render(
             f"profile: {result['controller']} at {result['clusters']} clusters, py-spy "
             f"{result['rate_hz']} Hz",
-            ["phase", "samples", "key generation samples", "share %", "seconds"],
+            ["phase", "samples", "active", "key generation", "share of active %", "seconds"],
             rows,
         ),
         f"  key generation share, warm-up / steady: "

@@ -12,7 +12,8 @@ started against the fleet (`kcp.bench.fleet`) and measured from outside
   reconciled — a full resync with writes, heavier than a sync-period resync;
 - `change_latency_ms`: single changes at a steady pace, each from the moment
   it is sent until its reconcile's status write is seen (p50/p99);
-- `peak_rss_mib` (`VmHWM`) and `threads` (the most seen), at both sizes.
+- `peak_rss_mib` (`VmHWM`) and `threads` (median over the steady window;
+  `threads_max` the most seen), at both sizes.
 
 The N/10 point is the same-run baseline: ratios say how each figure grows with
 ten times the clusters (threads should not grow at all).
@@ -103,6 +104,22 @@ def _latencies_ms(seen: dict[str, float], sent: dict[str, float]) -> dict[str, A
     }
 
 
+_METRICS = {
+    "keys_generated": "kcp_tracker_keys_generated_total",
+    "certificates_issued": "kcp_tracker_certificates_issued_total",
+    "reconciles": "controller_runtime_reconcile_total",
+    "reconcile_errors": "controller_runtime_reconcile_errors_total",
+    "etcd_channels_opened": "kcp_bench_etcd_channels_opened",
+    "etcd_channels_evicted": "kcp_bench_etcd_channels_evicted",
+    "etcd_channel_pool_size": "kcp_bench_etcd_channels_max_size",
+}
+"""Figures read from the controller's /metrics at the end of a point (absent ones left out)."""
+
+
+def _controller_figures(metrics: dict[str, float]) -> dict[str, int]:
+    return {name: int(metrics[sample]) for name, sample in _METRICS.items() if sample in metrics}
+
+
 def _measure_point(
     env: BenchEnvironment,
     fleet: Fleet,
@@ -132,7 +149,6 @@ def _measure_point(
     )
     started = time.monotonic()
     try:
-        assert process.pid is not None
         sampler = Sampler(process.pid).start()
         progress.step(f"scale {size}: controller start until every cluster is reconciled", size)
         seen = observer.wait_observed(targets, timeout, progress.set)
@@ -146,7 +162,7 @@ def _measure_point(
         time.sleep(settings.steady_seconds)
         after, requests_after = sampler.now(), apiserver_requests(env)
         steady_wall = time.monotonic() - steady_from
-        steady_threads = sampler.max_threads(since=steady_from)
+        steady_threads = sampler.median_threads(since=steady_from)
         names_by_thread = thread_names(process.pid)
 
         progress.step(f"scale {size}: every control plane changed at once", size)
@@ -175,6 +191,7 @@ def _measure_point(
         final = sampler.now()
         sampler.stop()
         threads_max = sampler.max_threads()
+        metrics = process.metrics()
     finally:
         process.stop()
     return {
@@ -194,6 +211,7 @@ def _measure_point(
         "thread_names": names_by_thread,
         "change_latency_ms": _latencies_ms(single_seen, single_sent),
         "resync_latency_ms": _latencies_ms(burst_seen, burst_sent),
+        "controller_metrics": _controller_figures(metrics),
     }
 
 

@@ -90,6 +90,7 @@ def build(args: argparse.Namespace) -> Any:
             capacity=args.capacity,
             key_algorithm=args.key_algorithm,
             probe_interval=args.probe_interval or None,
+            **({"etcd_channels": args.etcd_channels} if args.etcd_channels else {}),
         ),
     )
     kube = Kube(api_client, field_manager="kcp-bench-controller")
@@ -160,7 +161,24 @@ def build(args: argparse.Namespace) -> Any:
     secrets.add_handler(tracker.secret_event_handler())
     for informer in (kcps, clusters, secrets):
         manager.add_informer(informer)
+    _export_pool_stats(tracker, manager.registry)
     return manager, tracker
+
+
+def _export_pool_stats(tracker: Any, registry: Any) -> None:
+    """`kcp_bench_etcd_channels_*`: the tracker's etcd channel pool counters, for the bench."""
+    from prometheus_client import Gauge
+
+    def reader(name: str) -> Any:
+        return lambda: float(getattr(tracker.etcd_pool.stats(), name))
+
+    for field_name in ("size", "max_size", "opened", "reused", "evicted"):
+        gauge = Gauge(
+            f"kcp_bench_etcd_channels_{field_name}",
+            f"etcd channel pool: {field_name.replace('_', ' ')}",
+            registry=registry,
+        )
+        gauge.set_function(reader(field_name))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-bind-addr", default="0")
     parser.add_argument("--capacity", type=int, default=1000)
     parser.add_argument("--key-algorithm", default="rsa-2048")
+    parser.add_argument(
+        "--etcd-channels", type=int, default=None, help="etcd channel pool size (tracker default)"
+    )
     parser.add_argument("--probe-interval", type=float, default=10.0, help="0: no probes")
     parser.add_argument(
         "--requeue-after", type=float, default=0.0, help="re-check a healthy cluster after (0: no)"
