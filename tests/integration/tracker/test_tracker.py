@@ -102,6 +102,7 @@ def access_when_connected(
 @pytest.fixture(scope="module", autouse=True)
 def captured_logs() -> Iterator[io.StringIO]:
     """Every structlog and stdlib log line of this module, rendered, into LOG."""
+    saved = structlog.get_config()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -122,7 +123,7 @@ def captured_logs() -> Iterator[io.StringIO]:
     finally:
         root.removeHandler(handler)
         root.setLevel(previous)
-        structlog.reset_defaults()
+        structlog.configure(**saved)
 
 
 @pytest.fixture(scope="module")
