@@ -49,7 +49,15 @@ OWNED_CONDITIONS = frozenset(
 )
 """Machine condition types the simulator sets (kcp sets the per-machine pod and etcd ones)."""
 OWNED_STATUS_FIELDS = frozenset(
-    {"initialization", "phase", "addresses", "nodeRef", "failureDomain", "conditions"}
+    {
+        "initialization",
+        "phase",
+        "addresses",
+        "nodeRef",
+        "failureDomain",
+        "certificatesExpiryDate",
+        "conditions",
+    }
 )
 
 
@@ -290,6 +298,9 @@ class MachineReconciler:
             status["addresses"] = addresses
         if node_name:
             status["nodeRef"] = {"name": node_name}
+        expiry = self._certificates_expiry(machine)
+        if expiry:
+            status["certificatesExpiryDate"] = expiry
         failure_domain = dig(machine, "spec", "failureDomain") or dig(
             infra, "status", "failureDomain"
         )
@@ -304,6 +315,16 @@ class MachineReconciler:
                 {"status": status},
                 subresource="status",
             )
+
+    def _certificates_expiry(self, machine: dict[str, Any]) -> str | None:
+        """The machine's API server certificate expiry, as Cluster API reports it."""
+        infra_name = str(dig(machine, "spec", "infrastructureRef", "name") or "")
+        with self.state.lock:
+            sim = self.state.machines.get((str(meta(machine).get("namespace")), infra_name))
+        files = sim.apiserver.files if sim is not None and sim.apiserver is not None else None
+        if files is None or files.apiserver_not_after is None:
+            return None
+        return cond.rfc3339(files.apiserver_not_after)
 
     @staticmethod
     def _readiness_gates(machine: dict[str, Any]) -> tuple[bool, str]:

@@ -92,6 +92,9 @@ def _cluster_lines(objects: ClusterObjects, simulator: Simulator) -> list[str]:
     ]
     badges = condition_badges(cp, _KEY_CONDITIONS, {}) if cp else ""
     lines.append(f"  conditions: {badges or '(none reported yet)'}")
+    infra_ready = cond.get_condition(objects.infrastructure or {}, cond.READY)
+    if infra_ready is not None and infra_ready.get("status") != cond.TRUE:
+        lines.append(f"  infrastructure: {infra_ready.get('reason')}: {infra_ready.get('message')}")
     sim_cluster = None
     with contextlib.suppress(Exception):
         sim_cluster = simulator.cluster(namespace, name)

@@ -16,6 +16,7 @@ from kcp.api import groups, labels
 from kcp.api.conditions import READY
 from kcp.runtime import ObjectKey, Result, get_logger
 from kcp.sim.cluster import SimCluster
+from kcp.sim.etcd_member import EtcdJoinError
 from kcp.sim.faults import MACHINE_COMPONENTS, Component, Fault, faults_from_annotations
 from kcp.sim.kube import ApiError
 from kcp.sim.machine import MachineSpec, ProvisionError, SimMachine
@@ -272,6 +273,10 @@ class LocalMachineReconciler:
             if not dig(obj, "status", "conditions"):
                 self._waiting(obj, "Provisioning", "starting etcd and kube-apiserver")
             sim.provision(spec)
+        except EtcdJoinError as error:
+            # etcd refuses a second MemberAdd until the last joiner has been connected a while.
+            sim.log.info("etcd membership busy, will retry", error=str(error))
+            return self._waiting(obj, "WaitingForEtcdMembership", str(error), requeue=2.0)
         except (ProvisionError, ApiError, OSError) as error:
             sim.log.warning("provisioning failed, will retry", error=str(error).splitlines()[0])
             return self._waiting(obj, "ProvisioningFailed", str(error), requeue=5.0)

@@ -153,7 +153,9 @@ class SimMachine:
             )
         if not self.etcd.process.started:
             self._start_etcd()
-        if not self.apiserver.process.started:
+        elif not self.etcd.process.running and Component.ETCD not in self.faults:
+            self.etcd.restart()
+        if not self.apiserver.process.running and Component.API_SERVER not in self.faults:
             self.apiserver.start()
             self.log.info("kube-apiserver started", pid=self.apiserver.process.pid)
         _wait(

@@ -14,6 +14,7 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from kcp import certs
@@ -96,6 +97,8 @@ class MachineFiles:
     """Paths of one machine's certificates and keys (kubeadm's layout under `pki/`)."""
 
     dir: Path
+    apiserver_not_after: datetime | None = None
+    """When the API server's serving certificate expires (what kcp's rollout-before reads)."""
 
     @property
     def ca_crt(self) -> Path:
@@ -158,7 +161,6 @@ def write_machine_files(
     algorithm: KeyAlgorithm = "ecdsa-p256",
 ) -> MachineFiles:
     """Issue and write everything one control-plane node needs, as `kubeadm init/join` does."""
-    files = MachineFiles(pki_dir)
     (pki_dir / "etcd").mkdir(parents=True, exist_ok=True, mode=0o700)
     dns_sans, ip_sans = _split_sans(extra_sans)
     etcd_usages: tuple[Usage, ...] = ("server", "client")
@@ -201,6 +203,7 @@ def write_machine_files(
     etcd_client = certs.issue_certificate(
         pki.etcd_ca, common_name="kube-apiserver-etcd-client", algorithm=algorithm
     )
+    files = MachineFiles(pki_dir, apiserver_not_after=apiserver.not_after)
     contents: dict[Path, bytes] = {
         files.ca_crt: pki.ca.cert_pem,
         files.etcd_ca_crt: pki.etcd_ca.cert_pem,

@@ -15,10 +15,12 @@ cluster's reconciles.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -96,6 +98,9 @@ class Simulator:
             if self._started:
                 return
             self._started = True
+        # Before the processes' own exit hook (atexit runs last-registered first):
+        # an orderly stop also removes the run directory and releases addresses.
+        atexit.register(_stop_at_exit, weakref.ref(self))
         try:
             self._start()
         except BaseException:
@@ -337,6 +342,12 @@ def _without_status(obj: dict[str, Any]) -> dict[str, Any]:
         if k not in ("resourceVersion", "managedFields", "generation")
     }
     return {"metadata": metadata, "spec": obj.get("spec")}
+
+
+def _stop_at_exit(ref: weakref.ReferenceType[Simulator]) -> None:
+    simulator = ref()
+    if simulator is not None and simulator._state is not None:
+        simulator.stop()
 
 
 def _keys(informer: Informer) -> list[ObjectKey]:

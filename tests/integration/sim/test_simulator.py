@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,8 @@ def test_cluster_api_objects_reflect_the_machines(cluster: SimCluster) -> None:
         }
         ready = next(c for c in machine["status"]["conditions"] if c["type"] == "Ready")
         assert ready["status"] == "True"
+        expiry = datetime.fromisoformat(machine["status"]["certificatesExpiryDate"])
+        assert expiry > datetime.now(UTC) + timedelta(days=300)
         local = kube.get(groups.LOCAL_MACHINE, cluster.namespace, name)
         assert local is not None
         owners = [r["kind"] for r in local["metadata"]["ownerReferences"]]
@@ -352,6 +355,12 @@ def test_deleting_a_machine_stops_exactly_its_processes(cluster: SimCluster) -> 
     assert sorted(cluster.sim.pids().values()) == sorted(other_pids)
     assert not data_dir.exists()
     assert cluster.kube.get(groups.KUBEADM_CONFIG, cluster.namespace, victim) is None
+    # Removing the etcd member is kcp's job: the simulator leaves it listed (and unreachable).
+    others = [cluster.etcd_endpoint(m) for m in cluster.machines[:2]]
+    status = cluster_status(others, tls=cluster.etcd_tls(), timeouts=QUICK)
+    assert sorted(m.name for m in status.members) == sorted(cluster.machines)
+    member = status.member(victim)
+    assert member is not None and not member.reachable
     api = cluster.workload_client()
     try:
         names = wait_for(
