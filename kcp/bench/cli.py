@@ -16,6 +16,9 @@ __all__ = ["SUITES", "add_arguments", "run"]
 SUITES: dict[str, tuple[str, str]] = {
     "tracker": ("kcp.bench.tracker", "etcd client keys: the cached tracker vs a key per client"),
     "memory": ("kcp.bench.memory", "controller peak RSS with big Secrets: metadata vs full cache"),
+    "scale": ("kcp.bench.scale", "one controller, N/10 then N clusters: resync, CPU, RSS, threads"),
+    "profile": ("kcp.bench.profile", "py-spy profile at 100 clusters: key generation share"),
+    "all": ("kcp.bench.combined", "every scenario: one JSON (--json) and one plot (--plot)"),
 }
 """Suite name -> (module, one-line help)."""
 

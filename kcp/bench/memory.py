@@ -272,7 +272,7 @@ def summary(result: dict[str, Any]) -> str:
                     m["peak_rss_mib"],
                     m["peak_rss_growth_mib"],
                     m["retained_rss_growth_mib"],
-                    m["sync_seconds"],
+                    f"{m['sync_seconds']:.2f}",
                 ]
             )
     text = table.render(

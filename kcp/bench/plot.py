@@ -90,32 +90,54 @@ def _scale_latency_panel(ax: Any, scale: dict[str, Any]) -> None:
     ax.legend(fontsize=7)
 
 
-def _scale_resources_panel(ax: Any, scale: dict[str, Any]) -> None:
+def _scale_memory_panel(ax: Any, scale: dict[str, Any]) -> None:
     points = scale["points"]
     clusters = [p["clusters"] for p in points]
-    ax.plot(clusters, [p["peak_rss_mib"] for p in points], "o-", color="tab:blue", label="RSS")
+    ax.plot(clusters, [p["peak_rss_mib"] for p in points], "o-", color="tab:blue")
+    for n, p in zip(clusters, points, strict=True):
+        ax.annotate(
+            f"{p['peak_rss_mib']:.0f}",
+            (n, p["peak_rss_mib"]),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=8,
+            color="tab:blue",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("clusters")
-    ax.set_ylabel("peak RSS, MiB", color="tab:blue")
+    ax.set_ylabel("peak RSS (VmHWM), MiB", color="tab:blue")
+    ax.set_ylim(bottom=0)
     twin = ax.twinx()
-    twin.plot(
-        clusters,
-        [p["resync_cpu_cores"] for p in points],
-        "s-",
-        color="tab:orange",
-        label="CPU cores (resync)",
-    )
-    twin.plot(clusters, [p["threads"] / 100 for p in points], "^--", color="tab:gray")
-    twin.set_ylabel("CPU cores (orange) / threads / 100 (gray)")
-    ax.set_title("Scale: RSS, CPU, threads")
+    twin.plot(clusters, [p["threads"] for p in points], "^--", color="tab:gray")
+    twin.set_ylabel("threads (median, steady)", color="tab:gray")
+    twin.set_ylim(bottom=0)
+    ax.set_title("Scale: peak RSS and threads")
+
+
+def _scale_cpu_panel(ax: Any, scale: dict[str, Any]) -> None:
+    points = scale["points"]
+    kinds = [
+        ("startup_cpu_cores", "startup"),
+        ("resync_cpu_cores", "full resync"),
+        ("steady_cpu_cores", "steady"),
+    ]
+    width = 0.8 / len(kinds)
+    for i, (key, label) in enumerate(kinds):
+        positions = [j + (i - 1) * width for j in range(len(points))]
+        bars = ax.bar(positions, [p[key] for p in points], width, label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(range(len(points)), [f"{p['clusters']} clusters" for p in points])
+    ax.set_ylabel("CPU cores (average)")
+    ax.set_title("Scale: controller CPU")
+    ax.legend(fontsize=7)
 
 
 def _profile_panel(ax: Any, profile: dict[str, Any]) -> None:
     top = list(reversed(profile["top_functions"][:10]))
-    names = [f"{t['function']} ({Path(t['file']).name}:{t['line']})"[:60] for t in top]
+    names = [f"{t['function'][-40:]} ({Path(t['file']).name})" for t in top]
     ax.barh(range(len(top)), [100 * t["self_share"] for t in top], color="tab:purple")
     ax.set_yticks(range(len(top)), names, fontsize=6)
-    ax.set_xlabel("% of self samples")
+    ax.set_xlabel("% of active samples (self)")
     steady = 100 * profile["steady"]["keygen_share"]
     ax.set_title(f"Profile at {profile['clusters']} clusters (key generation {steady:.2f} %)")
 
@@ -124,7 +146,8 @@ _PANELS: list[tuple[str, Panel]] = [
     ("tracker", _tracker_panel),
     ("memory", _memory_panel),
     ("scale", _scale_latency_panel),
-    ("scale", _scale_resources_panel),
+    ("scale", _scale_memory_panel),
+    ("scale", _scale_cpu_panel),
     ("profile", _profile_panel),
 ]
 

@@ -1,0 +1,130 @@
+"""`kcp bench all`: every scenario in one run, one JSON, one plot.
+
+In order: `tracker` (reconcile CPU, cached vs naive, for N = 10, 100 and 1000
+clusters; `--quick`: 10 and 100), `memory`, `scale` and `profile`, the last
+three against one local management cluster. The JSON has one object per
+scenario under its name; `tracker` is the N = 100 run (the acceptance point)
+with every N under `tracker.sweep`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any
+
+from kcp.bench import memory, profile, scale, table
+from kcp.bench.controller import CONTROLLERS
+from kcp.bench.environment import BenchEnvironment
+from kcp.bench.progress import Progress
+from kcp.bench.runner import Scenario, add_common_arguments, run_scenarios
+
+__all__ = ["TRACKER_SWEEP", "TRACKER_SWEEP_QUICK", "add_arguments", "run", "tracker_scenario"]
+
+TRACKER_SWEEP: tuple[tuple[int, int], ...] = ((10, 20), (100, 5), (1000, 1))
+"""(clusters, reconciles per cluster and mode): the naive mode makes a key per
+reconcile, so fewer reconciles at large N keep its run to about a minute."""
+TRACKER_SWEEP_QUICK: tuple[tuple[int, int], ...] = ((10, 5), (100, 2))
+ACCEPTANCE_CLUSTERS = 100
+CPU_RATIO_FLOOR = 20.0
+"""Acceptance: CPU per reconcile at least this many times lower cached than naive at N = 100."""
+
+
+def tracker_scenario(sweep: tuple[tuple[int, int], ...]) -> Scenario:
+    def measure(env: BenchEnvironment | None, progress: Progress) -> dict[str, Any]:
+        from kcp.bench.tracker import run_benchmark
+
+        runs: list[dict[str, Any]] = []
+        progress.step("tracker: cached vs naive etcd client keys", len(sweep))
+        for clusters, reconciles in sweep:
+            result = run_benchmark(clusters, reconciles)
+            runs.append(result.as_dict()["tracker"])
+            progress.advance()
+        main = next((r for r in runs if r["clusters"] == ACCEPTANCE_CLUSTERS), runs[-1])
+        return {
+            **main,
+            "sweep": runs,
+            "acceptance": {
+                "clusters": main["clusters"],
+                "one_key_per_cluster_cached": main["cached"]["keys_generated"] == main["clusters"],
+                "cpu_ratio_at_least_20": main["cpu_ratio"] >= CPU_RATIO_FLOOR,
+            },
+        }
+
+    return Scenario("tracker", measure, tracker_summary, needs_cluster=False)
+
+
+def tracker_summary(result: dict[str, Any]) -> str:
+    rows = []
+    for run in result["sweep"]:
+        cached, naive = run["cached"], run["naive"]
+        rows.append(
+            [
+                str(run["clusters"]),
+                str(run["reconciles"]),
+                str(cached["keys_generated"]),
+                str(naive["keys_generated"]),
+                f"{cached['cpu_ms_per_reconcile']:.3f}",
+                f"{naive['cpu_ms_per_reconcile']:.3f}",
+                f"{run['cpu_ratio']:.1f}",
+                f"{1000 / max(cached['wall_ms_per_reconcile'], 1e-9):.0f}",
+                f"{1000 / max(naive['wall_ms_per_reconcile'], 1e-9):.0f}",
+            ]
+        )
+    acceptance = result["acceptance"]
+    return "\n".join(
+        [
+            table.render(
+                f"tracker: etcd health check per reconcile, {result['key_algorithm']} client keys",
+                [
+                    "clusters",
+                    "reconciles",
+                    "keys cached",
+                    "keys naive",
+                    "CPU ms cached",
+                    "CPU ms naive",
+                    "ratio",
+                    "rec/s cached",
+                    "rec/s naive",
+                ],
+                rows,
+            ),
+            f"  acceptance at {acceptance['clusters']} clusters: one key per cluster (cached): "
+            f"{table.fmt(acceptance['one_key_per_cluster_cached'])}; CPU ratio >= "
+            f"{CPU_RATIO_FLOOR:.0f}: {table.fmt(acceptance['cpu_ratio_at_least_20'])}",
+        ]
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=("tracker", "memory", "scale", "profile"),
+        default=None,
+        help="run only these scenarios",
+    )
+    parser.add_argument(
+        "--controller",
+        choices=CONTROLLERS,
+        default="auto",
+        help="controller for scale and profile (auto: kcp run once usable)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    quick = bool(args.quick)
+    scale_settings = replace(
+        scale.ScaleSettings.quick() if quick else scale.ScaleSettings(), controller=args.controller
+    )
+    profile_settings = replace(profile.settings_from_args(args), controller=args.controller)
+    scenarios = [
+        tracker_scenario(TRACKER_SWEEP_QUICK if quick else TRACKER_SWEEP),
+        memory.scenario(memory.MemorySettings.quick() if quick else memory.MemorySettings()),
+        scale.scenario(scale_settings),
+        profile.scenario(profile_settings),
+    ]
+    if args.only:
+        scenarios = [s for s in scenarios if s.name in args.only]
+    return run_scenarios(args, scenarios)
