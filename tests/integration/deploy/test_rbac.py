@@ -377,8 +377,8 @@ def test_kcp_run_as_its_service_account_reconciles_with_no_403(
     requests = audited_requests(rbac_plane)
     assert requests, "the audit log recorded no request of kcp's ServiceAccount"
     assert not _forbidden(rbac_plane), f"kcp was refused: {_forbidden(rbac_plane)}"
-    output = log.read_text()
-    assert "Forbidden" not in output and " 403" not in output, output[-4000:]
+    logged = log.read_text()
+    assert "Forbidden" not in logged and " 403" not in logged, logged[-4000:]
 
     used = {_granted_for(_permission(e)) for e in requests}
     listed = set(USED) | set(USED_IN_NAMESPACE)
