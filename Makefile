@@ -35,8 +35,8 @@ testbin: system-deps $(STAMP)
 	PATH="$$PATH:/usr/local/go/bin" $(PY) -m kcp.testing.binaries >/dev/null
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check kcp tests
-	$(VENV)/bin/ruff format --check kcp tests
+	$(VENV)/bin/ruff check kcp tests hack/tilt
+	$(VENV)/bin/ruff format --check kcp tests hack/tilt
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format kcp tests
