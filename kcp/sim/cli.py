@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-n", "--namespace", default="default", help="namespace for the samples (default: default)"
     )
     parser.add_argument(
+        "--watch-namespace",
+        help="simulate only this namespace's clusters (default: every namespace)",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, help="keep certificates, data and logs here (default: temp dirs)"
     )
     parser.add_argument(
@@ -45,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         samples_dir=None if args.no_samples else args.samples_dir,
         namespace=args.namespace,
+        watch_namespace=args.watch_namespace,
         work_dir=args.work_dir,
         refresh=args.refresh,
         duration=args.duration,

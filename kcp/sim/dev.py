@@ -77,8 +77,14 @@ class DevOptions:
     """Where the management cluster and the simulator keep their files (None: temp dirs)."""
     refresh: float = 2.0
     """Seconds between redraws of the status table."""
+    watch_namespace: str | None = None
+    """Simulate only this namespace's clusters (None: all), e.g. on a shared cluster."""
     duration: float | None = None
     """Stop by itself after this many seconds (None: until Ctrl-C); for tests."""
+    log_to_file: bool = True
+    """Send the process's logs to `<work dir>/sim.log` (keeps the table readable)."""
+    handle_signals: bool = True
+    """Turn SIGTERM/SIGHUP into an orderly stop (from the main thread of a foreground program)."""
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
@@ -112,10 +118,15 @@ def run_dev(
     with contextlib.ExitStack() as stack:
         api_client, kubeconfig, work_dir = stack.enter_context(_management_cluster(options))
         log_path = work_dir / "sim.log"
-        log_file = stack.enter_context(log_path.open("a"))
-        configure_logging(json=False, stream=log_file)
+        if options.log_to_file:
+            log_file = stack.enter_context(log_path.open("a"))
+            configure_logging(json=False, stream=log_file)
         simulator = Simulator(
-            api_client, SimOptions(work_dir=work_dir / "sim" if options.work_dir else None)
+            api_client,
+            SimOptions(
+                work_dir=work_dir / "sim" if options.work_dir else None,
+                namespace=options.watch_namespace,
+            ),
         )
         stack.callback(_say, out, "stopping the simulator's processes ...")
         stack.callback(simulator.stop)
@@ -136,7 +147,8 @@ def run_dev(
             f"  kubectl --kubeconfig {kubeconfig} get kubeadmcontrolplanes -A\n"
             f"  kubectl --kubeconfig {kubeconfig} scale kubeadmcontrolplane <name> --replicas 3\n"
             f"  kcp status --kubeconfig {kubeconfig} -A\n"
-            f"simulator work dir {simulator.work_dir}; logs in {log_path}",
+            f"simulator work dir {simulator.work_dir}"
+            + (f"; logs in {log_path}" if options.log_to_file else ""),
         )
         for note in env.notes:
             _say(out, note)
@@ -154,7 +166,7 @@ def _show(api_client: Any, simulator: Simulator, options: DevOptions) -> int:
     try:
         while deadline is None or time.monotonic() < deadline:
             try:
-                table = render_dashboard(api_client, simulator)
+                table = render_dashboard(api_client, simulator, options.watch_namespace)
             except Exception as error:  # the table must never end the demo
                 table = f"(status unavailable: {error})\n"
             stamp = time.strftime("%H:%M:%S")
@@ -171,7 +183,7 @@ def _management_cluster(options: DevOptions) -> Iterator[tuple[Any, Path, Path]]
     """(api client, kubeconfig path, work dir) of the given or a freshly started cluster."""
     import tempfile
 
-    if threading.current_thread() is threading.main_thread():
+    if options.handle_signals and threading.current_thread() is threading.main_thread():
         from kcp.testing.processes import install_signal_handlers
 
         install_signal_handlers()

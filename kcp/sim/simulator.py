@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -70,8 +71,10 @@ class Simulator:
         self.options = options or SimOptions()
         self.api_client = api_client
         self._own_dir = self.options.work_dir is None
-        self.work_dir = self.options.work_dir or Path(tempfile.mkdtemp(prefix="kcp-sim-"))
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir = self.options.work_dir or Path(tempfile.gettempdir()) / (
+            f"kcp-sim-{uuid.uuid4().hex[:12]}"
+        )
+        """Created by `start()`; removed by `stop()` unless given in the options or kept."""
         self._launcher: Launcher | None = None
         self._state: SimState | None = None
         self._controllers: dict[str, Controller] = {}
@@ -108,6 +111,7 @@ class Simulator:
             raise
 
     def _start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=not self._own_dir, mode=0o700)
         self._launcher = Launcher()
         ctx = SimContext(
             options=self.options,

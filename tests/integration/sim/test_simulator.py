@@ -375,3 +375,54 @@ def test_deleting_a_machine_stops_exactly_its_processes(cluster: SimCluster) -> 
         assert sorted(names) == sorted(cluster.machines[:2])
     finally:
         api.close()
+
+
+def test_run_dev_applies_samples_shows_a_table_and_stops_everything(
+    control_plane: LocalControlPlane,
+) -> None:
+    import io
+
+    from kcp.sim.dev import DevEnvironment, DevOptions, run_dev
+
+    namespace = f"dev-{uuid.uuid4().hex[:8]}"
+    out = io.StringIO()
+    seen: list[DevEnvironment] = []
+
+    class Stopped:
+        stopped = False
+
+        def stop(self) -> None:
+            Stopped.stopped = True
+
+    def factory(env: DevEnvironment) -> Stopped:
+        seen.append(env)
+        env.notes.append("controller: a stand-in")
+        return Stopped()
+
+    code = run_dev(
+        factory,
+        DevOptions(
+            kubeconfig=control_plane.kubeconfig_path,
+            namespace=namespace,
+            watch_namespace=namespace,
+            duration=1.0,
+            refresh=0.5,
+            out=out,
+            log_to_file=False,
+            handle_signals=False,
+        ),
+    )
+    text = out.getvalue()
+    assert code == 0
+    assert f"KUBECONFIG={control_plane.kubeconfig_path}" in text
+    assert "controller: a stand-in" in text
+    assert f"{namespace}/ha " in text and f"{namespace}/single " in text
+    assert "replicas desired 3" in text and "replicas desired 1" in text
+    # No controller made the cluster's Secrets: the simulator says what it waits for.
+    assert "WaitingForCertificates" in text
+    assert Stopped.stopped
+    assert seen and not seen[0].simulator.work_dir.exists()
+    kube = Kube(control_plane.api_client())
+    assert kube.get(groups.CLUSTER, namespace, "ha") is not None
+    with contextlib.suppress(Exception):
+        kube.delete(groups.NAMESPACE, None, namespace)
