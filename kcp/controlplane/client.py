@@ -77,11 +77,12 @@ class Kube:
         api_client: Any,
         *,
         field_manager: str = "kcp",
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: tuple[float, float] | None = DEFAULT_TIMEOUT,
     ) -> None:
         self.api_client = api_client
         self.field_manager = field_manager
         self.timeout = timeout
+        """(connect, read) seconds per request; None leaves it to the ApiClient's pool."""
         self._kinds: dict[tuple[str, str], Resource] = {}
         self._kinds_lock = threading.Lock()
 

@@ -28,6 +28,12 @@ from kcp.controlplane.client import NETWORK_ERRORS, ApiError, Kube
 from kcp.controlplane.condition import Condition
 from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.expectations import Expectations
+from kcp.controlplane.expiry import (
+    apiserver_endpoint,
+    expiry_annotation,
+    recorded_expiry,
+    serving_certificate_expiry,
+)
 from kcp.controlplane.health import ControlPlaneHealth, machine_health
 from kcp.controlplane.kubeconfig import reconcile_kubeconfig
 from kcp.controlplane.lifecycle import (
@@ -117,6 +123,7 @@ class _Scope:
     workload: WorkloadCluster | None = None
     endpoints: tuple[str, ...] = ()
     etcd: EtcdClusterStatus | None = None
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     health: ControlPlaneHealth | None = None
     up_to_date: dict[str, UpToDate] = field(default_factory=dict)
     requeue: float | None = None
@@ -142,7 +149,7 @@ class KubeadmControlPlaneReconciler:
         recorder: EventRecorder | None = None,
         options: ReconcilerOptions | None = None,
         clock: Callable[[], datetime] | None = None,
-        workload_api: Callable[[Any], Kube] = Kube,
+        workload_api: Callable[[Any], Kube] | None = None,
     ) -> None:
         self.kube = kube
         self.cache = cache
@@ -284,6 +291,8 @@ class KubeadmControlPlaneReconciler:
         )
         scope.status.decision = decision
         self._act(scope, decision)
+        if decision.action == "none" and scope.status.initialized:
+            self._record_certificate_expiries(scope)
 
     def _waiting_health(self, scope: _Scope, message: str) -> None:
         scope.status.health_conditions = (
@@ -333,6 +342,7 @@ class KubeadmControlPlaneReconciler:
                 kubeadm_config_spec=config_spec if isinstance(config_spec, Mapping) else None,
                 infra_cloned_from=infra_cloned_from(machine.raw),
                 now=scope.now,
+                certificates_expiry=recorded_expiry(machine, config),
             )
 
     # -- health -----------------------------------------------------------------------
@@ -342,7 +352,11 @@ class KubeadmControlPlaneReconciler:
         if not scope.machines:
             return
         cluster_key = ClusterKey.from_object(scope.cluster.raw)
-        workload = WorkloadCluster(self.tracker, cluster_key, api=self.workload_api)
+        workload = (
+            WorkloadCluster(self.tracker, cluster_key, api=self.workload_api)
+            if self.workload_api is not None
+            else WorkloadCluster(self.tracker, cluster_key)
+        )
         scope.workload = workload
         nodes: dict[str, dict[str, Any]] | None = None
         pods: dict[str, dict[str, Any]] = {}
@@ -374,6 +388,7 @@ class KubeadmControlPlaneReconciler:
             except EtcdError as error:
                 etcd_error = str(error)
                 scope.requeue_in(self.options.unhealthy_requeue)
+        scope.pods = pods
         scope.health = machine_health(
             scope.machines,
             nodes,
@@ -410,6 +425,43 @@ class KubeadmControlPlaneReconciler:
                 )
                 continue
             scope.machines[index] = MachineView(written)
+
+    def _record_certificate_expiries(self, scope: _Scope) -> None:
+        """Read, once per Machine, when its API server certificate expires (Cluster API's way)."""
+        ca_pem: bytes | None = None
+        for machine in scope.machines:
+            config_ref = machine.bootstrap_config_ref
+            if machine.is_deleting or config_ref is None:
+                continue
+            config = self.cache.kubeadm_config(machine.namespace, config_ref.name)
+            if config is None or recorded_expiry(machine, config) is not None:
+                continue
+            endpoint = apiserver_endpoint(machine, scope.pods)
+            if endpoint is None:
+                continue
+            if ca_pem is None:
+                try:
+                    ca = load_cluster_ca(self.secrets, scope.view.namespace, scope.cluster.name)
+                except CertificateError:
+                    return
+                if ca is None:
+                    return
+                ca_pem = ca.cert_pem
+            try:
+                expiry = serving_certificate_expiry(endpoint, ca_pem)
+            except (OSError, ValueError) as error:
+                _log.debug("Certificate expiry not read", machine=machine.name, error=str(error))
+                continue
+            try:
+                self.kube.merge_patch(
+                    groups.KUBEADM_CONFIG,
+                    machine.namespace,
+                    config_ref.name,
+                    expiry_annotation(expiry),
+                )
+            except ApiError as error:
+                if not error.not_found:
+                    raise
 
     # -- deleting Machines ------------------------------------------------------------
 

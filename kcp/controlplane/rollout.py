@@ -94,12 +94,15 @@ def machine_up_to_date(
     kubeadm_config_spec: Mapping[str, Any] | None,
     infra_cloned_from: tuple[str, str] | None,
     now: datetime,
+    certificates_expiry: datetime | None = None,
 ) -> UpToDate:
     """Compare one Machine with the spec.
 
     `kubeadm_config_spec` is the spec of the Machine's KubeadmConfig (None when
     unknown: not compared); `infra_cloned_from` is `(name, Kind.group)` of the
-    template its infrastructure machine was cloned from (None: not compared).
+    template its infrastructure machine was cloned from (None: not compared);
+    `certificates_expiry` when its certificates expire, if known beyond what
+    the Machine itself says.
     """
     reasons: list[str] = []
     if machine.version != kcp.version:
@@ -116,7 +119,7 @@ def machine_up_to_date(
                 machine.infrastructure_ref.kind if machine.infrastructure_ref else "Infrastructure"
             )
             reasons.append(f"{kind} is not up-to-date")
-    if _certificates_expire_soon(kcp, machine, now):
+    if _certificates_expire_soon(kcp, certificates_expiry or machine.certificates_expiry_date, now):
         reasons.append("Certificates will expire soon")
     if _created_before_rollout_after(kcp, machine, now):
         reasons.append("KubeadmControlPlane spec.rollout.after expired")
@@ -124,10 +127,9 @@ def machine_up_to_date(
 
 
 def _certificates_expire_soon(
-    kcp: KubeadmControlPlaneView, machine: MachineView, now: datetime
+    kcp: KubeadmControlPlaneView, expiry: datetime | None, now: datetime
 ) -> bool:
     days = kcp.certificates_expiry_days
-    expiry = machine.certificates_expiry_date
     if days is None or expiry is None:
         return False
     return expiry <= now + timedelta(days=days)

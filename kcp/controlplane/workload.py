@@ -121,14 +121,19 @@ def etcd_endpoints(
 
 
 class WorkloadCluster:
-    """One reconcile's access to one workload cluster (take a new one per reconcile)."""
+    """One reconcile's access to one workload cluster (take a new one per reconcile).
+
+    Requests carry no timeout of their own: the tracker's client applies its
+    `api_timeout` to each, so a silent workload API server holds a worker for
+    at most that long.
+    """
 
     def __init__(
         self,
         tracker: TrackerLike,
         cluster: ClusterKey,
         *,
-        api: Callable[[Any], Kube] = Kube,
+        api: Callable[[Any], Kube] = lambda client: Kube(client, timeout=None),
     ) -> None:
         self.tracker = tracker
         self.cluster = cluster
