@@ -62,6 +62,7 @@ class Env:
     sim: Any
     tracker: Tracker
     controller: ControlPlaneController
+    registry: Any
     created_clusters: set[str] = field(default_factory=set)
 
 
@@ -115,7 +116,7 @@ def env(control_plane: LocalControlPlane) -> Iterator[Env]:
     )
     manager.start()
     try:
-        yield Env(namespace, admin, sim, tracker, controller)
+        yield Env(namespace, admin, sim, tracker, controller, registry)
     finally:
         manager.stop(timeout=10)
         tracker.close()
@@ -244,6 +245,14 @@ class QuorumWatch:
                 )
 
 
+def _event_reasons(env: Env) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for event in env.kube.list(groups.EVENT, env.namespace):
+        if (event.get("source") or {}).get("component") == "kubeadmcontrolplane-controller":
+            found.setdefault(str(event.get("reason")), []).append(str(event.get("message")))
+    return found
+
+
 def _scale(env: Env, name: str, replicas: int) -> None:
     env.kube.merge_patch(
         groups.KUBEADM_CONTROL_PLANE, env.namespace, name, {"spec": {"replicas": replicas}}
@@ -296,6 +305,21 @@ def test_cluster_api_samples_become_available(env: Env) -> None:
     for suffix in ("ca", "etcd", "proxy", "sa", "kubeconfig"):
         secret = env.kube.get(groups.SECRET, env.namespace, f"{HA}-{suffix}")
         assert secret is not None and secret["type"] == "cluster.x-k8s.io/secret", suffix
+
+    def expiries_recorded() -> bool:
+        configs = [
+            env.kube.get(groups.KUBEADM_CONFIG, env.namespace, m["metadata"]["name"]) or {}
+            for m in _machines(env, HA)
+        ]
+        return all(
+            labels.MACHINE_CERTIFICATES_EXPIRY_DATE_ANNOTATION
+            in ((config.get("metadata") or {}).get("annotations") or {})
+            for config in configs
+        )
+
+    _wait("each Machine's certificate expiry to be recorded", expiries_recorded, 60)
+    reasons = _event_reasons(env)
+    assert "ControlPlaneInitializing" in reasons and "ScalingUp" in reasons, reasons
     print(f"samples available after {time.monotonic() - started:.0f}s")
 
 
@@ -353,6 +377,9 @@ def test_scale_down_to_one_keeps_quorum(env: Env) -> None:
     assert len(_machines(env, HA)) == 1
     assert watch.samples > 0
     assert watch.violations == []
+    reasons = _event_reasons(env)
+    assert len(reasons.get("EtcdMemberRemoved", [])) >= 2, reasons
+    assert len(reasons.get("ScalingDown", [])) >= 2, reasons
     print(f"scaled 3 -> 1 in {time.monotonic() - started:.0f}s ({watch.samples} quorum samples)")
 
 
@@ -392,17 +419,30 @@ def test_version_upgrade_rolls_one_machine_at_a_time(env: Env) -> None:
     ha = _kcp(env, HA_KCP)
     assert ha is not None and ha["status"]["version"] == "v1.34.5"
     assert _condition(ha, c.ROLLING_OUT).get("status") == c.FALSE
+    rolled = _event_reasons(env).get("RollingOut", [])
+    assert any("Version v1.34.4, v1.34.5 required" in m for m in rolled), rolled
     print(
         f"rolled 3 Machines in {time.monotonic() - started:.0f}s ({watch.samples} quorum samples)"
     )
 
 
 def test_one_etcd_key_per_cluster(env: Env) -> None:
-    stats = env.tracker.stats()
     tracked = {key.name for key in env.tracker.clusters()}
     assert tracked == env.created_clusters
-    assert stats.keys_generated == len(env.created_clusters)
-    assert stats.certificates_issued >= len(env.created_clusters)
+    keys = env.registry.get_sample_value(
+        "kcp_tracker_keys_generated_total", {"algorithm": "rsa-2048"}
+    )
+    reconciles = sum(
+        env.registry.get_sample_value(
+            "controller_runtime_reconcile_total",
+            {"controller": "kubeadmcontrolplane", "result": result},
+        )
+        or 0
+        for result in ("success", "requeue_after", "requeue", "error")
+    )
+    print(f"{reconciles:.0f} reconciles of {len(env.created_clusters)} clusters, {keys:.0f} keys")
+    assert reconciles > 50 * len(env.created_clusters)
+    assert keys == len(env.created_clusters)
 
 
 def test_deleting_clusters_removes_machines_finalizer_and_tracker_entry(env: Env) -> None:
