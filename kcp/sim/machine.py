@@ -76,6 +76,8 @@ class SimMachine:
         self._blackholes: dict[Component, Blackhole] = {}
         self._started_at: datetime | None = None
         self._last_restart: dict[Component, float] = {}
+        self._lock = threading.RLock()
+        """Serialises starts and stops: the kubelet's restarts, fault hooks, teardown."""
         self.log = cluster.log.bind(machine=name)
 
     def __repr__(self) -> str:
@@ -260,6 +262,10 @@ class SimMachine:
         """Restart crashed processes no fault holds down, as the kubelet restarts static pods."""
         if not self.provisioned:
             return
+        with self._lock:
+            self._heal()
+
+    def _heal(self) -> None:
         now = time.monotonic()
         for component, process in self._processes().items():
             if component in self.faults or process.running or not process.started:
@@ -288,13 +294,17 @@ class SimMachine:
 
     def inject(self, component: Component, fault: Fault) -> None:
         """Break `component` the way `fault` says (see `kcp.sim.faults`)."""
+        with self._lock:
+            self._inject(component, fault)
+
+    def _inject(self, component: Component, fault: Fault) -> None:
         process = self._processes().get(component)
         if process is None:
             raise ValueError(f"machine {self.name} has no {component.value} yet")
         if self.faults.get(component) == fault:
             return
         if component in self.faults:
-            self.restore(component)
+            self._restore(component)
         self.faults[component] = fault
         self.log.info("fault injected", component=component.value, fault=fault.value)
         if fault is Fault.STOPPED:
@@ -310,6 +320,10 @@ class SimMachine:
 
     def restore(self, component: Component) -> None:
         """End a fault: close the blackhole, resume or restart the process."""
+        with self._lock:
+            self._restore(component)
+
+    def _restore(self, component: Component) -> None:
         fault = self.faults.pop(component, None)
         self.annotation_faults.pop(component, None)
         if fault is None:
@@ -342,6 +356,10 @@ class SimMachine:
 
     def teardown(self) -> None:
         """Stop the processes, drop the data and give the address back."""
+        with self._lock:
+            self._teardown()
+
+    def _teardown(self) -> None:
         if self.cluster.lb is not None:
             self.cluster.lb.remove_backend(self.name)
         for blackhole in self._blackholes.values():
