@@ -59,6 +59,7 @@ from kcp.controlplane.workload import (
 from kcp.etcd import EtcdClusterStatus, EtcdError
 from kcp.runtime.controller import ObjectKey, Result
 from kcp.runtime.logging import get_logger
+from kcp.tracker.errors import ClusterSecretError
 from kcp.tracker.identity import ClusterKey
 
 __all__ = ["Cache", "KubeadmControlPlaneReconciler", "ReconcilerOptions"]
@@ -128,6 +129,7 @@ class _Scope:
     up_to_date: dict[str, UpToDate] = field(default_factory=dict)
     requeue: float | None = None
     user_errors: list[str] = field(default_factory=list)
+    reported_not_connected: bool = False
 
     @property
     def view(self) -> KubeadmControlPlaneView:
@@ -368,7 +370,7 @@ class KubeadmControlPlaneReconciler:
         except NotConnected as error:
             nodes = None
             workload_error, workload_reason = str(error), c.CONNECTION_DOWN_REASON
-            scope.requeue_in(error.retry_after)
+            self._not_connected(scope, error)
         except NETWORK_ERRORS_AND_API as error:
             nodes = None
             workload_error = f"{type(error).__name__}: {error}"
@@ -384,7 +386,7 @@ class KubeadmControlPlaneReconciler:
                 scope.etcd = workload.etcd_status(scope.endpoints)
             except NotConnected as error:
                 etcd_error, etcd_reason = str(error), c.CONNECTION_DOWN_REASON
-                scope.requeue_in(error.retry_after)
+                self._not_connected(scope, error)
             except EtcdError as error:
                 etcd_error = str(error)
                 scope.requeue_in(self.options.unhealthy_requeue)
@@ -403,6 +405,25 @@ class KubeadmControlPlaneReconciler:
         if nodes is not None and any(m.node_name in nodes for m in scope.machines if m.node_name):
             scope.status.initialized = True
         self._write_machine_conditions(scope)
+
+    def _not_connected(self, scope: _Scope, error: NotConnected) -> None:
+        """Requeue when the tracker says; tell the user when it is theirs to fix or lasts."""
+        scope.requeue_in(error.retry_after)
+        if scope.reported_not_connected:
+            return
+        scope.reported_not_connected = True
+        if isinstance(error, ClusterSecretError):
+            self._user_error(scope, "InvalidClusterSecret", [str(error)])
+        elif error.reason == "down":
+            # A stable message, so that repeats add to one Event's count.
+            self.recorder.warning(
+                scope.kcp,
+                "WorkloadClusterUnreachable",
+                f"The workload cluster {scope.view.namespace}/{scope.cluster.name} does not "
+                "answer kcp's health checks; check its control-plane endpoint, API servers and "
+                "etcd members (details in the EtcdClusterHealthy and "
+                "ControlPlaneComponentsHealthy conditions)",
+            )
 
     def _write_machine_conditions(self, scope: _Scope) -> None:
         assert scope.health is not None

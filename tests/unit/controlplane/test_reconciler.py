@@ -24,7 +24,7 @@ from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.controlplane.secrets import SecretStore
 from kcp.runtime.controller import ObjectKey
-from kcp.tracker.errors import NotConnected
+from kcp.tracker.errors import ClusterSecretError, NotConnected
 from tests.unit.controlplane.builders import NOW, cluster, condition, kcp, machine, node, pod, ts
 from tests.unit.controlplane.fakes import FakeCache, FakeKube, FakeTracker, etcd_status
 
@@ -311,6 +311,24 @@ def test_not_connected_requeues_at_once(kube: FakeKube, tracker: FakeTracker) ->
     etcd = _condition(kube, c.ETCD_CLUSTER_HEALTHY)
     assert (etcd["status"], etcd["reason"]) == (c.UNKNOWN, c.CONNECTION_DOWN_REASON)
     assert len(kube.of_kind("Machine")) == 1  # no scale up without health
+
+
+def test_a_bad_kubeconfig_secret_is_the_users_to_fix(kube: FakeKube, tracker: FakeTracker) -> None:
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a"])
+    tracker.not_connected = ClusterSecretError(
+        "Secret ns/c1-kubeconfig: data key value is missing; put the kubeconfig there",
+        retry_after=10.0,
+    )
+    result = _reconciler(kube, tracker).reconcile(KEY)
+    assert result.requeue_after == 5.0  # the user-error backoff, not a tight loop
+    warnings = [m for t, r, m in _events(kube) if r == "InvalidClusterSecret"]
+    assert warnings == [
+        "Secret ns/c1-kubeconfig: data key value is missing; put the kubeconfig there"
+    ]
+    components = _condition(kube, c.CONTROL_PLANE_COMPONENTS_HEALTHY)
+    assert "c1-kubeconfig" in components["message"]
 
 
 def test_scale_down_moves_leadership_then_removes_member_then_deletes(
