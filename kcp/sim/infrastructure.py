@@ -251,7 +251,7 @@ class LocalMachineReconciler:
             sim.report(states)
         except (ApiError, OSError) as error:
             sim.log.debug("kubelet report failed", error=str(error))
-        self._status(obj, sim, states)
+        self._status(obj, sim, states, dig(machine, "spec", "failureDomain"))
         return Result(requeue_after=state.ctx.options.kubelet_interval)
 
     def _provision(
@@ -284,7 +284,7 @@ class LocalMachineReconciler:
             if needs_lock:
                 lock.release()
         sim.log.info("machine provisioned", pids=sim.pids())
-        self._status(obj, sim, sim.container_states())
+        self._status(obj, sim, sim.container_states(), dig(machine, "spec", "failureDomain"))
         namespace = sim.namespace
         self.state.wake("machine", namespace, str(meta(machine).get("name")))
         self.state.wake("cluster", namespace, str(meta(cluster).get("name")))
@@ -344,7 +344,11 @@ class LocalMachineReconciler:
         return Result(requeue_after=requeue or None)
 
     def _status(
-        self, obj: dict[str, Any], sim: SimMachine, states: dict[str, ContainerState]
+        self,
+        obj: dict[str, Any],
+        sim: SimMachine,
+        states: dict[str, ContainerState],
+        machine_failure_domain: str | None,
     ) -> None:
         """Write what runs: addresses, etcd member, API server, readiness of each."""
         namespace, name = str(meta(obj)["namespace"]), str(meta(obj)["name"])
@@ -390,7 +394,7 @@ class LocalMachineReconciler:
             "apiServer": {"url": sim.apiserver.url if sim.apiserver else ""},
             "conditions": conditions,
         }
-        failure_domain = dig(obj, "spec", "failureDomain")
+        failure_domain = dig(obj, "spec", "failureDomain") or machine_failure_domain
         if failure_domain:
             status["failureDomain"] = failure_domain
         current = dig(obj, "status") or {}
