@@ -30,8 +30,10 @@ import yaml
 
 from kcp.api import conditions as c
 from kcp.api import groups, labels
+from kcp.api.objects import MachineView
 from kcp.controlplane.client import Kube
 from kcp.controlplane.controller import ControlPlaneController, setup
+from kcp.controlplane.expiry import recorded_expiry
 from kcp.controlplane.reconciler import ReconcilerOptions
 from kcp.etcd import EtcdTimeouts, cluster_status
 from kcp.runtime.manager import Manager
@@ -306,18 +308,18 @@ def test_cluster_api_samples_become_available(env: Env) -> None:
         secret = env.kube.get(groups.SECRET, env.namespace, f"{HA}-{suffix}")
         assert secret is not None and secret["type"] == "cluster.x-k8s.io/secret", suffix
 
-    def expiries_recorded() -> bool:
-        configs = [
-            env.kube.get(groups.KUBEADM_CONFIG, env.namespace, m["metadata"]["name"]) or {}
-            for m in _machines(env, HA)
-        ]
+    def expiries_known() -> bool:
+        # Cluster API core (here the simulator) or kcp (on the KubeadmConfig) records it.
         return all(
-            labels.MACHINE_CERTIFICATES_EXPIRY_DATE_ANNOTATION
-            in ((config.get("metadata") or {}).get("annotations") or {})
-            for config in configs
+            recorded_expiry(
+                MachineView(m),
+                env.kube.get(groups.KUBEADM_CONFIG, env.namespace, m["metadata"]["name"]),
+            )
+            is not None
+            for m in _machines(env, HA)
         )
 
-    _wait("each Machine's certificate expiry to be recorded", expiries_recorded, 60)
+    _wait("each Machine's certificate expiry to be known", expiries_known, 60)
     reasons = _event_reasons(env)
     assert "ControlPlaneInitializing" in reasons and "ScalingUp" in reasons, reasons
     print(f"samples available after {time.monotonic() - started:.0f}s")

@@ -1,0 +1,125 @@
+"""What every part of a reconcile shares: the cache it reads, its options, its collaborators
+and the `Scope` that carries what one reconcile learned from phase to phase."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
+from kcp.controlplane.client import Kube
+from kcp.controlplane.events import EventRecorder
+from kcp.controlplane.expectations import Expectations
+from kcp.controlplane.health import ControlPlaneHealth
+from kcp.controlplane.rollout import UpToDate
+from kcp.controlplane.secrets import SecretStore
+from kcp.controlplane.status import StatusInputs
+from kcp.controlplane.validation import MAX_REPLICAS
+from kcp.controlplane.workload import TrackerLike, WorkloadCluster
+from kcp.etcd import EtcdClusterStatus
+from kcp.runtime.logging import get_logger
+
+__all__ = ["Cache", "ReconcilerOptions", "Scope", "Services", "Step"]
+
+_log = get_logger("kcp.controlplane.reconciler")
+
+
+class Cache(Protocol):
+    """Read-only lookups the reconciler makes in the informer caches."""
+
+    def kubeadm_control_plane(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def cluster(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def cluster_machines(self, namespace: str, cluster_name: str) -> list[Mapping[str, Any]]: ...
+
+    def kubeadm_config(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class ReconcilerOptions:
+    """Requeue delays (seconds) and limits of the reconciler, with their defaults."""
+
+    waiting_requeue: float = 5.0
+    """While a step waits on Machines (provisioning, deleting, preflight checks)."""
+    not_initialized_requeue: float = 10.0
+    """While the first Machine comes up (its Node is not watched)."""
+    unhealthy_requeue: float = 20.0
+    """While some health condition is not True (Cluster API's 20 s)."""
+    health_requeue: float = 60.0
+    """Steady state: how often a healthy control plane is inspected again."""
+    cache_requeue: float = 0.5
+    """While the cache has not caught up with our own writes."""
+    error_backoff_initial: float = 5.0
+    """First requeue after a user error (bad spec, bad Secret, missing template) ..."""
+    error_backoff_max: float = 300.0
+    """... doubling each time the error persists, up to this."""
+    expectation_timeout: float = 30.0
+    max_replicas: int = MAX_REPLICAS
+
+
+@dataclass
+class Scope:
+    """What one reconcile learned so far."""
+
+    kcp: dict[str, Any]
+    cluster: ClusterView
+    machines: list[MachineView]
+    now: datetime
+    status: StatusInputs
+    workload: WorkloadCluster | None = None
+    endpoints: tuple[str, ...] = ()
+    etcd: EtcdClusterStatus | None = None
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    health: ControlPlaneHealth | None = None
+    up_to_date: dict[str, UpToDate] = field(default_factory=dict)
+    requeue: float | None = None
+    user_errors: list[str] = field(default_factory=list)
+    reported_not_connected: bool = False
+
+    @property
+    def view(self) -> KubeadmControlPlaneView:
+        return KubeadmControlPlaneView(self.kcp)
+
+    def requeue_in(self, seconds: float) -> None:
+        self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
+
+
+@dataclass
+class Services:
+    """The collaborators of a reconcile, built once and shared by every worker."""
+
+    kube: Kube
+    cache: Cache
+    tracker: TrackerLike
+    recorder: EventRecorder
+    options: ReconcilerOptions
+    secrets: SecretStore
+    expectations: Expectations
+    workload_api: Callable[[Any], Kube] | None = None
+    """Wraps a workload ApiClient from the tracker (None: the default client)."""
+
+
+class Step:
+    """Base of the reconciler's parts: the shared collaborators under short names."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.kube = services.kube
+        self.cache = services.cache
+        self.tracker = services.tracker
+        self.recorder = services.recorder
+        self.options = services.options
+        self.secrets = services.secrets
+        self.expectations = services.expectations
+        self.workload_api = services.workload_api
+
+    def _user_error(self, scope: Scope, reason: str, problems: Sequence[str]) -> None:
+        """A problem the user must fix: a Warning Event now, a backed-off requeue later."""
+        scope.user_errors.extend(problems)
+        self.recorder.warning(scope.kcp, reason, "; ".join(problems))
+        _log.warning("User error", reason=reason, problems=list(problems))
