@@ -41,6 +41,7 @@ __all__ = [
     "InformerCache",
     "cluster_to_control_plane",
     "machine_cluster_index",
+    "secret_to_control_plane",
     "setup",
 ]
 
@@ -123,7 +124,8 @@ class ControlPlaneController:
     cache: InformerCache
 
 
-def _secret_to_control_plane(cache: InformerCache) -> Any:
+def secret_to_control_plane(cache: InformerCache) -> Any:
+    """A Secret maps to the control plane that owns it, else to its cluster's control plane."""
     owners = enqueue_owner(groups.KUBEADM_CONTROL_PLANE.kind, groups.CONTROLPLANE_GROUP).mapper
 
     def keys(obj: dict[str, Any]) -> list[Key]:
@@ -202,7 +204,7 @@ def setup(
     owner = enqueue_owner(groups.KUBEADM_CONTROL_PLANE.kind, groups.CONTROLPLANE_GROUP)
     machines.add_handler(owner.bind(enqueue))
     configs.add_handler(owner.bind(enqueue))
-    secrets.add_handler(map_to(_secret_to_control_plane(cache)).bind(enqueue))
+    secrets.add_handler(map_to(secret_to_control_plane(cache)).bind(enqueue))
     secret_handler = getattr(tracker, "secret_event_handler", None)
     if callable(secret_handler):
         secrets.add_handler(secret_handler())
