@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from kcp.controlplane.controller import (
-    secret_to_control_plane,
     cluster_to_control_plane,
     machine_cluster_index,
+    secret_to_control_plane,
 )
 from tests.unit.controlplane.builders import cluster, machine
 
