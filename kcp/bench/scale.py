@@ -51,7 +51,8 @@ class ScaleSettings:
     clusters: int = 1000
     controller: str = "auto"
     flags: ControllerFlags = field(default_factory=ControllerFlags)
-    steady_seconds: float = 20.0
+    steady_seconds: float = 65.0
+    """Long enough for six probe rounds and one periodic re-read of every cluster's Secrets."""
     changes: int = 100
     change_rate: float = 10.0
     """Single changes per second while measuring change latency."""
