@@ -59,7 +59,7 @@ test: lint typecheck layers testbin
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 run: testbin
-	$(VENV)/bin/kcp envtest
+	$(VENV)/bin/kcp dev
 
 bench: testbin
 	$(VENV)/bin/kcp bench all --json _out/bench.json --plot _out/bench.png

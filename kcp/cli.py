@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 # and a command's heavy imports never slow another.
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("kcp.bench.cli", "run benchmarks"),
+    "dev": ("kcp.dev", "run the local demo: management cluster, simulated machines, controller"),
     "envtest": ("kcp.testing.envtest_cmd", "run a local management control plane"),
     "status": ("kcp.statusview.cli", "show clusters as a tree"),
     "sim": ("kcp.sim.cli", "run the local infrastructure provider"),
@@ -31,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(module_name: str) -> tuple[
-    Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]
-]:
+def _load(
+    module_name: str,
+) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
     module = importlib.import_module(module_name)
     return module.add_arguments, module.run
 

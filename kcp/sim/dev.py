@@ -86,6 +86,9 @@ class DevOptions:
     handle_signals: bool = True
     """Turn SIGTERM/SIGHUP into an orderly stop (from the main thread of a foreground program)."""
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    report_available: bool = False
+    """Say once (and keep saying in the table's header) when every KubeadmControlPlane is
+    Available; `make run`'s readiness signal."""
 
 
 def apply_manifests(kube: Kube, directory: Path, namespace: str) -> list[str]:
@@ -163,19 +166,46 @@ def _show(api_client: Any, simulator: Simulator, options: DevOptions) -> int:
     out = options.out
     deadline = None if options.duration is None else time.monotonic() + options.duration
     tty = out.isatty()
+    started = time.monotonic()
+    headline = ""
     try:
         while deadline is None or time.monotonic() < deadline:
             try:
                 table = render_dashboard(api_client, simulator, options.watch_namespace)
+                if options.report_available and not headline:
+                    count = _all_available(api_client, options.watch_namespace)
+                    if count:
+                        headline = (
+                            f"all sample clusters Available ({count} clusters, "
+                            f"{time.monotonic() - started:.0f}s after start)"
+                        )
+                        _say(out, headline)
             except Exception as error:  # the table must never end the demo
                 table = f"(status unavailable: {error})\n"
             stamp = time.strftime("%H:%M:%S")
-            out.write(("\033[H\033[2J" if tty else "\n") + f"-- {stamp} --\n{table}")
+            header = f"-- {stamp} -- {headline}".rstrip()
+            out.write(("\033[H\033[2J" if tty else "\n") + f"{header}\n{table}")
             out.flush()
             time.sleep(options.refresh)
     except KeyboardInterrupt:
         _say(out, "\ninterrupted")
     return 0
+
+
+def _all_available(api_client: Any, namespace: str | None) -> int:
+    """How many KubeadmControlPlanes there are if all are Available with every replica
+    ready, else 0."""
+    from kcp.api import conditions
+
+    kube = Kube(api_client)
+    items = kube.list(groups.KUBEADM_CONTROL_PLANE, namespace)
+
+    def settled(item: dict[str, Any]) -> bool:
+        desired = item.get("spec", {}).get("replicas", 1)
+        ready = item.get("status", {}).get("readyReplicas", 0)
+        return conditions.is_true(item, conditions.AVAILABLE) and ready == desired
+
+    return len(items) if items and all(settled(item) for item in items) else 0
 
 
 @contextlib.contextmanager
