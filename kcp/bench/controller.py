@@ -35,7 +35,7 @@ __all__ = [
 
 CONTROLLERS = ("auto", "runtime+tracker", "kcp-run")
 
-FLEET_SUPPORTS_KCP_RUN = False
+FLEET_SUPPORTS_KCP_RUN = True
 """Whether `kcp.bench.fleet` creates what `kcp run` needs for a steady-state cluster.
 Flip it (and extend the fleet) once the reconciler lands."""
 

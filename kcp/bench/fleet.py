@@ -22,8 +22,16 @@ from typing import Any
 from kcp.api import groups
 from kcp.api.labels import CLUSTER_NAME_LABEL
 from kcp.bench.progress import Progress
+from kcp.bench.workload import SteadyWorkload
 
-__all__ = ["BUMP_ANNOTATION", "ENDPOINTS_ANNOTATION", "Fleet", "SharedEtcd", "cluster_name"]
+__all__ = [
+    "BUMP_ANNOTATION",
+    "ENDPOINTS_ANNOTATION",
+    "Fleet",
+    "SharedEtcd",
+    "cluster_name",
+    "steady_workload",
+]
 
 ENDPOINTS_ANNOTATION = "bench.kcp.x-k8s.io/etcd-endpoints"
 """Comma-separated `host:port` of the cluster's etcd members (Machines would give them)."""
@@ -32,6 +40,7 @@ BUMP_ANNOTATION = "bench.kcp.x-k8s.io/bump"
 """Set on the machine template by `bump()`: a spec change the controller must observe."""
 
 KUBERNETES_VERSION = "v1.34.4"
+ETCD_CLIENT_PORT = 2379
 _CREATE_WORKERS = 8
 
 
@@ -48,6 +57,8 @@ class Fleet:
     etcd_ca: Any
     """`kcp.certs.KeyPair` of the shared etcd's CA."""
     etcd_endpoints: Sequence[str]
+    workload: SteadyWorkload | None = None
+    """For `kcp run`: the workload side, Secrets and Machine of a steady cluster."""
 
     def __post_init__(self) -> None:
         from kcp.controlplane.client import Kube
@@ -87,6 +98,17 @@ class Fleet:
         self.size = total
 
     def _create_cluster(self, name: str, etcd_data: dict[str, str]) -> None:
+        cluster_spec: dict[str, Any] = {
+            "controlPlaneRef": {
+                "apiGroup": groups.CONTROLPLANE_GROUP,
+                "kind": "KubeadmControlPlane",
+                "name": name,
+            }
+        }
+        cluster_status: dict[str, Any] | None = None
+        if self.workload is not None:
+            extra_spec, cluster_status = self.workload.cluster_patch()
+            cluster_spec.update(extra_spec)
         cluster = self.kube.create(
             groups.CLUSTER,
             self.namespace,
@@ -94,15 +116,17 @@ class Fleet:
                 "apiVersion": groups.CLUSTER.api_version,
                 "kind": "Cluster",
                 "metadata": {"name": name, "labels": {"bench.kcp.x-k8s.io/fleet": "true"}},
-                "spec": {
-                    "controlPlaneRef": {
-                        "apiGroup": groups.CONTROLPLANE_GROUP,
-                        "kind": "KubeadmControlPlane",
-                        "name": name,
-                    }
-                },
+                "spec": cluster_spec,
             },
         )
+        if cluster_status is not None:
+            self.kube.merge_patch(
+                groups.CLUSTER,
+                self.namespace,
+                name,
+                {"status": cluster_status},
+                subresource="status",
+            )
         kcp = self.kube.create(
             groups.KUBEADM_CONTROL_PLANE,
             self.namespace,
@@ -130,19 +154,43 @@ class Fleet:
                 },
             },
         )
+        self._create_secret(name, "etcd", etcd_data, _owner(kcp, controller=True))
+        if self.workload is None:
+            return
+        for purpose in ("ca", "sa", "proxy"):
+            data = {k: _b64(v) for k, v in self.workload.secret_data[purpose].items()}
+            self._create_secret(name, purpose, data, _owner(kcp, controller=True))
+        # A kubeconfig the user wrote (no controller): kcp reads it and leaves it alone.
+        kubeconfig = {k: _b64(v) for k, v in self.workload.secret_data["kubeconfig"].items()}
+        self._create_secret(name, "kubeconfig", kubeconfig, None)
+        machine = self.workload.machine(name, kcp, KUBERNETES_VERSION)
+        self.kube.create(groups.MACHINE, self.namespace, machine)
+        self.kube.merge_patch(
+            groups.MACHINE,
+            self.namespace,
+            machine["metadata"]["name"],
+            {"status": self.workload.machine_status()},
+            subresource="status",
+        )
+
+    def _create_secret(
+        self, cluster: str, purpose: str, data: dict[str, str], owner: dict[str, Any] | None
+    ) -> None:
+        metadata: dict[str, Any] = {
+            "name": f"{cluster}-{purpose}",
+            "labels": {CLUSTER_NAME_LABEL: cluster},
+        }
+        if owner is not None:
+            metadata["ownerReferences"] = [owner]
         self.kube.create(
             groups.SECRET,
             self.namespace,
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {
-                    "name": f"{name}-etcd",
-                    "labels": {CLUSTER_NAME_LABEL: name},
-                    "ownerReferences": [_owner(kcp, controller=True)],
-                },
+                "metadata": metadata,
                 "type": "cluster.x-k8s.io/secret",
-                "data": etcd_data,
+                "data": data,
             },
         )
 
@@ -165,32 +213,75 @@ class Fleet:
 
     def delete_all(self, names: Iterable[str] | None = None) -> None:
         """Delete every Cluster, control plane and Secret created (the namespace stays)."""
-        for resource in (groups.KUBEADM_CONTROL_PLANE, groups.CLUSTER, groups.SECRET):
+        for resource in (
+            groups.KUBEADM_CONTROL_PLANE,
+            groups.CLUSTER,
+            groups.SECRET,
+            groups.MACHINE,
+        ):
             self.kube.request(
                 "DELETE",
                 resource.path(self.namespace),
-                query=[("labelSelector", CLUSTER_NAME_LABEL)]
-                if resource is not groups.CLUSTER
-                else [("labelSelector", "bench.kcp.x-k8s.io/fleet")],
+                query=[
+                    (
+                        "labelSelector",
+                        "bench.kcp.x-k8s.io/fleet"
+                        if resource is groups.CLUSTER
+                        else CLUSTER_NAME_LABEL,
+                    )
+                ],
             )
 
 
 class SharedEtcd:
-    """One real etcd (TLS, an RSA-2048 CA as kubeadm makes) that every cluster shares."""
+    """One real etcd (TLS, an RSA-2048 CA as kubeadm makes) that every cluster shares.
 
-    def __init__(self) -> None:
+    With `standard_port`, it listens on a loopback address of its own on port 2379,
+    as a kubeadm node's etcd does, so a Machine's InternalIP is enough to find it
+    (the real reconciler falls back to `<InternalIP>:2379` before it can read the
+    etcd Pod's advertised URL).
+    """
+
+    def __init__(self, *, standard_port: bool = False) -> None:
         from kcp.certs import new_certificate_authority
         from kcp.testing.etcd_cluster import EtcdCluster
 
         self.ca = new_certificate_authority("kcp-bench-etcd-ca", algorithm="rsa-2048")
-        self.cluster = EtcdCluster(self.ca, members=1, name="kcp-bench-etcd")
+        self._addresses: Any = None
+        host = "127.0.0.1"
+        cluster_type: Any = EtcdCluster
+        if standard_port:
+            from kcp.sim.addresses import LoopbackAddresses
+
+            self._addresses = LoopbackAddresses()
+            host = self._addresses.allocate([ETCD_CLIENT_PORT])
+
+            class StandardPortEtcd(EtcdCluster):
+                def _assign_ports(self) -> None:
+                    super()._assign_ports()
+                    for member in self.members:
+                        member.client_port = ETCD_CLIENT_PORT
+
+            cluster_type = StandardPortEtcd
+        self.host = host
+        self.cluster = cluster_type(self.ca, members=1, host=host, name="kcp-bench-etcd")
 
     def __enter__(self) -> SharedEtcd:
-        self.cluster.start()
+        try:
+            self.cluster.start()
+        except BaseException:
+            self._release()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.cluster.stop()
+        self._release()
+
+    def _release(self) -> None:
+        if self._addresses is not None:
+            self._addresses.close()
+            self._addresses = None
 
     @property
     def endpoints(self) -> list[str]:
@@ -199,6 +290,13 @@ class SharedEtcd:
     @property
     def pids(self) -> list[int]:
         return [m.pid for m in self.cluster.members if m.pid is not None]
+
+
+def steady_workload(env: Any, etcd: SharedEtcd) -> SteadyWorkload:
+    """The prepared workload side for `kcp run` (Node, Pods, Secret data)."""
+    workload = SteadyWorkload.for_environment(env, etcd)
+    workload.prepare(etcd.ca)
+    return workload
 
 
 def _owner(obj: dict[str, Any], *, controller: bool) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 from kcp.bench import table
 from kcp.bench.controller import CONTROLLERS, ControllerFlags, resolve_controller, start_controller
 from kcp.bench.environment import BenchEnvironment
-from kcp.bench.fleet import Fleet, SharedEtcd
+from kcp.bench.fleet import Fleet, SharedEtcd, steady_workload
 from kcp.bench.observer import GenerationObserver
 from kcp.bench.progress import Progress
 from kcp.bench.runner import Scenario, add_common_arguments, run_scenarios
@@ -110,8 +110,14 @@ def measure(env: BenchEnvironment, settings: ProfileSettings, progress: Progress
     warm_path = out_dir / f"{settings.output_prefix}.profile-warmup.speedscope.json"
     steady_path = out_dir / f"{settings.output_prefix}.profile-steady.speedscope.json"
     namespace = env.unique("bench-profile")
-    with SharedEtcd() as etcd:
-        fleet = Fleet(env.api_client(), namespace, etcd.ca, etcd.endpoints)
+    with SharedEtcd(standard_port=controller == "kcp-run") as etcd:
+        fleet = Fleet(
+            env.api_client(),
+            namespace,
+            etcd.ca,
+            etcd.endpoints,
+            workload=steady_workload(env, etcd) if controller == "kcp-run" else None,
+        )
         fleet.create_namespace()
         observer = GenerationObserver(env.api_client(), namespace)
         observer.start()

@@ -32,7 +32,7 @@ from typing import Any
 from kcp.bench import table
 from kcp.bench.controller import CONTROLLERS, ControllerFlags, resolve_controller, start_controller
 from kcp.bench.environment import BenchEnvironment
-from kcp.bench.fleet import Fleet, SharedEtcd
+from kcp.bench.fleet import Fleet, SharedEtcd, steady_workload
 from kcp.bench.observer import GenerationObserver, percentile
 from kcp.bench.procstat import MIB, Sampler, thread_names
 from kcp.bench.progress import Progress
@@ -220,8 +220,14 @@ def measure(env: BenchEnvironment, settings: ScaleSettings, progress: Progress) 
     controller = resolve_controller(settings.controller)
     namespace = env.unique("bench-scale")
     points: list[dict[str, Any]] = []
-    with SharedEtcd() as etcd:
-        fleet = Fleet(env.api_client(), namespace, etcd.ca, etcd.endpoints)
+    with SharedEtcd(standard_port=controller == "kcp-run") as etcd:
+        fleet = Fleet(
+            env.api_client(),
+            namespace,
+            etcd.ca,
+            etcd.endpoints,
+            workload=steady_workload(env, etcd) if controller == "kcp-run" else None,
+        )
         fleet.create_namespace()
         observer = GenerationObserver(env.api_client(), namespace)
         observer.start()

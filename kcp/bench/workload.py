@@ -1,0 +1,241 @@
+"""The cheap workload side the real reconciler (`kcp run`) needs for a steady cluster.
+
+Every benchmark cluster gets a workload cluster that is healthy and costs
+nothing to run: the management kube-apiserver plays every cluster's workload
+API server (each cluster's `-kubeconfig` Secret is an admin kubeconfig for it,
+and its `-ca` Secret the management CA), and it holds what a kubelet would
+report — one Node named after the shared etcd's member and the four
+control-plane static Pods on it, Running and Ready, the etcd Pod advertising
+the shared etcd's client URL. Each cluster's one Machine points at that Node,
+so the reconciler sees one healthy, up-to-date control-plane Machine with a
+healthy etcd member and has nothing to do but inspect and report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kcp.api import groups, labels
+
+__all__ = ["SteadyWorkload"]
+
+KUBE_SYSTEM = "kube-system"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION = "kubeadm.kubernetes.io/etcd.advertise-client-urls"
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(condition_type: str) -> dict[str, Any]:
+    return {
+        "type": condition_type,
+        "status": "True",
+        "reason": condition_type,
+        "message": "",
+        "lastTransitionTime": _now(),
+    }
+
+
+@dataclass
+class SteadyWorkload:
+    """Shared workload-side objects and the per-cluster Secret data and Machine."""
+
+    kube: Any
+    """`kcp.controlplane.client.Kube` of the management cluster."""
+    pki_dir: Path
+    """The management cluster's PKI directory (its CA signs the admin kubeconfig)."""
+    kubeconfig: bytes
+    """Admin kubeconfig of the management API server."""
+    server_host: str
+    server_port: int
+    node_name: str
+    """The shared etcd member's name: etcd health matches members to Nodes by name."""
+    node_address: str
+    """The Node's and every Machine's InternalIP: the shared etcd's own loopback address."""
+    etcd_client_url: str
+    secret_data: dict[str, dict[str, bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def for_environment(cls, env: Any, etcd: Any) -> SteadyWorkload:
+        from kcp.controlplane.client import Kube
+
+        member = etcd.cluster.members[0]
+        return cls(
+            kube=Kube(env.api_client(), field_manager="kcp-bench"),
+            pki_dir=Path(env.plane.work_dir) / "pki",
+            kubeconfig=Path(env.plane.kubeconfig_path).read_bytes(),
+            server_host="127.0.0.1",
+            server_port=int(env.plane.apiserver_port),
+            node_name=member.name,
+            node_address=member.host,
+            etcd_client_url=member.client_url,
+        )
+
+    def prepare(self, etcd_ca: Any) -> None:
+        """Create the Node and control-plane Pods (once) and the Secret data every cluster gets."""
+        from kcp.certs import (
+            key_pair_to_secret_data,
+            kubeconfig_secret_data,
+            new_certificate_authority,
+            new_service_account_key,
+        )
+
+        public, private = new_service_account_key("ecdsa-p256")
+        proxy = new_certificate_authority("front-proxy-ca", algorithm="ecdsa-p256")
+        self.secret_data = {
+            "ca": {
+                "tls.crt": (self.pki_dir / "ca.crt").read_bytes(),
+                "tls.key": (self.pki_dir / "ca.key").read_bytes(),
+            },
+            "etcd": key_pair_to_secret_data(etcd_ca),
+            "sa": {"tls.crt": public, "tls.key": private},
+            "proxy": key_pair_to_secret_data(proxy),
+            "kubeconfig": kubeconfig_secret_data(self.kubeconfig),
+        }
+        self._create_node()
+        self._create_pods()
+
+    def _create(self, resource: Any, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
+        from kcp.controlplane.client import ApiError
+
+        try:
+            created: dict[str, Any] = self.kube.create(resource, namespace, obj)
+            return created
+        except ApiError as error:
+            if error.status != 409:
+                raise
+            found: dict[str, Any] = self.kube.get(resource, namespace, obj["metadata"]["name"])
+            return found
+
+    def _create_node(self) -> None:
+        self._create(
+            groups.NODE,
+            None,
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name}},
+        )
+        self.kube.merge_patch(
+            groups.NODE,
+            None,
+            self.node_name,
+            {
+                "status": {
+                    "conditions": [
+                        {**_condition("Ready"), "lastHeartbeatTime": _now(), "reason": "Ready"}
+                    ],
+                    "addresses": [{"type": "InternalIP", "address": self.node_address}],
+                }
+            },
+            subresource="status",
+        )
+
+    def _create_pods(self) -> None:
+        from kcp.controlplane.client import ApiError
+
+        with contextlib.suppress(ApiError):  # the admission plugin wants the namespace's SA
+            self.kube.create(
+                groups.Resource("", "v1", "ServiceAccount", "serviceaccounts"),
+                KUBE_SYSTEM,
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
+            )
+        for component in COMPONENTS:
+            name = f"{component}-{self.node_name}"
+            annotations = (
+                {ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION: self.etcd_client_url}
+                if component == "etcd"
+                else {}
+            )
+            self._create(
+                groups.POD,
+                KUBE_SYSTEM,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": name,
+                        "labels": {"tier": "control-plane", "component": component},
+                        "annotations": annotations,
+                    },
+                    "spec": {
+                        "nodeName": self.node_name,
+                        "automountServiceAccountToken": False,
+                        "containers": [{"name": component, "image": PAUSE_IMAGE}],
+                    },
+                },
+            )
+            self.kube.merge_patch(
+                groups.POD,
+                KUBE_SYSTEM,
+                name,
+                {
+                    "status": {
+                        "phase": "Running",
+                        "conditions": [
+                            {"type": t, "status": "True", "lastTransitionTime": _now()}
+                            for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                        ],
+                    }
+                },
+                subresource="status",
+            )
+
+    # -- per cluster -------------------------------------------------------------------
+
+    def cluster_patch(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(spec additions, status) that make a Cluster provisioned with an endpoint."""
+        spec = {"controlPlaneEndpoint": {"host": self.server_host, "port": self.server_port}}
+        status = {"initialization": {"infrastructureProvisioned": True}}
+        return spec, status
+
+    def machine(self, cluster: str, kcp: dict[str, Any], version: str) -> dict[str, Any]:
+        """The cluster's one control-plane Machine, controlled by its KubeadmControlPlane."""
+        metadata = kcp["metadata"]
+        return {
+            "apiVersion": groups.MACHINE.api_version,
+            "kind": "Machine",
+            "metadata": {
+                "name": f"{cluster}-cp-0",
+                "labels": {
+                    labels.CLUSTER_NAME_LABEL: cluster,
+                    labels.MACHINE_CONTROL_PLANE_LABEL: "",
+                    labels.MACHINE_CONTROL_PLANE_NAME_LABEL: metadata["name"],
+                },
+                "ownerReferences": [
+                    {
+                        "apiVersion": kcp["apiVersion"],
+                        "kind": kcp["kind"],
+                        "name": metadata["name"],
+                        "uid": metadata["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": {
+                "clusterName": cluster,
+                "version": version,
+                "bootstrap": {"dataSecretName": f"{cluster}-cp-0-bootstrap"},
+                "infrastructureRef": {
+                    "apiGroup": groups.INFRASTRUCTURE_GROUP,
+                    "kind": "LocalMachine",
+                    "name": f"{cluster}-cp-0",
+                },
+            },
+        }
+
+    def machine_status(self) -> dict[str, Any]:
+        return {
+            "nodeRef": {"name": self.node_name},
+            "addresses": [{"type": "InternalIP", "address": self.node_address}],
+            "phase": "Running",
+            "initialization": {
+                "infrastructureProvisioned": True,
+                "bootstrapDataSecretCreated": True,
+            },
+        }
