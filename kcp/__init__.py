@@ -12,4 +12,9 @@ os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 # them into typed errors with a clear message, so the raw lines are only noise.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+# gRPC's fork support installs at-fork handlers that misbehave when a threaded
+# process forks children (the simulator and tests start etcd and kube-apiserver
+# processes while gRPC channels are open); kcp never uses gRPC across a fork.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 __version__ = "0.1.0"

@@ -11,11 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-
-# gRPC's fork handlers (on by default) crash children forked while channels are live and
-# break the parent's pollers; `kcp run` forks py-spy for the profiler. Set before grpc
-# is first imported (this module is imported before anything that imports it).
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 from typing import Any
 
 from kcp.runtime.options import add_manager_arguments, options_from_args, parse_duration

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -71,14 +71,13 @@ class ManagedProcess:
         self._log = self.log_path.open("ab")
         env = {**os.environ, **self.env} if self.env is not None else None
         self._popen = subprocess.Popen(
-            self.argv,
+            [*_DIE_WITH_PARENT, *self.argv],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=self.cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - async-signal-safe: one prctl call
         )
         with _live_lock:
             _live.add(self)
@@ -122,17 +121,13 @@ class ManagedProcess:
             self._log = None
 
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if our parent dies without cleaning up (e.g. SIGKILL).
-
-    Linux ties this to the thread that forked, so children must be started from
-    threads that live as long as the process (the main thread or long-lived workers).
-    """
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# The child gets SIGTERM if we die without cleaning up (e.g. SIGKILL). util-linux's
+# setpriv sets that in the child before exec; doing it ourselves would need a
+# `preexec_fn`, which runs Python (and gRPC's fork handlers) between fork and exec
+# in a threaded process, and crashed children when gRPC was active. Linux ties
+# the signal to the thread that forked, so start children from long-lived threads.
+_SETPRIV = shutil.which("setpriv")
+_DIE_WITH_PARENT: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "TERM", "--") if _SETPRIV else ()
 
 
 def stop_all() -> None:

@@ -8,14 +8,6 @@ upgrades, and both clusters are deleted. Every wait is bounded.
 
 from __future__ import annotations
 
-import os
-
-# The simulator forks etcd and kube-apiserver from this process while the tracker's gRPC
-# channels are live. gRPC's fork handlers (on by default) then crash the children before
-# they exec (SIGSEGV/SIGABRT, empty logs) and break the parent's own pollers. Must be set
-# before grpc is first imported; see the report for the package-wide fix in kcp/__init__.py.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
-
 import contextlib
 import threading
 import time

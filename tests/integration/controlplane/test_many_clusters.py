@@ -9,10 +9,6 @@ cost Cluster API a key per reconcile.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # see test_controlplane.py
-
 import time
 from typing import Any
 
