@@ -4,12 +4,16 @@ A check re-reads the cluster's ``-etcd`` and ``-kubeconfig`` Secrets when they
 are due (or an event said they changed), makes sure the cluster has a key and a
 workload client, probes its API server and etcd, and records the verdict:
 ``connected`` once every probe made succeeds; ``down`` after
-``failure_threshold`` failed checks in a row, or at once on a 401. Going down
+``failure_threshold`` failed checks in a row of a cluster that has connected
+before, or at once on a 401. A cluster that never connected stays
+``connecting`` however often it fails (its load balancer may have no backends
+yet) and is checked again after a growing ``connecting_backoff``. Going down
 drops the cluster's clients and channels but keeps its key and certificate.
 """
 
 from __future__ import annotations
 
+import math
 import ssl
 import time
 from datetime import UTC, datetime
@@ -51,16 +55,19 @@ class Checker:
         self._credentials = credentials
         self.metrics = metrics
 
-    def check(self, entry: ClusterEntry) -> None:
-        """Connect or probe one cluster (see the module docstring)."""
+    def check(self, entry: ClusterEntry) -> float | None:
+        """Connect or probe one cluster (see the module docstring).
+
+        Returns the seconds until the next check while a never-connected cluster backs
+        off, else None (the regular ``probe_interval``)."""
         if entry.evicted:
-            return
+            return None
         self.refresh_secrets(entry)
         with entry.lock:
             ca = entry.etcd_ca
         private_key = self._credentials.ensure_key(entry) if ca is not None else None
         if entry.evicted:
-            return
+            return None
         workload = self.ensure_workload(entry)
         timeout = self.options.probe_timeout
         api = probe_api_server(workload, timeout) if workload is not None else None
@@ -77,7 +84,12 @@ class Checker:
                 etcd = probe_etcd(
                     endpoints, issued.tls, self._credentials.pool, timeout, prefer=prefer
                 )
-        self.record(entry, api, etcd)
+        return self.record(entry, api, etcd)
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after a never-connected cluster's ``failures``-th failed check."""
+        delay = self.options.connecting_backoff * 2.0 ** min(max(failures - 1, 0), 30)
+        return min(delay, self.options.connecting_backoff_max)
 
     def _read(self, entry: ClusterEntry, name: str) -> tuple[bool, SecretData | None]:
         try:
@@ -194,13 +206,15 @@ class Checker:
 
     def record(
         self, entry: ClusterEntry, api: ProbeResult | None, etcd: ProbeResult | None
-    ) -> None:
+    ) -> float | None:
+        """Apply one check's results; returns the backoff delay as ``check`` does."""
         results = [r for r in (api, etcd) if r is not None]
         for result in results:
             self.metrics.health_check(result.target, result.result)
+        delay: float | None = None
         with entry.lock:
             if entry.evicted:
-                return
+                return None
             previous = entry.state
             if results:
                 entry.last_probe_time = datetime.now(UTC)
@@ -221,10 +235,16 @@ class Checker:
                 entry.failures = 0
                 entry.last_error = ""
                 entry.state = "connected"
+                entry.ever_connected = True
+                entry.retry_at = -math.inf
             else:
                 entry.failures += 1
                 entry.last_error = "; ".join(problems)
-                if entry.failures >= self.options.failure_threshold:
+                if not entry.ever_connected:
+                    if entry.state == "connecting":
+                        delay = self.backoff(entry.failures)
+                        entry.retry_at = time.monotonic() + delay
+                elif entry.failures >= self.options.failure_threshold:
                     entry.state = "down"
             state = entry.state
             dropped: WorkloadClient | None = None
@@ -239,7 +259,14 @@ class Checker:
                 # marking the entry evicted) cannot be overtaken by this update.
                 self.metrics.connection(entry.key, state == "connected")
         if state == previous:
-            return
+            if delay is not None:
+                entry.log.debug(
+                    "cluster not reachable yet; backing off",
+                    failures=entry.failures,
+                    retry_in=round(delay, 1),
+                    error=entry.last_error,
+                )
+            return delay
         if state == "connected":
             entry.log.info("cluster connected")
         elif state == "down":
@@ -253,3 +280,4 @@ class Checker:
             with entry.used_lock:
                 endpoints |= entry.used_endpoints
             self._credentials.discard_channels(endpoints, generations)
+        return delay

@@ -48,6 +48,10 @@ class ClusterEntry:
         self.etcd_ok: bool | None = None
         self.last_error = ""
         self.failures = 0
+        self.ever_connected = False
+        """Whether a check ever succeeded: only then do failures count towards "down"."""
+        self.retry_at = -math.inf
+        """Monotonic time of the next check while a never-connected cluster backs off."""
         self.last_probe_time: datetime | None = None
         self.last_kick = -math.inf
         self.etcd_answered_by = ""

@@ -61,8 +61,19 @@ class TrackerOptions:
     dial and ``Status`` call."""
 
     failure_threshold: int = 5
-    """Consecutive failed health checks after which a cluster is marked disconnected
-    (any 401 from its API server disconnects at once)."""
+    """Consecutive failed health checks after which a cluster that has connected before is
+    marked disconnected (any 401 from its API server disconnects at once). Failures before
+    a cluster's first successful check do not count: during first boot its endpoint's load
+    balancer has no backends yet, so it stays ``connecting`` (lookups raise
+    ``NotConnected(reason="connecting")``) and is retried with ``connecting_backoff``."""
+
+    connecting_backoff: float = 2.0
+    """Seconds before re-checking a cluster that has never connected after its first failed
+    check; doubled after each further failure up to ``connecting_backoff_max``, so clusters
+    still booting do not take the probe workers from the others."""
+
+    connecting_backoff_max: float = 10.0
+    """Longest wait between checks of a cluster that has never connected."""
 
     probe_workers: int = 8
     """Threads shared by all clusters (never one per cluster) that connect clusters (read
@@ -81,7 +92,9 @@ class TrackerOptions:
     without its own ``_request_timeout``; without it a dead TCP stream hangs forever."""
 
     connecting_retry_after: float = 1.0
-    """``NotConnected.retry_after`` while a cluster is being connected."""
+    """``NotConnected.retry_after`` while a cluster is being connected, and the least a
+    lookup waits for before asking for another check. While a never-connected cluster
+    backs off, ``retry_after`` is the time until its next check (at least this)."""
 
     etcd_dial_timeout: float = 10.0
     """Seconds a reconciler's etcd call waits for a connection
@@ -105,13 +118,20 @@ class TrackerOptions:
             problems.append("certificate_validity must be positive")
         if not 0.0 < self.renew_fraction < 1.0:
             problems.append(f"renew_fraction must be in (0, 1), got {self.renew_fraction}")
-        for name in ("probe_timeout", "secret_read_timeout", "api_timeout"):
+        for name in (
+            "probe_timeout",
+            "secret_read_timeout",
+            "api_timeout",
+            "connecting_backoff",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
         if self.probe_interval is not None and self.probe_interval <= 0:
             problems.append("probe_interval must be positive (or None to turn probes off)")
         if self.key_ttl is not None and self.key_ttl <= 0:
             problems.append("key_ttl must be positive (or None to keep keys until eviction)")
+        if self.connecting_backoff_max < self.connecting_backoff:
+            problems.append("connecting_backoff_max must be at least connecting_backoff")
         if self.failure_threshold < 1:
             problems.append("failure_threshold must be at least 1")
         if self.probe_workers < 1:

@@ -34,13 +34,15 @@ _log = structlog.get_logger("kcp.tracker")
 class ProbeScheduler(Generic[K]):
     """Runs ``check(key)`` for every scheduled key, again every ``interval`` seconds.
 
-    ``interval=None`` runs a key only when ``schedule`` is called for it.
+    ``interval=None`` runs a key only when ``schedule`` is called for it. A check that
+    returns a number of seconds is run again that long after it finished instead (a
+    backoff, applied even without an interval); one that returns None follows the interval.
     ``housekeeping()`` runs on the scheduler thread about once a second.
     """
 
     def __init__(
         self,
-        check: Callable[[K], None],
+        check: Callable[[K], float | None],
         *,
         interval: float | None,
         workers: int,
@@ -156,8 +158,9 @@ class ProbeScheduler(Generic[K]):
 
     def _run(self, key: K) -> None:
         started = time.monotonic()
+        delay: float | None = None
         try:
-            self._check(key)
+            delay = self._check(key)
         except Exception:
             _log.exception("tracker check failed", cluster=str(key))
         finally:
@@ -167,6 +170,8 @@ class ProbeScheduler(Generic[K]):
                     if key in self._again:
                         self._again.discard(key)
                         self._push(key, time.monotonic())
+                    elif delay is not None:
+                        self._push(key, time.monotonic() + delay)
                     else:
                         interval = self._next_interval()
                         if interval is not None:

@@ -340,13 +340,17 @@ class Tracker:
             entry.endpoints = wanted
             connecting = entry.state == "connecting"
         if connecting:
-            self._kick(entry)
+            self._kick(entry, backing_off_too=True)
 
-    def _kick(self, entry: ClusterEntry) -> None:
-        """Ask for a check soon, at most once per ``connecting_retry_after``."""
+    def _kick(self, entry: ClusterEntry, *, backing_off_too: bool = False) -> None:
+        """Ask for a check soon, at most once per ``connecting_retry_after``, and not
+        while a never-connected cluster backs off (unless ``backing_off_too``: new
+        endpoints are worth a check at once)."""
         now = time.monotonic()
         with entry.lock:
             if now - entry.last_kick < self.options.connecting_retry_after:
+                return
+            if now < entry.retry_at and not backing_off_too:
                 return
             entry.last_kick = now
         if not self._scheduler.is_pending(entry.key):
@@ -355,11 +359,12 @@ class Tracker:
     def _connecting(self, entry: ClusterEntry) -> NotConnected:
         with entry.lock:
             detail = entry.last_error or entry.read_error
+            retry_at = entry.retry_at
         suffix = f" (last problem: {detail})" if detail else ""
         return NotConnected(
             f"cluster {entry.key} is being connected{suffix}",
             reason="connecting",
-            retry_after=self.options.connecting_retry_after,
+            retry_after=max(self.options.connecting_retry_after, retry_at - time.monotonic()),
         )
 
     def _down(self, entry: ClusterEntry) -> NotConnected:
@@ -374,8 +379,7 @@ class Tracker:
 
     # -- the worker side -------------------------------------------------------------------
 
-    def _check(self, key: ClusterKey) -> None:
+    def _check(self, key: ClusterKey) -> float | None:
         with self._lock:
             entry = self._entries.get(key)
-        if entry is not None:
-            self._checker.check(entry)
+        return self._checker.check(entry) if entry is not None else None

@@ -50,9 +50,10 @@ def silent_server() -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def https_server(ca: KeyPair, status: int = 200) -> Iterator[str]:
+def https_server(ca: KeyPair, status: int = 200, *, port: int = 0) -> Iterator[str]:
     """An HTTPS server (certificate for 127.0.0.1 signed by ``ca``) that requires a client
-    certificate signed by ``ca`` and answers every GET with ``status``; yields its URL."""
+    certificate signed by ``ca`` and answers every GET with ``status``; yields its URL.
+    ``port`` 0 picks a free one."""
     server_pair = certs.issue_certificate(
         ca,
         common_name="test-apiserver",
@@ -76,7 +77,7 @@ def https_server(ca: KeyPair, status: int = 200) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

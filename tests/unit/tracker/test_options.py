@@ -18,6 +18,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert options.probe_interval == 10.0
     assert options.probe_timeout == 5.0
     assert options.failure_threshold == 5
+    assert (options.connecting_backoff, options.connecting_backoff_max) == (2.0, 10.0)
     assert 4 <= options.probe_workers <= 8
     assert options.client_common_name == CAPI_ETCD_CLIENT_COMMON_NAME == "cluster-api.x-k8s.io"
     assert (options.etcd_dial_timeout, options.etcd_call_timeout) == (10.0, 15.0)
@@ -40,6 +41,8 @@ def test_cache_sizes_follow_capacity_unless_given() -> None:
         ({"failure_threshold": 0}, "failure_threshold"),
         ({"probe_workers": 0}, "probe_workers"),
         ({"key_ttl": 0.0}, "key_ttl"),
+        ({"connecting_backoff": 0.0}, "connecting_backoff"),
+        ({"connecting_backoff": 5.0, "connecting_backoff_max": 1.0}, "connecting_backoff_max"),
     ],
 )
 def test_invalid_options_are_refused_with_the_field_named(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -130,5 +131,40 @@ def test_housekeeping_runs_about_once_a_second() -> None:
     )
     try:
         wait_for(lambda: len(calls) >= 2, timeout=4.0)
+    finally:
+        scheduler.stop()
+
+
+def test_a_check_returning_a_delay_is_run_again_after_it_not_the_interval() -> None:
+    runs: list[float] = []
+
+    def backing_off(key: str) -> float | None:
+        runs.append(time.monotonic())
+        return 0.3 if len(runs) < 3 else None
+
+    scheduler = ProbeScheduler(backing_off, interval=0.02, workers=1)
+    try:
+        scheduler.schedule("a")
+        wait_for(lambda: len(runs) >= 5)
+    finally:
+        scheduler.stop()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(runs)]
+    assert gaps[0] >= 0.3 and gaps[1] >= 0.3  # backed off
+    assert gaps[2] < 0.2 and gaps[3] < 0.2  # back to the interval
+
+
+def test_a_delay_reschedules_a_key_even_without_an_interval() -> None:
+    runs: list[float] = []
+
+    def backing_off(key: str) -> float | None:
+        runs.append(time.monotonic())
+        return 0.05 if len(runs) < 3 else None
+
+    scheduler = ProbeScheduler(backing_off, interval=None, workers=1)
+    try:
+        scheduler.schedule("a")
+        wait_for(lambda: len(runs) == 3)
+        time.sleep(0.2)
+        assert len(runs) == 3
     finally:
         scheduler.stop()

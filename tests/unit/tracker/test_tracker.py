@@ -23,6 +23,7 @@ from kcp.tracker import (
     Tracker,
     TrackerOptions,
 )
+from tests.unit.tracker.servers import https_server
 
 KEY = ClusterKey("ns", "c1", "uid-1")
 
@@ -45,6 +46,27 @@ def refused_endpoint() -> str:
 @pytest.fixture(scope="module")
 def etcd_ca() -> certs.KeyPair:
     return certs.new_certificate_authority("etcd-ca", algorithm="ecdsa-p256")
+
+
+@pytest.fixture(scope="module")
+def api_ca() -> certs.KeyPair:
+    return certs.new_certificate_authority("kubernetes", algorithm="ecdsa-p256")
+
+
+def kubeconfig_bytes(ca: certs.KeyPair, server: str) -> bytes:
+    admin = certs.issue_certificate(
+        ca,
+        common_name="kubernetes-admin",
+        organizations=("system:masters",),
+        algorithm="ecdsa-p256",
+    )
+    return certs.build_kubeconfig(
+        cluster_name="c1",
+        server=server,
+        ca_pem=ca.cert_pem,
+        client_cert_pem=admin.cert_pem,
+        client_key_pem=admin.key_pem,
+    )
 
 
 @pytest.fixture
@@ -168,29 +190,110 @@ def test_a_missing_kubeconfig_secret_is_a_secret_error_for_the_workload_client(
         tracker.workload_client(KEY)
 
 
-def test_five_failed_checks_mark_the_cluster_down_and_the_key_is_kept(
-    make_tracker: Callable[..., Tracker], registry: CollectorRegistry
+def test_five_failed_checks_mark_a_connected_cluster_down_and_the_key_is_kept(
+    make_tracker: Callable[..., Tracker],
+    registry: CollectorRegistry,
+    secrets: InMemorySecrets,
+    api_ca: certs.KeyPair,
 ) -> None:
     tracker = make_tracker()
-    tracker.track(KEY, etcd_endpoints=[refused_endpoint()])
+    with https_server(api_ca) as url:
+        secrets.put("ns", "c1-kubeconfig", {"value": kubeconfig_bytes(api_ca, url)})
+        tracker.track(KEY)
+        wait_for(lambda: (tracker.health(KEY) or _nothing).state == "connected")
+        tracker.workload_client(KEY)
+    # The API server is gone: connections are refused from now on.
     wait_for(lambda: (tracker.health(KEY) or _nothing).state == "down")
     health = tracker.health(KEY)
     assert health is not None
     assert not health.connected
-    assert health.etcd_ok is False
-    assert health.consecutive_failures >= 5
+    assert health.api_server_ok is False
+    assert health.consecutive_failures == 5
     assert health.last_probe_time is not None
-    assert "unreachable" in health.last_error or "refused" in health.last_error.lower()
+    assert any(
+        words in health.last_error for words in ("unreachable", "refused", "did not answer")
+    ), health.last_error
     with pytest.raises(NotConnected) as caught:
-        tracker.etcd_access(KEY, [refused_endpoint()])
+        tracker.workload_client(KEY)
     assert caught.value.reason == "down"
     assert "failed health check" in str(caught.value)
     assert tracker.stats().keys_generated == 1
     assert tracker._keys.peek(KEY) is not None
     assert sample(registry, "kcp_tracker_connection_up", namespace="ns", name="c1") == 0
-    assert (
-        sample(registry, "kcp_tracker_health_checks_total", target="etcd", result="failure") or 0
-    ) >= 5
+    failed = sum(
+        sample(registry, "kcp_tracker_health_checks_total", target="api_server", result=result) or 0
+        for result in ("failure", "timeout")
+    )
+    assert failed >= 5
+
+
+def test_failures_before_the_first_connection_keep_the_cluster_connecting(
+    make_tracker: Callable[..., Tracker], secrets: InMemorySecrets, api_ca: certs.KeyPair
+) -> None:
+    # First boot: the control-plane endpoint refuses connections until its server is up.
+    endpoint = refused_endpoint()
+    port = int(endpoint.rsplit(":", 1)[1])
+    secrets.put("ns", "c1-kubeconfig", {"value": kubeconfig_bytes(api_ca, f"https://{endpoint}")})
+    tracker = make_tracker(connecting_backoff=0.01, connecting_backoff_max=0.05)
+    tracker.track(KEY)
+    wait_for(lambda: (tracker.health(KEY) or _nothing).consecutive_failures >= 10)
+    health = tracker.health(KEY)
+    assert health is not None and health.state == "connecting" and not health.connected
+    with pytest.raises(NotConnected) as caught:
+        tracker.workload_client(KEY)
+    assert caught.value.reason == "connecting"
+    assert caught.value.retry_after <= 0.05 + 0.01
+    assert f"workload API server https://{endpoint}" in str(caught.value)  # the last problem
+
+    with https_server(api_ca, port=port):
+        wait_for(lambda: (tracker.health(KEY) or _nothing).state == "connected")
+        assert tracker.workload_client(KEY) is not None
+        health = tracker.health(KEY)
+        assert health is not None and health.consecutive_failures == 0
+    # Connected once: from now on five failures in a row mean down.
+    wait_for(lambda: (tracker.health(KEY) or _nothing).state == "down")
+    assert (tracker.health(KEY) or _nothing).consecutive_failures == 5
+
+
+def test_a_cluster_that_never_connected_is_checked_with_backoff(
+    make_tracker: Callable[..., Tracker], secrets: InMemorySecrets
+) -> None:
+    tracker = make_tracker()  # probes every 0.05 s, lookups may ask every 0.05 s
+    endpoint = refused_endpoint()
+    tracker.track(KEY, etcd_endpoints=[endpoint])
+    wait_for(lambda: (tracker.health(KEY) or _nothing).consecutive_failures >= 1)
+    started = time.monotonic()
+    retry_afters = []
+    while time.monotonic() - started < 1.5:  # a reconciler asking again and again
+        with pytest.raises(NotConnected) as caught:
+            tracker.etcd_access(KEY, [endpoint])
+        retry_afters.append(caught.value.retry_after)
+        time.sleep(0.02)
+    health = tracker.health(KEY)
+    assert health is not None and health.state == "connecting"
+    # The first retry waits 2 s (connecting_backoff): no further check in 1.5 s.
+    assert health.consecutive_failures == 1
+    assert tracker.stats().health_checks.get("etcd/failure") == 1
+    assert 1.0 < retry_afters[0] <= 2.0  # the reconciler comes back when the check is due
+    assert retry_afters == sorted(retry_afters, reverse=True)
+    assert retry_afters[-1] < retry_afters[0] - 1.0
+
+
+def test_a_401_disconnects_a_cluster_that_never_connected_at_once(
+    make_tracker: Callable[..., Tracker], secrets: InMemorySecrets, api_ca: certs.KeyPair
+) -> None:
+    tracker = make_tracker(probe_interval=5.0)
+    with https_server(api_ca, status=401) as url:
+        secrets.put("ns", "c1-kubeconfig", {"value": kubeconfig_bytes(api_ca, url)})
+        tracker.track(KEY)
+        wait_for(lambda: (tracker.health(KEY) or _nothing).state == "down")
+    health = tracker.health(KEY)
+    assert health is not None
+    assert health.consecutive_failures == 1
+    assert "401" in health.last_error
+    with pytest.raises(NotConnected) as caught:
+        tracker.workload_client(KEY)
+    assert caught.value.reason == "down"
 
 
 def test_evict_drops_key_certificates_probes_and_metric_series(
