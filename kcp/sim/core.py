@@ -2,8 +2,8 @@
 
 In a real management cluster Cluster API's own controllers do this; the
 simulator never runs there. Cluster: owner references on its LocalCluster and
-control plane, the endpoint copied from the LocalCluster, and
-`status.initialization` (`infrastructureProvisioned`, then
+control plane, the endpoint and `status.failureDomains` copied from the
+LocalCluster, and `status.initialization` (`infrastructureProvisioned`, then
 `controlPlaneInitialized` once the control plane says so or an API server of
 the cluster first answered). Machine: bootstrap data, provider ID, addresses,
 node reference, conditions (readiness gates included) and phase from its
@@ -30,7 +30,7 @@ from kcp.sim.objects import (
 from kcp.sim.state import MACHINE_FINALIZER, SimState
 from kcp.sim.workload import Kubelet
 
-__all__ = ["ClusterReconciler", "MachineReconciler", "machine_phase"]
+__all__ = ["ClusterReconciler", "MachineReconciler", "failure_domains", "machine_phase"]
 
 _log = get_logger("kcp.sim")
 WAIT = 2.0
@@ -110,12 +110,18 @@ class ClusterReconciler:
             or dig(control_plane, "status", "initialization", "controlPlaneInitialized") is True
             or (sim is not None and sim.initialized)
         )
-        self._status(cluster, provisioned, initialized)
+        self._status(cluster, provisioned, initialized, failure_domains(infra))
         if not initialized:
             return Result(requeue_after=WAIT)
         return Result()
 
-    def _status(self, cluster: dict[str, Any], provisioned: bool, initialized: bool) -> None:
+    def _status(
+        self,
+        cluster: dict[str, Any],
+        provisioned: bool,
+        initialized: bool,
+        domains: list[dict[str, Any]] | None,
+    ) -> None:
         wanted = [
             (
                 cond.INFRASTRUCTURE_READY,
@@ -137,24 +143,46 @@ class ClusterReconciler:
             "controlPlaneInitialized": initialized,
         }
         current = dig(cluster, "status") or {}
+        status: dict[str, Any] = {
+            "initialization": initialization,
+            "phase": phase,
+            "conditions": conditions,
+        }
+        if domains is not None:
+            # Left out when the LocalCluster lists none: server-side apply then drops it.
+            status["failureDomains"] = domains
         if (
             changed
             or current.get("phase") != phase
             or current.get("initialization") != initialization
+            or current.get("failureDomains") != domains
         ):
             self.state.kube.apply(
                 groups.CLUSTER,
                 str(meta(cluster)["namespace"]),
                 str(meta(cluster)["name"]),
-                {
-                    "status": {
-                        "initialization": initialization,
-                        "phase": phase,
-                        "conditions": conditions,
-                    }
-                },
+                {"status": status},
                 subresource="status",
             )
+
+
+def failure_domains(infra: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The LocalCluster's `status.failureDomains` as Cluster API core copies them to the
+    Cluster (v1beta2: a list of `{name, controlPlane, attributes}`); None if it has none."""
+    value = dig(infra, "status", "failureDomains")
+    if not isinstance(value, list):
+        return None
+    domains = []
+    for entry in value:
+        if not isinstance(entry, dict) or not entry.get("name"):
+            continue
+        domain: dict[str, Any] = {"name": str(entry["name"])}
+        if isinstance(entry.get("controlPlane"), bool):
+            domain["controlPlane"] = entry["controlPlane"]
+        if isinstance(entry.get("attributes"), dict) and entry["attributes"]:
+            domain["attributes"] = {str(k): str(v) for k, v in entry["attributes"].items()}
+        domains.append(domain)
+    return domains or None
 
 
 def machine_phase(

@@ -287,10 +287,12 @@ def test_cluster_api_samples_become_available(env: Env) -> None:
         assert _condition(ha, kind).get("status") == c.FALSE, kind
     machines = _machines(env, HA)
     cluster = env.kube.get(groups.CLUSTER, env.namespace, HA) or {}
-    if (cluster.get("status") or {}).get("failureDomains"):
-        # Spread over the Cluster's failure domains (Cluster API core copies them from the
-        # LocalCluster's status).
-        assert {m["spec"].get("failureDomain") for m in machines} == {"fd1", "fd2", "fd3"}
+    # Cluster API core (here the simulator) copies the LocalCluster's failure domains to the
+    # Cluster; kcp puts each of the three Machines in a different one.
+    assert [fd["name"] for fd in cluster["status"]["failureDomains"]] == ["fd1", "fd2", "fd3"]
+    placed = sorted(m["spec"].get("failureDomain") or "" for m in machines)
+    assert placed == ["fd1", "fd2", "fd3"], placed
+    assert all(m["status"].get("failureDomain") == m["spec"]["failureDomain"] for m in machines)
     for machine in machines:
         assert machine["metadata"]["labels"]["environment"] == "demo"  # from machineTemplate
         kinds = {x["type"]: x["status"] for x in machine["status"]["conditions"]}

@@ -154,6 +154,33 @@ def test_cluster_api_objects_reflect_the_machines(cluster: SimCluster) -> None:
     assert [r["name"] for r in kcp["metadata"]["ownerReferences"]] == [cluster.name]
 
 
+def test_the_local_cluster_failure_domains_reach_the_cluster_status(cluster: SimCluster) -> None:
+    kube = cluster.kube
+    domains = [
+        {"name": "fd1", "controlPlane": True, "attributes": {"zone": "a"}},
+        {"name": "fd2", "controlPlane": True},
+        {"name": "workers", "controlPlane": False},
+    ]
+
+    def cluster_failure_domains() -> Any:
+        found = kube.get(groups.CLUSTER, cluster.namespace, cluster.name)
+        return ((found or {}).get("status") or {}).get("failureDomains")
+
+    assert cluster_failure_domains() is None  # the LocalCluster lists none
+    patch = {"spec": {"failureDomains": domains}}
+    kube.merge_patch(groups.LOCAL_CLUSTER, cluster.namespace, cluster.name, patch)
+    try:
+        # As Cluster API core does: LocalCluster spec -> its status -> the Cluster's status.
+        copied = wait_for("the Cluster's failure domains", cluster_failure_domains, timeout=20)
+        assert copied == domains
+        local = kube.get(groups.LOCAL_CLUSTER, cluster.namespace, cluster.name)
+        assert local is not None and local["status"]["failureDomains"] == domains
+    finally:
+        patch = {"spec": {"failureDomains": None}}
+        kube.merge_patch(groups.LOCAL_CLUSTER, cluster.namespace, cluster.name, patch)
+    wait_for("the failure domains to go", lambda: cluster_failure_domains() is None, timeout=20)
+
+
 def test_killed_etcd_member_is_unreachable_until_restored(cluster: SimCluster) -> None:
     victim = cluster.machines[1]
     endpoint = cluster.etcd_endpoint(victim)
