@@ -6,10 +6,17 @@
 thread's stack, from `py-spy dump` or, when py-spy cannot attach, from
 `sys._current_frames()`. py-spy needs ptrace on this process; when it is denied
 the answer is a 503 that says how to allow it, not a traceback.
+
+When the server starts it declares, with `prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY)`,
+that any process of our own user may trace us: under Yama's usual
+`kernel.yama.ptrace_scope=1` a process may otherwise only trace its descendants
+(or hold CAP_SYS_PTRACE), and py-spy is our child, not our parent. So a non-root
+manager can profile itself without root.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -45,11 +52,56 @@ _FORMATS: Mapping[str, tuple[str, str]] = {
     "raw": ("raw", "text/plain; charset=utf-8"),
 }
 
+PR_SET_PTRACER = 0x59616D61
+"""`prctl` option of Yama (the bytes "Yama"): who besides our ancestors may ptrace us."""
+
+PR_SET_PTRACER_ANY = ctypes.c_ulong(-1).value
+"""`PR_SET_PTRACER` argument meaning "any process" (still only of our user, unless it
+has CAP_SYS_PTRACE)."""
+
 _log = get_logger("kcp.runtime.profiler")
 
 
 class ProfilingUnavailable(Exception):
     """py-spy is missing or may not attach; the message says what to do."""
+
+
+def _prctl(option: int, arg2: int) -> tuple[int, int]:
+    """`prctl(option, arg2, 0, 0, 0)` through libc: (result, errno)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    call = libc.prctl
+    call.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+    call.restype = ctypes.c_int
+    result = int(call(option, arg2, 0, 0, 0))
+    return result, ctypes.get_errno() if result != 0 else 0
+
+
+def allow_same_user_tracers() -> bool:
+    """Let any process of this user ptrace us (Yama's `PR_SET_PTRACER_ANY`), so that
+    a py-spy child may attach under `ptrace_scope=1` without CAP_SYS_PTRACE.
+
+    Linux only; True when the kernel accepted it. Failure is harmless and only logged
+    at debug level: without Yama the call fails (EINVAL) and nothing needs allowing."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        result, errno = _prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY)
+    except (OSError, AttributeError) as exc:  # no libc / no prctl symbol
+        _log.debug("Could not call prctl(PR_SET_PTRACER)", error=str(exc))
+        return False
+    if result != 0:
+        _log.debug("prctl(PR_SET_PTRACER, ANY) refused", error=os.strerror(errno))
+        return False
+    _log.debug("Processes of this user may ptrace this one (PR_SET_PTRACER_ANY)")
+    return True
+
+
+class ProfilerServer(OpsServer):
+    """The profiler's ops server: allows same-user tracers when it starts."""
+
+    def start(self) -> OpsServer:
+        allow_same_user_tracers()
+        return super().start()
 
 
 def find_py_spy() -> str | None:
@@ -188,7 +240,7 @@ def profiler_server(address: str) -> OpsServer | None:
     """The `--profiler-address` server (not started), or None when disabled ("" or "0")."""
     if parse_address(address) is None:
         return None
-    return OpsServer(
+    return ProfilerServer(
         address,
         {
             "/debug/pprof/": _index_route,

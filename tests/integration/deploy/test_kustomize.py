@@ -171,6 +171,12 @@ def test_debug_overlay_adds_profiling_and_nothing_else(
     assert _named_port(container, "profiler") == 6060
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # Still the non-root user: the profiler lets same-user py-spy attach (PR_SET_PTRACER).
+    pod = find(debug, "Deployment", MANAGER)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert "runAsUser" not in container["securityContext"]
     namespace = find(debug, "Namespace")["metadata"]["labels"]
     assert namespace["pod-security.kubernetes.io/enforce"] == "privileged"
     assert (
@@ -183,15 +189,10 @@ def test_debug_overlay_adds_profiling_and_nothing_else(
     find(undone, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = (
         "restricted"
     )
-    deployment = find(undone, "Deployment", MANAGER)
-    pod = deployment["spec"]["template"]["spec"]
-    pod["securityContext"]["runAsNonRoot"] = True
     manager = manager_container(undone)
     manager["args"].remove("--profiler-address=:6060")
     manager["ports"] = [p for p in manager["ports"] if p["name"] != "profiler"]
     del manager["securityContext"]["capabilities"]["add"]
-    del manager["securityContext"]["runAsUser"]
-    manager["securityContext"]["runAsNonRoot"] = True
     manager["resources"]["limits"]["memory"] = "512Mi"
     assert undone == default
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import threading
 import urllib.error
@@ -10,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from kcp.runtime import profiler
 from kcp.runtime.ops import OpsServer
@@ -132,3 +135,66 @@ def test_no_temporary_files_are_left(
     status, _, _ = get(server.url + "/debug/pprof/profile?seconds=1&format=raw")
     assert status in (200, 503)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def prctl_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    calls: list[tuple[int, int]] = []
+
+    def fake(option: int, arg2: int) -> tuple[int, int]:
+        calls.append((option, arg2))
+        return 0, 0
+
+    monkeypatch.setattr(profiler, "_prctl", fake)
+    return calls
+
+
+def test_starting_the_server_lets_processes_of_our_user_trace_us(
+    prctl_calls: list[tuple[int, int]],
+) -> None:
+    created = profiler_server("127.0.0.1:0")
+    assert created is not None
+    assert prctl_calls == []  # not before the server starts
+    created.start()
+    try:
+        # prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY): "Yama" and -1 as an unsigned long.
+        assert prctl_calls == [(0x59616D61, 2 ** (8 * ctypes.sizeof(ctypes.c_ulong)) - 1)]
+        status, body, _ = get(created.url + "/debug/pprof/")
+        assert status == 200 and b"/debug/pprof/profile" in body
+    finally:
+        created.stop()
+
+
+@pytest.mark.parametrize("outcome", ["refused", "no prctl"])
+def test_a_failed_prctl_is_logged_at_debug_and_the_server_serves_anyway(
+    monkeypatch: pytest.MonkeyPatch, outcome: str
+) -> None:
+    def fake(option: int, arg2: int) -> tuple[int, int]:
+        if outcome == "no prctl":
+            raise AttributeError("undefined symbol: prctl")
+        return -1, errno.EINVAL
+
+    monkeypatch.setattr(profiler, "_prctl", fake)
+    with structlog.testing.capture_logs() as logs:
+        assert profiler.allow_same_user_tracers() is False
+        created = profiler_server("127.0.0.1:0")
+        assert created is not None
+        created.start()
+    try:
+        status, _, _ = get(created.url + "/debug/pprof/")
+        assert status == 200
+    finally:
+        created.stop()
+    refusals = [entry for entry in logs if "PR_SET_PTRACER" in entry["event"]]
+    assert len(refusals) == 2
+    assert all(entry["log_level"] == "debug" for entry in refusals)
+
+
+def test_the_real_prctl_is_accepted_or_harmlessly_refused() -> None:
+    result, error = profiler._prctl(profiler.PR_SET_PTRACER, profiler.PR_SET_PTRACER_ANY)
+    # EINVAL where Yama is not built in: then nothing stops a same-user tracer anyway.
+    assert (result, error) in ((0, 0), (-1, errno.EINVAL))
+    assert profiler.allow_same_user_tracers() is (result == 0)
+    scope = Path("/proc/sys/kernel/yama/ptrace_scope")
+    if scope.exists() and scope.read_text().strip() == "1":
+        assert result == 0
