@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,8 +66,14 @@ def quiet_logging() -> None:
 
 
 @contextlib.contextmanager
-def management_cluster(progress: Progress) -> Iterator[BenchEnvironment]:
-    """Start a local kube-apiserver + etcd (WatchList on) for the benchmarks, then stop it."""
+def management_cluster(
+    progress: Progress, *, keep_logs: Path | None = None
+) -> Iterator[BenchEnvironment]:
+    """Start a local kube-apiserver + etcd (WatchList on) for the benchmarks, then stop it.
+
+    With `keep_logs`, every log file written under the work directory (the measured
+    controllers', the API server's) is copied there before the directory is removed.
+    """
     from kcp.testing.controlplane import ControlPlaneOptions, LocalControlPlane
 
     work_dir = Path(tempfile.mkdtemp(prefix="kcp-bench-"))
@@ -78,9 +85,17 @@ def management_cluster(progress: Progress) -> Iterator[BenchEnvironment]:
     finally:
         progress.step("stopping the management cluster")
         plane.stop()
-        import shutil
-
+        if keep_logs is not None:
+            _copy_logs(work_dir, keep_logs)
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _copy_logs(work_dir: Path, destination: Path) -> None:
+    for log in work_dir.rglob("*.log"):
+        target = destination / log.relative_to(work_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            shutil.copyfile(log, target)
 
 
 def child_env() -> dict[str, str]:

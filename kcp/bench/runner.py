@@ -4,7 +4,8 @@ A scenario is a `measure(env, progress) -> dict` and a `summary(dict) -> str`;
 `run_scenarios` runs the chosen ones in order against one local management
 cluster (started only if one of them needs it), prints every summary, writes
 the combined JSON (`{scenario name: result}` plus `environment`) and the plot.
-A failing scenario is recorded as `{"error": ...}`; the others still run.
+A failing scenario is recorded as `{"error": ...}`; the others still run. The
+logs of the processes measured are kept in `<json stem>.logs/` next to the JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -45,11 +47,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def _maybe_cluster(needed: bool, progress: Progress) -> Iterator[BenchEnvironment | None]:
+def _maybe_cluster(
+    needed: bool, progress: Progress, keep_logs: Path | None
+) -> Iterator[BenchEnvironment | None]:
     if not needed:
         yield None
         return
-    with management_cluster(progress) as env:
+    with management_cluster(progress, keep_logs=keep_logs) as env:
         yield env
 
 
@@ -69,7 +73,10 @@ def run_scenarios(args: argparse.Namespace, scenarios: Sequence[Scenario]) -> in
     failed = False
     started = time.monotonic()
     try:
-        with _maybe_cluster(any(s.needs_cluster for s in scenarios), progress) as env:
+        # Logs of the measured controllers go next to the JSON, to explain a figure later.
+        logs = args.json.with_name(f"{args.json.stem}.logs") if args.json is not None else None
+        needed = any(s.needs_cluster for s in scenarios)
+        with _maybe_cluster(needed, progress, logs) as env:
             for scenario in scenarios:
                 scenario_started = time.monotonic()
                 try:
@@ -85,6 +92,7 @@ def run_scenarios(args: argparse.Namespace, scenarios: Sequence[Scenario]) -> in
     finally:
         progress.close()
     results["environment"]["seconds"] = round(time.monotonic() - started, 1)
+    results["environment"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     for scenario in scenarios:
         result = results[scenario.name]
         print()

@@ -105,10 +105,12 @@ def _latencies_ms(seen: dict[str, float], sent: dict[str, float]) -> dict[str, A
     }
 
 
+RECONCILES = "controller_runtime_reconcile_total"
+
 _METRICS = {
     "keys_generated": "kcp_tracker_keys_generated_total",
     "certificates_issued": "kcp_tracker_certificates_issued_total",
-    "reconciles": "controller_runtime_reconcile_total",
+    "reconciles": RECONCILES,
     "reconcile_errors": "controller_runtime_reconcile_errors_total",
     "etcd_channels_opened": "kcp_bench_etcd_channels_opened",
     "etcd_channels_evicted": "kcp_bench_etcd_channels_evicted",
@@ -159,10 +161,13 @@ def _measure_point(
         time.sleep(2.0)  # the reconciles our own status writes trigger
         progress.step(f"scale {size}: steady state for {settings.steady_seconds:.0f}s")
         steady_from = time.monotonic()
+        reconciles_before = process.metrics().get(RECONCILES, 0.0)
         before, requests_before = sampler.now(), apiserver_requests(env)
         time.sleep(settings.steady_seconds)
         after, requests_after = sampler.now(), apiserver_requests(env)
         steady_wall = time.monotonic() - steady_from
+        steady_reconciles = process.metrics().get(RECONCILES, 0.0) - reconciles_before
+        steady_cpu = after.cpu_seconds - before.cpu_seconds
         steady_threads = sampler.median_threads(since=steady_from)
         names_by_thread = thread_names(process.pid)
 
@@ -201,7 +206,11 @@ def _measure_point(
         "startup_cpu_cores": round(startup_cpu / max(startup, 1e-9), 3),
         "resync_seconds": round(resync, 2),
         "resync_cpu_cores": round(burst_cpu / max(burst_end - burst_started, 1e-9), 3),
-        "steady_cpu_cores": round((after.cpu_seconds - before.cpu_seconds) / steady_wall, 3),
+        "steady_cpu_cores": round(steady_cpu / steady_wall, 3),
+        "steady_reconciles_per_second": round(steady_reconciles / steady_wall, 2),
+        "steady_cpu_ms_per_reconcile": (
+            round(1000 * steady_cpu / steady_reconciles, 2) if steady_reconciles >= 1 else None
+        ),
         "steady_apiserver_requests_per_second": round(
             (requests_after - requests_before) / steady_wall, 1
         ),
@@ -285,6 +294,8 @@ def summary(result: dict[str, Any]) -> str:
         "resync s",
         "resync cores",
         "steady cores",
+        "steady rec/s",
+        "CPU ms/rec",
         "peak RSS MiB",
         "threads",
         "change p50 ms",
@@ -297,6 +308,8 @@ def summary(result: dict[str, Any]) -> str:
             p["resync_seconds"],
             f"{p['resync_cpu_cores']:.2f}",
             f"{p['steady_cpu_cores']:.3f}",
+            p["steady_reconciles_per_second"],
+            p["steady_cpu_ms_per_reconcile"],
             p["peak_rss_mib"],
             str(p["threads"]),
             p["change_latency_ms"]["p50"],
