@@ -24,16 +24,17 @@ def validate_spec(kcp: KubeadmControlPlaneView, *, max_replicas: int = MAX_REPLI
             f"spec.replicas is {replicas}: a stacked etcd control plane needs at least 1 "
             "replica; set 1, 3 or 5"
         )
+    elif replicas > max_replicas:
+        # Before the parity check: for a large even count, "set N-1 or N+1" would be wrong too.
+        problems.append(
+            f"spec.replicas is {replicas}: more than {max_replicas} etcd members slows every "
+            f"write down; set at most {max_replicas}"
+        )
     elif replicas % 2 == 0:
         problems.append(
             f"spec.replicas is {replicas}: an even number of etcd members tolerates no more "
             f"failures than {replicas - 1} and risks a split vote; set {replicas - 1} or "
             f"{replicas + 1}"
-        )
-    elif replicas > max_replicas:
-        problems.append(
-            f"spec.replicas is {replicas}: more than {max_replicas} etcd members slows every "
-            f"write down; set at most {max_replicas}"
         )
     if not kcp.version:
         problems.append("spec.version is empty; set the Kubernetes version, e.g. v1.34.4")
