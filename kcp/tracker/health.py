@@ -69,6 +69,10 @@ def probe_api_server(client: WorkloadClient, timeout: float) -> ProbeResult:
     where = f"workload API server {client.server}"
     try:
         response = client.get("/readyz", timeout=timeout)
+    except urllib3.exceptions.NewConnectionError as exc:
+        # Refused, or the name does not resolve: urllib3 2 derives these from
+        # ConnectTimeoutError, but nothing timed out and no waiting will help.
+        return ProbeResult("api_server", "failure", f"{where} is unreachable: {exc}")
     except (urllib3.exceptions.TimeoutError, TimeoutError):
         return ProbeResult(
             "api_server", "timeout", f"{where} did not answer /readyz within {timeout:g}s"
