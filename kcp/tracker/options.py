@@ -92,9 +92,9 @@ class TrackerOptions:
     without its own ``_request_timeout``; without it a dead TCP stream hangs forever."""
 
     connecting_retry_after: float = 1.0
-    """``NotConnected.retry_after`` while a cluster is being connected, and the least a
-    lookup waits for before asking for another check. While a never-connected cluster
-    backs off, ``retry_after`` is the time until its next check (at least this)."""
+    """``NotConnected.retry_after`` while a cluster is being connected, and the least time
+    between two checks a lookup asks for. Lookups of a never-connected cluster that is
+    backing off ask for none: the reconciler comes back often, the probes do not."""
 
     etcd_dial_timeout: float = 10.0
     """Seconds a reconciler's etcd call waits for a connection

@@ -359,12 +359,11 @@ class Tracker:
     def _connecting(self, entry: ClusterEntry) -> NotConnected:
         with entry.lock:
             detail = entry.last_error or entry.read_error
-            retry_at = entry.retry_at
         suffix = f" (last problem: {detail})" if detail else ""
         return NotConnected(
             f"cluster {entry.key} is being connected{suffix}",
             reason="connecting",
-            retry_after=max(self.options.connecting_retry_after, retry_at - time.monotonic()),
+            retry_after=self.options.connecting_retry_after,
         )
 
     def _down(self, entry: ClusterEntry) -> NotConnected:
