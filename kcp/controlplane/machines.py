@@ -213,7 +213,8 @@ def create_machine(
         template_kind = kube.resource_for(ref.api_group, ref.kind)
     except LookupError as error:
         raise MachineTemplateError(
-            f"spec.machineTemplate.spec.infrastructureRef: {error}"
+            f"spec.machineTemplate.spec.infrastructureRef: {error}; set its apiGroup and kind "
+            "to those of an infrastructure machine template the API server serves"
         ) from None
     template = kube.get(template_kind, kcp.namespace, ref.name)
     if template is None:
