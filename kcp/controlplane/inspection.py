@@ -117,6 +117,20 @@ class Inspection(Step):
                 "etcd members (details in the EtcdClusterHealthy and "
                 "ControlPlaneComponentsHealthy conditions)",
             )
+        elif error.reason == "connecting":
+            health = self.tracker.health(ClusterKey.from_object(scope.cluster.raw))
+            if (
+                health is not None
+                and health.consecutive_failures >= self.options.unreachable_event_after
+            ):
+                self.recorder.warning(
+                    scope.kcp,
+                    "WorkloadClusterUnreachable",
+                    f"kcp has not reached the workload cluster {scope.view.namespace}/"
+                    f"{scope.cluster.name} yet ({health.last_error}); check that the "
+                    "control-plane endpoint in its kubeconfig Secret is right and that an API "
+                    "server answers there",
+                )
 
     def _write_machine_conditions(self, scope: Scope) -> None:
         assert scope.health is not None

@@ -60,6 +60,9 @@ class ReconcilerOptions:
     """... doubling each time the error persists, up to this."""
     expectation_timeout: float = 30.0
     max_replicas: int = MAX_REPLICAS
+    unreachable_event_after: int = 5
+    """Failed health checks of a cluster that never connected before the user is told
+    (a first boot legitimately fails a few while its first API server starts)."""
 
 
 @dataclass

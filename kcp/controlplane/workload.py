@@ -74,6 +74,18 @@ class TrackerLike(Protocol):
 
     def evict(self, cluster: ClusterKey) -> Any: ...
 
+    def health(self, cluster: ClusterKey) -> ClusterHealthLike | None: ...
+
+
+class ClusterHealthLike(Protocol):
+    """What the reconciler reads of the tracker's health of a cluster."""
+
+    @property
+    def consecutive_failures(self) -> int: ...
+
+    @property
+    def last_error(self) -> str: ...
+
 
 def machine_etcd_endpoints(
     pods: Mapping[str, Mapping[str, Any]], machines: Sequence[MachineView]

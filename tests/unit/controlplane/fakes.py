@@ -253,6 +253,7 @@ class FakeTracker:
         self.evicted: list[ClusterKey] = []
         self.endpoints_seen: list[tuple[str, ...]] = []
         self.etcd_calls: list[Any] = []
+        self.cluster_health: Any = None
 
     def workload_client(self, cluster: ClusterKey) -> Any:
         if self.not_connected is not None:
@@ -269,6 +270,9 @@ class FakeTracker:
     def evict(self, cluster: ClusterKey) -> bool:
         self.evicted.append(cluster)
         return True
+
+    def health(self, cluster: ClusterKey) -> Any:
+        return self.cluster_health
 
 
 def etcd_status(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -311,6 +312,29 @@ def test_not_connected_requeues_at_once(kube: FakeKube, tracker: FakeTracker) ->
     etcd = _condition(kube, c.ETCD_CLUSTER_HEALTHY)
     assert (etcd["status"], etcd["reason"]) == (c.UNKNOWN, c.CONNECTION_DOWN_REASON)
     assert len(kube.of_kind("Machine")) == 1  # no scale up without health
+
+
+def test_a_cluster_that_never_connects_is_reported_after_several_checks(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a"])
+    tracker.not_connected = NotConnected(
+        "cluster ns/c1 is being connected", reason="connecting", retry_after=1.0
+    )
+    tracker.cluster_health = SimpleNamespace(
+        consecutive_failures=2, last_error="connection refused by 10.0.0.1:6443"
+    )
+    _reconciler(kube, tracker).reconcile(KEY)
+    assert not [m for _, r, m in _events(kube) if r == "WorkloadClusterUnreachable"]
+    tracker.cluster_health = SimpleNamespace(
+        consecutive_failures=5, last_error="connection refused by 10.0.0.1:6443"
+    )
+    _reconciler(kube, tracker).reconcile(KEY)
+    [message] = [m for _, r, m in _events(kube) if r == "WorkloadClusterUnreachable"]
+    assert "connection refused by 10.0.0.1:6443" in message
+    assert "kubeconfig Secret" in message
 
 
 def test_a_bad_kubeconfig_secret_is_the_users_to_fix(kube: FakeKube, tracker: FakeTracker) -> None:
