@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["GenerationObserver", "percentile"]
+__all__ = ["ETCD_CLUSTER_HEALTHY", "GenerationObserver", "percentile"]
+
+ETCD_CLUSTER_HEALTHY = "EtcdClusterHealthy"
 
 
 def percentile(values: Iterable[float], fraction: float) -> float:
@@ -42,6 +44,9 @@ class GenerationObserver:
         self._seen: dict[str, list[tuple[int, float]]] = {}
         """name -> (observedGeneration, first time seen), in the order seen."""
         self._generation: dict[str, int] = {}
+        self._seen_healthy: dict[str, list[tuple[int, float]]] = {}
+        """Like `_seen`, counting only states with `EtcdClusterHealthy` True (its etcd was
+        checked through the tracker: key generated, certificate issued, etcd answered)."""
         self._changed = threading.Condition()
         self.informer.add_handler(self._handle)
 
@@ -59,8 +64,17 @@ class GenerationObserver:
             return
         metadata = obj.get("metadata") or {}
         name = str(metadata.get("name") or "")
-        observed = int((obj.get("status") or {}).get("observedGeneration") or 0)
+        status = obj.get("status") or {}
+        observed = int(status.get("observedGeneration") or 0)
+        healthy = any(
+            c.get("type") == ETCD_CLUSTER_HEALTHY and c.get("status") == "True"
+            for c in status.get("conditions") or ()
+        )
         with self._changed:
+            if healthy and observed:
+                healthy_seen = self._seen_healthy.setdefault(name, [])
+                if not healthy_seen or healthy_seen[-1][0] < observed:
+                    healthy_seen.append((observed, now))
             self._generation[name] = int(metadata.get("generation") or 0)
             seen = self._seen.setdefault(name, [])
             if observed and (not seen or seen[-1][0] < observed):
@@ -78,8 +92,8 @@ class GenerationObserver:
             seen = self._seen.get(name)
             return seen[-1][0] if seen else 0
 
-    def _first_at_least(self, name: str, generation: int) -> float | None:
-        for observed, at in self._seen.get(name, ()):
+    def _first_at_least(self, name: str, generation: int, *, healthy: bool = False) -> float | None:
+        for observed, at in (self._seen_healthy if healthy else self._seen).get(name, ()):
             if observed >= generation:
                 return at
         return None
@@ -89,16 +103,19 @@ class GenerationObserver:
         targets: dict[str, int],
         timeout: float,
         on_progress: Callable[[int], None] | None = None,
+        *,
+        healthy: bool = False,
     ) -> dict[str, float]:
-        """Wait until each name's observedGeneration reached its target generation;
-        returns, per name, the monotonic time it first did."""
+        """Wait until each name's observedGeneration reached its target generation (and,
+        with `healthy`, its etcd was reported healthy); returns, per name, the monotonic
+        time it first did."""
         deadline = time.monotonic() + timeout
         found: dict[str, float] = {}
         with self._changed:
             while True:
                 for name, generation in targets.items():
                     if name not in found:
-                        at = self._first_at_least(name, generation)
+                        at = self._first_at_least(name, generation, healthy=healthy)
                         if at is not None:
                             found[name] = at
                 if on_progress is not None:

@@ -3,8 +3,9 @@
 The controller (see `kcp.bench.controller`) is started against 100 clusters
 sharing one etcd and profiled twice with py-spy (speedscope format):
 
-- `warmup`: from its start until every cluster is reconciled once — the one
-  key generation per cluster happens here (the same-run baseline);
+- `warmup`: from its start until every cluster is reconciled and reported etcd
+  healthy — the one key generation per cluster happens here (the same-run
+  baseline);
 - `steady`: afterwards, for a fixed time while control planes keep changing
   at a steady pace, so reconciles run throughout.
 
@@ -140,7 +141,7 @@ def measure(env: BenchEnvironment, settings: ProfileSettings, progress: Progress
                     f"profile: warm-up of {settings.clusters} clusters under py-spy", len(names)
                 )
                 observer.wait_observed(
-                    {n: 1 for n in names}, 120.0 + settings.clusters, progress.set
+                    {n: 1 for n in names}, 120.0 + settings.clusters, progress.set, healthy=True
                 )
                 warm_seconds = time.monotonic() - started
                 _finish(recorder, warm_path, interrupt=True)
