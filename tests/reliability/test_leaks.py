@@ -1,0 +1,405 @@
+"""No leaks: clusters come and go by the thousand; what kcp holds returns to its baseline.
+
+1. The tracker facade with real management-cluster objects: 2,000 Cluster
+   objects (20,000 with `--soak`) are created on the API server in waves; for
+   each the tracker is asked for etcd access as a reconcile would (private key,
+   client certificate, etcd channel to a real TLS etcd, a status call through
+   it for every tenth, a workload API client for every tenth), then the wave is
+   deleted and the Cluster informer's DELETED events evict them. After a
+   warm-up wave the baseline is taken; at the end tracker entries, keys,
+   certificates, open etcd channels, threads, per-cluster metric series and
+   live `ClusterEntry` objects must be back to it. Keys are ECDSA here (an RSA
+   key costs ~30 ms; what is cached and dropped is the same).
+2. The whole reconcile path in a real `kcp run` (its own namespace, the
+   ServiceAccount of `config/rbac/`): control planes with provisioned (never
+   running) infrastructure are created — certificates, kubeconfig, Machines,
+   tracker entries — and deleted; the process's threads, sockets,
+   `kcp_tracker_clusters` and `kcp_tracker_connection_up` series return to
+   their baseline, read from `/proc` and `/metrics`.
+
+RSS growth is reported for both and must stay within a small bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from kcp import certs
+from kcp.api import groups
+from kcp.controlplane.client import ApiError, Kube
+from kcp.runtime.informer import Informer
+from kcp.runtime.listing import ResourceKind
+from kcp.testing.controlplane import LocalControlPlane
+from kcp.testing.etcd_cluster import EtcdCluster
+from kcp.tracker import ClusterKey, InMemorySecrets, NotConnected, Tracker, TrackerOptions
+from kcp.tracker.entry import ClusterEntry
+from tests.reliability import harness
+from tests.reliability.conftest import Summary
+from tests.reliability.fleet import Fleet, kcp_name, secret_body, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+CLUSTERS = ResourceKind("cluster.x-k8s.io", "v1beta2", "clusters", "Cluster")
+WAVE = 100
+RSS_BOUND_MIB = 64.0
+"""RSS growth allowed over the loop: allocator warm-up in the first thousand clusters
+(measured: ~20-50 MiB under load), then ~2 MiB per thousand (the tracker remembers
+evicted UIDs for an hour, bounded by its key cache size)."""
+STEADY_RSS_BOUND_MIB = 16.0
+"""RSS growth allowed over the second half of the loop (steady state)."""
+OBJECTS_PER_CLUSTER = 5
+"""Python objects a deleted cluster may leave behind (its tombstone: key and cache link)."""
+PROCESS_RSS_BOUND_MIB = 64.0
+PER_CLUSTER_SERIES = ("kcp_tracker_connection_up",)
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def series(registry: CollectorRegistry, names: tuple[str, ...]) -> int:
+    return sum(1 for family in registry.collect() for s in family.samples if s.name in names)
+
+
+@dataclass
+class Snapshot:
+    entries: int
+    keys: int
+    certificates: int
+    channels: int
+    threads: list[str]
+    series: int
+    live_entries: int
+    objects: int
+    rss: float
+
+    def leaks_against(self, baseline: Snapshot) -> list[str]:
+        found = []
+        for name in ("entries", "keys", "certificates", "series", "live_entries"):
+            if getattr(self, name) > 0:
+                found.append(f"{name}: {getattr(self, name)} left")
+        if self.channels > baseline.channels:
+            found.append(f"etcd channels: {baseline.channels} -> {self.channels}")
+        if len(self.threads) > len(baseline.threads):
+            extra = sorted(set(self.threads) - set(baseline.threads)) or self.threads
+            found.append(f"threads: {len(baseline.threads)} -> {len(self.threads)} ({extra})")
+        return found
+
+
+class Loop:
+    """The tracker, its Cluster informer and the waves."""
+
+    def __init__(self, plane: LocalControlPlane, namespace: str, etcd: EtcdCluster) -> None:
+        self.plane = plane
+        self.namespace = namespace
+        self.kube = Kube(plane.api_client(), field_manager="reliability-leaks")
+        self.etcd = etcd
+        self.endpoints = etcd.endpoints
+        self.etcd_data = certs.key_pair_to_secret_data(etcd.ca)
+        pki = plane.work_dir / "pki"
+        self.kubeconfig = certs.build_kubeconfig(
+            cluster_name="workload",
+            server=plane.server_url,
+            ca_pem=(pki / "ca.crt").read_bytes(),
+            client_cert_pem=(pki / "admin.crt").read_bytes(),
+            client_key_pem=(pki / "admin.key").read_bytes(),
+        )
+        self.secrets = InMemorySecrets()
+        self.registry = CollectorRegistry()
+        self.tracker = Tracker(
+            self.secrets,
+            TrackerOptions(
+                key_algorithm="ecdsa-p256",
+                probe_interval=1.0,
+                connecting_retry_after=0.1,
+                capacity=2000,
+            ),
+            registry=self.registry,
+        )
+        self.informer = Informer(
+            plane.api_client(), CLUSTERS, namespace=namespace, name="leak-clusters"
+        )
+        self.informer.add_handler(self.tracker.cluster_event_handler())
+        self.pool = ThreadPoolExecutor(8, thread_name_prefix="leak-create")
+        self.status_calls = 0
+
+    def start(self) -> None:
+        self.informer.start()
+        assert self.informer.wait_for_sync(30)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.informer.stop(timeout=5)
+        self.tracker.close()
+
+    def _create(self, wave: int, index: int) -> ClusterKey:
+        name = f"w{wave}-c{index}"
+        obj = self.kube.create(
+            groups.CLUSTER,
+            self.namespace,
+            {
+                "apiVersion": groups.CLUSTER.api_version,
+                "kind": "Cluster",
+                "metadata": {"name": name, "labels": {"reliability/wave": str(wave)}},
+                "spec": {},
+            },
+        )
+        self.secrets.put(self.namespace, f"{name}-etcd", self.etcd_data)
+        if index % 10 == 0:
+            self.secrets.put(self.namespace, f"{name}-kubeconfig", {"value": self.kubeconfig})
+        return ClusterKey.from_object(obj)
+
+    def wave(self, wave: int) -> None:
+        keys = list(self.pool.map(lambda i: self._create(wave, i), range(WAVE)))
+        for key in keys:
+            self.tracker.track(key, etcd_endpoints=self.endpoints)
+        pending = set(keys)
+        deadline = time.monotonic() + 60
+        while pending:
+            for key in list(pending):
+                try:
+                    access = self.tracker.etcd_access(key, self.endpoints)
+                except NotConnected:
+                    continue
+                if int(key.name.rsplit("c", 1)[1]) % 10 == 0:
+                    assert access.cluster_status().healthy
+                    self.status_calls += 1
+                pending.discard(key)
+            assert time.monotonic() < deadline, f"wave {wave}: {len(pending)} never connected"
+            time.sleep(0.02)
+        self.kube.request(
+            "DELETE",
+            groups.CLUSTER.path(self.namespace),
+            query=[("labelSelector", f"reliability/wave={wave}")],
+        )
+        wanted = set(keys)
+        wait_for(
+            f"wave {wave} to be evicted",
+            lambda: not wanted & set(self.tracker.clusters()),
+            30,
+            interval=0.05,
+        )
+        for key in keys:
+            for suffix in ("-etcd", "-kubeconfig"):
+                self.secrets.delete(self.namespace, key.name + suffix)
+
+    def snapshot(self, channels: int = 0) -> Snapshot:
+        # Channel closes run on the tracker's background closer (~0.2 s each): let it finish.
+        deadline = time.monotonic() + 15
+        while len(self.tracker.etcd_pool) > channels and time.monotonic() < deadline:
+            time.sleep(0.1)
+        gc.collect()
+        return Snapshot(
+            entries=len(self.tracker.clusters()),
+            keys=len(self.tracker._keys),
+            certificates=len(self.tracker._certificates),
+            channels=len(self.tracker.etcd_pool),
+            threads=sorted(t.name for t in threading.enumerate()),
+            series=series(self.registry, PER_CLUSTER_SERIES),
+            live_entries=sum(1 for o in gc.get_objects() if isinstance(o, ClusterEntry)),
+            objects=len(gc.get_objects()),
+            rss=rss_mib(),
+        )
+
+
+@pytest.fixture(scope="module")
+def leak_namespace(control_plane: LocalControlPlane) -> Iterator[str]:
+    kube = Kube(control_plane.api_client())
+    name = f"rel-leaks-{uuid.uuid4().hex[:8]}"
+    kube.create(groups.NAMESPACE, None, {"metadata": {"name": name}})
+    yield name
+    for resource in (groups.KUBEADM_CONTROL_PLANE, groups.MACHINE, groups.CLUSTER):
+        try:
+            for obj in kube.list(resource, name):
+                if obj["metadata"].get("finalizers"):
+                    kube.merge_patch(
+                        resource, name, obj["metadata"]["name"], {"metadata": {"finalizers": None}}
+                    )
+        except ApiError:
+            pass
+    with contextlib.suppress(ApiError):
+        kube.delete(groups.NAMESPACE, None, name)
+
+
+@pytest.mark.parametrize(
+    "clusters", [2000, pytest.param(20000, marks=pytest.mark.soak)], ids=lambda n: f"{n}"
+)
+def test_the_tracker_forgets_deleted_clusters(
+    control_plane: LocalControlPlane, leak_namespace: str, summary: Summary, clusters: int
+) -> None:
+    etcd_ca = certs.new_certificate_authority("leak-etcd-ca", algorithm="ecdsa-p256")
+    with EtcdCluster(etcd_ca, members=1, name="leaks") as etcd:
+        loop = Loop(control_plane, leak_namespace, etcd)
+        loop.start()
+        try:
+            started = time.monotonic()
+            loop.wave(0)
+            baseline = loop.snapshot()
+            waves = clusters // WAVE
+            for wave in range(1, waves):
+                loop.wave(wave)
+                if wave == waves // 2:
+                    middle = rss_mib()
+            final = loop.snapshot(baseline.channels)
+            took = time.monotonic() - started
+        finally:
+            stats = loop.tracker.stats()
+            loop.close()
+    growth = final.rss - baseline.rss
+    second_half = final.rss - middle
+    leaks = final.leaks_against(baseline)
+    objects = final.objects - baseline.objects
+    if objects > OBJECTS_PER_CLUSTER * clusters:
+        leaks.append(f"{objects} more Python objects after {clusters} clusters")
+    print(
+        f"{clusters} clusters created, tracked and deleted in {took:.0f}s "
+        f"({stats.keys_generated} keys, {stats.certificates_issued} certificates, "
+        f"{loop.status_calls} etcd status calls); baseline {baseline}; final {final}; "
+        f"RSS growth {growth:+.1f} MiB ({second_half:+.1f} MiB in the second half), "
+        f"{objects:+d} Python objects"
+    )
+    summary.notes.append(
+        f"tracker loop:         {clusters} clusters in {took:.0f}s, RSS {growth:+.1f} MiB "
+        f"(bound {RSS_BOUND_MIB:.0f}; {second_half:+.1f} in the second half), threads "
+        f"{len(baseline.threads)} -> {len(final.threads)}, etcd channels "
+        f"{baseline.channels} -> {final.channels}"
+    )
+    summary.leaks.extend(f"tracker: {leak}" for leak in leaks)
+    assert stats.keys_generated == clusters
+    assert leaks == []
+    assert growth < RSS_BOUND_MIB
+    assert second_half < STEADY_RSS_BOUND_MIB * clusters / 2000
+
+
+TUNING: dict[str, Any] = {
+    "reconciler": {"waiting_requeue": 2.0, "not_initialized_requeue": 2.0},
+    "tracker": {"probe_interval": 2.0},
+}
+BOUNDED_POOL = re.compile(
+    rf"kcp-tracker-probe_[0-{TrackerOptions().probe_workers - 1}]|kcp-tracker-close_0"
+)
+"""Threads a bounded pool starts on demand (the tracker's probe workers, its closer)."""
+ROUND = 10
+"""Control planes in the measured round (after a warm-up of three)."""
+SOCKETS_SLACK = 5
+"""Connections bounded pools (the API client's) may add when more reconciles run at once;
+a leak of one per cluster would show as at least `ROUND`."""
+
+
+def _tracked(kcp: harness.KcpProcess) -> float:
+    return sum(kcp.metric_samples("kcp_tracker_clusters").values())
+
+
+def _cas(namespace: str, cluster: str) -> list[dict[str, Any]]:
+    """The cluster's CA and service-account Secrets, made here with ECDSA keys (fast)."""
+    made = []
+    for suffix in ("ca", "etcd", "proxy"):
+        pair = certs.new_certificate_authority(f"{suffix}-ca", algorithm="ecdsa-p256")
+        made.append(
+            secret_body(
+                namespace, f"{cluster}-{suffix}", cluster, certs.key_pair_to_secret_data(pair)
+            )
+        )
+    public, private = certs.new_service_account_key("ecdsa-p256")
+    made.append(
+        secret_body(namespace, f"{cluster}-sa", cluster, {"tls.crt": public, "tls.key": private})
+    )
+    return made
+
+
+def _round(fleet: Fleet, kcp: harness.KcpProcess, namespace: str, prefix: str, count: int) -> None:
+    names = [f"{prefix}-{i}" for i in range(count)]
+    for name in names:
+        fleet.add_unsimulated_cluster(
+            name,
+            infrastructure=True,
+            namespace=namespace,
+            watch=False,
+            secrets=_cas(namespace, name),
+        )
+    wait_for(f"{count} clusters tracked", lambda: _tracked(kcp) >= count, 120, interval=1.0)
+    for name in names:
+        fleet.kube.delete(groups.KUBEADM_CONTROL_PLANE, namespace, kcp_name(name))
+        fleet.kube.delete(groups.CLUSTER, namespace, name)
+    wait_for(
+        "every control plane deleted and evicted",
+        lambda: _tracked(kcp) == 0 and not fleet.kube.list(groups.KUBEADM_CONTROL_PLANE, namespace),
+        120,
+        interval=1.0,
+    )
+
+
+def test_kcp_run_returns_to_its_baseline_after_clusters_come_and_go(
+    fleet: Fleet, leak_namespace: str, summary: Summary
+) -> None:
+    kcp = harness.KcpProcess(
+        "leaks",
+        kubeconfig=fleet.kcp.kubeconfig,
+        work_dir=fleet.work_dir / "leaks",
+        extra_args=[f"--namespace={leak_namespace}"],
+        tuning=TUNING,
+    )
+    kcp.start()
+    try:
+        _round(fleet, kcp, leak_namespace, "warm", 3)
+        time.sleep(3)  # channel closes and idle connections settle
+        baseline = kcp.proc_status()
+        baseline_threads = kcp.python_threads()
+        started = time.monotonic()
+        _round(fleet, kcp, leak_namespace, "round", ROUND)
+        time.sleep(3)
+        final = kcp.proc_status()
+        final_threads = kcp.python_threads()
+        took = time.monotonic() - started
+        connection_series = kcp.metric_samples("kcp_tracker_connection_up")
+        depth = sum(kcp.metric_samples("workqueue_depth").values())
+        keys = sum(kcp.metric_samples("kcp_tracker_keys_generated_total").values())
+        assert kcp.crashes == []
+    finally:
+        kcp.stop()
+    growth = (final["rss_kib"] - baseline["rss_kib"]) / 1024
+    print(
+        f"kcp run: {ROUND} control planes created and deleted in {took:.0f}s; baseline "
+        f"{baseline}; final {final}; {keys:.0f} etcd client keys; RSS {growth:+.1f} MiB"
+    )
+    new_threads = sorted(set(final_threads) - set(baseline_threads))
+    pooled = [t for t in new_threads if BOUNDED_POOL.fullmatch(t)]
+    print(
+        f"Python threads {len(baseline_threads)} -> {len(final_threads)}: new {new_threads} "
+        f"({len(pooled)} in bounded pools)"
+    )
+    leaks = []
+    if set(new_threads) - set(pooled):
+        leaks.append(f"new threads {sorted(set(new_threads) - set(pooled))}")
+    if final["threads"] > baseline["threads"] + len(pooled):
+        leaks.append(f"threads {baseline['threads']} -> {final['threads']}")
+    if final["sockets"] > baseline["sockets"] + SOCKETS_SLACK:
+        leaks.append(f"sockets {baseline['sockets']} -> {final['sockets']}")
+    if connection_series:
+        leaks.append(f"kcp_tracker_connection_up series left: {sorted(connection_series)}")
+    if depth:
+        leaks.append(f"workqueue_depth {depth}")
+    summary.notes.append(
+        f"kcp run loop:         {ROUND} control planes, RSS {growth:+.1f} MiB "
+        f"(bound {PROCESS_RSS_BOUND_MIB:.0f}), threads {baseline['threads']} -> "
+        f"{final['threads']}, sockets {baseline['sockets']} -> {final['sockets']}"
+    )
+    summary.leaks.extend(f"kcp run: {leak}" for leak in leaks)
+    assert leaks == []
+    assert growth < PROCESS_RSS_BOUND_MIB

@@ -1,0 +1,427 @@
+"""Security: keys stay in memory, certificates are short-lived and verified, RBAC suffices.
+
+Runs last: it inspects what the whole suite's controllers did. Every private
+key a `kcp run` of this suite generated reached the test through a pipe
+(`kcp_child.py`), never a file; here the suite looks for each of them on disk
+(every file written since the session started under /tmp, the working
+directories, $HOME/.cache) and in the controllers' whole output. Expected
+copies, and only those, are allowed: a key kcp stores in a Secret (CAs,
+service-account key, admin kubeconfig) is in the management cluster's etcd
+data, and the service-account key is also on the simulated machines (kubeadm
+puts it on every control-plane node). etcd client keys are allowed nowhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kubernetes import client as k8s
+from prometheus_client import CollectorRegistry
+
+from kcp import certs
+from kcp.api import groups, labels
+from kcp.etcd import EtcdClient, EtcdError, EtcdTimeouts, EtcdTLS
+from kcp.testing.etcd_cluster import EtcdCluster
+from kcp.tracker import ClusterKey, InMemorySecrets, NotConnected, Tracker, TrackerOptions
+from tests.reliability import harness
+from tests.reliability.conftest import SUMMARY, Summary
+from tests.reliability.fleet import Fleet, kcp_name, wait_for
+from tests.reliability.rbac import SERVICE_ACCOUNT
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+STARTED = SUMMARY.started
+SESSION_START_WALL = time.time() - (time.monotonic() - STARTED)
+MAX_FILE = 128 * 1024 * 1024
+BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{48,}={0,2}")
+TRACKER_KEY = "kcp/tracker/"
+
+
+@dataclass
+class Needles:
+    """How one key looks in a file: PEM body lines, base64 of the PEM, a DER slice."""
+
+    owner: str
+    by: str
+    pkcs8: bytes = field(repr=False)
+    windows: set[bytes] = field(default_factory=set, repr=False)
+    der: bytes = field(default=b"", repr=False)
+
+    @property
+    def is_etcd_client_key(self) -> bool:
+        return self.by.startswith(TRACKER_KEY)
+
+
+def pkcs8(pem: bytes) -> bytes:
+    private = serialization.load_pem_private_key(
+        pem, password=None, unsafe_skip_rsa_key_validation=True
+    )
+    return private.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+_NEEDLES: dict[bytes, Needles] = {}
+
+
+def needles_for(key: harness.ReportedKey) -> Needles:
+    cached = _NEEDLES.get(key.pkcs8_der)
+    if cached is not None:
+        return cached
+    private = serialization.load_der_private_key(
+        key.pkcs8_der, password=None, unsafe_skip_rsa_key_validation=True
+    )
+    found = Needles(key.process, key.by, key.pkcs8_der, der=key.pkcs8_der[40:72])
+    _NEEDLES[key.pkcs8_der] = found
+    for fmt in (serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL):
+        pem = private.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+        lines = pem.splitlines()[1:-1]
+        found.windows.update(line[:48] for line in lines if len(line) >= 48)
+        encoded = base64.b64encode(pem)
+        found.windows.add(encoded[64:112])
+    return found
+
+
+def all_needles() -> list[Needles]:
+    return [needles_for(key) for process in harness.ALL for key in process.keys]
+
+
+def base64_windows(data: bytes) -> Iterator[bytes]:
+    """The 48-character windows where a PEM line or a base64-encoded PEM would start."""
+    for match in BASE64_RUN.finditer(data):
+        run = match.group(0)
+        yield run[:48]
+        if len(run) >= 112:
+            yield run[64:112]
+
+
+@dataclass
+class Hit:
+    path: str
+    needles: Needles
+
+
+def scan(roots: list[Path], needles: list[Needles], management_etcd: Path) -> tuple[int, list[Hit]]:
+    """Files written since the session started under `roots`; the keys found in them.
+
+    Other processes' etcd storage (`*/member/*`) is skipped, except the management
+    cluster's, which is where kcp's Secrets are at rest.
+    """
+    by_window: dict[bytes, list[Needles]] = {}
+    for needle in needles:
+        for window in needle.windows:
+            by_window.setdefault(window, []).append(needle)
+    etcd_client_keys = [n for n in needles if n.is_etcd_client_key]
+    scanned = 0
+    hits: list[Hit] = []
+    seen: set[tuple[int, int]] = set()
+    for root in roots:
+        for directory, subdirs, files in os.walk(root, followlinks=False):
+            subdirs[:] = [d for d in subdirs if d not in ("go-build", "proc")]
+            in_management_etcd = directory.startswith(str(management_etcd))
+            if "/member" in directory and not in_management_etcd:
+                continue
+            for name in files:
+                path = os.path.join(directory, name)
+                try:
+                    info = os.stat(path, follow_symlinks=False)
+                except OSError:
+                    continue
+                if not (0 < info.st_size <= MAX_FILE) or (info.st_dev, info.st_ino) in seen:
+                    continue
+                if (info.st_mode & 0o170000) != 0o100000:  # regular files only
+                    continue
+                if info.st_mtime < SESSION_START_WALL - 5:
+                    continue
+                seen.add((info.st_dev, info.st_ino))
+                try:
+                    data = Path(path).read_bytes()
+                except OSError:
+                    continue
+                scanned += 1
+                found: set[int] = set()
+                for window in base64_windows(data):
+                    for needle in by_window.get(window, ()):
+                        if id(needle) not in found:
+                            found.add(id(needle))
+                            hits.append(Hit(path, needle))
+                if not in_management_etcd:
+                    for needle in etcd_client_keys:
+                        if id(needle) not in found and needle.der in data:
+                            found.add(id(needle))
+                            hits.append(Hit(path, needle))
+    return scanned, hits
+
+
+def all_keys() -> list[harness.ReportedKey]:
+    return [key for process in harness.ALL for key in process.keys]
+
+
+def test_private_keys_are_never_written_to_disk(
+    fleet: Fleet, summary: Summary, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    keys = all_keys()
+    assert keys, "no controller reported a key"
+    needles = all_needles()
+    management_etcd = fleet.plane.work_dir / "etcd-data"
+    roots = sorted(
+        {
+            Path("/tmp"),
+            Path.cwd(),
+            Path.home() / ".cache",
+            tmp_path_factory.getbasetemp(),
+            *(process.work_dir for process in harness.ALL),
+        }
+    )
+    started = time.monotonic()
+    scanned, hits = scan(roots, needles, management_etcd)
+    took = time.monotonic() - started
+    sim_dir = str(fleet.sim.work_dir)
+    service_account_keys = set()
+    for cluster in ("victim", "bystander"):
+        secret = fleet.kube.get(groups.SECRET, fleet.namespace, f"{cluster}-sa")
+        assert secret is not None
+        service_account_keys.add(pkcs8(base64.b64decode(secret["data"]["tls.key"])))
+    expected, leaked = [], []
+    for hit in hits:
+        at_rest = hit.path.startswith(str(management_etcd)) and not hit.needles.is_etcd_client_key
+        on_node = hit.path.startswith(sim_dir) and hit.needles.pkcs8 in service_account_keys
+        (expected if at_rest or on_node else leaked).append(hit)
+    by_kind: dict[str, int] = {}
+    for key in keys:
+        by_kind[key.by] = by_kind.get(key.by, 0) + 1
+    print(
+        f"{len(keys)} private keys ({by_kind}) looked for in {scanned} files written since "
+        f"the session started under {[str(r) for r in roots]} in {took:.1f}s; "
+        f"{len(expected)} expected copies (Secrets at rest, service-account keys on nodes)"
+    )
+    summary.notes.append(
+        f"private keys on disk: {len(leaked)} of {len(keys)} product keys outside expected "
+        f"places ({scanned} files scanned)"
+    )
+    summary.leaks.extend(f"key of {h.needles.by} in {h.path}" for h in leaked)
+    assert leaked == [], [(h.path, h.needles.by) for h in leaked]
+    assert any(n.is_etcd_client_key for n in needles), "no etcd client key was looked for"
+
+
+PEM_KEY_BLOCK = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:\\n|\s)*[A-Za-z0-9+/]{16}")
+"""A PEM private key block with its body (also with newlines escaped in a JSON log line).
+
+The words `PRIVATE KEY` alone are not key material: kcp's messages name PEM block
+types ("tls.crt holds PEM block(s) EC PRIVATE KEY but no CERTIFICATE")."""
+
+
+def test_private_keys_are_never_logged(summary: Summary) -> None:
+    needles = all_needles()
+    windows = {w for n in needles for w in n.windows}
+    lines = mentions = 0
+    found: list[str] = []
+    for process in harness.ALL:
+        text = process.log_path.read_bytes()
+        lines += text.count(b"\n")
+        mentions += text.count(b"PRIVATE KEY")
+        for match in PEM_KEY_BLOCK.finditer(text):
+            found.append(f"{process.name}: a PEM private key block: {match.group(0)[:40]!r}")
+        if any(window in windows for window in base64_windows(text)):
+            found.append(f"{process.name}: key material of a key it generated")
+    print(
+        f"{lines} log lines of {len(harness.ALL)} controllers scanned for PEM key blocks and "
+        f"{len(needles)} keys; the words 'PRIVATE KEY' appear {mentions} times, in messages "
+        "that name a PEM block type"
+    )
+    summary.notes.append(f"log lines scanned:    {lines} (no key material)")
+    summary.leaks.extend(found)
+    assert lines > 0
+    assert found == []
+
+
+def test_etcd_client_certificates_are_short_lived(fleet: Fleet) -> None:
+    issued = [
+        x509.load_pem_x509_certificate(pem.encode())
+        for process in harness.ALL
+        for pem in process.etcd_client_certificates
+    ]
+    assert issued, "the controllers issued no etcd client certificate"
+    default = TrackerOptions().certificate_validity
+    assert default == timedelta(hours=24)
+    for cert in issued:
+        life = cert.not_valid_after_utc - cert.not_valid_before_utc
+        assert default <= life <= default + 2 * certs.CLOCK_SKEW, life
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        assert not constraints.ca
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        assert cn == "cluster-api.x-k8s.io"
+    print(f"{len(issued)} etcd client certificates, each valid {default} (+ clock skew)")
+
+
+class ForeignServerEtcd(EtcdCluster):
+    """An etcd whose server certificate another CA signed, trusting clients of `client_ca`."""
+
+    def __init__(self, server_ca: certs.KeyPair, client_ca: certs.KeyPair) -> None:
+        super().__init__(server_ca, members=1, name="foreign")
+        self.client_ca = client_ca
+
+    @property
+    def ca_pem(self) -> bytes:
+        return certs.encode_certificate(self.ca.certificate) + self.client_ca.cert_pem
+
+
+def test_an_etcd_server_certificate_from_another_ca_is_refused() -> None:
+    cluster_ca = certs.new_certificate_authority("etcd-ca", algorithm="ecdsa-p256")
+    foreign_ca = certs.new_certificate_authority("foreign-etcd-ca", algorithm="ecdsa-p256")
+    with ForeignServerEtcd(foreign_ca, cluster_ca) as etcd:
+        client_cert = certs.issue_certificate(
+            cluster_ca, common_name="cluster-api.x-k8s.io", algorithm="ecdsa-p256"
+        )
+        quick = EtcdTimeouts(dial=3.0, call=3.0)
+        trusting_cluster = EtcdTLS(cluster_ca.cert_pem, client_cert.cert_pem, client_cert.key_pem)
+        with pytest.raises(EtcdError) as refused:
+            EtcdClient.open(etcd.endpoints[0], trusting_cluster, timeouts=quick).status()
+        print(f"refused: {str(refused.value)[:300]}")
+        assert "certificate" in str(refused.value).lower()
+        # The same client trusting the server's CA is served: the refusal was the server's
+        # certificate, not ours.
+        trusting_foreign = EtcdTLS(foreign_ca.cert_pem, client_cert.cert_pem, client_cert.key_pem)
+        assert EtcdClient.open(etcd.endpoints[0], trusting_foreign, timeouts=quick).status()
+        # The tracker, given the cluster's etcd CA, never connects to that server.
+        secrets = InMemorySecrets()
+        secrets.put("ns", "c-etcd", certs.key_pair_to_secret_data(cluster_ca))
+        key = ClusterKey("ns", "c", "uid-1")
+        with Tracker(
+            secrets,
+            TrackerOptions(probe_interval=0.5, key_algorithm="ecdsa-p256"),
+            registry=CollectorRegistry(),
+        ) as tracker:
+            tracker.track(key, etcd_endpoints=etcd.endpoints)
+            health = wait_for(
+                "the tracker to report the refused server",
+                lambda: (h := tracker.health(key)) and "certificate" in h.last_error and h,
+                20,
+                interval=0.2,
+            )
+            assert health.state != "connected"
+            with pytest.raises(NotConnected):
+                tracker.etcd_access(key, etcd.endpoints)
+
+
+def test_secrets_have_the_cluster_api_type_owner_and_label(fleet: Fleet) -> None:
+    for cluster in ("victim", "bystander"):
+        owner = fleet.kcp_object(cluster)
+        assert owner is not None
+        for suffix in ("ca", "etcd", "proxy", "sa", "kubeconfig"):
+            secret = fleet.kube.get(groups.SECRET, fleet.namespace, f"{cluster}-{suffix}")
+            assert secret is not None, suffix
+            assert secret["type"] == certs.CLUSTER_SECRET_TYPE
+            assert secret["metadata"]["labels"][labels.CLUSTER_NAME_LABEL] == cluster
+            controllers = [
+                ref for ref in secret["metadata"]["ownerReferences"] if ref.get("controller")
+            ]
+            assert controllers == [
+                {
+                    "apiVersion": groups.KUBEADM_CONTROL_PLANE.api_version,
+                    "kind": groups.KUBEADM_CONTROL_PLANE.kind,
+                    "name": kcp_name(cluster),
+                    "uid": owner["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ], secret["metadata"]["ownerReferences"]
+
+
+FORBIDDEN = re.compile(
+    r'"timestamp": "(?P<time>[^"]+)"|cannot (?P<verb>\w+) resource \\"(?P<resource>[^"\\]+)\\" '
+    r'in API group \\"(?P<group>[^"\\]*)\\"(?: in the namespace \\"(?P<namespace>[^"\\]+)\\")?'
+)
+AUTHORIZER_SYNC = 20.0
+"""Seconds after a management API server restart during which its RBAC authorizer may still
+answer 403 to anyone while its caches fill (kube-apiserver behaviour, not kcp's roles)."""
+
+
+def _allowed(fleet: Fleet, user: str, verb: str, resource: str, group: str, ns: str) -> bool:
+    plural, _, subresource = resource.partition("/")
+    review = k8s.AuthorizationV1Api(fleet.plane.api_client()).create_subject_access_review(
+        {
+            "spec": {
+                "user": user,
+                "groups": ["system:serviceaccounts", "system:authenticated"],
+                "resourceAttributes": {
+                    "verb": verb,
+                    "resource": plural,
+                    "subresource": subresource,
+                    "group": group,
+                    "namespace": ns,
+                },
+            }
+        }
+    )
+    return bool(review.status.allowed)
+
+
+def test_kcp_needs_no_permission_beyond_config_rbac(fleet: Fleet, summary: Summary) -> None:
+    """Every controller of the suite ran as the ServiceAccount bound to `config/rbac/`.
+
+    A 403 in a controller's log fails this test unless it came while the management API
+    server was restarting and the role grants exactly that request (checked with a
+    SubjectAccessReview): then it was the API server's authorizer warming up.
+    """
+    fleet.wait_available("bystander", 1, timeout=120)
+    user = f"system:serviceaccount:{fleet.system_namespace}:{SERVICE_ACCOUNT}"
+    assert not _allowed(fleet, user, "delete", "secrets", "", fleet.namespace), (
+        "the suite's kubeconfig may do more than the role"
+    )
+    transient = 0
+    refused: list[str] = []
+    for process in harness.ALL:
+        assert process.kubeconfig == fleet.kcp.kubeconfig, process.name
+        for line in process.log_path.read_text(errors="replace").splitlines():
+            if "403 Forbidden" not in line and "forbidden" not in line.lower():
+                continue
+            when = verb = None
+            details: dict[str, str] = {}
+            for match in FORBIDDEN.finditer(line):
+                if match.group("time"):
+                    when = match.group("time")
+                elif match.group("verb"):
+                    verb = match.group("verb")
+                    details = {k: v or "" for k, v in match.groupdict().items()}
+            moment = (
+                calendar.timegm(time.strptime(when[:19], "%Y-%m-%dT%H:%M:%S")) if when else None
+            )
+            restarting = moment is not None and any(
+                start - 1 <= moment <= end + AUTHORIZER_SYNC for start, end in fleet.restarts
+            )
+            granted = verb is not None and _allowed(
+                fleet,
+                user,
+                verb,
+                details["resource"],
+                details["group"],
+                details["namespace"] or fleet.namespace,
+            )
+            if restarting and granted:
+                transient += 1
+            else:
+                refused.append(f"{process.name}: {line[:400]}")
+    print(f"403s while the management API server restarted (role grants them): {transient}")
+    summary.notes.append(
+        f"RBAC:                 {len(harness.ALL)} controller(s) ran as {SERVICE_ACCOUNT} "
+        f"bound to config/rbac/role.yaml; {len(refused)} refusals "
+        f"({transient} 403s only while the API server restarted)"
+    )
+    assert refused == []
