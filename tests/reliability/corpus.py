@@ -209,10 +209,10 @@ def delete_ca(kube: Any, namespace: str, cluster: str) -> None:
 
 
 NEVER_CONNECTED = (
-    "a workload cluster that never answered stays 'connecting' in the tracker (df2d3d7: only "
-    "a cluster that was connected once is marked down), and kcp/controlplane/inspection.py "
-    "emits WorkloadClusterUnreachable only for 'down': a kubeconfig pointing nowhere gets no "
-    "Event, and the condition ('is being connected (last problem: ...)') names no fix"
+    "a workload cluster that never answered stays 'connecting' in the tracker; the "
+    "ControlPlaneComponentsHealthy condition then says only 'cluster ... is being connected "
+    "(last problem: ...)', with no instruction (since edad323 the WorkloadClusterUnreachable "
+    "Event, after 5 failed checks, does say to check the endpoint in the kubeconfig Secret)"
 )
 
 
