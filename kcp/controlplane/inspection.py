@@ -62,8 +62,10 @@ class Inspection(Step):
             pods = workload.control_plane_pods()
         except NotConnected as error:
             nodes = None
-            workload_error, workload_reason = str(error), c.CONNECTION_DOWN_REASON
-            self._not_connected(scope, error)
+            workload_error, workload_reason = (
+                self._not_connected(scope, error),
+                c.CONNECTION_DOWN_REASON,
+            )
         except NETWORK_ERRORS_AND_API as error:
             nodes = None
             workload_error = f"{type(error).__name__}: {error}"
@@ -78,8 +80,10 @@ class Inspection(Step):
             try:
                 scope.etcd = workload.etcd_status(scope.endpoints)
             except NotConnected as error:
-                etcd_error, etcd_reason = str(error), c.CONNECTION_DOWN_REASON
-                self._not_connected(scope, error)
+                etcd_error, etcd_reason = (
+                    self._not_connected(scope, error),
+                    c.CONNECTION_DOWN_REASON,
+                )
             except EtcdError as error:
                 etcd_error = str(error)
                 scope.requeue_in(self.options.unhealthy_requeue)
@@ -99,38 +103,47 @@ class Inspection(Step):
             scope.status.initialized = True
         self._write_machine_conditions(scope)
 
-    def _not_connected(self, scope: Scope, error: NotConnected) -> None:
-        """Requeue when the tracker says; tell the user when it is theirs to fix or lasts."""
+    def _not_connected(self, scope: Scope, error: NotConnected) -> str:
+        """Requeue when the tracker says; tell the user when it is theirs to fix or lasts.
+
+        Returns what the health conditions say: the tracker's error, or, for a cluster
+        that has failed `unreachable_event_after` checks without ever connecting, an
+        instruction naming the kubeconfig Secret to check.
+        """
         scope.requeue_in(error.retry_after)
-        if scope.reported_not_connected:
-            return
-        scope.reported_not_connected = True
-        if isinstance(error, ClusterSecretError):
-            self._user_error(scope, "InvalidClusterSecret", [str(error)])
-        elif error.reason == "down":
-            # A stable message, so that repeats add to one Event's count.
-            self.recorder.warning(
-                scope.kcp,
-                "WorkloadClusterUnreachable",
-                f"The workload cluster {scope.view.namespace}/{scope.cluster.name} does not "
-                "answer kcp's health checks; check its control-plane endpoint, API servers and "
-                "etcd members (details in the EtcdClusterHealthy and "
-                "ControlPlaneComponentsHealthy conditions)",
-            )
-        elif error.reason == "connecting":
-            health = self.tracker.health(ClusterKey.from_object(scope.cluster.raw))
-            if (
-                health is not None
-                and health.consecutive_failures >= self.options.unreachable_event_after
-            ):
+        never_connected = (
+            self._never_connected_message(scope) if error.reason == "connecting" else None
+        )
+        if not scope.reported_not_connected:
+            scope.reported_not_connected = True
+            if isinstance(error, ClusterSecretError):
+                self._user_error(scope, "InvalidClusterSecret", [str(error)])
+            elif error.reason == "down":
+                # A stable message, so that repeats add to one Event's count.
                 self.recorder.warning(
                     scope.kcp,
                     "WorkloadClusterUnreachable",
-                    f"kcp has not reached the workload cluster {scope.view.namespace}/"
-                    f"{scope.cluster.name} yet ({health.last_error}); check that the "
-                    "control-plane endpoint in its kubeconfig Secret is right and that an API "
-                    "server answers there",
+                    f"The workload cluster {scope.view.namespace}/{scope.cluster.name} does "
+                    "not answer kcp's health checks; check its control-plane endpoint, API "
+                    "servers and etcd members (details in the EtcdClusterHealthy and "
+                    "ControlPlaneComponentsHealthy conditions)",
                 )
+            elif never_connected is not None:
+                self.recorder.warning(scope.kcp, "WorkloadClusterUnreachable", never_connected)
+        return never_connected or str(error)
+
+    def _never_connected_message(self, scope: Scope) -> str | None:
+        """The instruction for a cluster still `connecting` after too many failed checks."""
+        health = self.tracker.health(ClusterKey.from_object(scope.cluster.raw))
+        if health is None or health.consecutive_failures < self.options.unreachable_event_after:
+            return None
+        namespace, cluster = scope.view.namespace, scope.cluster.name
+        return (
+            f"kcp has not reached the workload cluster {namespace}/{cluster} yet "
+            f"({health.last_error}); check that the control-plane endpoint in its kubeconfig "
+            f"Secret {namespace}/{cluster}-kubeconfig is right and that an API server answers "
+            "there"
+        )
 
     def _write_machine_conditions(self, scope: Scope) -> None:
         assert scope.health is not None

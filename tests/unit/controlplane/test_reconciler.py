@@ -328,13 +328,23 @@ def test_a_cluster_that_never_connects_is_reported_after_several_checks(
     )
     _reconciler(kube, tracker).reconcile(KEY)
     assert not [m for _, r, m in _events(kube) if r == "WorkloadClusterUnreachable"]
+    early = _condition(kube, c.CONTROL_PLANE_COMPONENTS_HEALTHY)["message"]
+    assert "being connected" in early and "kubeconfig Secret" not in early
     tracker.cluster_health = SimpleNamespace(
         consecutive_failures=5, last_error="connection refused by 10.0.0.1:6443"
     )
     _reconciler(kube, tracker).reconcile(KEY)
     [message] = [m for _, r, m in _events(kube) if r == "WorkloadClusterUnreachable"]
     assert "connection refused by 10.0.0.1:6443" in message
-    assert "kubeconfig Secret" in message
+    assert "kubeconfig Secret ns/c1-kubeconfig" in message
+    for kind in (c.CONTROL_PLANE_COMPONENTS_HEALTHY, c.ETCD_CLUSTER_HEALTHY):
+        found = _condition(kube, kind)
+        assert (found["status"], found["reason"]) == (c.UNKNOWN, c.CONNECTION_DOWN_REASON), kind
+        assert "connection refused by 10.0.0.1:6443" in found["message"], kind
+        assert (
+            "check that the control-plane endpoint in its kubeconfig Secret ns/c1-kubeconfig"
+            in (found["message"])
+        ), kind
 
 
 def test_a_bad_kubeconfig_secret_is_the_users_to_fix(kube: FakeKube, tracker: FakeTracker) -> None:
