@@ -50,7 +50,8 @@ CLUSTER_INDEX = "cluster"
 
 
 def machine_cluster_index(obj: dict[str, Any]) -> list[str]:
-    """Index Machines by "namespace/cluster": `spec.clusterName`, else the cluster-name label."""
+    """Index Machines (and KubeadmConfigs) by "namespace/cluster": `spec.clusterName`, else
+    the cluster-name label."""
     metadata = obj.get("metadata") or {}
     namespace = str(metadata.get("namespace") or "")
     cluster = (obj.get("spec") or {}).get("clusterName") or (metadata.get("labels") or {}).get(
@@ -100,6 +101,11 @@ class InformerCache:
 
     def kubeadm_config(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.kubeadm_configs.get(namespace, name)
+
+    def cluster_kubeadm_configs(self, namespace: str, cluster_name: str) -> list[Mapping[str, Any]]:
+        return list(
+            self.kubeadm_configs.by_index(CLUSTER_INDEX, label_index_value(namespace, cluster_name))
+        )
 
     def secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.secrets.get(namespace, name)
@@ -174,6 +180,7 @@ def setup(
     configs = Informer(
         api_client, resource_kind(groups.KUBEADM_CONFIG), namespace=namespace, name="kubeadmconfigs"
     )
+    configs.add_indexer(CLUSTER_INDEX, machine_cluster_index)
     secrets = Informer(
         api_client,
         resource_kind(groups.SECRET),

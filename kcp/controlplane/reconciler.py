@@ -38,6 +38,7 @@ from kcp.controlplane.lifecycle import (
     remove_finalizer,
 )
 from kcp.controlplane.operations import Operations
+from kcp.controlplane.orphans import Orphans
 from kcp.controlplane.rollout import infra_cloned_from, machine_up_to_date
 from kcp.controlplane.scaling import decide
 from kcp.controlplane.scope import Cache, ReconcilerOptions, Scope, Services, Step
@@ -84,6 +85,7 @@ class KubeadmControlPlaneReconciler(Step):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.inspection = Inspection(self.services)
         self.operations = Operations(self.services)
+        self.orphans = Orphans(self.services)
         self._failures: dict[str, int] = {}
         self._failures_lock = threading.Lock()
 
@@ -176,6 +178,9 @@ class KubeadmControlPlaneReconciler(Step):
                 Condition.unknown(c.SCALING_DOWN, "InvalidSpec", "\n".join(problems)),
             )
         cluster = scope.cluster
+        # The Machine cache has caught up with kcp's own writes (expectations): what a
+        # create_machine interrupted by a crash left behind can be told from the rest.
+        self.orphans.cleanup(scope)
         # Certificates come first: an infrastructure provider may need the cluster CA (the
         # local simulator's load balancer does) and they depend on nothing else.
         certificates = reconcile_certificates(
@@ -288,6 +293,7 @@ class KubeadmControlPlaneReconciler(Step):
         if plan.done:
             remove_finalizer(self.kube, kcp)
             self.expectations.forget(view.uid)
+            self.orphans.forget(view.uid)
             self._forget_failures(view.uid)
             if cluster is not None:
                 with contextlib.suppress(ValueError):

@@ -37,6 +37,10 @@ class Cache(Protocol):
 
     def kubeadm_config(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
+    def cluster_kubeadm_configs(
+        self, namespace: str, cluster_name: str
+    ) -> list[Mapping[str, Any]]: ...
+
     def secret(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
 
@@ -63,6 +67,9 @@ class ReconcilerOptions:
     unreachable_event_after: int = 5
     """Failed health checks of a cluster that never connected before the user is told
     (a first boot legitimately fails a few while its first API server starts)."""
+    orphan_check_interval: float = 120.0
+    """How often, per control plane, infrastructure machines are listed live to find those
+    no Machine references (KubeadmConfigs are checked every reconcile, from the cache)."""
 
 
 @dataclass

@@ -54,12 +54,16 @@ USED: dict[Permission, str] = {
     (BOOTSTRAP, "kubeadmconfigs", "list"): "controlplane/controller.py kubeadmconfigs informer",
     (BOOTSTRAP, "kubeadmconfigs", "watch"): "controlplane/controller.py kubeadmconfigs informer",
     (BOOTSTRAP, "kubeadmconfigs", "create"): "controlplane/machines.py create_machine",
-    (BOOTSTRAP, "kubeadmconfigs", "delete"): "controlplane/machines.py create_machine undo",
+    (BOOTSTRAP, "kubeadmconfigs", "delete"): (
+        "controlplane/machines.py create_machine undo; controlplane/orphans.py"
+    ),
     (CAPI, "clusters", "list"): "controlplane/controller.py clusters informer",
     (CAPI, "clusters", "watch"): "controlplane/controller.py clusters informer",
     (CAPI, "machines", "list"): "controlplane/controller.py machines informer",
     (CAPI, "machines", "watch"): "controlplane/controller.py machines informer",
-    (CAPI, "machines", "get"): "controlplane/status.py write_conditions re-read on conflict",
+    (CAPI, "machines", "get"): (
+        "controlplane/status.py write_conditions re-read on conflict; controlplane/orphans.py"
+    ),
     (CAPI, "machines", "create"): "controlplane/machines.py create_machine",
     (CAPI, "machines", "patch"): "controlplane/reconciler.py pre-terminate hook release",
     (CAPI, "machines", "delete"): "controlplane/reconciler.py scale down, remediation",
@@ -74,7 +78,10 @@ USED: dict[Permission, str] = {
     (CONTROLPLANE, "kubeadmcontrolplanes/finalizers", "update"): "controlplane/secrets.py",
     (INFRASTRUCTURE, "*", "get"): "controlplane/machines.py reads the machine template",
     (INFRASTRUCTURE, "*", "create"): "controlplane/machines.py clones the template",
-    (INFRASTRUCTURE, "*", "delete"): "controlplane/machines.py create_machine undo",
+    (INFRASTRUCTURE, "*", "delete"): (
+        "controlplane/machines.py create_machine undo; controlplane/orphans.py"
+    ),
+    (INFRASTRUCTURE, "*", "list"): "controlplane/orphans.py finds unreferenced ones",
 }
 
 # In kcp's own namespace only (leader_election_role.yaml).

@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kcp.api import labels
 from kcp.api.groups import Resource, find
 from kcp.controlplane.client import ApiError, ResourceLike
 from kcp.etcd import EtcdClusterStatus, Member, MemberHealth, MemberStatus
@@ -173,6 +174,15 @@ class FakeCache:
 
     def kubeadm_config(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._get("KubeadmConfig", namespace, name)
+
+    def cluster_kubeadm_configs(self, namespace: str, cluster_name: str) -> list[Mapping[str, Any]]:
+        return [
+            o
+            for (kind, ns, _), o in self.kube.objects.items()
+            if kind == "KubeadmConfig"
+            and ns == namespace
+            and (o["metadata"].get("labels") or {}).get(labels.CLUSTER_NAME_LABEL) == cluster_name
+        ]
 
     def secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         found = self._get("Secret", namespace, name)

@@ -1,0 +1,203 @@
+"""What a `create_machine` interrupted by a crash leaves behind is deleted on the next reconcile."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from kcp.api import labels
+from kcp.api.groups import KUBEADM_CONFIG, MACHINE
+from kcp.api.objects import ClusterView, KubeadmControlPlaneView
+from kcp.controlplane.client import ResourceLike
+from kcp.controlplane.events import EventRecorder
+from kcp.controlplane.orphans import Orphans
+from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
+from kcp.controlplane.scope import Scope
+from kcp.controlplane.status import StatusInputs
+from kcp.runtime.controller import ObjectKey
+from tests.unit.controlplane.builders import NOW, cluster, kcp, machine
+from tests.unit.controlplane.fakes import FakeCache, FakeKube, FakeTracker
+
+KEY = ObjectKey("ns", "cp")
+
+
+class Crash(BaseException):
+    """kcp killed mid-way: nothing after it runs, no undo."""
+
+
+class CrashingKube(FakeKube):
+    """Dies when asked to create a Machine (once), like a SIGKILL after the KubeadmConfig."""
+
+    crash = True
+
+    def create(
+        self, resource: ResourceLike, namespace: str | None, obj: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        if resource.kind == "Machine" and self.crash:
+            self.crash = False
+            raise Crash()
+        return super().create(resource, namespace, obj)
+
+
+class LaggingCache(FakeCache):
+    """A Machine cache that has not seen any Machine yet."""
+
+    def cluster_machines(self, namespace: str, cluster_name: str) -> list[Mapping[str, Any]]:
+        return []
+
+
+TEMPLATE = {
+    "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2",
+    "kind": "LocalMachineTemplate",
+    "metadata": {"name": "tmpl", "namespace": "ns"},
+    "spec": {"template": {"spec": {"size": "s"}}},
+}
+
+
+def _reconciler(
+    kube: FakeKube, cache: FakeCache | None = None, **options: Any
+) -> KubeadmControlPlaneReconciler:
+    return KubeadmControlPlaneReconciler(
+        kube,  # type: ignore[arg-type]
+        cache or FakeCache(kube),
+        FakeTracker(),
+        recorder=EventRecorder(kube),  # type: ignore[arg-type]
+        options=ReconcilerOptions(expectation_timeout=0.0, **options),
+        clock=lambda: NOW,
+        workload_api=lambda api: api,
+    )
+
+
+def _scope(kube: FakeKube) -> Scope:
+    obj = kube.get(
+        kube.resource_for("controlplane.cluster.x-k8s.io", "KubeadmControlPlane"), "ns", "cp"
+    )
+    assert obj is not None
+    view = KubeadmControlPlaneView(obj)
+    return Scope(
+        kcp=obj,
+        cluster=ClusterView(cluster()),
+        machines=[],
+        now=NOW,
+        status=StatusInputs(kcp=view, cluster_name="c1", machines=[], initialized=False),
+    )
+
+
+def _owned(kind: str, name: str, *, owner_uid: str = "kcp-uid-1") -> dict[str, Any]:
+    api_version = (
+        "bootstrap.cluster.x-k8s.io/v1beta2"
+        if kind == "KubeadmConfig"
+        else "infrastructure.cluster.x-k8s.io/v1beta2"
+    )
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{kind}-{name}",
+            "labels": labels.control_plane_machine_labels("cp", "c1"),
+            "ownerReferences": [
+                {
+                    "apiVersion": "controlplane.cluster.x-k8s.io/v1beta2",
+                    "kind": "KubeadmControlPlane",
+                    "name": "cp",
+                    "uid": owner_uid,
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {},
+    }
+
+
+def _names(kube: FakeKube, kind: str) -> set[str]:
+    return {o["metadata"]["name"] for o in kube.of_kind(kind)}
+
+
+def _orphan_events(kube: FakeKube) -> list[str]:
+    return [e["message"] for e in kube.of_kind("Event") if e["reason"] == "DeletedOrphan"]
+
+
+def test_a_crash_between_the_kubeadm_config_and_the_machine_leaves_nothing() -> None:
+    kube = CrashingKube()
+    kube.put(copy.deepcopy(TEMPLATE))
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    with pytest.raises(Crash):
+        _reconciler(kube).reconcile(KEY)
+    [left] = _names(kube, "KubeadmConfig")
+    assert _names(kube, "LocalMachine") == {left}
+    assert not kube.of_kind("Machine")
+
+    _reconciler(kube).reconcile(KEY)  # the restarted controller
+
+    [created] = _names(kube, "Machine")
+    assert created != left
+    assert _names(kube, "KubeadmConfig") == {created}
+    assert _names(kube, "LocalMachine") == {created}
+    messages = _orphan_events(kube)
+    assert len(messages) == 2
+    assert any(
+        f"KubeadmConfig ns/{left}" in m and "no Machine references it" in m for m in messages
+    )
+    assert any(f"LocalMachine ns/{left}" in m for m in messages)
+
+
+def test_referenced_objects_and_those_of_others_are_kept() -> None:
+    kube = FakeKube()
+    kube.put(kcp(replicas=1))
+    kube.put(machine("a"))
+    for kind in ("KubeadmConfig", "LocalMachine"):
+        kube.put(_owned(kind, "a"))  # referenced by Machine a
+        kube.put(_owned(kind, "other", owner_uid="another-kcp"))
+        unowned = _owned(kind, "unowned")
+        unowned["metadata"]["ownerReferences"] = []
+        kube.put(unowned)
+        deleting = _owned(kind, "deleting")
+        deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        kube.put(deleting)
+        kube.put(_owned(kind, "orphan"))
+    reconciler = _reconciler(kube)
+    reconciler.orphans.cleanup(_scope(kube))
+    for kind in ("KubeadmConfig", "LocalMachine"):
+        assert _names(kube, kind) == {"a", "other", "unowned", "deleting"}, kind
+    assert len(_orphan_events(kube)) == 2
+
+
+def test_a_machine_the_cache_has_not_seen_yet_keeps_its_objects() -> None:
+    kube = FakeKube()
+    kube.put(kcp(replicas=1))
+    kube.put(machine("a"))
+    kube.put(_owned("KubeadmConfig", "a"))
+    kube.put(_owned("LocalMachine", "a"))
+    reconciler = _reconciler(kube, LaggingCache(kube))
+    reconciler.orphans.cleanup(_scope(kube))
+    assert _names(kube, "KubeadmConfig") == {"a"}
+    assert _names(kube, "LocalMachine") == {"a"}
+    assert ("get", MACHINE.kind, "a") in kube.calls
+    assert not _orphan_events(kube)
+
+
+def test_infrastructure_machines_are_listed_at_most_every_interval() -> None:
+    kube = FakeKube()
+    kube.put(kcp(replicas=1))
+    now = [100.0]
+    reconciler = _reconciler(kube, orphan_check_interval=60.0)
+    orphans = Orphans(reconciler.services, clock=lambda: now[0])
+    orphans.cleanup(_scope(kube))
+    kube.put(_owned("LocalMachine", "late"))
+    now[0] += 30.0
+    orphans.cleanup(_scope(kube))
+    assert _names(kube, "LocalMachine") == {"late"}  # not listed again yet
+    kube.put(_owned("KubeadmConfig", "late"))
+    orphans.cleanup(_scope(kube))  # a KubeadmConfig orphan: list the infrastructure now
+    assert not _names(kube, "LocalMachine")
+    assert not _names(kube, KUBEADM_CONFIG.kind)
+    kube.put(_owned("LocalMachine", "later"))
+    now[0] += 61.0
+    orphans.cleanup(_scope(kube))
+    assert not _names(kube, "LocalMachine")
