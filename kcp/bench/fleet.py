@@ -264,7 +264,10 @@ class SharedEtcd:
 
             cluster_type = StandardPortEtcd
         self.host = host
-        self.cluster = cluster_type(self.ca, members=1, host=host, name="kcp-bench-etcd")
+        # A name of its own: member names become Node names, and two scenarios in one
+        # management cluster must not find each other's Node and etcd Pod.
+        name = f"kcp-bench-etcd-{uuid.uuid4().hex[:6]}"
+        self.cluster = cluster_type(self.ca, members=1, host=host, name=name)
 
     def __enter__(self) -> SharedEtcd:
         try:

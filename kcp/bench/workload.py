@@ -103,6 +103,7 @@ class SteadyWorkload:
         self._create_pods()
 
     def _create(self, resource: Any, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create `obj`, or bring an existing one's labels and annotations to `obj`'s."""
         from kcp.controlplane.client import ApiError
 
         try:
@@ -111,8 +112,12 @@ class SteadyWorkload:
         except ApiError as error:
             if error.status != 409:
                 raise
-            found: dict[str, Any] = self.kube.get(resource, namespace, obj["metadata"]["name"])
-            return found
+        metadata = obj["metadata"]
+        patch = {k: metadata[k] for k in ("labels", "annotations") if k in metadata}
+        found: dict[str, Any] = self.kube.merge_patch(
+            resource, namespace, metadata["name"], {"metadata": patch}
+        )
+        return found
 
     def _create_node(self) -> None:
         self._create(
