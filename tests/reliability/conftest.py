@@ -39,6 +39,7 @@ FLEET_TUNING: dict[str, Any] = {
         "not_initialized_requeue": 2.0,
         "unhealthy_requeue": 3.0,
         "health_requeue": 10.0,
+        "error_backoff_initial": 1.0,
     },
     "tracker": {"probe_interval": 2.0},
 }

@@ -208,14 +208,6 @@ def delete_ca(kube: Any, namespace: str, cluster: str) -> None:
     kube.delete(groups.SECRET, namespace, f"{cluster}-ca")
 
 
-NEVER_CONNECTED = (
-    "a workload cluster that never answered stays 'connecting' in the tracker; the "
-    "ControlPlaneComponentsHealthy condition then says only 'cluster ... is being connected "
-    "(last problem: ...)', with no instruction (since edad323 the WorkloadClusterUnreachable "
-    "Event, after 5 failed checks, does say to check the endpoint in the kubeconfig Secret)"
-)
-
-
 @dataclass(frozen=True)
 class BadInput:
     name: str
@@ -577,7 +569,6 @@ CORPUS: list[BadInput] = [
         "nowhere.invalid",
         secret("kubeconfig", _kubeconfig(_kubeconfig_nowhere())),
         infrastructure=True,
-        xfail=NEVER_CONNECTED,
     ),
     BadInput(
         "kubeconfig-not-yaml",
