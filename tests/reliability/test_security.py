@@ -4,7 +4,8 @@ Runs last: it inspects what the whole suite's controllers did. Every private
 key a `kcp run` of this suite generated reached the test through a pipe
 (`kcp_child.py`), never a file; here the suite looks for each of them on disk
 (every file written since the session started under /tmp, the working
-directories, $HOME/.cache) and in the controllers' whole output. Expected
+directories, $HOME/.cache; other tools' caches such as .mypy_cache, go-build or
+.venv are skipped) and in the controllers' whole output. Expected
 copies, and only those, are allowed: a key kcp stores in a Secret (CAs,
 service-account key, admin kubeconfig) is in the management cluster's etcd
 data, and the service-account key is also on the simulated machines (kubeadm
@@ -47,6 +48,20 @@ SESSION_START_WALL = time.time() - (time.monotonic() - STARTED)
 MAX_FILE = 128 * 1024 * 1024
 BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{48,}={0,2}")
 TRACKER_KEY = "kcp/tracker/"
+TOOL_CACHES = frozenset(
+    {
+        ".git",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        "__pycache__",
+        ".venv",
+        "node_modules",
+        "go-build",
+        "pip",
+    }
+)
+"""Directories other tools write (compilers, linters, package managers): not kcp's."""
 
 
 @dataclass
@@ -131,7 +146,7 @@ def scan(roots: list[Path], needles: list[Needles], management_etcd: Path) -> tu
     seen: set[tuple[int, int]] = set()
     for root in roots:
         for directory, subdirs, files in os.walk(root, followlinks=False):
-            subdirs[:] = [d for d in subdirs if d not in ("go-build", "proc")]
+            subdirs[:] = [d for d in subdirs if d not in TOOL_CACHES]
             in_management_etcd = directory.startswith(str(management_etcd))
             if "/member" in directory and not in_management_etcd:
                 continue
