@@ -81,9 +81,15 @@ class Checker:
                 with entry.lock:
                     entry.etcd_error = exc
             else:
+                if entry.evicted:  # while the API server probe ran: open nothing for it
+                    return None
                 etcd = probe_etcd(
                     endpoints, issued.tls, self._credentials.pool, timeout, prefer=prefer
                 )
+                if entry.evicted:
+                    # Evicted during the probe: eviction closed the channels it knew of,
+                    # perhaps before the probe opened this one.
+                    self._credentials.discard_channels(endpoints, [issued.tls])
         return self.record(entry, api, etcd)
 
     def backoff(self, failures: int) -> float:
