@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import re
+import socket
 import threading
 import time
 import uuid
@@ -417,3 +418,73 @@ def test_kcp_run_returns_to_its_baseline_after_clusters_come_and_go(
     summary.leaks.extend(f"kcp run: {leak}" for leak in leaks)
     assert leaks == []
     assert growth < PROCESS_RSS_BOUND_MIB
+
+
+@contextlib.contextmanager
+def silent_api_server() -> Iterator[int]:
+    """A port on which TCP connections are accepted and never answered."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, name="silent-api-server", daemon=True).start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def test_a_probe_racing_the_eviction_leaves_no_etcd_channel(summary: Summary) -> None:
+    """A cluster deleted while its health check waits on a silent API server: the etcd
+    channel the check opens afterwards is closed too (fixed in kcp/tracker/checks.py)."""
+    etcd_ca = certs.new_certificate_authority("etcd-ca", algorithm="ecdsa-p256")
+    ca = certs.new_certificate_authority("kubernetes", algorithm="ecdsa-p256")
+    admin = certs.issue_certificate(
+        ca,
+        common_name="kubernetes-admin",
+        organizations=("system:masters",),
+        algorithm="ecdsa-p256",
+    )
+    with silent_api_server() as port:
+        secrets = InMemorySecrets()
+        secrets.put("ns", "c-etcd", certs.key_pair_to_secret_data(etcd_ca))
+        secrets.put(
+            "ns",
+            "c-kubeconfig",
+            {
+                "value": certs.build_kubeconfig(
+                    cluster_name="c",
+                    server=f"https://127.0.0.1:{port}",
+                    ca_pem=ca.cert_pem,
+                    client_cert_pem=admin.cert_pem,
+                    client_key_pem=admin.key_pem,
+                )
+            },
+        )
+        tracker = Tracker(
+            secrets,
+            TrackerOptions(probe_interval=1.0, probe_timeout=2.0, key_algorithm="ecdsa-p256"),
+            registry=CollectorRegistry(),
+        )
+        try:
+            key = ClusterKey("ns", "c", str(uuid.uuid4()))
+            tracker.track(key, etcd_endpoints=["127.0.0.1:1"])
+            time.sleep(0.5)  # the first check now waits on the silent API server
+            assert tracker.evict(key)
+            time.sleep(3.0)  # the check times out, then reaches its etcd probe
+            left = len(tracker.etcd_pool)
+        finally:
+            tracker.close()
+    if left:
+        summary.leaks.append(f"tracker: {left} etcd channel(s) of an evicted cluster")
+    assert left == 0
