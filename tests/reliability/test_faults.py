@@ -340,9 +340,10 @@ def _restart_management(fleet: Fleet) -> None:
 class ConflictingWriter:
     """Another client writing the KubeadmControlPlane (spec and status) and the Machines.
 
-    Updates are PUTs carrying the resourceVersion read just before: each one that
-    races kcp (or kcp's that race it) ends in a 409. Its own annotation, label
-    and condition must survive whatever kcp writes.
+    Updates are PUTs carrying the resourceVersion read up to 0.3 s before (a slow
+    client): each one that kcp's writes overtook ends in a 409, and kcp's status
+    patches, which carry a resourceVersion too, meet the writer's. Its own
+    annotation, label and condition must survive whatever kcp writes.
     """
 
     CONDITION = "ReliabilityExternalCheck"
@@ -380,12 +381,14 @@ class ConflictingWriter:
         fleet, counter = self.fleet, 0
         resource = groups.KUBEADM_CONTROL_PLANE
         path = resource.path(fleet.namespace, kcp_name(VICTIM))
-        while not self._stop.wait(0.5):
+        rng = random.Random(SEED)
+        while not self._stop.wait(0.2):
             counter += 1
             try:
                 obj = fleet.kcp_object(VICTIM)
                 if obj is None:
                     continue
+                time.sleep(rng.uniform(0.0, 0.3))
                 obj["metadata"].setdefault("annotations", {})["reliability/writer"] = str(counter)
                 self._put(path, obj)
                 obj = fleet.kcp_object(VICTIM) or obj
@@ -443,6 +446,7 @@ def test_scale_down_with_the_controller_killed_and_a_conflicting_writer(
         f"wrote {writer.writes} times and met {writer.conflicts} conflicts"
     )
     assert writer.writes > 0 and not writer.errors, writer.errors[:5]
+    assert writer.conflicts > 0, "no write of the other writer ever conflicted with kcp's"
     obj = victim.kcp_object(VICTIM) or {}
     assert obj["metadata"]["annotations"].get("reliability/writer"), "kcp dropped an annotation"
     external = condition(obj, ConflictingWriter.CONDITION)
