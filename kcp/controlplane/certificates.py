@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from kcp.api import conditions as c
@@ -84,11 +85,11 @@ class CertificatesOutcome:
         return self.condition.is_true
 
 
-def _generate(purpose: SecretPurpose) -> dict[str, bytes]:
+def _generate(purpose: SecretPurpose, now: datetime | None) -> dict[str, bytes]:
     if purpose is SecretPurpose.SERVICE_ACCOUNT:
         public_pem, private_pem = new_service_account_key()
         return {"tls.crt": public_pem, "tls.key": private_pem}
-    return key_pair_to_secret_data(new_certificate_authority(CA_COMMON_NAMES[purpose]))
+    return key_pair_to_secret_data(new_certificate_authority(CA_COMMON_NAMES[purpose], now=now))
 
 
 def _validate(purpose: SecretPurpose, where: str, data: dict[str, bytes]) -> object:
@@ -127,6 +128,7 @@ def reconcile_certificates(
     cluster_name: str,
     *,
     may_generate: bool,
+    now: datetime | None = None,
 ) -> CertificatesOutcome:
     """Make sure the four Secrets exist and are usable; never overwrite one.
 
@@ -160,7 +162,7 @@ def reconcile_certificates(
                 namespace=namespace,
                 name=name,
                 cluster_name=cluster_name,
-                data=_generate(purpose),
+                data=_generate(purpose, now),
                 owner=kcp,
                 extra_labels=extra,
             )

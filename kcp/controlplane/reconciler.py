@@ -188,6 +188,7 @@ class KubeadmControlPlaneReconciler(Step):
             scope.kcp,
             cluster.name,
             may_generate=not scope.machines and not view.control_plane_initialized,
+            now=scope.now,  # the reconcile's clock, so what it issues next is consistent
         )
         scope.status.certificates = certificates.condition
         for name in certificates.created:

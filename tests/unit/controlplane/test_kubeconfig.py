@@ -25,7 +25,12 @@ def _setup() -> tuple[FakeKube, SecretStore, dict[str, Any], KeyPair]:
     kube = FakeKube()
     owner = kube.put(kcp())
     store = SecretStore(kube, FakeCache(kube).secret)  # type: ignore[arg-type]
-    return kube, store, owner, new_certificate_authority("kubernetes", algorithm="ecdsa-p256")
+    return (
+        kube,
+        store,
+        owner,
+        new_certificate_authority("kubernetes", algorithm="ecdsa-p256", now=NOW),
+    )
 
 
 def _client_cert(kube: FakeKube) -> Any:

@@ -153,7 +153,7 @@ def test_first_reconcile_creates_certificates_kubeconfig_and_the_first_machine(
 
 
 def test_existing_authorities_are_never_replaced(kube: FakeKube, tracker: FakeTracker) -> None:
-    theirs = new_certificate_authority("users-own-ca")
+    theirs = new_certificate_authority("users-own-ca", now=NOW)
     data = {k: base64.b64encode(v).decode() for k, v in key_pair_to_secret_data(theirs).items()}
     kube.put(
         {
@@ -255,7 +255,7 @@ def _running_control_plane(
     owner = kube.get(KUBEADM_CONTROL_PLANE, "ns", "cp")
     assert owner is not None
     store = SecretStore(kube, FakeCache(kube).secret)  # type: ignore[arg-type]
-    assert reconcile_certificates(store, owner, "c1", may_generate=True).available
+    assert reconcile_certificates(store, owner, "c1", may_generate=True, now=NOW).available
     for index, name in enumerate(names):
         kube.put(machine(name, address=name, conditions=[condition(c.READY)], **kw))
         kube.put(
