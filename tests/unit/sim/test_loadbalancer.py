@@ -127,6 +127,10 @@ def test_no_backend_closes_the_connection(
     for backend in backends:
         backend.ready = False
     _wait(lambda: not lb.healthy_backends())
+    # A health check already in flight when the backends turned unready may still
+    # report them healthy once: wait a full check interval and confirm.
+    time.sleep(lb.check_interval * 2)
+    _wait(lambda: not lb.healthy_backends())
     with socket.create_connection(lb.endpoint, timeout=3) as raw:
         raw.settimeout(3)
         assert raw.recv(1) == b""
