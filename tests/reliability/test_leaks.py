@@ -65,78 +65,33 @@ PROCESS_RSS_BOUND_MIB = 64.0
 LOOP = Path(__file__).with_name("tracker_loop.py")
 
 
+@contextlib.contextmanager
+def namespace_on(control_plane: LocalControlPlane, prefix: str) -> Iterator[str]:
+    """A fresh namespace, emptied of finalizers and deleted afterwards."""
+    kube = Kube(control_plane.api_client())
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    kube.create(groups.NAMESPACE, None, {"metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        for resource in (groups.KUBEADM_CONTROL_PLANE, groups.MACHINE, groups.CLUSTER):
+            with contextlib.suppress(ApiError):
+                for obj in kube.list(resource, name):
+                    if obj["metadata"].get("finalizers"):
+                        kube.merge_patch(
+                            resource,
+                            name,
+                            obj["metadata"]["name"],
+                            {"metadata": {"finalizers": None}},
+                        )
+        with contextlib.suppress(ApiError):
+            kube.delete(groups.NAMESPACE, None, name)
+
+
 @pytest.fixture(scope="module")
 def leak_namespace(control_plane: LocalControlPlane) -> Iterator[str]:
-    kube = Kube(control_plane.api_client())
-    name = f"rel-leaks-{uuid.uuid4().hex[:8]}"
-    kube.create(groups.NAMESPACE, None, {"metadata": {"name": name}})
-    yield name
-    for resource in (groups.KUBEADM_CONTROL_PLANE, groups.MACHINE, groups.CLUSTER):
-        try:
-            for obj in kube.list(resource, name):
-                if obj["metadata"].get("finalizers"):
-                    kube.merge_patch(
-                        resource, name, obj["metadata"]["name"], {"metadata": {"finalizers": None}}
-                    )
-        except ApiError:
-            pass
-    with contextlib.suppress(ApiError):
-        kube.delete(groups.NAMESPACE, None, name)
-
-
-@pytest.mark.parametrize(
-    "clusters", [2000, pytest.param(20000, marks=pytest.mark.soak)], ids=lambda n: f"{n}"
-)
-def test_the_tracker_forgets_deleted_clusters(
-    control_plane: LocalControlPlane, leak_namespace: str, summary: Summary, clusters: int
-) -> None:
-    """`tracker_loop.py` in a child process: its RSS is the tracker's, not the simulator's."""
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(LOOP),
-            f"--server={control_plane.server_url}",
-            f"--pki={control_plane.work_dir / 'pki'}",
-            f"--namespace={leak_namespace}",
-            f"--clusters={clusters}",
-            f"--warm-up={WARM_UP}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60 + clusters * 0.1,
-        check=False,
-        cwd=control_plane.work_dir,
-    )
-    found = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and found, (completed.stdout + completed.stderr)[-4000:]
-    result = json.loads(found[-1].removeprefix("RESULT "))
-    baseline, final = result["baseline"], result["final"]
-    measured = clusters - WARM_UP * 100
-    growth = final["rss"] - baseline["rss"]
-    second_half = final["rss"] - result["middle_rss"]
-    objects = final["objects"] - baseline["objects"]
-    leaks = list(result["leaks"])
-    if objects > OBJECTS_PER_CLUSTER * measured:
-        leaks.append(f"{objects} more Python objects after {measured} clusters")
-    print(
-        f"{clusters} clusters created, tracked and deleted in {result['took']:.0f}s "
-        f"({result['keys_generated']} keys, {result['certificates_issued']} certificates, "
-        f"{result['status_calls']} etcd status calls; channels closed {result['drain']:.1f}s "
-        f"after the last eviction); baseline {baseline}; final {final}; RSS "
-        f"{growth:+.1f} MiB over the last {measured} ({second_half:+.1f} MiB over the last "
-        f"half of them), {objects:+d} Python objects"
-    )
-    summary.notes.append(
-        f"tracker loop:         {clusters} clusters in {result['took']:.0f}s, RSS "
-        f"{growth:+.1f} MiB over the last {measured} ({second_half:+.1f} over the last "
-        f"{measured // 2}; bound {RSS_BOUND_MIB:.0f}), threads "
-        f"{len(baseline['threads'])} -> {len(final['threads'])}, etcd channels "
-        f"{baseline['channels']} -> {final['channels']}"
-    )
-    summary.leaks.extend(f"tracker: {leak}" for leak in leaks)
-    assert result["keys_generated"] == clusters
-    assert leaks == []
-    assert growth < RSS_BOUND_MIB + RSS_PER_THOUSAND_MIB * max(0, clusters - 2000) / 1000
+    with namespace_on(control_plane, "rel-leaks") as name:
+        yield name
 
 
 TUNING: dict[str, Any] = {
@@ -255,6 +210,74 @@ def test_kcp_run_returns_to_its_baseline_after_clusters_come_and_go(
     summary.leaks.extend(f"kcp run: {leak}" for leak in leaks)
     assert leaks == []
     assert growth < PROCESS_RSS_BOUND_MIB
+
+
+@contextlib.contextmanager
+def running_loop(control_plane: LocalControlPlane, clusters: int) -> Iterator[Any]:
+    """`tracker_loop.py` over `clusters` clusters in a namespace of its own, running."""
+    with namespace_on(control_plane, "rel-loop") as namespace:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                str(LOOP),
+                f"--server={control_plane.server_url}",
+                f"--pki={control_plane.work_dir / 'pki'}",
+                f"--namespace={namespace}",
+                f"--clusters={clusters}",
+                f"--warm-up={WARM_UP}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=control_plane.work_dir,
+        )
+        try:
+            yield child
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait(10)
+
+
+@pytest.mark.parametrize(
+    "clusters", [2000, pytest.param(20000, marks=pytest.mark.soak)], ids=lambda n: f"{n}"
+)
+def test_the_tracker_forgets_deleted_clusters(
+    control_plane: LocalControlPlane, summary: Summary, clusters: int
+) -> None:
+    """`tracker_loop.py` in a child process: its RSS is the tracker's, not the simulator's."""
+    with running_loop(control_plane, clusters) as child:
+        output, _ = child.communicate(timeout=120 + clusters * 0.1)
+    found = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    assert child.returncode == 0 and found, output[-4000:]
+    result = json.loads(found[-1].removeprefix("RESULT "))
+    baseline, final = result["baseline"], result["final"]
+    measured = clusters - WARM_UP * 100
+    growth = final["rss"] - baseline["rss"]
+    second_half = final["rss"] - result["middle_rss"]
+    objects = final["objects"] - baseline["objects"]
+    leaks = list(result["leaks"])
+    if objects > OBJECTS_PER_CLUSTER * measured:
+        leaks.append(f"{objects} more Python objects after {measured} clusters")
+    print(
+        f"{clusters} clusters created, tracked and deleted in {result['took']:.0f}s "
+        f"({result['keys_generated']} keys, {result['certificates_issued']} certificates, "
+        f"{result['status_calls']} etcd status calls; channels closed {result['drain']:.1f}s "
+        f"after the last eviction); baseline {baseline}; final {final}; RSS "
+        f"{growth:+.1f} MiB over the last {measured} ({second_half:+.1f} MiB over the last "
+        f"half of them), {objects:+d} Python objects"
+    )
+    summary.notes.append(
+        f"tracker loop:         {clusters} clusters in {result['took']:.0f}s, RSS "
+        f"{growth:+.1f} MiB over the last {measured} ({second_half:+.1f} over the last "
+        f"{measured // 2}; bound {RSS_BOUND_MIB:.0f}), threads "
+        f"{len(baseline['threads'])} -> {len(final['threads'])}, etcd channels "
+        f"{baseline['channels']} -> {final['channels']}"
+    )
+    summary.leaks.extend(f"tracker: {leak}" for leak in leaks)
+    assert result["keys_generated"] == clusters
+    assert leaks == []
+    assert growth < RSS_BOUND_MIB + RSS_PER_THOUSAND_MIB * max(0, clusters - 2000) / 1000
 
 
 @contextlib.contextmanager
