@@ -47,3 +47,10 @@ def assert_no_key_material(text: str, *pems: bytes) -> None:
     for pem in pems:
         for fragment in secret_fragments(pem):
             assert fragment not in text, "key material leaked"
+
+
+def pem_label(pem: bytes) -> str:
+    """The label of the first PEM block (e.g. "RSA PRIVATE KEY"), for asserting formats."""
+    first = pem.split(b"\n", 1)[0].decode()
+    assert first.startswith("-----BEGIN ") and first.endswith("-----"), first
+    return first.removeprefix("-----BEGIN ").removesuffix("-----")

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from kcp import certs
 from kcp.certs import CertificateError, KeyPair, KubeconfigError, PrivateKey, SecretPurpose
 
-from .conftest import assert_no_key_material
+from .conftest import assert_no_key_material, pem_label
 
 NAME = "default/c1-etcd"
 
@@ -35,7 +35,7 @@ def test_names_match_cluster_api() -> None:
 def test_ca_round_trip(rsa_ca: KeyPair) -> None:
     data = certs.key_pair_to_secret_data(rsa_ca)
     assert data == {"tls.crt": rsa_ca.cert_pem, "tls.key": rsa_ca.key_pem}
-    assert data["tls.key"].startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert pem_label(data["tls.key"]) == "RSA PRIVATE KEY"
     assert certs.key_pair_from_secret_data(data, secret_name=NAME) == rsa_ca
     fast = certs.key_pair_from_secret_data(data, secret_name=NAME, skip_rsa_validation=True)
     assert fast == rsa_ca
@@ -134,7 +134,7 @@ def test_not_a_ca(ec_ca: KeyPair, ec_key: PrivateKey) -> None:
 def test_service_account_key(rsa_key: PrivateKey, ec_key: PrivateKey) -> None:
     data = certs.service_account_key_to_secret_data(rsa_key)
     assert data["tls.crt"].startswith(b"-----BEGIN PUBLIC KEY-----")
-    assert data["tls.key"].startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert pem_label(data["tls.key"]) == "RSA PRIVATE KEY"
     key = certs.service_account_key_from_secret_data(data, secret_name="default/c1-sa")
     assert certs.public_keys_equal(key.public_key(), rsa_key.public_key())
     # tls.crt is optional, but must match when present.
@@ -165,7 +165,7 @@ def test_new_service_account_key_generates_once() -> None:
 def test_new_service_account_key_is_rsa_by_default() -> None:
     public, private = certs.new_service_account_key()
     assert public.startswith(b"-----BEGIN PUBLIC KEY-----")
-    assert private.startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert pem_label(private) == "RSA PRIVATE KEY"
     assert isinstance(
         certs.decode_private_key(private, skip_rsa_validation=True), rsa.RSAPrivateKey
     )
