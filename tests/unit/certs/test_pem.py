@@ -67,7 +67,7 @@ def test_key_after_a_certificate_in_one_pem(ec_ca: KeyPair) -> None:
     [
         (b"", r"my key is empty; provide an unencrypted PEM private key"),
         (b"   \n", r"my key is empty"),
-        (b"hello world", r"my key is not PEM \(no -+BEGIN PRIVATE KEY-+ line\)"),
+        (b"hello world", r"my key is not PEM \(no -+BEGIN PRIVATE\sKEY-+ line\)"),
         (b"\x00\xff\xfe binary", r"my key is not PEM"),
     ],
 )
