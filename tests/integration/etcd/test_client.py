@@ -185,6 +185,16 @@ def test_a_silent_endpoint_fails_within_the_dial_timeout(
     assert 0.4 < elapsed < 2.0
 
 
+def test_dialling_starts_no_thread(trio: EtcdCluster) -> None:
+    """A thousand clusters mean many dials: each must not leave a thread behind."""
+    before = threading.active_count()
+    for _ in range(10):
+        with EtcdClient.open(trio.endpoints[0], _tls(trio)) as client:
+            assert client.status().has_leader
+            assert threading.active_count() <= before
+    assert threading.active_count() <= before
+
+
 def test_a_refused_endpoint_fails_at_once(tls: EtcdTLS) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
