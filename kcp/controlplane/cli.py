@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kcp.runtime.options import add_manager_arguments, options_from_args, parse_duration
+
+if TYPE_CHECKING:
+    from kcp.tracker.options import TrackerOptions
 
 __all__ = ["add_arguments", "run"]
 
@@ -47,14 +50,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_manager_arguments(parser)
 
 
-def management_api_client(kubeconfig: str | None) -> Any:
-    """An ApiClient for the management cluster: from `kubeconfig`, else in-cluster."""
+def management_api_client(kubeconfig: str | None, *, connections: int) -> Any:
+    """An ApiClient for the management cluster: from `kubeconfig`, else in-cluster.
+
+    Its connection pool holds `connections` (the client's default is five per CPU):
+    every informer's watch keeps one, and a worker finding the pool full would open
+    and discard a TLS connection per request.
+    """
     from kubernetes import client, config
 
+    configuration = client.Configuration()
     if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    config.load_incluster_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
+
+
+def connection_pool_size(concurrency: int, tracker: TrackerOptions) -> int:
+    """Connections the controller can use at once: watches, workers, probes, and spare."""
+    informers, spare = 5, 4  # one watch per informer; events, leases, metrics
+    return informers + concurrency + tracker.probe_workers + spare
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,16 +84,15 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.v)
     log = get_logger("kcp.run")
     options = options_from_args(args)
-    api_client = management_api_client(args.kubeconfig)
-    manager = Manager(options, api_client=api_client)
-    tracker = Tracker.for_api_client(
-        api_client,
-        TrackerOptions(
-            etcd_dial_timeout=args.etcd_dial_timeout_duration,
-            etcd_call_timeout=args.etcd_call_timeout_duration,
-        ),
-        registry=manager.registry,
+    tracker_options = TrackerOptions(
+        etcd_dial_timeout=args.etcd_dial_timeout_duration,
+        etcd_call_timeout=args.etcd_call_timeout_duration,
     )
+    api_client = management_api_client(
+        args.kubeconfig, connections=connection_pool_size(options.concurrency, tracker_options)
+    )
+    manager = Manager(options, api_client=api_client)
+    tracker = Tracker.for_api_client(api_client, tracker_options, registry=manager.registry)
     setup(manager, api_client, tracker, namespace=options.namespace)
     log.info(
         "Starting kcp",

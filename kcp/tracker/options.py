@@ -80,9 +80,12 @@ class TrackerOptions:
     their Secrets, generate keys, dial) and run health probes. A silent cluster holds one
     for at most two probe timeouts per check, and is not checked again until it is done."""
 
-    secret_refresh_interval: float = 60.0
+    secret_refresh_interval: float = 600.0
     """Seconds after which a probe re-reads a cluster's ``-etcd`` and ``-kubeconfig``
-    Secrets even if no Secret event said they changed (see ``Tracker.secret_event_handler``)."""
+    Secrets even if no Secret event said they changed (see ``Tracker.secret_event_handler``).
+    Events carry the changes; this is the safety net (a Secret without the cluster-name
+    label is not watched), so it is a sync period, not a poll: at 60 s a thousand
+    clusters cost the management API server 33 reads a second."""
 
     secret_read_timeout: float = 5.0
     """Seconds a live read of a Secret from the management cluster may take."""
