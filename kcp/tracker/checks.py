@@ -2,7 +2,8 @@
 
 A check re-reads the cluster's ``-etcd`` and ``-kubeconfig`` Secrets when they
 are due (or an event said they changed), makes sure the cluster has a key and a
-workload client, probes its API server and etcd, and records the verdict:
+workload client, probes its API server (and its etcd, at most every
+``etcd_probe_interval`` while all is well), and records the verdict:
 ``connected`` once every probe made succeeds; ``down`` after
 ``failure_threshold`` failed checks in a row of a cluster that has connected
 before, or at once on a 401. A cluster that never connected stays
@@ -74,7 +75,7 @@ class Checker:
         etcd: ProbeResult | None = None
         with entry.lock:
             endpoints, prefer = entry.endpoints, entry.etcd_answered_by
-        if ca is not None and private_key is not None and endpoints:
+        if ca is not None and private_key is not None and endpoints and self._etcd_due(entry):
             try:
                 issued = self._credentials.certificate(entry, ca, private_key)
             except ClusterSecretError as exc:
@@ -91,6 +92,17 @@ class Checker:
                     # perhaps before the probe opened this one.
                     self._credentials.discard_channels(endpoints, [issued.tls])
         return self.record(entry, api, etcd)
+
+    def _etcd_due(self, entry: ClusterEntry) -> bool:
+        """Whether this check probes etcd too (see ``TrackerOptions.etcd_probe_interval``)."""
+        interval = self.options.etcd_probe_interval
+        with entry.lock:
+            return (
+                interval is None
+                or entry.state != "connected"
+                or entry.etcd_ok is not True
+                or time.monotonic() - entry.etcd_probed_at >= interval
+            )
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after a never-connected cluster's ``failures``-th failed check."""
@@ -137,6 +149,7 @@ class Checker:
                 with entry.lock:
                     previous = entry.etcd_ca
                     entry.etcd_seen, entry.etcd_ca, entry.etcd_error = marker, ca, error
+                    entry.etcd_probed_at = -math.inf  # check the new material at once
                 if error is not None:
                     entry.log.warning("etcd CA Secret unusable", error=str(error))
                 elif (
@@ -228,6 +241,7 @@ class Checker:
                 entry.api_ok = api.ok
             if etcd is not None:
                 entry.etcd_ok = etcd.ok
+                entry.etcd_probed_at = time.monotonic()
                 if etcd.ok:
                     entry.etcd_answered_by = etcd.answered_by
             problems = [r.error for r in results if not r.ok]

@@ -55,6 +55,8 @@ class ClusterEntry:
         self.last_probe_time: datetime | None = None
         self.last_kick = -math.inf
         self.etcd_answered_by = ""
+        self.etcd_probed_at = -math.inf
+        """Monotonic time of the last etcd probe (see ``etcd_probe_interval``)."""
         self.tls_history: list[EtcdTLS] = []
 
 

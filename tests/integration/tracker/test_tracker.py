@@ -290,7 +290,7 @@ def test_exactly_one_key_per_cluster_over_100_health_checks(
     etcd: EtcdCluster,
     etcd_ca: KeyPair,
 ) -> None:
-    tracker = make_tracker(probe_interval=0.02)
+    tracker = make_tracker(probe_interval=0.02, etcd_probe_interval=None)
     keys = [new_cluster_key(namespace) for _ in range(2)]
     for key in keys:
         put_secret(core, namespace, f"{key.name}-etcd", certs.key_pair_to_secret_data(etcd_ca))
@@ -316,6 +316,46 @@ def test_exactly_one_key_per_cluster_over_100_health_checks(
     assert tracker.metrics.registry.get_sample_value(
         "kcp_tracker_keys_generated_total", {"algorithm": "rsa-2048"}
     ) == len(keys)
+
+
+def test_a_healthy_etcd_is_probed_at_its_own_slower_cadence_and_a_failing_one_every_check(
+    make_tracker: Callable[..., Tracker],
+    core: client.CoreV1Api,
+    namespace: str,
+    etcd: EtcdCluster,
+    etcd_ca: KeyPair,
+    admin_kubeconfig: bytes,
+) -> None:
+    tracker = make_tracker(probe_interval=0.05, etcd_probe_interval=1.0)
+    key = new_cluster_key(namespace)
+    put_secret(core, namespace, f"{key.name}-etcd", certs.key_pair_to_secret_data(etcd_ca))
+    put_secret(core, namespace, f"{key.name}-kubeconfig", {"value": admin_kubeconfig})
+    access_when_connected(tracker, key, etcd.endpoints)
+
+    def count(sample: str) -> int:
+        return tracker.stats().health_checks.get(sample, 0)
+
+    api_before, etcd_before = count("api_server/success"), count("etcd/success")
+    time.sleep(2.5)
+    api_checks = count("api_server/success") - api_before
+    etcd_checks = count("etcd/success") - etcd_before
+    assert api_checks >= 10, api_checks
+    assert 1 <= etcd_checks <= 4, (api_checks, etcd_checks)
+
+    # etcd stops answering (the cluster's endpoints now point at nothing): within one
+    # etcd interval the failure is seen, then etcd is probed on every check until the
+    # cluster is marked down after five failed checks in a row.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        refused = f"127.0.0.1:{probe.getsockname()[1]}"
+    tracker.track(key, etcd_endpoints=[refused])
+
+    def down() -> bool:
+        health = tracker.health(key)
+        return health is not None and health.state == "down"
+
+    wait_for(down, 5.0, "the cluster to be marked down")
+    assert count("etcd/failure") >= 5
 
 
 def test_a_certificate_is_renewed_before_expiry_and_never_handed_out_expired(

@@ -16,6 +16,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert options.certificate_validity == timedelta(hours=24)
     assert options.renew_fraction == pytest.approx(2 / 3)
     assert options.probe_interval == 10.0
+    assert options.etcd_probe_interval == 60.0
+    assert options.secret_refresh_interval == 600.0
     assert options.probe_timeout == 5.0
     assert options.failure_threshold == 5
     assert (options.connecting_backoff, options.connecting_backoff_max) == (2.0, 10.0)
@@ -37,6 +39,7 @@ def test_cache_sizes_follow_capacity_unless_given() -> None:
         ({"certificate_validity": timedelta(0)}, "certificate_validity"),
         ({"renew_fraction": 1.0}, "renew_fraction"),
         ({"probe_interval": 0.0}, "probe_interval"),
+        ({"etcd_probe_interval": -1.0}, "etcd_probe_interval"),
         ({"probe_timeout": -1.0}, "probe_timeout"),
         ({"failure_threshold": 0}, "failure_threshold"),
         ({"probe_workers": 0}, "probe_workers"),
