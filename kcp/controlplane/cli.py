@@ -77,10 +77,12 @@ def connection_pool_size(concurrency: int, tracker: TrackerOptions) -> int:
 def run(args: argparse.Namespace) -> int:
     from kcp.controlplane.controller import setup
     from kcp.runtime.logging import configure_logging, get_logger
+    from kcp.runtime.malloc import limit_malloc_arenas
     from kcp.runtime.manager import Manager
     from kcp.tracker.options import TrackerOptions
     from kcp.tracker.tracker import Tracker
 
+    limit_malloc_arenas()  # before any thread starts
     configure_logging(args.v)
     log = get_logger("kcp.run")
     options = options_from_args(args)
