@@ -21,6 +21,7 @@ import grpc
 from kcp.etcd import EtcdClient, EtcdError, EtcdTimeouts, EtcdTLS, Member
 from kcp.sim.pki import MachineFiles
 from kcp.sim.process import SimProcess
+from kcp.testing.etcd_launch import EtcdTuning, MemberURLs, TLSFiles, etcd_argv
 
 __all__ = [
     "CLIENT_PORT",
@@ -39,6 +40,7 @@ PEER_PORT = 2380
 METRICS_PORT = 2381
 _HEALTH_TIMEOUT = 1.0
 _TIMEOUTS = EtcdTimeouts(dial=2.0, call=5.0)
+_TUNING = EtcdTuning(snapshot_count=10000)
 
 
 class EtcdJoinError(RuntimeError):
@@ -53,8 +55,13 @@ class JoinPlan:
     initial_cluster: str
 
 
-class EtcdMember:
+class EtcdMember(MemberURLs):
     """The etcd process of one machine and the flags kubeadm would give it."""
+
+    # kubeadm's ports: every machine has an address of its own.
+    client_port = CLIENT_PORT
+    peer_port = PEER_PORT
+    metrics_port = METRICS_PORT
 
     def __init__(
         self,
@@ -67,29 +74,12 @@ class EtcdMember:
         binary: Path,
     ) -> None:
         self.name = name
-        self.address = address
+        self.host = address
         self.data_dir = data_dir
         self.files = files
         self.process = process
         self.binary = binary
         self.member_id: int | None = None
-
-    @property
-    def client_url(self) -> str:
-        return f"https://{self.address}:{CLIENT_PORT}"
-
-    @property
-    def peer_url(self) -> str:
-        return f"https://{self.address}:{PEER_PORT}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self.address}:{METRICS_PORT}"
-
-    @property
-    def endpoint(self) -> str:
-        """`host:port` of the client URL, as gRPC dials it."""
-        return f"{self.address}:{CLIENT_PORT}"
 
     def start_new(self, token: str) -> None:
         """Start as the only member of a new cluster."""
@@ -119,35 +109,20 @@ class EtcdMember:
 
     def _argv(self, initial_cluster: str, *, state: str, token: str | None) -> list[str]:
         files = self.files
-        argv = [
-            str(self.binary),
-            f"--name={self.name}",
-            f"--data-dir={self.data_dir}",
-            f"--listen-client-urls={self.client_url}",
-            f"--advertise-client-urls={self.client_url}",
-            f"--listen-peer-urls={self.peer_url}",
-            f"--initial-advertise-peer-urls={self.peer_url}",
-            f"--listen-metrics-urls={self.metrics_url}",
-            f"--initial-cluster={initial_cluster}",
-            f"--initial-cluster-state={state}",
-            "--client-cert-auth",
-            f"--trusted-ca-file={files.etcd_ca_crt}",
-            f"--cert-file={files.etcd_server_crt}",
-            f"--key-file={files.etcd_server_key}",
-            "--peer-client-cert-auth",
-            f"--peer-trusted-ca-file={files.etcd_ca_crt}",
-            f"--peer-cert-file={files.etcd_peer_crt}",
-            f"--peer-key-file={files.etcd_peer_key}",
-            "--snapshot-count=10000",
-            f"--quota-backend-bytes={256 * 1024 * 1024}",
-            "--heartbeat-interval=100",
-            "--election-timeout=1000",
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ]
-        if token is not None:
-            argv.append(f"--initial-cluster-token={token}")
-        return argv
+        return etcd_argv(
+            self.binary,
+            name=self.name,
+            data_dir=self.data_dir,
+            client_url=self.client_url,
+            peer_url=self.peer_url,
+            metrics_url=self.metrics_url,
+            initial_cluster=initial_cluster,
+            state=state,
+            token=token,
+            client_tls=TLSFiles(files.etcd_ca_crt, files.etcd_server_crt, files.etcd_server_key),
+            peer_tls=TLSFiles(files.etcd_ca_crt, files.etcd_peer_crt, files.etcd_peer_key),
+            tuning=_TUNING,
+        )
 
 
 def list_members(endpoints: Sequence[str], tls: EtcdTLS) -> list[Member]:

@@ -21,6 +21,7 @@ import yaml
 
 from kcp import certs
 from kcp.testing import binaries
+from kcp.testing.etcd_launch import TLSFiles, etcd_argv
 from kcp.testing.processes import ManagedProcess, free_port, port_open, wait_until
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "config" / "crd" / "bases"
@@ -108,24 +109,21 @@ class LocalControlPlane:
 
     def start_etcd(self) -> None:
         tls = self.work_dir / "pki"
+        peer_url = f"http://{HOST}:{self.etcd_peer_port}"
         self._etcd = ManagedProcess(
             "etcd",
-            [
-                str(self.bin.etcd),
-                "--name=default",
-                f"--data-dir={self.work_dir / 'etcd-data'}",
-                f"--listen-client-urls={self.etcd_url}",
-                f"--advertise-client-urls={self.etcd_url}",
-                f"--listen-peer-urls=http://{HOST}:{self.etcd_peer_port}",
-                f"--initial-advertise-peer-urls=http://{HOST}:{self.etcd_peer_port}",
-                f"--initial-cluster=default=http://{HOST}:{self.etcd_peer_port}",
-                "--client-cert-auth",
-                f"--trusted-ca-file={tls / 'etcd-ca.crt'}",
-                f"--cert-file={tls / 'etcd-server.crt'}",
-                f"--key-file={tls / 'etcd-server.key'}",
-                "--unsafe-no-fsync",  # a throwaway test store: durability buys nothing here
-                "--log-level=warn",
-            ],
+            etcd_argv(
+                self.bin.etcd,
+                name="default",
+                data_dir=self.work_dir / "etcd-data",
+                client_url=self.etcd_url,
+                # One member, peers never connect: plain HTTP spares a peer certificate.
+                peer_url=peer_url,
+                initial_cluster=f"default={peer_url}",
+                client_tls=TLSFiles(
+                    tls / "etcd-ca.crt", tls / "etcd-server.crt", tls / "etcd-server.key"
+                ),
+            ),
             log_path=self.work_dir / "logs" / "etcd.log",
         )
         self._etcd.start()

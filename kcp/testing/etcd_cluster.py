@@ -29,6 +29,7 @@ from types import TracebackType
 
 from kcp.certs import KeyAlgorithm, KeyPair, Usage, encode_certificate, issue_certificate
 from kcp.testing import binaries
+from kcp.testing.etcd_launch import EtcdTuning, MemberURLs, TLSFiles, etcd_argv
 from kcp.testing.processes import ManagedProcess, ProcessError, free_port
 
 __all__ = ["EtcdCluster", "EtcdMember"]
@@ -37,10 +38,11 @@ _START_ATTEMPTS = 3
 """Whole-cluster start attempts when a member loses a race for its port."""
 _PORT_TAKEN = re.compile(r"address already in use", re.IGNORECASE)
 _HTTP_TIMEOUT = 1.0
+_TUNING = EtcdTuning(snapshot_count=5000)
 
 
 @dataclass
-class EtcdMember:
+class EtcdMember(MemberURLs):
     """One member: its addresses, its directory and (once started) its process."""
 
     name: str
@@ -50,23 +52,6 @@ class EtcdMember:
     peer_port: int = 0
     metrics_port: int = 0
     process: ManagedProcess | None = field(default=None, repr=False)
-
-    @property
-    def client_url(self) -> str:
-        return f"https://{_url_host(self.host)}:{self.client_port}"
-
-    @property
-    def peer_url(self) -> str:
-        return f"https://{_url_host(self.host)}:{self.peer_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{_url_host(self.host)}:{self.metrics_port}"
-
-    @property
-    def endpoint(self) -> str:
-        """``host:port`` of the client URL, as gRPC targets want it."""
-        return f"{_url_host(self.host)}:{self.client_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -103,10 +88,6 @@ class EtcdMember:
         body = _http_get(f"{self.metrics_url}/metrics")
         match = re.search(rb'^etcd_server_id\{server_id="([0-9a-f]+)"\} 1$', body or b"", re.M)
         return int(match.group(1), 16) if match else None
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def _http_get(url: str) -> bytes | None:
@@ -334,35 +315,20 @@ class EtcdCluster:
 
     def _launch(self, etcd: Path, member: EtcdMember, *, state: str, token: str | None) -> None:
         tls = member.tls_dir
-        initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
-        argv = [
-            str(etcd),
-            f"--name={member.name}",
-            f"--data-dir={member.data_dir}",
-            f"--listen-client-urls={member.client_url}",
-            f"--advertise-client-urls={member.client_url}",
-            f"--listen-peer-urls={member.peer_url}",
-            f"--initial-advertise-peer-urls={member.peer_url}",
-            f"--listen-metrics-urls={member.metrics_url}",
-            f"--initial-cluster={initial_cluster}",
-            f"--initial-cluster-state={state}",
-            "--client-cert-auth",
-            f"--trusted-ca-file={tls / 'ca.crt'}",
-            f"--cert-file={tls / 'server.crt'}",
-            f"--key-file={tls / 'server.key'}",
-            "--peer-client-cert-auth",
-            f"--peer-trusted-ca-file={tls / 'ca.crt'}",
-            f"--peer-cert-file={tls / 'peer.crt'}",
-            f"--peer-key-file={tls / 'peer.key'}",
-            "--snapshot-count=5000",
-            f"--quota-backend-bytes={256 * 1024 * 1024}",
-            "--heartbeat-interval=100",
-            "--election-timeout=1000",
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ]
-        if token is not None:
-            argv.append(f"--initial-cluster-token={token}")
+        argv = etcd_argv(
+            etcd,
+            name=member.name,
+            data_dir=member.data_dir,
+            client_url=member.client_url,
+            peer_url=member.peer_url,
+            metrics_url=member.metrics_url,
+            initial_cluster=",".join(f"{m.name}={m.peer_url}" for m in self.members),
+            state=state,
+            token=token,
+            client_tls=TLSFiles(tls / "ca.crt", tls / "server.crt", tls / "server.key"),
+            peer_tls=TLSFiles(tls / "ca.crt", tls / "peer.crt", tls / "peer.key"),
+            tuning=_TUNING,
+        )
         member.process = ManagedProcess(member.name, argv, log_path=member.log_path)
         member.process.start()
 
