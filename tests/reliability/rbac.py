@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from kcp.testing.controlplane import LocalControlPlane
 from tests.reliability.harness import REPO
+from tests.service_account import SERVICE_ACCOUNT, token_kubeconfig
 
 ROLE = REPO / "config" / "rbac" / "role.yaml"
-SERVICE_ACCOUNT = "kcp-controller-manager"
 
 
 def cluster_role_rules() -> list[dict[str, Any]]:
@@ -28,7 +29,7 @@ def cluster_role_rules() -> list[dict[str, Any]]:
 
 
 def service_account_kubeconfig(
-    plane: Any, namespace: str, suffix: str, path: Path
+    plane: LocalControlPlane, namespace: str, suffix: str, path: Path
 ) -> tuple[Path, Callable[[], None]]:
     """Create the ServiceAccount in `namespace`, bind the role, write its kubeconfig to `path`.
 
@@ -53,29 +54,7 @@ def service_account_kubeconfig(
             ],
         }
     )
-    token = core.create_namespaced_service_account_token(
-        SERVICE_ACCOUNT, namespace, {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "management",
-                "cluster": {
-                    "server": plane.server_url,
-                    "certificate-authority": str(plane.work_dir / "pki" / "ca.crt"),
-                },
-            }
-        ],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [
-            {"name": "kcp", "context": {"cluster": "management", "user": SERVICE_ACCOUNT}}
-        ],
-        "current-context": "kcp",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
+    token_kubeconfig(plane, namespace, path)
 
     def cleanup() -> None:
         with contextlib.suppress(client.ApiException):

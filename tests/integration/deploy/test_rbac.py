@@ -28,10 +28,10 @@ from kubernetes import client
 
 from kcp.testing.controlplane import ControlPlaneOptions, LocalControlPlane
 from kcp.testing.processes import free_port
+from tests.service_account import SERVICE_ACCOUNT, token_kubeconfig
 
 from .manifests import NAMESPACE, ROOT, Manifest, apply, dump, render
 
-SERVICE_ACCOUNT = "kcp-controller-manager"
 USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
 CORE, CAPI = "", "cluster.x-k8s.io"
 CONTROLPLANE = "controlplane.cluster.x-k8s.io"
@@ -193,35 +193,6 @@ def audit_log(plane: LocalControlPlane) -> Path:
     return plane.work_dir.parent / "audit.log"
 
 
-def service_account_kubeconfig(plane: LocalControlPlane, path: Path) -> Path:
-    """A kubeconfig holding a bound token of kcp's ServiceAccount (TokenRequest API)."""
-    core = client.CoreV1Api(plane.api_client())
-    token = core.create_namespaced_service_account_token(
-        SERVICE_ACCOUNT, NAMESPACE, {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "management",
-                "cluster": {
-                    "server": plane.server_url,
-                    "certificate-authority": str(plane.work_dir / "pki" / "ca.crt"),
-                },
-            }
-        ],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [
-            {"name": "kcp", "context": {"cluster": "management", "user": SERVICE_ACCOUNT}}
-        ],
-        "current-context": "kcp",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
 def test_service_account_may_do_exactly_what_is_listed(
     rbac_plane: LocalControlPlane,
 ) -> None:
@@ -325,7 +296,7 @@ def test_kcp_run_as_its_service_account_reconciles_with_no_403(
     admin = rbac_plane.api_client()
     namespace = f"rbac-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api(admin).create_namespace({"metadata": {"name": namespace}})
-    kubeconfig = service_account_kubeconfig(rbac_plane, tmp_path / "kcp.kubeconfig")
+    kubeconfig = token_kubeconfig(rbac_plane, NAMESPACE, tmp_path / "kcp.kubeconfig")
     health = free_port()
     log = tmp_path / "kcp.log"
     environment = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
