@@ -50,6 +50,27 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def reconciles(metrics: RuntimeMetrics, result: str) -> float:
+    """How many reconciles of the test controller ended with `result`."""
+    return sample(metrics, "controller_runtime_reconcile_total", controller="test", result=result)
+
+
+def reconcile_errors(metrics: RuntimeMetrics) -> float:
+    return sample(metrics, "controller_runtime_reconcile_errors_total", controller="test")
+
+
+def start_with_key(controller: Controller) -> None:
+    """Start the controller and enqueue KEY, as most tests begin."""
+    controller.start()
+    controller.enqueue(KEY)
+
+
+def run_until_one_success(controller: Controller, metrics: RuntimeMetrics) -> None:
+    """Start with KEY and wait until one reconcile of it has succeeded."""
+    start_with_key(controller)
+    wait_for(lambda: reconciles(metrics, "success") == 1)
+
+
 def make(
     reconcile: Callable[[ObjectKey], Result],
     *,
@@ -80,16 +101,7 @@ def test_object_key_is_frozen_hashable_and_prints_as_namespace_slash_name() -> N
 def test_success_counts_and_forgets_backoff() -> None:
     calls: list[ObjectKey] = []
     controller, metrics = make(lambda key: calls.append(key) or Result())
-    controller.start()
-    controller.enqueue(KEY)
-    wait_for(
-        lambda: (
-            sample(
-                metrics, "controller_runtime_reconcile_total", controller="test", result="success"
-            )
-            == 1
-        )
-    )
+    run_until_one_success(controller, metrics)
     assert calls == [KEY]
     assert controller.queue.num_requeues(KEY) == 0
     assert (
@@ -109,21 +121,9 @@ def test_errors_are_counted_and_retried_with_growing_backoff() -> None:
         return Result()
 
     controller, metrics = make(failing, base_delay=0.04)
-    controller.start()
-    controller.enqueue(KEY)
-    wait_for(
-        lambda: (
-            sample(
-                metrics, "controller_runtime_reconcile_total", controller="test", result="success"
-            )
-            == 1
-        )
-    )
-    assert sample(metrics, "controller_runtime_reconcile_errors_total", controller="test") == 3
-    assert (
-        sample(metrics, "controller_runtime_reconcile_total", controller="test", result="error")
-        == 3
-    )
+    run_until_one_success(controller, metrics)
+    assert reconcile_errors(metrics) == 3
+    assert reconciles(metrics, "error") == 3
     gaps = [b - a for a, b in itertools.pairwise(times)]
     # 40 ms, 80 ms, 160 ms
     assert gaps[0] >= 0.035 and gaps[1] >= 0.075 and gaps[2] >= 0.15
@@ -140,16 +140,10 @@ def test_requeue_after_reconciles_again_after_the_delay_with_backoff_reset() -> 
         return Result(requeue_after=0.2) if len(times) == 1 else Result()
 
     controller, metrics = make(later)
-    controller.start()
-    controller.enqueue(KEY)
+    start_with_key(controller)
     wait_for(lambda: len(times) == 2)
     assert times[1] - times[0] >= 0.19
-    assert (
-        sample(
-            metrics, "controller_runtime_reconcile_total", controller="test", result="requeue_after"
-        )
-        == 1
-    )
+    assert reconciles(metrics, "requeue_after") == 1
     assert controller.queue.num_requeues(KEY) == 0
     assert controller.stop(timeout=5)
 
@@ -162,22 +156,11 @@ def test_requeue_true_retries_with_backoff() -> None:
         return Result(requeue=count[0] < 3)
 
     controller, metrics = make(again)
-    controller.start()
-    controller.enqueue(KEY)
+    start_with_key(controller)
     wait_for(lambda: count[0] == 3)
-    wait_for(
-        lambda: (
-            sample(
-                metrics, "controller_runtime_reconcile_total", controller="test", result="success"
-            )
-            == 1
-        )
-    )
-    assert (
-        sample(metrics, "controller_runtime_reconcile_total", controller="test", result="requeue")
-        == 2
-    )
-    assert sample(metrics, "controller_runtime_reconcile_errors_total", controller="test") == 0
+    wait_for(lambda: reconciles(metrics, "success") == 1)
+    assert reconciles(metrics, "requeue") == 2
+    assert reconcile_errors(metrics) == 0
     assert controller.stop(timeout=5)
 
 
@@ -189,17 +172,8 @@ def test_a_reconciler_returning_something_else_is_an_error_not_a_dead_worker() -
         return None if count[0] == 1 else Result()  # type: ignore[return-value]
 
     controller, metrics = make(broken, concurrency=1)
-    controller.start()
-    controller.enqueue(KEY)
-    wait_for(
-        lambda: (
-            sample(
-                metrics, "controller_runtime_reconcile_total", controller="test", result="success"
-            )
-            == 1
-        )
-    )
-    assert sample(metrics, "controller_runtime_reconcile_errors_total", controller="test") == 1
+    run_until_one_success(controller, metrics)
+    assert reconcile_errors(metrics) == 1
     assert controller.stop(timeout=5)
 
 
@@ -276,8 +250,7 @@ def test_stop_is_bounded_when_a_reconcile_hangs() -> None:
         return Result()
 
     controller, _ = make(hang, concurrency=1)
-    controller.start()
-    controller.enqueue(KEY)
+    start_with_key(controller)
     assert started.wait(5)
     began = time.monotonic()
     assert controller.stop(timeout=0.2) is False
@@ -297,8 +270,7 @@ def test_errors_are_logged_with_reconcile_context_and_traceback_only_once() -> N
         return Result()
 
     controller, _ = make(failing, concurrency=1)
-    controller.start()
-    controller.enqueue(KEY)
+    start_with_key(controller)
     wait_for(lambda: attempts[0] == 3)
     assert controller.stop(timeout=5)
     lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
@@ -327,16 +299,7 @@ def test_log_lines_inside_the_reconciler_carry_its_context() -> None:
         return Result()
 
     controller, metrics = make(talk, concurrency=1)
-    controller.start()
-    controller.enqueue(KEY)
-    wait_for(
-        lambda: (
-            sample(
-                metrics, "controller_runtime_reconcile_total", controller="test", result="success"
-            )
-            == 1
-        )
-    )
+    run_until_one_success(controller, metrics)
     assert controller.stop(timeout=5)
     lines = [json.loads(line) for line in out.getvalue().splitlines() if '"reconciling"' in line]
     assert len(lines) == 1
