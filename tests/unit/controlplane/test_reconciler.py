@@ -14,6 +14,7 @@ from kcp.api import labels
 from kcp.api.groups import EVENT, KUBEADM_CONTROL_PLANE, SECRET
 from kcp.certs import (
     CLUSTER_SECRET_TYPE,
+    KeyPair,
     decode_certificate,
     key_pair_from_secret_data,
     key_pair_to_secret_data,
@@ -274,6 +275,21 @@ def _running_control_plane(
             tracker.workload.put({"kind": "Pod", **pod(comp, name)})
         _ = index
     tracker.etcd = etcd_status(names)
+
+
+def test_only_the_cluster_ca_is_kept_parsed_after_validation(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=1))
+    owner = kube.get(KUBEADM_CONTROL_PLANE, "ns", "cp")
+    assert owner is not None
+    store = SecretStore(kube, FakeCache(kube).secret)  # type: ignore[arg-type]
+    assert reconcile_certificates(store, owner, "c1", may_generate=True, now=NOW).available
+    assert reconcile_certificates(store, owner, "c1", may_generate=False, now=NOW).available
+    kept = dict(store.parsed._items)
+    assert {key[0] for key in kept} == {"ca", "etcd", "proxy", "sa"}
+    assert sum(isinstance(value, KeyPair) for value in kept.values()) == 1
+    assert all(isinstance(v, KeyPair) == (k[0] == "ca") for k, v in kept.items())
 
 
 def test_healthy_control_plane_is_available(kube: FakeKube, tracker: FakeTracker) -> None:
