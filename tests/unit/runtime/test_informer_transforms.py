@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kcp.runtime.transforms import (
@@ -64,3 +65,22 @@ def test_chain_applies_in_order() -> None:
     out = chain(identity, default_transform, tag)(secret())
     assert out["metadata"]["labels"] == {"seen": "yes"}
     assert "managedFields" not in out["metadata"]
+
+
+def test_default_transform_shares_keys_and_short_values_between_objects() -> None:
+    raw = json.dumps(
+        {
+            "metadata": {"name": "a", "annotations": {"note": "x" * 100}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "n": 1},
+        }
+    )
+    first, second = default_transform(json.loads(raw)), default_transform(json.loads(raw))
+    assert first == second == json.loads(raw)
+    key_of = {id(k) for k in first["status"]}
+    assert key_of == {id(k) for k in second["status"]}
+    ready = (first["status"]["conditions"][0], second["status"]["conditions"][0])
+    assert ready[0]["status"] is ready[1]["status"]
+    assert first["metadata"]["name"] is second["metadata"]["name"]
+    # Long strings are left alone: they are rarely shared.
+    notes = (first["metadata"]["annotations"]["note"], second["metadata"]["annotations"]["note"])
+    assert notes[0] == notes[1] and notes[0] is not notes[1]
