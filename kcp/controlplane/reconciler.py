@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import random
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -359,7 +360,8 @@ class KubeadmControlPlaneReconciler(Step):
             elif not healthy:
                 scope.requeue_in(self.options.unhealthy_requeue)
             else:
-                scope.requeue_in(self.options.health_requeue)
+                jitter = random.uniform(0.0, self.options.health_requeue_jitter)
+                scope.requeue_in(self.options.health_requeue * (1.0 + jitter))
         return Result(requeue_after=scope.requeue)
 
     def _write_status(

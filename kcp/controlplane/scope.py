@@ -55,7 +55,10 @@ class ReconcilerOptions:
     unhealthy_requeue: float = 20.0
     """While some health condition is not True (Cluster API's 20 s)."""
     health_requeue: float = 60.0
-    """Steady state: how often a healthy control plane is inspected again."""
+    """Steady state: how often a healthy control plane is inspected again ..."""
+    health_requeue_jitter: float = 0.2
+    """... plus up to this share of it at random, so control planes reconciled together (at
+    start-up, after an outage) drift apart instead of coming back as one wave each minute."""
     cache_requeue: float = 0.5
     """While the cache has not caught up with our own writes."""
     error_backoff_initial: float = 5.0

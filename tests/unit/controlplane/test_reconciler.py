@@ -307,13 +307,25 @@ def test_healthy_control_plane_is_available(kube: FakeKube, tracker: FakeTracker
     status = _kcp(kube)["status"]
     assert (status["replicas"], status["readyReplicas"], status["upToDateReplicas"]) == (3, 3, 3)
     assert status["initialization"] == {"controlPlaneInitialized": True}
-    assert result.requeue_after == 60.0
+    assert result.requeue_after is not None and 60.0 <= result.requeue_after <= 72.0
     machine_a = kube.get(kube.resource_for("cluster.x-k8s.io", "Machine"), "ns", "a")
     assert machine_a is not None
     kinds = {x["type"]: x["status"] for x in machine_a["status"]["conditions"]}
     assert kinds[c.ETCD_MEMBER_HEALTHY] == c.TRUE
     assert kinds[c.UP_TO_DATE] == c.TRUE
     assert tracker.endpoints_seen[-1] == ("a:2379", "b:2379", "c:2379")
+
+
+def test_healthy_requeues_are_spread_so_waves_drift_apart(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a"])
+    reconciler = _reconciler(kube, tracker)
+    delays = {reconciler.reconcile(KEY).requeue_after for _ in range(20)}
+    assert all(d is not None and 60.0 <= d <= 72.0 for d in delays), delays
+    assert len(delays) > 10
 
 
 def test_not_connected_requeues_at_once(kube: FakeKube, tracker: FakeTracker) -> None:
