@@ -203,7 +203,14 @@ def setup(
 
     controller = manager.new_controller(CONTROLLER_NAME, reconciler, keys=known_keys)
     enqueue = controller.enqueue
-    kcps.add_handler(enqueue_self().bind(enqueue))
+    enqueue_kcp = enqueue_self().bind(enqueue)
+    own_writes = reconciler.own_writes
+
+    def on_kcp(event_type: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if not own_writes.is_echo(event_type, obj):
+            enqueue_kcp(event_type, obj, old)
+
+    kcps.add_handler(on_kcp)
     clusters.add_handler(map_to(cluster_to_control_plane).bind(enqueue))
     handler = getattr(tracker, "cluster_event_handler", None)
     if callable(handler):

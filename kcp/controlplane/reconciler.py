@@ -26,6 +26,7 @@ from kcp.certs import CertificateError
 from kcp.controlplane.certificates import load_cluster_ca, reconcile_certificates
 from kcp.controlplane.client import ApiError, Kube
 from kcp.controlplane.condition import Condition
+from kcp.controlplane.echoes import OwnWrites
 from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.expectations import Expectations
 from kcp.controlplane.expiry import recorded_expiry
@@ -87,6 +88,8 @@ class KubeadmControlPlaneReconciler(Step):
         self.inspection = Inspection(self.services)
         self.operations = Operations(self.services)
         self.orphans = Orphans(self.services)
+        self.own_writes = OwnWrites()
+        """Our status writes, so that their watch events do not enqueue again."""
         self._failures: dict[str, int] = {}
         self._failures_lock = threading.Lock()
 
@@ -372,14 +375,16 @@ class KubeadmControlPlaneReconciler(Step):
             conditions = [x for x in conditions if x.type == c.PAUSED]
             fields = {}
         try:
-            write_conditions(
-                self.kube,
-                groups.KUBEADM_CONTROL_PLANE,
-                inputs.kcp.raw,
-                conditions,
-                now=now,
-                fields=fields,
-            )
+            with self.own_writes.writing(inputs.kcp.raw):
+                write_conditions(
+                    self.kube,
+                    groups.KUBEADM_CONTROL_PLANE,
+                    inputs.kcp.raw,
+                    conditions,
+                    now=now,
+                    fields=fields,
+                    on_written=self.own_writes.record,
+                )
         except ApiError as error:
             if error.not_found:
                 return

@@ -313,11 +313,13 @@ def write_conditions(
     now: datetime,
     fields: Mapping[str, Any] | None = None,
     reread: Callable[[], Mapping[str, Any] | None] | None = None,
+    on_written: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> Mapping[str, Any]:
     """Patch `fields` and `conditions` into `obj`'s status if they differ; returns the object.
 
     Only our fields and our condition types are touched. On a conflict the
     object is read again (`reread`, else a live GET) and the merge redone.
+    `on_written` gets the object a patch returned, only when one was sent.
     """
     current: Mapping[str, Any] | None = obj
     for _attempt in range(_MAX_WRITE_ATTEMPTS):
@@ -344,7 +346,7 @@ def write_conditions(
             "status": patch_status,
         }
         try:
-            return kube.merge_patch(
+            written = kube.merge_patch(
                 resource,
                 str(metadata.get("namespace") or ""),
                 str(metadata.get("name") or ""),
@@ -356,6 +358,10 @@ def write_conditions(
                 return current
             if error.status != 409:
                 raise
+        else:
+            if on_written is not None:
+                on_written(written)
+            return written
         current = (
             reread()
             if reread is not None
