@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -39,6 +40,8 @@ class EtcdAccess:
     pool: ChannelPool = field(repr=False)
     _used: set[str] = field(repr=False, default_factory=set)
     _used_lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
+    _answered: Callable[[], None] = field(repr=False, default=lambda: None)
+    """Tells the tracker etcd answered with a leader: that stands in for its next probe."""
 
     def client(self, endpoint: str) -> EtcdClient:
         """A client for one member (``host:port`` or ``https://host:port``)."""
@@ -53,4 +56,7 @@ class EtcdAccess:
 
     def cluster_status(self) -> EtcdClusterStatus:
         """Every member's view (leader, health, alarms), asked one after another."""
-        return cluster_status(self.clients())
+        status = cluster_status(self.clients())
+        if status.leader_id is not None:
+            self._answered()
+        return status

@@ -104,6 +104,13 @@ class Checker:
                 or time.monotonic() - entry.etcd_probed_at >= interval
             )
 
+    def etcd_answered(self, entry: ClusterEntry) -> None:
+        """The reconciler reached etcd and saw a leader: count it as this interval's probe
+        (one mutual-TLS dial fewer per cluster and interval when channels are recycled)."""
+        with entry.lock:
+            if entry.state == "connected" and entry.etcd_ok:
+                entry.etcd_probed_at = time.monotonic()
+
     def backoff(self, failures: int) -> float:
         """Seconds to wait after a never-connected cluster's ``failures``-th failed check."""
         delay = self.options.connecting_backoff * 2.0 ** min(max(failures - 1, 0), 30)

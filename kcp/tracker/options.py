@@ -59,11 +59,12 @@ class TrackerOptions:
     etcd_probe_interval: float | None = 60.0
     """Seconds between etcd probes of a connected cluster whose etcd last answered; the
     API server is probed every ``probe_interval`` (Cluster API probes only the API server,
-    whose ``/readyz`` includes its etcd). A cluster that is connecting, down, or whose
-    etcd probe failed is probed in full on every check, and a changed ``-etcd`` Secret
-    brings the next etcd probe forward. None probes etcd on every check. Each etcd probe
-    of a cluster whose channel has left the pool costs a mutual-TLS handshake: at a
-    thousand clusters and 10 s that was most of the controller's CPU."""
+    whose ``/readyz`` includes its etcd). The reconciler's etcd calls that find a leader
+    count as probes. A cluster that is connecting, down, or whose etcd probe failed is
+    probed in full on every check, and a changed ``-etcd`` Secret brings the next etcd
+    probe forward. None probes etcd on every check. Each etcd probe of a cluster whose
+    channel has left the pool costs a mutual-TLS handshake: at a thousand clusters and
+    10 s that was most of the controller's CPU."""
 
     probe_timeout: float = 5.0
     """Seconds one probe may take: the API server's ``/readyz``, or one etcd endpoint's

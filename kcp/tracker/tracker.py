@@ -145,6 +145,7 @@ class Tracker:
             pool=self.etcd_pool,
             _used=entry.used_endpoints,
             _used_lock=entry.used_lock,
+            _answered=lambda: self._checker.etcd_answered(entry),
         )
 
     def workload_client(self, key: ClusterKey) -> WorkloadClient:

@@ -358,6 +358,32 @@ def test_a_healthy_etcd_is_probed_at_its_own_slower_cadence_and_a_failing_one_ev
     assert count("etcd/failure") >= 5
 
 
+def test_the_reconcilers_etcd_calls_stand_in_for_the_trackers_etcd_probes(
+    make_tracker: Callable[..., Tracker],
+    core: client.CoreV1Api,
+    namespace: str,
+    etcd: EtcdCluster,
+    etcd_ca: KeyPair,
+    admin_kubeconfig: bytes,
+) -> None:
+    tracker = make_tracker(probe_interval=0.05, etcd_probe_interval=1.0)
+    key = new_cluster_key(namespace)
+    put_secret(core, namespace, f"{key.name}-etcd", certs.key_pair_to_secret_data(etcd_ca))
+    put_secret(core, namespace, f"{key.name}-kubeconfig", {"value": admin_kubeconfig})
+    access_when_connected(tracker, key, etcd.endpoints)
+    time.sleep(1.2)  # past the first interval, so a probe would be due without the calls
+
+    def probes() -> int:
+        return tracker.stats().health_checks.get("etcd/success", 0)
+
+    before = probes()
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        assert tracker.etcd_access(key, etcd.endpoints).cluster_status().healthy
+        time.sleep(0.3)
+    assert probes() - before <= 1  # at most one already due when the calls began
+
+
 def test_a_certificate_is_renewed_before_expiry_and_never_handed_out_expired(
     make_tracker: Callable[..., Tracker],
     core: client.CoreV1Api,
