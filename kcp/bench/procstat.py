@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "GRPC_THREAD_PREFIXES",
     "MIB",
     "ProcessSample",
     "Sampler",
     "cpu_seconds",
     "reset_peak",
     "sample",
+    "split_threads",
     "status_fields",
     "thread_names",
 ]
@@ -93,6 +95,17 @@ def thread_names(pid: int | str = "self") -> dict[str, int]:
             continue  # the thread ended meanwhile
         names[name] = names.get(name, 0) + 1
     return dict(sorted(names.items()))
+
+
+GRPC_THREAD_PREFIXES = ("event_engine", "grpc_", "lifeguard", "default-executo", "resolver-execu")
+"""Names gRPC's C core gives its own threads (its EventEngine pool grows with I/O load
+and never shrinks, and grpcio offers no cap: upstream grpc/grpc#41169)."""
+
+
+def split_threads(names: dict[str, int]) -> tuple[int, int]:
+    """(threads the process started itself, threads of gRPC's core) from `thread_names`."""
+    grpc = sum(n for name, n in names.items() if name.startswith(GRPC_THREAD_PREFIXES))
+    return sum(names.values()) - grpc, grpc
 
 
 def reset_peak(pid: int | str = "self") -> bool:

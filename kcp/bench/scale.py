@@ -35,7 +35,7 @@ from kcp.bench.controller import CONTROLLERS, ControllerFlags, resolve_controlle
 from kcp.bench.environment import BenchEnvironment
 from kcp.bench.fleet import Fleet, SharedEtcd, steady_workload
 from kcp.bench.observer import GenerationObserver, percentile
-from kcp.bench.procstat import MIB, Sampler, thread_names
+from kcp.bench.procstat import MIB, Sampler, split_threads, thread_names
 from kcp.bench.progress import Progress
 from kcp.bench.runner import Scenario, add_common_arguments, run_scenarios
 
@@ -220,6 +220,8 @@ def _measure_point(
         "threads": steady_threads,
         "threads_max": threads_max,
         "thread_names": names_by_thread,
+        "own_threads": split_threads(names_by_thread)[0],
+        "grpc_core_threads": split_threads(names_by_thread)[1],
         "change_latency_ms": _latencies_ms(single_seen, single_sent),
         "resync_latency_ms": _latencies_ms(burst_seen, burst_sent),
         "controller_metrics": _controller_figures(metrics),
@@ -277,6 +279,7 @@ def measure(env: BenchEnvironment, settings: ScaleSettings, progress: Progress) 
         "points": points,
         "growth_ratio_n_over_n10": growth,
         "threads_grow_with_clusters": large["threads"] > small["threads"],
+        "own_threads_grow_with_clusters": large["own_threads"] > small["own_threads"],
     }
     result["acceptance"] = {
         "clusters": large["clusters"],
@@ -284,6 +287,7 @@ def measure(env: BenchEnvironment, settings: ScaleSettings, progress: Progress) 
         "resync_under_one_core": large["resync_cpu_cores"] < CPU_LIMIT_CORES,
         "peak_rss_under_300mib": large["peak_rss_mib"] < RSS_LIMIT_MIB,
         "threads_independent_of_clusters": not result["threads_grow_with_clusters"],
+        "own_threads_independent_of_clusters": not result["own_threads_grow_with_clusters"],
     }
     return result
 
@@ -298,7 +302,7 @@ def summary(result: dict[str, Any]) -> str:
         "steady rec/s",
         "CPU ms/rec",
         "peak RSS MiB",
-        "threads",
+        "threads (own+gRPC)",
         "change p50 ms",
         "change p99 ms",
     ]
@@ -312,7 +316,7 @@ def summary(result: dict[str, Any]) -> str:
             p["steady_reconciles_per_second"],
             p["steady_cpu_ms_per_reconcile"],
             p["peak_rss_mib"],
-            str(p["threads"]),
+            f"{p['threads']} ({p.get('own_threads', '?')}+{p.get('grpc_core_threads', '?')})",
             p["change_latency_ms"]["p50"],
             p["change_latency_ms"]["p99"],
         ]
