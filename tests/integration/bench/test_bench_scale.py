@@ -37,6 +37,11 @@ def test_scale_measures_both_sizes_with_one_key_per_cluster(
             assert 0 <= point[key] < 4, key  # cores of this machine, not a runaway number
         assert point["threads"] > 0
         assert point["threads_max"] >= point["threads"]
+        # The controller's own threads are the bulk; gRPC core's are counted apart.
+        assert point["own_threads"] > point["grpc_core_threads"] >= 0
+        assert point["own_threads"] + point["grpc_core_threads"] == sum(
+            point["thread_names"].values()
+        )
         latency = point["change_latency_ms"]
         assert latency["samples"] == min(5, point["clusters"])
         assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
@@ -57,6 +62,7 @@ def test_scale_measures_both_sizes_with_one_key_per_cluster(
         "resync_under_one_core",
         "peak_rss_under_300mib",
         "threads_independent_of_clusters",
+        "own_threads_independent_of_clusters",
     }
     assert "startup s" in scale.summary(result)
 
