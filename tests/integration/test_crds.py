@@ -15,6 +15,7 @@ from kubernetes import client
 
 from kcp.api import groups, labels
 from kcp.api.groups import Resource
+from tests.manifests import kubeadm_control_plane
 
 pytestmark = pytest.mark.integration
 
@@ -56,29 +57,6 @@ def _get(
         resource.group, resource.version, namespace, resource.plural, name
     )
     return got
-
-
-def _kcp(name: str, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": groups.KUBEADM_CONTROL_PLANE.api_version,
-        "kind": "KubeadmControlPlane",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "version": "v1.34.4",
-            "machineTemplate": {
-                "spec": {
-                    "infrastructureRef": {
-                        "apiGroup": groups.INFRASTRUCTURE_GROUP,
-                        "kind": "LocalMachineTemplate",
-                        "name": name,
-                    }
-                }
-            },
-        },
-    }
-    body["spec"].update(spec)
-    return body
 
 
 def _rejection(
@@ -182,7 +160,7 @@ def test_unknown_kubeadm_config_fields_survive(
         "bootCommands": ["echo boot"],
         "ignition": {"containerLinuxConfig": {"additionalConfig": "systemd: {}"}},
     }
-    body = _kcp("unknown-fields", kubeadmConfigSpec=kubeadm_config_spec)
+    body = kubeadm_control_plane("unknown-fields", kubeadmConfigSpec=kubeadm_config_spec)
     body["spec"]["remediation"] = {"maxRetry": 3, "retryPeriodSeconds": 60}
     body["spec"]["machineNaming"] = {"template": "{{ .kubeadmControlPlane.name }}-{{ .random }}"}
     body["spec"]["rollout"] = {
@@ -201,7 +179,7 @@ def test_unknown_kubeadm_config_fields_survive(
 def test_status_subresource_and_scale(api: client.CustomObjectsApi, namespace: str) -> None:
     resource = groups.KUBEADM_CONTROL_PLANE
     name = "scaled"
-    _create(api, resource, namespace, _kcp(name))
+    _create(api, resource, namespace, kubeadm_control_plane(name))
     selector = labels.control_plane_selector("c1")
     status = {
         "status": {
@@ -287,7 +265,7 @@ def test_status_subresource_and_scale(api: client.CustomObjectsApi, namespace: s
 
 def test_printer_columns(api: client.CustomObjectsApi, namespace: str) -> None:
     resource = groups.KUBEADM_CONTROL_PLANE
-    body = _kcp("printed")
+    body = kubeadm_control_plane("printed")
     body["metadata"]["labels"] = {labels.CLUSTER_NAME_LABEL: "c1"}
     _create(api, resource, namespace, body)
     table = api.list_namespaced_custom_object(
@@ -467,7 +445,7 @@ def test_local_machine_and_kubeadm_config_status(
 
 
 def test_negative_replicas_rejected(api: client.CustomObjectsApi, namespace: str) -> None:
-    status = _rejection(api, namespace, _kcp("negative", replicas=-1))
+    status = _rejection(api, namespace, kubeadm_control_plane("negative", replicas=-1))
     assert (
         "spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or "
         "equal to 0"
@@ -480,7 +458,7 @@ def test_negative_replicas_rejected(api: client.CustomObjectsApi, namespace: str
 
 
 def test_missing_version_rejected(api: client.CustomObjectsApi, namespace: str) -> None:
-    body = _kcp("no-version")
+    body = kubeadm_control_plane("no-version")
     del body["spec"]["version"]
     status = _rejection(api, namespace, body)
     assert "spec.version: Required value" in status["message"]
@@ -488,13 +466,13 @@ def test_missing_version_rejected(api: client.CustomObjectsApi, namespace: str) 
 
 
 def test_empty_version_rejected(api: client.CustomObjectsApi, namespace: str) -> None:
-    status = _rejection(api, namespace, _kcp("empty-version", version=""))
+    status = _rejection(api, namespace, kubeadm_control_plane("empty-version", version=""))
     assert "spec.version in body should be at least 1 chars long" in status["message"]
     assert _causes(status) == {("spec.version", "FieldValueInvalid")}
 
 
 def test_missing_infrastructure_ref_rejected(api: client.CustomObjectsApi, namespace: str) -> None:
-    body = _kcp("no-infra")
+    body = kubeadm_control_plane("no-infra")
     del body["spec"]["machineTemplate"]["spec"]["infrastructureRef"]
     status = _rejection(api, namespace, body)
     assert "spec.machineTemplate.spec.infrastructureRef: Required value" in status["message"]
@@ -504,7 +482,7 @@ def test_missing_infrastructure_ref_rejected(api: client.CustomObjectsApi, names
 
 
 def test_missing_machine_template_rejected(api: client.CustomObjectsApi, namespace: str) -> None:
-    body = _kcp("no-template")
+    body = kubeadm_control_plane("no-template")
     del body["spec"]["machineTemplate"]
     status = _rejection(api, namespace, body)
     assert _causes(status) == {("spec.machineTemplate", "FieldValueRequired")}
@@ -521,7 +499,7 @@ def test_missing_machine_template_rejected(api: client.CustomObjectsApi, namespa
 def test_invalid_rollout_rejected(
     api: client.CustomObjectsApi, namespace: str, rollout: dict[str, Any], field: str
 ) -> None:
-    status = _rejection(api, namespace, _kcp("bad-rollout", rollout=rollout))
+    status = _rejection(api, namespace, kubeadm_control_plane("bad-rollout", rollout=rollout))
     assert field in {cause[0] for cause in _causes(status)}
 
 
@@ -529,14 +507,14 @@ def test_max_surge_accepts_int_or_string(api: client.CustomObjectsApi, namespace
     resource = groups.KUBEADM_CONTROL_PLANE
     for name, surge in (("surge-int", 1), ("surge-str", "1")):
         rollout = {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge}}}
-        _create(api, resource, namespace, _kcp(name, rollout=rollout))
+        _create(api, resource, namespace, kubeadm_control_plane(name, rollout=rollout))
         got = _get(api, resource, namespace, name)
         assert got["spec"]["rollout"]["strategy"]["rollingUpdate"]["maxSurge"] == surge
 
 
 def test_invalid_condition_status_rejected(api: client.CustomObjectsApi, namespace: str) -> None:
     resource = groups.KUBEADM_CONTROL_PLANE
-    _create(api, resource, namespace, _kcp("bad-condition"))
+    _create(api, resource, namespace, kubeadm_control_plane("bad-condition"))
     bad = {"type": "Available", "status": "Yes", "reason": "R", "message": ""}
     with pytest.raises(client.ApiException) as refused:
         api.patch_namespaced_custom_object_status(

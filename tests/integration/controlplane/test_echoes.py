@@ -20,29 +20,9 @@ from kcp.controlplane.condition import Condition
 from kcp.controlplane.echoes import OwnWrites
 from kcp.controlplane.status import write_conditions
 from kcp.runtime.informer import Informer
+from tests.manifests import kubeadm_control_plane
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def _kcp(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": groups.KUBEADM_CONTROL_PLANE.api_version,
-        "kind": "KubeadmControlPlane",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "version": "v1.34.4",
-            "machineTemplate": {
-                "spec": {
-                    "infrastructureRef": {
-                        "apiGroup": groups.INFRASTRUCTURE_GROUP,
-                        "kind": "LocalMachineTemplate",
-                        "name": name,
-                    }
-                }
-            },
-        },
-    }
 
 
 def test_only_the_echo_of_our_own_status_write_is_dropped(api_client: Any, namespace: str) -> None:
@@ -66,7 +46,7 @@ def test_only_the_echo_of_our_own_status_write_is_dropped(api_client: Any, names
     informer.start()
     try:
         assert informer.wait_for_sync(30)
-        created = kube.create(groups.KUBEADM_CONTROL_PLANE, namespace, _kcp("cp"))
+        created = kube.create(groups.KUBEADM_CONTROL_PLANE, namespace, kubeadm_control_plane("cp"))
 
         def wait_events(count: int) -> None:
             deadline = time.monotonic() + 20

@@ -318,19 +318,28 @@ def test_exactly_one_key_per_cluster_over_100_health_checks(
     ) == len(keys)
 
 
-def test_a_healthy_etcd_is_probed_at_its_own_slower_cadence_and_a_failing_one_every_check(
+@pytest.fixture
+def etcd_every_second(
     make_tracker: Callable[..., Tracker],
     core: client.CoreV1Api,
     namespace: str,
     etcd: EtcdCluster,
     etcd_ca: KeyPair,
     admin_kubeconfig: bytes,
-) -> None:
+) -> tuple[Tracker, ClusterKey]:
+    """A connected cluster checked every 50 ms, its etcd probed at most once a second."""
     tracker = make_tracker(probe_interval=0.05, etcd_probe_interval=1.0)
     key = new_cluster_key(namespace)
     put_secret(core, namespace, f"{key.name}-etcd", certs.key_pair_to_secret_data(etcd_ca))
     put_secret(core, namespace, f"{key.name}-kubeconfig", {"value": admin_kubeconfig})
     access_when_connected(tracker, key, etcd.endpoints)
+    return tracker, key
+
+
+def test_a_healthy_etcd_is_probed_at_its_own_slower_cadence_and_a_failing_one_every_check(
+    etcd_every_second: tuple[Tracker, ClusterKey], etcd: EtcdCluster
+) -> None:
+    tracker, key = etcd_every_second
 
     def count(sample: str) -> int:
         return tracker.stats().health_checks.get(sample, 0)
@@ -359,18 +368,9 @@ def test_a_healthy_etcd_is_probed_at_its_own_slower_cadence_and_a_failing_one_ev
 
 
 def test_the_reconcilers_etcd_calls_stand_in_for_the_trackers_etcd_probes(
-    make_tracker: Callable[..., Tracker],
-    core: client.CoreV1Api,
-    namespace: str,
-    etcd: EtcdCluster,
-    etcd_ca: KeyPair,
-    admin_kubeconfig: bytes,
+    etcd_every_second: tuple[Tracker, ClusterKey], etcd: EtcdCluster
 ) -> None:
-    tracker = make_tracker(probe_interval=0.05, etcd_probe_interval=1.0)
-    key = new_cluster_key(namespace)
-    put_secret(core, namespace, f"{key.name}-etcd", certs.key_pair_to_secret_data(etcd_ca))
-    put_secret(core, namespace, f"{key.name}-kubeconfig", {"value": admin_kubeconfig})
-    access_when_connected(tracker, key, etcd.endpoints)
+    tracker, key = etcd_every_second
     time.sleep(1.2)  # past the first interval, so a probe would be due without the calls
 
     def probes() -> int:
