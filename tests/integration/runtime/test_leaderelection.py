@@ -275,9 +275,17 @@ def test_losing_the_lease_ends_the_run_with_exit_code_1(api_client: Any, namespa
     try:
         wait_for(lambda: mgr.controllers_running, 10, "leadership")
         api = client.CoordinationV1Api(api_client)
-        lease = api.read_namespaced_lease("kcp-test", namespace)
-        lease.spec.holder_identity = "usurper"
-        api.replace_namespaced_lease("kcp-test", namespace, lease)
+        for _attempt in range(10):  # the leader may renew between our read and write
+            lease = api.read_namespaced_lease("kcp-test", namespace)
+            lease.spec.holder_identity = "usurper"
+            try:
+                api.replace_namespaced_lease("kcp-test", namespace, lease)
+                break
+            except client.ApiException as error:
+                if error.status != 409:
+                    raise
+        else:
+            pytest.fail("the Lease kept changing under the usurper")
         assert mgr.wait(timeout=3 * RENEW_DEADLINE)
         assert mgr.exit_code == 1
     finally:

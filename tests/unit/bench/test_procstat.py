@@ -19,7 +19,9 @@ def test_this_process_threads_are_seen_by_name() -> None:
     worker.start()
     try:
         own, _grpc = split_threads(thread_names())
-        assert own >= 2 and own == threading.active_count()
+        # Every Python thread is the process's own (native ones started by
+        # extensions are too, and threading does not know about those).
+        assert own >= threading.active_count() >= 2
     finally:
         stop.set()
         worker.join()
