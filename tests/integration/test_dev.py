@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,6 +82,9 @@ def test_dev_reaches_available_and_ctrl_c_stops_everything(tmp_path: Path) -> No
         # management etcd + apiserver, the controller, and 4 simulated machines' processes
         assert {"etcd", "kube-apiserver"} <= names
         assert sum(1 for n in children.values() if n == "kube-apiserver") >= 5
+        # Keep reading: a child blocked on a full pipe could not finish shutting down.
+        drain = threading.Thread(target=command.stdout.read, daemon=True)
+        drain.start()
         # Ctrl-C in a terminal signals the whole foreground process group.
         os.killpg(command.pid, signal.SIGINT)
         assert command.wait(timeout=120) == 0

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ def test_envtest_command_prints_kubeconfig_and_cleans_up_on_ctrl_c(tmp_path: Pat
         assert result.returncode == 0, result.stderr
         children = _children_of(command.pid)
         assert {"etcd", "kube-apiserver"} <= {name for _, name in children}
+        # Keep reading: a child blocked on a full pipe could not finish shutting down.
+        threading.Thread(target=command.stdout.read, daemon=True).start()
         # Ctrl-C in a terminal reaches the whole foreground process group.
         os.killpg(command.pid, signal.SIGINT)
         assert command.wait(timeout=60) == 0
