@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         while True:
-            time.sleep(3600)
+            # Short naps: the main thread must come back to run the SIGINT handler even
+            # when the kernel hands the signal to another thread of the process.
+            time.sleep(1.0)
     except KeyboardInterrupt:
         return 0
     finally:
