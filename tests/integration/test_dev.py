@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.interrupts import sigint_reaches_children
+
 pytestmark = pytest.mark.timeout(420)
 
 
@@ -53,13 +55,14 @@ def _alive(pid: int) -> bool:
 
 def test_dev_reaches_available_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     work_dir = tmp_path / "dev"
-    command = subprocess.Popen(
-        [sys.executable, "-m", "kcp", "dev", "--work-dir", str(work_dir), "--refresh", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    with sigint_reaches_children():
+        command = subprocess.Popen(
+            [sys.executable, "-m", "kcp", "dev", "--work-dir", str(work_dir), "--refresh", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     seen: list[str] = []
     children: dict[int, str] = {}
     try:

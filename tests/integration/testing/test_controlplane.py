@@ -16,6 +16,7 @@ from kubernetes import client
 
 from kcp.testing import binaries
 from kcp.testing.controlplane import LocalControlPlane
+from tests.interrupts import sigint_reaches_children
 
 KCP_CRD = "kubeadmcontrolplanes.controlplane.cluster.x-k8s.io"
 
@@ -68,13 +69,14 @@ def test_stop_leaves_no_process_and_no_files() -> None:
 
 
 def test_envtest_command_prints_kubeconfig_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
-    command = subprocess.Popen(
-        [sys.executable, "-m", "kcp", "envtest", "--work-dir", str(tmp_path / "env")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    with sigint_reaches_children():
+        command = subprocess.Popen(
+            [sys.executable, "-m", "kcp", "envtest", "--work-dir", str(tmp_path / "env")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
     try:
         assert command.stdout is not None
         first_line = command.stdout.readline().strip()
