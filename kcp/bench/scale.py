@@ -171,6 +171,7 @@ def _measure_point(
         steady_cpu = after.cpu_seconds - before.cpu_seconds
         steady_threads = sampler.median_threads(since=steady_from)
         names_by_thread = thread_names(process.pid)
+        own_threads, grpc_threads = split_threads(names_by_thread)
 
         progress.step(f"scale {size}: every control plane changed at once", size)
         burst_cpu, burst_started = sampler.now().cpu_seconds, time.monotonic()
@@ -220,8 +221,8 @@ def _measure_point(
         "threads": steady_threads,
         "threads_max": threads_max,
         "thread_names": names_by_thread,
-        "own_threads": split_threads(names_by_thread)[0],
-        "grpc_core_threads": split_threads(names_by_thread)[1],
+        "own_threads": own_threads,
+        "grpc_core_threads": grpc_threads,
         "change_latency_ms": _latencies_ms(single_seen, single_sent),
         "resync_latency_ms": _latencies_ms(burst_seen, burst_sent),
         "controller_metrics": _controller_figures(metrics),
