@@ -1,0 +1,365 @@
+"""etcd's JSON gateway over HTTP/1.1 and mutual TLS: the same calls without gRPC.
+
+etcd serves every unary RPC of its v3 API also as ``POST /v3/...`` with a JSON
+body on the client port (``--enable-grpc-gateway``, on by default since 3.4).
+Over this transport a probe is one request on a kept-alive TLS connection, run
+on the caller's thread: no gRPC channel, so none of gRPC core's event-engine
+threads, whose pool grows with the dialling load it has seen and never shrinks
+while work keeps arriving. The thread count then depends on kcp's own pools
+only, never on the number of clusters.
+
+The TLS context is built from bytes in memory (``kcp.certs.client_tls_context``);
+the key never touches a disk. The server's certificate is verified against the
+cluster's etcd CA and the name dialled (or ``EtcdTLS.server_name``).
+
+JSON follows etcd's gateway: proto field names, 64-bit integers as strings,
+enums by name, fields at their zero value left out.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import threading
+import time
+from typing import Any
+
+import grpc
+
+import kcp.certs
+from kcp.etcd.errors import (
+    EtcdCallTimeout,
+    EtcdError,
+    EtcdTLSError,
+    EtcdUnavailable,
+    server_error,
+    tls_error,
+)
+from kcp.etcd.model import ALARM_NAMES, Alarm, Member, MemberStatus
+from kcp.etcd.timeouts import EtcdTimeouts
+
+__all__ = ["GatewayCalls", "GatewayConnection", "split_host_port"]
+
+_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+_SERVER_PREFIX = "etcdserver:"
+_REFUSED = (
+    "our client certificate must be signed by the etcd CA the server trusts, be valid now "
+    "and carry client-auth usage"
+)
+
+# Failures of a kept-alive connection the server closed meanwhile (idle timeout,
+# restart): the request never reached etcd, so it is sent again on a fresh one.
+_DROPPED: tuple[type[BaseException], ...] = (
+    http.client.RemoteDisconnected,
+    http.client.BadStatusLine,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
+
+
+class _Dropped(Exception):
+    """The connection was closed under a request (carries the reason)."""
+
+
+def split_host_port(endpoint: str) -> tuple[str, int]:
+    """``("127.0.0.1", 2379)`` from ``127.0.0.1:2379``; ``[::1]:2379`` gives ``"::1"``."""
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class GatewayConnection:
+    """One kept-alive HTTPS connection to one endpoint's gateway; requests take turns.
+
+    Creating it does no network I/O. ``post`` dials when there is no connection
+    (bounded by the dial timeout), sends, and waits at most the call timeout. A
+    connection that fails is dropped, so the next request dials afresh and a
+    member that came back is seen at once.
+    """
+
+    def __init__(self, endpoint: str, context: ssl.SSLContext, *, server_name: str | None) -> None:
+        self.endpoint = endpoint
+        self._host, self._port = split_host_port(endpoint)
+        self._server_hostname = server_name or self._host
+        self._context = context
+        self._lock = threading.Lock()
+        self._http: http.client.HTTPConnection | None = None
+        self._closed = False
+        self.dials = 0
+        """TLS connections opened so far (for tests and metrics)."""
+
+    def __repr__(self) -> str:
+        return f"GatewayConnection({self.endpoint!r}, closed={self._closed})"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def connected(self) -> bool:
+        """Whether a TLS connection is open now (kept alive from the last request)."""
+        return self._http is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._drop()
+
+    def reset(self) -> None:
+        """Drop the open connection, if any; the next request dials again."""
+        with self._lock:
+            self._drop()
+
+    def post(
+        self, path: str, body: dict[str, Any], *, action: str, timeouts: EtcdTimeouts
+    ) -> dict[str, Any]:
+        """POST ``body`` to ``path`` and return the decoded answer, or raise a typed error."""
+        where = f"etcd {action} at {self.endpoint}"
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        with self._lock:
+            if self._closed:
+                raise EtcdUnavailable(
+                    f"etcd connection to {self.endpoint} was closed (evicted from the channel "
+                    "pool or closed by its owner); get a new client",
+                    endpoint=self.endpoint,
+                )
+            if self._http is not None:
+                try:
+                    return self._exchange(self._http, path, payload, timeouts.call, where)
+                except _Dropped:
+                    self._drop()
+            fresh = self._dial(timeouts.dial, where)
+            try:
+                return self._exchange(fresh, path, payload, timeouts.call, where)
+            except _Dropped as exc:
+                self._drop()
+                # Under TLS 1.3 the server judges our certificate after the handshake
+                # has completed for us; its alert is lost with the connection it closes.
+                raise EtcdTLSError(
+                    f"{where} failed: the member closed a fresh connection before answering, "
+                    f"which is how etcd refuses a client certificate under TLS 1.3 ({_REFUSED}) "
+                    f"[{exc}]",
+                    endpoint=self.endpoint,
+                ) from None
+
+    # -- internals (called with the lock held) -----------------------------------------
+
+    def _drop(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def _dial(self, timeout: float, where: str) -> http.client.HTTPConnection:
+        deadline = time.monotonic() + timeout
+        too_slow = EtcdUnavailable(
+            f"etcd at {self.endpoint} did not complete a connection within the dial timeout "
+            f"of {timeout:g}s (is the address right and the member answering?)",
+            endpoint=self.endpoint,
+        )
+        try:
+            raw = socket.create_connection((self._host, self._port), timeout=timeout)
+        except TimeoutError:
+            raise too_slow from None
+        except OSError as exc:
+            raise EtcdUnavailable(
+                f"{where} failed: unreachable [{exc.strerror or exc}]", endpoint=self.endpoint
+            ) from None
+        try:
+            raw.settimeout(max(deadline - time.monotonic(), 0.001))
+            secure = self._context.wrap_socket(raw, server_hostname=self._server_hostname)
+        except TimeoutError:
+            raw.close()
+            raise too_slow from None
+        except ssl.SSLError as exc:
+            raw.close()
+            raise tls_error(exc, where=where, endpoint=self.endpoint) from None
+        except OSError as exc:
+            raw.close()
+            raise EtcdUnavailable(
+                f"{where} failed: the TLS handshake was cut off [{exc.strerror or exc}]",
+                endpoint=self.endpoint,
+            ) from None
+        connection = http.client.HTTPConnection(self._host, self._port)
+        connection.sock = secure
+        self._http = connection
+        self.dials += 1
+        return connection
+
+    def _exchange(
+        self,
+        connection: http.client.HTTPConnection,
+        path: str,
+        payload: bytes,
+        call_timeout: float,
+        where: str,
+    ) -> dict[str, Any]:
+        try:
+            if connection.sock is not None:
+                connection.sock.settimeout(call_timeout)
+            connection.request("POST", path, body=payload, headers=_HEADERS)
+            response = connection.getresponse()
+            body = response.read()
+        except _DROPPED as exc:
+            raise _Dropped(str(exc) or type(exc).__name__) from None
+        except ssl.SSLError as exc:
+            # Under TLS 1.3 a refused client certificate arrives as an alert on first read.
+            self._drop()
+            raise tls_error(exc, where=where, endpoint=self.endpoint) from None
+        except TimeoutError:
+            self._drop()
+            raise EtcdCallTimeout(
+                f"{where} got no answer within the call timeout of {call_timeout:g}s",
+                endpoint=self.endpoint,
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop()
+            raise EtcdUnavailable(f"{where} failed: [{exc}]", endpoint=self.endpoint) from None
+        if response.will_close:
+            self._drop()
+        return _decode(response.status, body, path=path, where=where, endpoint=self.endpoint)
+
+
+def _decode(status: int, body: bytes, *, path: str, where: str, endpoint: str) -> dict[str, Any]:
+    """The answer as a dict, or the typed error the gateway's error document describes."""
+    try:
+        document = json.loads(body) if body else {}
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        if status == http.HTTPStatus.NOT_FOUND:
+            raise EtcdError(
+                f"{where}: etcd serves no JSON gateway at {path} (HTTP 404); start etcd with "
+                "--enable-grpc-gateway=true (its default) or run kcp with --etcd-transport=grpc",
+                endpoint=endpoint,
+            )
+        raise EtcdError(
+            f"{where}: the gateway answered HTTP {status} with a body that is not a JSON object",
+            endpoint=endpoint,
+        )
+    if status == http.HTTPStatus.OK:
+        return document
+    code_name = _CODE_NAMES.get(document.get("code"))
+    details = str(document.get("message") or document.get("error") or f"HTTP {status}")
+    if details.startswith(_SERVER_PREFIX):
+        raise server_error(where, code_name, details, endpoint)
+    if code_name == "DEADLINE_EXCEEDED":
+        raise EtcdCallTimeout(f"{where}: the member timed out [{details}]", endpoint=endpoint)
+    if code_name == "UNAVAILABLE":
+        raise EtcdUnavailable(
+            f"{where}: the member answered but cannot serve now [{details}]", endpoint=endpoint
+        )
+    raise EtcdError(
+        f"{where} failed ({code_name or f'HTTP {status}'}): {details}", endpoint=endpoint
+    )
+
+
+def _int(document: dict[str, Any], name: str) -> int:
+    value = document.get(name)
+    return int(value) if value not in (None, "") else 0
+
+
+def _strings(document: dict[str, Any], name: str) -> tuple[str, ...]:
+    return tuple(str(item) for item in document.get(name) or ())
+
+
+def status_from_json(endpoint: str, document: dict[str, Any]) -> MemberStatus:
+    header = document.get("header") or {}
+    return MemberStatus(
+        endpoint=endpoint,
+        member_id=_int(header, "member_id"),
+        leader_id=_int(document, "leader"),
+        raft_term=_int(document, "raftTerm"),
+        raft_index=_int(document, "raftIndex"),
+        raft_applied_index=_int(document, "raftAppliedIndex"),
+        db_size=_int(document, "dbSize"),
+        db_size_in_use=_int(document, "dbSizeInUse"),
+        db_size_quota=_int(document, "dbSizeQuota"),
+        is_learner=bool(document.get("isLearner")),
+        version=str(document.get("version") or ""),
+        errors=_strings(document, "errors"),
+    )
+
+
+def member_from_json(document: dict[str, Any]) -> Member:
+    return Member(
+        id=_int(document, "ID"),
+        name=str(document.get("name") or ""),
+        peer_urls=_strings(document, "peerURLs"),
+        client_urls=_strings(document, "clientURLs"),
+        is_learner=bool(document.get("isLearner")),
+    )
+
+
+def alarm_from_json(document: dict[str, Any]) -> Alarm:
+    kind = document.get("alarm", "NONE")
+    name = ALARM_NAMES.get(kind, str(kind)) if isinstance(kind, int) else str(kind)
+    return Alarm(member_id=_int(document, "memberID"), alarm=name)
+
+
+_SHAPE_ERRORS = (TypeError, ValueError, AttributeError)
+
+
+class GatewayCalls:
+    """The calls ``EtcdClient`` offers, over one ``GatewayConnection``."""
+
+    def __init__(self, connection: GatewayConnection) -> None:
+        self._connection = connection
+
+    def _post(
+        self, action: str, path: str, body: dict[str, Any], timeouts: EtcdTimeouts
+    ) -> dict[str, Any]:
+        return self._connection.post(path, body, action=action, timeouts=timeouts)
+
+    def _unreadable(self, action: str, exc: Exception) -> EtcdError:
+        endpoint = self._connection.endpoint
+        return EtcdError(
+            f"etcd {action} at {endpoint}: the gateway's answer has an unexpected shape ({exc})",
+            endpoint=endpoint,
+        )
+
+    def status(self, timeouts: EtcdTimeouts) -> MemberStatus:
+        document = self._post("status", "/v3/maintenance/status", {}, timeouts)
+        try:
+            return status_from_json(self._connection.endpoint, document)
+        except _SHAPE_ERRORS as exc:
+            raise self._unreadable("status", exc) from None
+
+    def members(self, timeouts: EtcdTimeouts) -> list[Member]:
+        document = self._post("member list", "/v3/cluster/member/list", {}, timeouts)
+        try:
+            return [member_from_json(m) for m in document.get("members") or ()]
+        except _SHAPE_ERRORS as exc:
+            raise self._unreadable("member list", exc) from None
+
+    def alarms(self, timeouts: EtcdTimeouts) -> list[Alarm]:
+        document = self._post("alarm list", "/v3/maintenance/alarm", {"action": "GET"}, timeouts)
+        try:
+            return [alarm_from_json(a) for a in document.get("alarms") or ()]
+        except _SHAPE_ERRORS as exc:
+            raise self._unreadable("alarm list", exc) from None
+
+    def move_leader(self, target_member_id: int, timeouts: EtcdTimeouts) -> None:
+        self._post(
+            f"move leader to {target_member_id:x}",
+            "/v3/maintenance/transfer-leadership",
+            {"targetID": str(target_member_id)},
+            timeouts,
+        )
+
+    def remove_member(self, member_id: int, timeouts: EtcdTimeouts) -> None:
+        action = f"remove member {member_id:x}"
+        self._post(action, "/v3/cluster/member/remove", {"ID": str(member_id)}, timeouts)
+
+
+def open_gateway_connection(
+    endpoint: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes, *, server_name: str | None
+) -> GatewayConnection:
+    """A connection (not dialled yet) whose TLS context holds the client pair in memory."""
+    context = kcp.certs.client_tls_context(ca_pem, cert_pem, key_pem)
+    context.set_alpn_protocols(["http/1.1"])
+    return GatewayConnection(endpoint, context, server_name=server_name)
