@@ -48,6 +48,7 @@ from kcp.certs.secrets import (
     service_account_key_from_secret_data,
     service_account_key_to_secret_data,
 )
+from kcp.certs.tls import client_tls_context, load_cert_chain_from_memory
 
 __all__ = [
     "CA_VALIDITY",
@@ -69,6 +70,7 @@ __all__ = [
     "Usage",
     "build_kubeconfig",
     "check_validity",
+    "client_tls_context",
     "decode_certificate",
     "decode_certificates",
     "decode_private_key",
@@ -85,6 +87,7 @@ __all__ = [
     "key_pair_to_secret_data",
     "kubeconfig_from_secret_data",
     "kubeconfig_secret_data",
+    "load_cert_chain_from_memory",
     "load_key_pair",
     "new_certificate_authority",
     "new_service_account_key",

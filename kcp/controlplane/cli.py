@@ -4,7 +4,7 @@ Manager flags (leader election, `--namespace`, `--watch-filter`,
 `--kubeadmcontrolplane-concurrency`, `--sync-period`, `--kube-api-qps`,
 `--kube-api-burst`, `--health-addr`, `--metrics-bind-addr`,
 `--profiler-address`) come from `kcp.runtime`; this module adds
-`--kubeconfig`, the etcd timeouts and `--v`.
+`--kubeconfig`, the etcd timeouts and transport, and `--v`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_ETCD_CALL_TIMEOUT,
         metavar="DURATION",
         help="how long an etcd call waits for its answer (default: 15s)",
+    )
+    parser.add_argument(
+        "--etcd-transport",
+        choices=("gateway", "grpc"),  # kcp.etcd.TRANSPORTS, without importing gRPC here
+        default="gateway",
+        help="how workload etcd members are reached: 'gateway', etcd's JSON gateway over "
+        "HTTPS on the caller's thread (etcd's --enable-grpc-gateway, on by default), or "
+        "'grpc' (default: gateway)",
     )
     parser.add_argument(
         "--v", type=int, default=0, metavar="LEVEL", help="log verbosity: 0 info, 1+ debug"
@@ -89,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     tracker_options = TrackerOptions(
         etcd_dial_timeout=args.etcd_dial_timeout_duration,
         etcd_call_timeout=args.etcd_call_timeout_duration,
+        etcd_transport=args.etcd_transport,
     )
     api_client = management_api_client(
         args.kubeconfig, connections=connection_pool_size(options.concurrency, tracker_options)

@@ -1,5 +1,8 @@
 """Workload etcd access over mutual TLS built from in-memory PEM bytes.
 
+Two transports carry the same calls: etcd's JSON gateway over HTTP/1.1 (what
+the controller uses: no threads of its own) and gRPC.
+
 Open clients with ``EtcdClient.open(endpoint, EtcdTLS(...), pool=...)``; ask a
 whole cluster with ``cluster_status``. The server's certificate is always
 verified against the cluster's etcd CA; no key or certificate is written to
@@ -7,9 +10,16 @@ disk; channels are bounded and reused by ``ChannelPool``. Failures are the typed
 errors below, never gRPC tracebacks. Imports nothing of kcp but ``kcp.certs``.
 """
 
-from kcp.etcd.client import Alarm, EtcdClient, Member, MemberStatus
+from kcp.etcd.client import EtcdClient
 from kcp.etcd.cluster import EtcdClusterStatus, MemberHealth, cluster_status, move_leader
-from kcp.etcd.connection import Connection, EtcdTLS, normalize_endpoint
+from kcp.etcd.connection import (
+    TRANSPORTS,
+    Connection,
+    EtcdConnection,
+    EtcdTLS,
+    Transport,
+    normalize_endpoint,
+)
 from kcp.etcd.errors import (
     EtcdCallTimeout,
     EtcdError,
@@ -18,6 +28,8 @@ from kcp.etcd.errors import (
     EtcdTLSError,
     EtcdUnavailable,
 )
+from kcp.etcd.gateway import GatewayConnection
+from kcp.etcd.model import Alarm, Member, MemberStatus
 from kcp.etcd.pool import DEFAULT_MAX_CHANNELS, ChannelKey, ChannelPool, PoolStats
 from kcp.etcd.timeouts import DEFAULT_CALL_TIMEOUT, DEFAULT_DIAL_TIMEOUT, EtcdTimeouts
 
@@ -25,6 +37,7 @@ __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_DIAL_TIMEOUT",
     "DEFAULT_MAX_CHANNELS",
+    "TRANSPORTS",
     "Alarm",
     "ChannelKey",
     "ChannelPool",
@@ -32,6 +45,7 @@ __all__ = [
     "EtcdCallTimeout",
     "EtcdClient",
     "EtcdClusterStatus",
+    "EtcdConnection",
     "EtcdError",
     "EtcdMemberNotFound",
     "EtcdNotLeader",
@@ -39,10 +53,12 @@ __all__ = [
     "EtcdTLSError",
     "EtcdTimeouts",
     "EtcdUnavailable",
+    "GatewayConnection",
     "Member",
     "MemberHealth",
     "MemberStatus",
     "PoolStats",
+    "Transport",
     "cluster_status",
     "move_leader",
     "normalize_endpoint",

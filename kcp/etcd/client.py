@@ -1,5 +1,8 @@
 """A client for one etcd endpoint: status, members, alarms, move leader, remove member.
 
+The same calls run over either transport (``kcp.etcd.connection``): etcd's JSON
+gateway (``kcp.etcd.gateway``) or gRPC through etcd3's stubs (below).
+
 Every call waits at most the dial timeout for a connection and the call timeout
 for the answer, and fails with one of the typed errors of ``kcp.etcd.errors``,
 never with a gRPC traceback.
@@ -13,15 +16,16 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import etcd3
 import grpc
 
-from kcp.etcd.connection import Connection, EtcdTLS, open_connection
+from kcp.etcd.connection import Connection, EtcdConnection, EtcdTLS, Transport, open_connection
 from kcp.etcd.errors import EtcdUnavailable, is_transport_failure, translate
+from kcp.etcd.gateway import GatewayCalls, GatewayConnection
+from kcp.etcd.model import ALARM_NAMES, Alarm, Member, MemberStatus
 from kcp.etcd.pool import ChannelPool
 from kcp.etcd.timeouts import EtcdTimeouts
 
@@ -44,8 +48,6 @@ _STATUS_IS_LEARNER = 10
 _STATUS_DB_SIZE_QUOTA = 12
 _MEMBER_IS_LEARNER = 5
 
-_ALARM_NAMES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
-
 
 def _extra_fields(message: Any) -> dict[int, list[Any]]:
     """Fields of ``message`` its (old) generated class does not know, by field number."""
@@ -58,58 +60,6 @@ def _extra_fields(message: Any) -> dict[int, list[Any]]:
 def _first_int(fields: dict[int, list[Any]], number: int) -> int:
     values = fields.get(number)
     return int(values[-1]) if values else 0
-
-
-@dataclass(frozen=True)
-class MemberStatus:
-    """What one member says about itself (etcd's ``Status`` RPC)."""
-
-    endpoint: str
-    member_id: int
-    leader_id: int
-    """The leader this member follows; 0 when it sees no leader."""
-    raft_term: int
-    raft_index: int
-    raft_applied_index: int
-    db_size: int
-    """Bytes of the backend database file."""
-    db_size_in_use: int
-    db_size_quota: int
-    is_learner: bool
-    version: str
-    errors: tuple[str, ...]
-    """Problems the member reports about itself (e.g. ``memberID:... alarm:NOSPACE``)."""
-
-    @property
-    def has_leader(self) -> bool:
-        return self.leader_id != 0
-
-    @property
-    def is_leader(self) -> bool:
-        return self.has_leader and self.leader_id == self.member_id
-
-
-@dataclass(frozen=True)
-class Member:
-    """One entry of the member list. A member added but not yet started has no name."""
-
-    id: int
-    name: str
-    peer_urls: tuple[str, ...]
-    client_urls: tuple[str, ...]
-    is_learner: bool = False
-
-    @property
-    def started(self) -> bool:
-        return bool(self.name)
-
-
-@dataclass(frozen=True)
-class Alarm:
-    """An active alarm: ``NOSPACE`` (quota reached) or ``CORRUPT`` (data inconsistency)."""
-
-    member_id: int
-    alarm: str
 
 
 def status_from_response(endpoint: str, response: Any) -> MemberStatus:
@@ -144,17 +94,79 @@ def member_from_message(message: Any) -> Member:
     )
 
 
-class EtcdClient:
-    """Calls to one etcd endpoint over a mutual-TLS channel.
+class _GrpcCalls:
+    """The calls ``EtcdClient`` offers, over one gRPC ``Connection`` and etcd3's stubs."""
 
-    Get one with ``EtcdClient.open``: from a ``ChannelPool`` (the channel is shared
-    and ``close()`` leaves it open) or with a channel of its own (closed by
-    ``close()``). Creating a client does no network I/O; the first call dials.
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def status(self, timeouts: EtcdTimeouts) -> MemberStatus:
+        request = etcd3.etcdrpc.StatusRequest()
+        response = self._call("status", lambda e: e.maintenancestub.Status, request, timeouts)
+        return status_from_response(self._connection.endpoint, response)
+
+    def members(self, timeouts: EtcdTimeouts) -> list[Member]:
+        request = etcd3.etcdrpc.MemberListRequest()
+        response = self._call("member list", lambda e: e.clusterstub.MemberList, request, timeouts)
+        return [member_from_message(m) for m in response.members]
+
+    def alarms(self, timeouts: EtcdTimeouts) -> list[Alarm]:
+        request = etcd3.etcdrpc.AlarmRequest(
+            action=etcd3.etcdrpc.AlarmRequest.GET, memberID=0, alarm=etcd3.etcdrpc.NONE
+        )
+        response = self._call("alarm list", lambda e: e.maintenancestub.Alarm, request, timeouts)
+        return [
+            Alarm(member_id=int(a.memberID), alarm=ALARM_NAMES.get(int(a.alarm), str(a.alarm)))
+            for a in response.alarms
+        ]
+
+    def move_leader(self, target_member_id: int, timeouts: EtcdTimeouts) -> None:
+        request = etcd3.etcdrpc.MoveLeaderRequest(targetID=target_member_id)
+        action = f"move leader to {target_member_id:x}"
+        self._call(action, lambda e: e.maintenancestub.MoveLeader, request, timeouts)
+
+    def remove_member(self, member_id: int, timeouts: EtcdTimeouts) -> None:
+        request = etcd3.etcdrpc.MemberRemoveRequest(ID=member_id)
+        action = f"remove member {member_id:x}"
+        self._call(action, lambda e: e.clusterstub.MemberRemove, request, timeouts)
+
+    def _call(
+        self, action: str, rpc_of: Callable[[Any], Any], request: Any, timeouts: EtcdTimeouts
+    ) -> Any:
+        """Dial (bounded by the dial timeout), then call (bounded by the call timeout)."""
+        connection = self._connection
+        connection.ensure_connected(timeouts.dial)
+        try:
+            return rpc_of(connection.etcd3)(request, timeout=timeouts.call)
+        except grpc.RpcError as exc:
+            if is_transport_failure(exc):
+                connection.reset()
+            raise translate(
+                exc, endpoint=connection.endpoint, action=action, call_timeout=timeouts.call
+            ) from None
+        except ValueError as exc:
+            # gRPC refuses calls on a closed channel with a bare ValueError.
+            if "closed channel" not in str(exc):
+                raise
+        raise EtcdUnavailable(
+            f"etcd {action} at {connection.endpoint}: the connection was closed meanwhile "
+            "(evicted from the channel pool, reset, or closed by its owner); retry",
+            endpoint=connection.endpoint,
+        )
+
+
+class EtcdClient:
+    """Calls to one etcd endpoint over a mutual-TLS connection of either transport.
+
+    Get one with ``EtcdClient.open``: from a ``ChannelPool`` (the connection is
+    shared, of the pool's transport, and ``close()`` leaves it open) or with a
+    connection of its own (closed by ``close()``). Creating a client does no
+    network I/O; the first call dials.
     """
 
     def __init__(
         self,
-        connection: Connection,
+        connection: EtcdConnection,
         *,
         timeouts: EtcdTimeouts | None = None,
         owns_connection: bool = False,
@@ -162,6 +174,11 @@ class EtcdClient:
         self._connection = connection
         self.timeouts = timeouts or EtcdTimeouts()
         self._owns_connection = owns_connection
+        self._calls: _GrpcCalls | GatewayCalls = (
+            GatewayCalls(connection)
+            if isinstance(connection, GatewayConnection)
+            else _GrpcCalls(connection)
+        )
 
     @classmethod
     def open(
@@ -171,16 +188,18 @@ class EtcdClient:
         *,
         timeouts: EtcdTimeouts | None = None,
         pool: ChannelPool | None = None,
+        transport: Transport = "grpc",
     ) -> EtcdClient:
         """A client for ``endpoint`` (``host:port`` or ``https://host:port``).
 
-        Raises ``EtcdTLSError`` at once when the TLS material is unusable
-        (garbage, key not matching the certificate, certificate expired).
+        With a ``pool`` the pool's transport is used, else ``transport``. Raises
+        ``EtcdTLSError`` at once when the TLS material is unusable (garbage, key
+        not matching the certificate, certificate expired).
         """
         if pool is not None:
             return cls(pool.get(endpoint, tls), timeouts=timeouts or pool.timeouts)
         timeouts = timeouts or EtcdTimeouts()
-        connection = open_connection(endpoint, tls, call_timeout=timeouts.call)
+        connection = open_connection(endpoint, tls, call_timeout=timeouts.call, transport=transport)
         return cls(connection, timeouts=timeouts, owns_connection=True)
 
     def __repr__(self) -> str:
@@ -203,19 +222,28 @@ class EtcdClient:
         return self._connection.endpoint
 
     @property
-    def connection(self) -> Connection:
+    def connection(self) -> EtcdConnection:
         return self._connection
+
+    @property
+    def transport(self) -> Transport:
+        return "gateway" if isinstance(self._connection, GatewayConnection) else "grpc"
 
     @property
     def etcd3(self) -> Any:
         """etcd3's client on the same channel, for calls not wrapped here (keys, leases).
 
-        Its calls use etcd3's error handling and only the call timeout.
+        Only on the gRPC transport. Its calls use etcd3's error handling and only
+        the call timeout.
         """
+        if isinstance(self._connection, GatewayConnection):
+            raise TypeError(
+                f"{self!r} uses etcd's JSON gateway; etcd3's stubs need transport='grpc'"
+            )
         return self._connection.etcd3
 
     def close(self) -> None:
-        """Close the channel if this client owns it; a pooled channel stays for reuse."""
+        """Close the connection if this client owns it; a pooled one stays for reuse."""
         if self._owns_connection:
             self._connection.close()
 
@@ -223,62 +251,23 @@ class EtcdClient:
 
     def status(self) -> MemberStatus:
         """This member's view: its id, the leader it sees, raft progress, database size."""
-        response = self._call(
-            "status", lambda e: e.maintenancestub.Status, etcd3.etcdrpc.StatusRequest()
-        )
-        return status_from_response(self.endpoint, response)
+        return self._calls.status(self.timeouts)
 
     def members(self) -> list[Member]:
         """The cluster's member list, as this member knows it."""
-        response = self._call(
-            "member list", lambda e: e.clusterstub.MemberList, etcd3.etcdrpc.MemberListRequest()
-        )
-        return [member_from_message(m) for m in response.members]
+        return self._calls.members(self.timeouts)
 
     def alarms(self) -> list[Alarm]:
         """Every active alarm in the cluster (empty when all is well)."""
-        request = etcd3.etcdrpc.AlarmRequest(
-            action=etcd3.etcdrpc.AlarmRequest.GET, memberID=0, alarm=etcd3.etcdrpc.NONE
-        )
-        response = self._call("alarm list", lambda e: e.maintenancestub.Alarm, request)
-        return [
-            Alarm(member_id=int(a.memberID), alarm=_ALARM_NAMES.get(int(a.alarm), str(a.alarm)))
-            for a in response.alarms
-        ]
+        return self._calls.alarms(self.timeouts)
 
     def move_leader(self, target_member_id: int) -> None:
         """Hand leadership to ``target_member_id``; this client's endpoint must be the leader.
 
         Raises ``EtcdNotLeader`` when it is not (ask the leader's endpoint instead).
         """
-        request = etcd3.etcdrpc.MoveLeaderRequest(targetID=target_member_id)
-        self._call(
-            f"move leader to {target_member_id:x}", lambda e: e.maintenancestub.MoveLeader, request
-        )
+        self._calls.move_leader(target_member_id, self.timeouts)
 
     def remove_member(self, member_id: int) -> None:
         """Remove a member; raises ``EtcdMemberNotFound`` if it is already gone."""
-        request = etcd3.etcdrpc.MemberRemoveRequest(ID=member_id)
-        self._call(f"remove member {member_id:x}", lambda e: e.clusterstub.MemberRemove, request)
-
-    def _call(self, action: str, rpc_of: Callable[[Any], Any], request: Any) -> Any:
-        """Dial (bounded by the dial timeout), then call (bounded by the call timeout)."""
-        connection = self._connection
-        connection.ensure_connected(self.timeouts.dial)
-        try:
-            return rpc_of(connection.etcd3)(request, timeout=self.timeouts.call)
-        except grpc.RpcError as exc:
-            if is_transport_failure(exc):
-                connection.reset()
-            raise translate(
-                exc, endpoint=self.endpoint, action=action, call_timeout=self.timeouts.call
-            ) from None
-        except ValueError as exc:
-            # gRPC refuses calls on a closed channel with a bare ValueError.
-            if "closed channel" not in str(exc):
-                raise
-        raise EtcdUnavailable(
-            f"etcd {action} at {self.endpoint}: the connection was closed meanwhile (evicted "
-            "from the channel pool, reset, or closed by its owner); retry",
-            endpoint=self.endpoint,
-        )
+        self._calls.remove_member(member_id, self.timeouts)

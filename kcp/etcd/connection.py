@@ -1,4 +1,8 @@
-"""One gRPC channel to one etcd endpoint, with mutual TLS built from bytes in memory.
+"""One connection to one etcd endpoint, with mutual TLS built from bytes in memory.
+
+Two transports reach the same calls: ``"gateway"`` (etcd's JSON gateway over
+HTTP/1.1, ``kcp.etcd.gateway``) and ``"grpc"`` (a gRPC channel, below). This
+module opens either; the rest of it is the gRPC side.
 
 ``etcd3.client()`` reads its TLS material from files; the product never writes
 key material to disk, so the channel is built here from PEM bytes with
@@ -15,7 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 # Importing etcd3 is safe here: the `kcp` package, imported before any of its
 # modules, has already chosen the protobuf backend etcd3's generated code needs.
@@ -24,8 +28,21 @@ import grpc
 
 import kcp.certs
 from kcp.etcd.errors import EtcdTLSError, EtcdUnavailable
+from kcp.etcd.gateway import GatewayConnection, open_gateway_connection
 
-__all__ = ["Connection", "EtcdTLS", "normalize_endpoint", "open_connection"]
+__all__ = [
+    "TRANSPORTS",
+    "Connection",
+    "EtcdConnection",
+    "EtcdTLS",
+    "Transport",
+    "normalize_endpoint",
+    "open_connection",
+]
+
+Transport = Literal["gateway", "grpc"]
+"""How kcp talks to a workload etcd: its JSON gateway over HTTP/1.1, or gRPC."""
+TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
 
 
 # gRPC core's connectivity states (``grpc._cython.cygrpc.ConnectivityState``).
@@ -212,14 +229,21 @@ class Connection:
                 self.channel.close()
 
 
+EtcdConnection = Connection | GatewayConnection
+"""An open connection of either transport."""
+
+
 def open_connection(
     endpoint: str,
     tls: EtcdTLS,
     *,
     call_timeout: float,
     options: tuple[tuple[str, Any], ...] = (),
-) -> Connection:
-    """Open (lazily; no network yet) a mutual-TLS channel to ``endpoint``.
+    transport: Transport = "grpc",
+) -> EtcdConnection:
+    """Open (lazily; no network yet) a mutual-TLS connection to ``endpoint``.
+
+    ``options`` are gRPC channel options (ignored by the gateway transport).
 
     The material is checked first, so garbage, a key that does not match the
     certificate or an expired certificate raise ``EtcdTLSError`` saying so,
@@ -233,6 +257,12 @@ def open_connection(
         )
     except kcp.certs.CertificateError as exc:
         raise EtcdTLSError(f"cannot connect to etcd at {target}: {exc}", endpoint=target) from None
+    if transport == "gateway":
+        return open_gateway_connection(
+            target, tls.ca_pem, tls.cert_pem, tls.key_pem, server_name=tls.server_name
+        )
+    if transport != "grpc":
+        raise ValueError(f"unknown etcd transport {transport!r}; use one of {TRANSPORTS}")
     credentials = grpc.ssl_channel_credentials(
         root_certificates=tls.ca_pem,
         private_key=tls.key_pem,

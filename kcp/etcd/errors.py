@@ -8,6 +8,8 @@ do, and nothing else goes in), so they are safe for conditions, Events and logs.
 
 from __future__ import annotations
 
+import ssl
+
 import grpc
 
 __all__ = [
@@ -18,6 +20,8 @@ __all__ = [
     "EtcdTLSError",
     "EtcdUnavailable",
     "is_transport_failure",
+    "server_error",
+    "tls_error",
     "translate",
 ]
 
@@ -111,7 +115,7 @@ def translate(exc: grpc.RpcError, *, endpoint: str, action: str, call_timeout: f
     code, details = _code_and_details(exc)
     where = f"etcd {action} at {endpoint}"
     if details.startswith(_SERVER_PREFIX):
-        return _server_error(where, code, details, endpoint)
+        return server_error(where, code.name if code is not None else None, details, endpoint)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return EtcdCallTimeout(
             f"{where} got no answer within the call timeout of {call_timeout:g}s",
@@ -131,10 +135,12 @@ def translate(exc: grpc.RpcError, *, endpoint: str, action: str, call_timeout: f
     return EtcdError(f"{where} failed ({name}): {details}", endpoint=endpoint)
 
 
-def _server_error(
-    where: str, code: grpc.StatusCode | None, details: str, endpoint: str
-) -> EtcdError:
-    """An error etcd itself answered with (``etcdserver: ...``): the connection is fine."""
+def server_error(where: str, code_name: str | None, details: str, endpoint: str) -> EtcdError:
+    """An error etcd itself answered with (``etcdserver: ...``): the connection is fine.
+
+    ``code_name`` is the gRPC status code's name (``"UNAVAILABLE"``), whichever
+    transport carried the answer.
+    """
     if "not leader" in details:
         return EtcdNotLeader(
             f"{where} must be sent to the leader and this member is not it [{details}]",
@@ -154,9 +160,22 @@ def _server_error(
             f"been connected for a few seconds; retry later [{details}]",
             endpoint=endpoint,
         )
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code_name == "UNAVAILABLE":
         return EtcdUnavailable(
             f"{where}: the member answered but cannot serve now [{details}]", endpoint=endpoint
         )
-    name = code.name if code is not None else "error"
-    return EtcdError(f"{where} failed ({name}): {details}", endpoint=endpoint)
+    return EtcdError(f"{where} failed ({code_name or 'error'}): {details}", endpoint=endpoint)
+
+
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+_NAME_MISMATCH_CODES = (62, 64)
+
+
+def tls_error(exc: ssl.SSLError, *, where: str, endpoint: str) -> EtcdTLSError:
+    """The typed error for a TLS failure Python's ``ssl`` reported (handshake or alert)."""
+    details = str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in _NAME_MISMATCH_CODES:
+        cause = _TLS_CAUSES[1][1]
+    else:
+        cause = _tls_cause(details) or "the TLS handshake failed"
+    return EtcdTLSError(f"{where} failed: {cause} [{details}]", endpoint=endpoint)

@@ -1,4 +1,4 @@
-"""A bounded, reused set of open etcd channels.
+"""A bounded, reused set of open etcd connections (gRPC channels or gateway connections).
 
 The expensive part of talking to a workload etcd is the client key, which the
 tracker caches per cluster; channels are cheap to re-open, so they are kept in
@@ -6,8 +6,9 @@ an LRU of bounded size (not one per cluster forever). A channel is keyed by the
 endpoint and the fingerprints of the client certificate and the CA, so a renewed
 certificate or a rotated CA gets a fresh channel and the old one ages out.
 
-The pool never stores key material: it is handed to gRPC's credentials when a
-channel is opened and lives only there.
+The pool never stores key material: it is handed to gRPC's credentials or to an
+``ssl`` context when a connection is opened and lives only there. One pool
+opens connections of one transport.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kcp.etcd.connection import Connection, EtcdTLS, normalize_endpoint, open_connection
+from kcp.etcd.connection import (
+    EtcdConnection,
+    EtcdTLS,
+    Transport,
+    normalize_endpoint,
+    open_connection,
+)
 from kcp.etcd.timeouts import EtcdTimeouts
 
 __all__ = ["DEFAULT_MAX_CHANNELS", "ChannelKey", "ChannelPool", "PoolStats"]
@@ -55,7 +62,7 @@ class PoolStats:
 
 
 class ChannelPool:
-    """LRU of open ``Connection`` objects; thread-safe.
+    """LRU of open connections (``EtcdConnection``); thread-safe.
 
     ``get`` returns the open connection for the key or opens one; when the pool
     is full the least recently used connection is closed. A client still holding
@@ -69,13 +76,15 @@ class ChannelPool:
         *,
         timeouts: EtcdTimeouts | None = None,
         channel_options: tuple[tuple[str, Any], ...] = (),
+        transport: Transport = "grpc",
     ) -> None:
         if max_size < 1:
             raise ValueError(f"a channel pool holds at least one channel, not {max_size}")
         self.max_size = max_size
         self.timeouts = timeouts or EtcdTimeouts()
         self._channel_options = channel_options
-        self._connections: OrderedDict[ChannelKey, Connection] = OrderedDict()
+        self.transport: Transport = transport
+        self._connections: OrderedDict[ChannelKey, EtcdConnection] = OrderedDict()
         self._lock = threading.Lock()
         self._opened = 0
         self._reused = 0
@@ -89,7 +98,7 @@ class ChannelPool:
         with self._lock:
             return key in self._connections
 
-    def get(self, endpoint: str, tls: EtcdTLS) -> Connection:
+    def get(self, endpoint: str, tls: EtcdTLS) -> EtcdConnection:
         """The open connection for (``endpoint``, ``tls``), opening one if needed."""
         key = ChannelKey.for_tls(endpoint, tls)
         with self._lock:
@@ -100,9 +109,13 @@ class ChannelPool:
                 return found
         # Opening validates the material (parsing a certificate): done outside the lock.
         fresh = open_connection(
-            key.endpoint, tls, call_timeout=self.timeouts.call, options=self._channel_options
+            key.endpoint,
+            tls,
+            call_timeout=self.timeouts.call,
+            options=self._channel_options,
+            transport=self.transport,
         )
-        evicted: list[Connection] = []
+        evicted: list[EtcdConnection] = []
         with self._lock:
             found = self._connections.get(key)
             if found is not None and not found.closed:

@@ -18,7 +18,7 @@ from pathlib import Path
 import etcd3
 import grpc
 
-from kcp.etcd import EtcdClient, EtcdError, EtcdTimeouts, EtcdTLS, Member
+from kcp.etcd import Connection, EtcdClient, EtcdError, EtcdTimeouts, EtcdTLS, Member
 from kcp.sim.pki import MachineFiles
 from kcp.sim.process import SimProcess
 from kcp.testing.etcd_launch import EtcdTuning, MemberURLs, TLSFiles, etcd_argv
@@ -146,11 +146,13 @@ def add_member(endpoints: Sequence[str], tls: EtcdTLS, name: str, peer_url: str)
     errors: list[str] = []
     for endpoint in endpoints:
         try:
-            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS) as client:
+            # MemberAdd is not wrapped by EtcdClient: it goes through etcd3's stub.
+            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS, transport="grpc") as client:
                 members = client.members()
                 existing = next((m for m in members if peer_url in m.peer_urls), None)
                 if existing is not None:
                     return JoinPlan(existing.id, _initial_cluster(members, existing.id, name))
+                assert isinstance(client.connection, Connection)
                 client.connection.ensure_connected(_TIMEOUTS.dial)
                 request = etcd3.etcdrpc.MemberAddRequest(peerURLs=[peer_url])
                 response = client.etcd3.clusterstub.MemberAdd(request, timeout=_TIMEOUTS.call)

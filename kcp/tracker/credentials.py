@@ -49,7 +49,9 @@ class Credentials:
             metrics=metrics,
         )
         self.timeouts = EtcdTimeouts(dial=options.etcd_dial_timeout, call=options.etcd_call_timeout)
-        self.pool = pool or ChannelPool(options.etcd_channels, timeouts=self.timeouts)
+        self.pool = pool or ChannelPool(
+            options.etcd_channels, timeouts=self.timeouts, transport=options.etcd_transport
+        )
         self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcp-tracker-close")
 
     def ensure_key(self, entry: ClusterEntry) -> ClusterPrivateKey | None:

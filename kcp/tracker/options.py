@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from kcp.certs import KEY_ALGORITHMS, KeyAlgorithm
+from kcp.etcd import TRANSPORTS, Transport
 
 __all__ = ["CAPI_ETCD_CLIENT_COMMON_NAME", "TrackerOptions"]
 
@@ -117,7 +118,12 @@ class TrackerOptions:
     """Seconds a reconciler's etcd call waits for its answer (``--etcd-call-timeout-duration``)."""
 
     etcd_channels: int = 256
-    """Open etcd channels kept at most (LRU); re-opening one is cheap, the key is cached."""
+    """Open etcd connections kept at most (LRU); re-opening one is cheap, the key is cached."""
+
+    etcd_transport: Transport = "gateway"
+    """How etcd is reached (``--etcd-transport``): ``"gateway"``, etcd's JSON gateway over
+    HTTP/1.1 on the caller's thread, or ``"grpc"``, whose C core keeps an event-engine
+    thread pool that grows with dialling load and does not shrink while busy."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -151,6 +157,8 @@ class TrackerOptions:
             problems.append("failure_threshold must be at least 1")
         if self.probe_workers < 1:
             problems.append("probe_workers must be at least 1")
+        if self.etcd_transport not in TRANSPORTS:
+            problems.append(f"etcd_transport must be one of {', '.join(TRANSPORTS)}")
         if problems:
             raise ValueError("invalid tracker options: " + "; ".join(problems))
 

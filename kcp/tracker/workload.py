@@ -3,11 +3,8 @@
 The ``kubernetes`` client (and urllib3 under it) only takes TLS material as
 file paths. Instead of writing the kubeconfig's key to a file, the client's
 urllib3 pool manager is replaced by one built from an ``ssl.SSLContext`` made
-in memory: the CA comes from bytes (``cadata``); the client certificate and key
-go through ``ssl.SSLContext.load_cert_chain``, which only reads paths, so they
-are written to an anonymous memory file (``os.memfd_create``: RAM only, no name
-in any filesystem) read through ``/proc/self/fd/<n>`` and closed as soon as
-OpenSSL has loaded them. Afterwards the key lives only inside the SSLContext.
+in memory by ``kcp.certs.client_tls_context`` (the key goes through an anonymous
+memory file, never a file on disk, and afterwards lives only in the context).
 
 Every request gets a timeout: the ``kubernetes`` client passes ``timeout=None``
 ("wait forever") unless a call gives ``_request_timeout``, so the pool manager
@@ -16,14 +13,13 @@ substitutes the tracker's default for ``None``.
 
 from __future__ import annotations
 
-import os
 import ssl
 import threading
 from typing import Any
 
 import urllib3
 
-from kcp.certs import Kubeconfig
+from kcp.certs import Kubeconfig, client_tls_context
 
 __all__ = ["WorkloadClient", "ssl_context_for"]
 
@@ -31,35 +27,12 @@ _MAX_CONNECTIONS = 4
 """urllib3 connections kept per workload API server."""
 
 
-def _load_cert_chain_from_memory(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
-    """``context.load_cert_chain`` from bytes via an anonymous memory file, closed at once."""
-    memfd_create = getattr(os, "memfd_create", None)
-    if memfd_create is None:  # pragma: no cover - Linux has it
-        raise RuntimeError(
-            "os.memfd_create is not available on this platform; kcp loads client keys into "
-            "TLS contexts only through anonymous memory files and never writes them to disk"
-        )
-    fd = memfd_create("kcp-tls", os.MFD_CLOEXEC)
-    try:
-        view = memoryview(cert_pem + b"\n" + key_pem)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        context.load_cert_chain(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
-
-
 def ssl_context_for(kubeconfig: Kubeconfig) -> ssl.SSLContext:
     """A verifying TLS context (server checked against the kubeconfig's CA, hostname
     checked) presenting the kubeconfig's client certificate, if it has one."""
-    context = ssl.create_default_context(
-        ssl.Purpose.SERVER_AUTH, cadata=kubeconfig.ca_pem.decode("ascii", "replace")
+    return client_tls_context(
+        kubeconfig.ca_pem, kubeconfig.client_cert_pem, kubeconfig.client_key_pem
     )
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if kubeconfig.client_cert_pem is not None and kubeconfig.client_key_pem is not None:
-        _load_cert_chain_from_memory(context, kubeconfig.client_cert_pem, kubeconfig.client_key_pem)
-    return context
 
 
 class _TimeoutPoolManager(urllib3.PoolManager):

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kcp import certs
-from kcp.certs import KeyPair
-from kcp.tracker.workload import _load_cert_chain_from_memory
+from kcp.certs import KeyPair, load_cert_chain_from_memory
 
 
 @contextlib.contextmanager
@@ -62,7 +61,7 @@ def https_server(ca: KeyPair, status: int = 200, *, port: int = 0) -> Iterator[s
         algorithm="ecdsa-p256",
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _load_cert_chain_from_memory(context, server_pair.cert_pem, server_pair.key_pem)
+    load_cert_chain_from_memory(context, server_pair.cert_pem, server_pair.key_pem)
     context.load_verify_locations(cadata=ca.cert_pem.decode())
     context.verify_mode = ssl.CERT_REQUIRED
 
