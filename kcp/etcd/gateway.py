@@ -111,48 +111,94 @@ class GatewayConnection:
         return int(sock.getsockopt(level, option)) if sock is not None else 0
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._drop()
+        """Close now, or (a request in flight) as soon as that request is done."""
+        self._closed = True
+        self.reset()
 
     def reset(self) -> None:
-        """Drop the open connection, if any; the next request dials again."""
-        with self._lock:
-            self._drop()
+        """Drop the kept-alive connection, if any, unless a request is using it."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._drop()
+            finally:
+                self._lock.release()
 
     def post(
         self, path: str, body: dict[str, Any], *, action: str, timeouts: EtcdTimeouts
     ) -> dict[str, Any]:
-        """POST ``body`` to ``path`` and return the decoded answer, or raise a typed error."""
+        """POST ``body`` to ``path`` and return the decoded answer, or raise a typed error.
+
+        While another thread's request holds the kept-alive connection this one goes
+        out on a connection of its own, closed afterwards: no caller waits for another
+        (a silent member would otherwise hold each in turn for a whole timeout).
+        """
         where = f"etcd {action} at {self.endpoint}"
         payload = json.dumps(body, separators=(",", ":")).encode()
-        with self._lock:
-            if self._closed:
-                raise EtcdUnavailable(
-                    f"etcd connection to {self.endpoint} was closed (evicted from the channel "
-                    "pool or closed by its owner); get a new client",
-                    endpoint=self.endpoint,
-                )
+        if self._closed:
+            raise EtcdUnavailable(
+                f"etcd connection to {self.endpoint} was closed (evicted from the channel "
+                "pool or closed by its owner); get a new client",
+                endpoint=self.endpoint,
+            )
+        if not self._lock.acquire(blocking=False):
+            return self._post_alone(path, payload, timeouts, where)
+        try:
             if self._http is not None:
                 try:
-                    return self._exchange(self._http, path, payload, timeouts.call, where)
+                    return self._use(self._http, path, payload, timeouts.call, where)
                 except _Dropped:
                     self._drop()
-            fresh = self._dial(timeouts.dial, where)
+            self._http = self._dial(timeouts.dial, where)
             try:
-                return self._exchange(fresh, path, payload, timeouts.call, where)
+                return self._use(self._http, path, payload, timeouts.call, where)
             except _Dropped as exc:
                 self._drop()
-                # Under TLS 1.3 the server judges our certificate after the handshake
-                # has completed for us; its alert is lost with the connection it closes.
-                raise EtcdTLSError(
-                    f"{where} failed: the member closed a fresh connection before answering, "
-                    f"which is how etcd refuses a client certificate under TLS 1.3 ({_REFUSED}) "
-                    f"[{exc}]",
-                    endpoint=self.endpoint,
-                ) from None
+                raise self._dropped_when_fresh(where, exc) from None
+        finally:
+            if self._closed:  # closed while this request ran
+                self._drop()
+            self._lock.release()
 
-    # -- internals (called with the lock held) -----------------------------------------
+    # -- internals -----------------------------------------------------------------------
+
+    def _post_alone(
+        self, path: str, payload: bytes, timeouts: EtcdTimeouts, where: str
+    ) -> dict[str, Any]:
+        connection = self._dial(timeouts.dial, where)
+        try:
+            status, body, _ = self._exchange(connection, path, payload, timeouts.call, where)
+        except _Dropped as exc:
+            raise self._dropped_when_fresh(where, exc) from None
+        finally:
+            connection.close()
+        return _decode(status, body, path=path, where=where, endpoint=self.endpoint)
+
+    def _use(
+        self,
+        connection: http.client.HTTPConnection,
+        path: str,
+        payload: bytes,
+        call_timeout: float,
+        where: str,
+    ) -> dict[str, Any]:
+        """A request on the kept-alive connection (lock held); dropped when it failed."""
+        try:
+            status, body, keep = self._exchange(connection, path, payload, call_timeout, where)
+        except EtcdError:
+            self._drop()
+            raise
+        if not keep:
+            self._drop()
+        return _decode(status, body, path=path, where=where, endpoint=self.endpoint)
+
+    def _dropped_when_fresh(self, where: str, exc: _Dropped) -> EtcdTLSError:
+        # Under TLS 1.3 the server judges our certificate after the handshake has
+        # completed for us; its alert is lost with the connection it closes.
+        return EtcdTLSError(
+            f"{where} failed: the member closed a fresh connection before answering, which "
+            f"is how etcd refuses a client certificate under TLS 1.3 ({_REFUSED}) [{exc}]",
+            endpoint=self.endpoint,
+        )
 
     def _drop(self) -> None:
         if self._http is not None:
@@ -194,7 +240,6 @@ class GatewayConnection:
             ) from None
         connection = http.client.HTTPConnection(self._host, self._port)
         connection.sock = secure
-        self._http = connection
         self.dials += 1
         return connection
 
@@ -205,7 +250,11 @@ class GatewayConnection:
         payload: bytes,
         call_timeout: float,
         where: str,
-    ) -> dict[str, Any]:
+    ) -> tuple[int, bytes, bool]:
+        """Send and read the answer: its status, body and whether the connection stays open.
+
+        Raises ``_Dropped`` when the connection turns out closed, else a typed error.
+        """
         try:
             if connection.sock is not None:
                 connection.sock.settimeout(call_timeout)
@@ -216,20 +265,15 @@ class GatewayConnection:
             raise _Dropped(str(exc) or type(exc).__name__) from None
         except ssl.SSLError as exc:
             # Under TLS 1.3 a refused client certificate arrives as an alert on first read.
-            self._drop()
             raise tls_error(exc, where=where, endpoint=self.endpoint) from None
         except TimeoutError:
-            self._drop()
             raise EtcdCallTimeout(
                 f"{where} got no answer within the call timeout of {call_timeout:g}s",
                 endpoint=self.endpoint,
             ) from None
         except (OSError, http.client.HTTPException) as exc:
-            self._drop()
             raise EtcdUnavailable(f"{where} failed: [{exc}]", endpoint=self.endpoint) from None
-        if response.will_close:
-            self._drop()
-        return _decode(response.status, body, path=path, where=where, endpoint=self.endpoint)
+        return response.status, body, not response.will_close
 
 
 def _decode(status: int, body: bytes, *, path: str, where: str, endpoint: str) -> dict[str, Any]:

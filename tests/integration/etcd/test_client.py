@@ -351,6 +351,26 @@ def test_a_kept_alive_gateway_connection_is_reused_and_redialled_after_a_restart
     trio.wait_healthy()
 
 
+def test_a_gateway_request_never_waits_for_another_on_the_same_connection(
+    trio: EtcdCluster, tls: EtcdTLS
+) -> None:
+    with EtcdClient.open(trio.client_urls[0], tls, transport="gateway") as client:
+        connection = client.connection
+        assert isinstance(connection, GatewayConnection)
+        client.status()
+        # Another request holding the kept-alive connection (as a slow call would).
+        with connection._lock:
+            started = time.monotonic()
+            assert client.status().member_id == trio.members[0].member_id()
+            assert time.monotonic() - started < 2.0
+            assert connection.dials == 2  # a connection of its own, closed afterwards
+        client.status()
+        assert connection.dials == 2  # the kept-alive one is still there
+        connection.close()
+        with pytest.raises(EtcdUnavailable, match="closed"):
+            client.status()
+
+
 def test_the_gateway_reports_a_client_certificate_from_another_ca(trio: EtcdCluster) -> None:
     stranger = new_certificate_authority("stranger-ca", algorithm="ecdsa-p256")
     foreign = EtcdCluster(stranger).issue_client_certificate()
