@@ -132,13 +132,15 @@ def test_lookups_return_at_once_while_the_secret_read_hangs(
 
     tracker = Tracker(HangingSecrets(), TrackerOptions(probe_workers=1), registry=registry)
     try:
+        started = time.perf_counter()
         for _ in range(100):
-            started = time.perf_counter()
             with pytest.raises(NotConnected):
                 tracker.etcd_access(KEY, ["127.0.0.1:2379"])
             with pytest.raises(NotConnected):
                 tracker.workload_client(KEY)
-            assert time.perf_counter() - started < 0.05
+        # A lookup that waited for the read would take its 10 s; a GC pause or a busy
+        # machine must not fail this, so the bound is far from both.
+        assert time.perf_counter() - started < 5.0
     finally:
         release.set()
         tracker.close()
