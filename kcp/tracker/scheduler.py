@@ -25,6 +25,8 @@ __all__ = ["ProbeScheduler"]
 K = TypeVar("K")
 
 _HOUSEKEEPING_PERIOD = 1.0
+_WORKER_START_TIMEOUT = 10.0
+"""Seconds the probe threads wait for each other to start (never reached in practice)."""
 _JITTER = 0.1
 """Each interval is stretched or shrunk by up to 10 % so checks of many clusters spread out."""
 
@@ -63,8 +65,17 @@ class ProbeScheduler(Generic[K]):
         self._sequence = itertools.count()
         self._stopped = False
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-probe")
+        self._start_every_worker(workers)
         self._thread = threading.Thread(target=self._loop, name=f"{name}-scheduler", daemon=True)
         self._thread.start()
+
+    def _start_every_worker(self, workers: int) -> None:
+        """Start all probe threads now (the executor would add them as load grows): the
+        thread count is the flag's from the start, whatever the number of clusters."""
+        all_started = threading.Barrier(workers)
+        for _ in range(workers):
+            # Each task holds its thread until every other task has one of its own.
+            self._executor.submit(all_started.wait, _WORKER_START_TIMEOUT)
 
     # -- what the tracker calls ------------------------------------------------------------
 

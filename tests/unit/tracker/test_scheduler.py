@@ -168,3 +168,19 @@ def test_a_delay_reschedules_a_key_even_without_an_interval() -> None:
         assert len(runs) == 3
     finally:
         scheduler.stop()
+
+
+def test_every_probe_thread_starts_with_the_scheduler(checks: Checks) -> None:
+    """The thread count is the flag's from the start, not one that grows with the load."""
+
+    def probe_threads() -> int:
+        return sum(t.name.startswith("sized-probe") for t in threading.enumerate())
+
+    scheduler: ProbeScheduler[str] = ProbeScheduler(checks, interval=60, workers=5, name="sized")
+    try:
+        wait_for(lambda: probe_threads() == 5)
+        scheduler.schedule("only-one")
+        wait_for(lambda: checks.counts["only-one"] >= 1)
+        assert probe_threads() == 5
+    finally:
+        scheduler.stop()
