@@ -58,6 +58,11 @@ class EtcdMemberNotFound(EtcdError):
     """The member id is not (or no longer) in the cluster."""
 
 
+_NAME_MISMATCH = (
+    "the server's certificate does not name the address we dialled "
+    "(its subject alternative names must include it, or pass the server name it carries)"
+)
+
 # Substrings of gRPC's details, most specific first, and what they mean for the user.
 _TLS_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
     (
@@ -65,11 +70,7 @@ _TLS_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
         "the server's certificate is not signed by the etcd CA we trust "
         "(check the cluster's <cluster>-etcd CA Secret against the certificate etcd serves)",
     ),
-    (
-        ("Hostname Verification", "hostname mismatch"),
-        "the server's certificate does not name the address we dialled "
-        "(its subject alternative names must include it, or pass the server name it carries)",
-    ),
+    (("Hostname Verification", "hostname mismatch"), _NAME_MISMATCH),
     (
         ("TSI_DATA_CORRUPTED", "Unwrap failed", "ALERT", "certificate required"),
         "the server refused our client certificate (it must be signed by the etcd CA the "
@@ -175,7 +176,7 @@ def tls_error(exc: ssl.SSLError, *, where: str, endpoint: str) -> EtcdTLSError:
     """The typed error for a TLS failure Python's ``ssl`` reported (handshake or alert)."""
     details = str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in _NAME_MISMATCH_CODES:
-        cause = _TLS_CAUSES[1][1]
+        cause = _NAME_MISMATCH
     else:
         cause = _tls_cause(details) or "the TLS handshake failed"
     return EtcdTLSError(f"{where} failed: {cause} [{details}]", endpoint=endpoint)
