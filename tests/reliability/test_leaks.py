@@ -263,7 +263,9 @@ def test_the_tracker_forgets_deleted_clusters(
         f"{clusters} clusters created, tracked and deleted in {result['took']:.0f}s "
         f"({result['keys_generated']} keys, {result['certificates_issued']} certificates, "
         f"{result['status_calls']} etcd status calls; channels closed {result['drain']:.1f}s "
-        f"after the last eviction); baseline {baseline}; final {final}; RSS "
+        f"after the last eviction; {result['held_at_eviction']} evicted entries still "
+        f"referenced at the first look, settled after {result['entries_freed_after']:.1f}s); "
+        f"baseline {baseline}; final {final}; RSS "
         f"{growth:+.1f} MiB over the last {measured} ({second_half:+.1f} MiB over the last "
         f"half of them), {objects:+d} Python objects"
     )
