@@ -32,7 +32,7 @@ from kcp.bench import table
 from kcp.bench.environment import BenchEnvironment, run_child
 from kcp.bench.procstat import MIB
 from kcp.bench.progress import Progress
-from kcp.bench.runner import Scenario, add_common_arguments, run_scenarios
+from kcp.bench.runner import Scenario, add_common_arguments, cluster_scenario, run_scenarios
 
 __all__ = [
     "MemorySettings",
@@ -316,11 +316,7 @@ def settings_from_args(args: argparse.Namespace) -> MemorySettings:
 
 
 def scenario(settings: MemorySettings) -> Scenario:
-    def run_measure(env: BenchEnvironment | None, progress: Progress) -> dict[str, Any]:
-        assert env is not None
-        return measure(env, settings, progress)
-
-    return Scenario("memory", run_measure, summary)
+    return cluster_scenario("memory", measure, settings, summary)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,17 +23,17 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kcp.bench import table
-from kcp.bench.controller import CONTROLLERS, ControllerFlags, resolve_controller, start_controller
+from kcp.bench.controller import CONTROLLERS, resolve_controller, start_controller
 from kcp.bench.environment import BenchEnvironment
-from kcp.bench.fleet import Fleet, SharedEtcd, steady_workload
-from kcp.bench.observer import GenerationObserver
+from kcp.bench.fleet import Fleet
+from kcp.bench.fleet_run import FleetRunSettings, watched_fleet
 from kcp.bench.progress import Progress
-from kcp.bench.runner import Scenario, add_common_arguments, run_scenarios
+from kcp.bench.runner import Scenario, add_common_arguments, cluster_scenario, run_scenarios
 from kcp.bench.speedscope import summarize
 
 __all__ = ["ProfileSettings", "add_arguments", "measure", "run", "scenario", "summary"]
@@ -43,10 +43,8 @@ _ATTACH_DELAY = 0.5
 
 
 @dataclass(frozen=True)
-class ProfileSettings:
+class ProfileSettings(FleetRunSettings):
     clusters: int = 100
-    controller: str = "auto"
-    flags: ControllerFlags = field(default_factory=ControllerFlags)
     steady_seconds: int = 30
     change_rate: float = 20.0
     """Control-plane changes per second during the steady profile (each one reconcile)."""
@@ -111,55 +109,41 @@ def measure(env: BenchEnvironment, settings: ProfileSettings, progress: Progress
     warm_path = out_dir / f"{settings.output_prefix}.profile-warmup.speedscope.json"
     steady_path = out_dir / f"{settings.output_prefix}.profile-steady.speedscope.json"
     namespace = env.unique("bench-profile")
-    with SharedEtcd(standard_port=controller == "kcp-run") as etcd:
-        fleet = Fleet(
-            env.api_client(),
+    with watched_fleet(env, namespace, controller) as (fleet, observer):
+        fleet.grow(settings.clusters, progress)
+        names = fleet.names()
+        process = start_controller(
+            controller,
+            env,
             namespace,
-            etcd.ca,
-            etcd.endpoints,
-            workload=steady_workload(env, etcd) if controller == "kcp-run" else None,
+            settings.flags,
+            capacity=max(settings.clusters, 1000),
+            log_path=env.work_dir / "profile" / "controller.log",
         )
-        fleet.create_namespace()
-        observer = GenerationObserver(env.api_client(), namespace)
-        observer.start()
         try:
-            fleet.grow(settings.clusters, progress)
-            names = fleet.names()
-            process = start_controller(
-                controller,
-                env,
-                namespace,
-                settings.flags,
-                capacity=max(settings.clusters, 1000),
-                log_path=env.work_dir / "profile" / "controller.log",
+            started = time.monotonic()
+            time.sleep(_ATTACH_DELAY)
+            recorder = _record(process.pid, warm_path, settings.rate, None)
+            progress.step(
+                f"profile: warm-up of {settings.clusters} clusters under py-spy", len(names)
             )
-            try:
-                started = time.monotonic()
-                time.sleep(_ATTACH_DELAY)
-                recorder = _record(process.pid, warm_path, settings.rate, None)
-                progress.step(
-                    f"profile: warm-up of {settings.clusters} clusters under py-spy", len(names)
-                )
-                observer.wait_observed(
-                    {n: 1 for n in names}, 120.0 + settings.clusters, progress.set, healthy=True
-                )
-                warm_seconds = time.monotonic() - started
-                _finish(recorder, warm_path, interrupt=True)
+            observer.wait_observed(
+                {n: 1 for n in names}, 120.0 + settings.clusters, progress.set, healthy=True
+            )
+            warm_seconds = time.monotonic() - started
+            _finish(recorder, warm_path, interrupt=True)
 
-                time.sleep(2.0)
-                progress.step(
-                    f"profile: steady state, {settings.steady_seconds}s under py-spy",
-                    settings.steady_seconds,
-                )
-                recorder = _record(process.pid, steady_path, settings.rate, settings.steady_seconds)
-                targets = _drive_changes(fleet, names, settings, progress)
-                _finish(recorder, steady_path, interrupt=False)
-                observer.wait_observed(targets, 120.0)
-            finally:
-                process.stop()
+            time.sleep(2.0)
+            progress.step(
+                f"profile: steady state, {settings.steady_seconds}s under py-spy",
+                settings.steady_seconds,
+            )
+            recorder = _record(process.pid, steady_path, settings.rate, settings.steady_seconds)
+            targets = _drive_changes(fleet, names, settings, progress)
+            _finish(recorder, steady_path, interrupt=False)
+            observer.wait_observed(targets, 120.0)
         finally:
-            observer.stop()
-            fleet.delete_all()
+            process.stop()
     warm = summarize(warm_path)
     steady = summarize(steady_path)
     return {
@@ -245,9 +229,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> ProfileSettings:
     settings = ProfileSettings.quick() if args.quick else ProfileSettings()
-    changes: dict[str, Any] = {"controller": getattr(args, "controller", "auto")}
-    if getattr(args, "clusters", None):
-        changes["clusters"] = args.clusters
+    changes = FleetRunSettings.changes_from_args(args)
     if getattr(args, "duration", None):
         changes["steady_seconds"] = args.duration
     if getattr(args, "json", None) is not None:
@@ -257,11 +239,7 @@ def settings_from_args(args: argparse.Namespace) -> ProfileSettings:
 
 
 def scenario(settings: ProfileSettings) -> Scenario:
-    def run_measure(env: BenchEnvironment | None, progress: Progress) -> dict[str, Any]:
-        assert env is not None
-        return measure(env, settings, progress)
-
-    return Scenario("profile", run_measure, summary)
+    return cluster_scenario("profile", measure, settings, summary)
 
 
 def run(args: argparse.Namespace) -> int:

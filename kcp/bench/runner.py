@@ -20,12 +20,12 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kcp.bench.environment import BenchEnvironment, machine_info, management_cluster
 from kcp.bench.progress import Progress
 
-__all__ = ["Scenario", "add_common_arguments", "run_scenarios"]
+__all__ = ["Scenario", "add_common_arguments", "cluster_scenario", "run_scenarios"]
 
 Measure = Callable[[BenchEnvironment | None, Progress], dict[str, Any]]
 
@@ -36,6 +36,24 @@ class Scenario:
     measure: Measure
     summary: Callable[[dict[str, Any]], str]
     needs_cluster: bool = True
+
+
+Settings = TypeVar("Settings")
+
+
+def cluster_scenario(
+    name: str,
+    measure: Callable[[BenchEnvironment, Settings, Progress], dict[str, Any]],
+    settings: Settings,
+    summary: Callable[[dict[str, Any]], str],
+) -> Scenario:
+    """Scenario `name`: `measure(env, settings, progress)` against the management cluster."""
+
+    def run_measure(env: BenchEnvironment | None, progress: Progress) -> dict[str, Any]:
+        assert env is not None
+        return measure(env, settings, progress)
+
+    return Scenario(name, run_measure, summary)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

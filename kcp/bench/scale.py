@@ -27,17 +27,18 @@ import random
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from kcp.bench import table
-from kcp.bench.controller import CONTROLLERS, ControllerFlags, resolve_controller, start_controller
+from kcp.bench.controller import CONTROLLERS, resolve_controller, start_controller
 from kcp.bench.environment import BenchEnvironment
-from kcp.bench.fleet import Fleet, SharedEtcd, steady_workload
+from kcp.bench.fleet import Fleet
+from kcp.bench.fleet_run import FleetRunSettings, watched_fleet
 from kcp.bench.observer import GenerationObserver, percentile
 from kcp.bench.procstat import MIB, Sampler, split_threads, thread_names
 from kcp.bench.progress import Progress
-from kcp.bench.runner import Scenario, add_common_arguments, run_scenarios
+from kcp.bench.runner import Scenario, add_common_arguments, cluster_scenario, run_scenarios
 
 __all__ = ["ScaleSettings", "add_arguments", "measure", "run", "scenario", "summary"]
 
@@ -48,10 +49,8 @@ _BUMP_WORKERS = 8
 
 
 @dataclass(frozen=True)
-class ScaleSettings:
+class ScaleSettings(FleetRunSettings):
     clusters: int = 1000
-    controller: str = "auto"
-    flags: ControllerFlags = field(default_factory=ControllerFlags)
     steady_seconds: float = 65.0
     """Long enough for six probe rounds and one periodic re-read of every cluster's Secrets."""
     changes: int = 100
@@ -233,33 +232,19 @@ def measure(env: BenchEnvironment, settings: ScaleSettings, progress: Progress) 
     controller = resolve_controller(settings.controller)
     namespace = env.unique("bench-scale")
     points: list[dict[str, Any]] = []
-    with SharedEtcd(standard_port=controller == "kcp-run") as etcd:
-        fleet = Fleet(
-            env.api_client(),
-            namespace,
-            etcd.ca,
-            etcd.endpoints,
-            workload=steady_workload(env, etcd) if controller == "kcp-run" else None,
-        )
-        fleet.create_namespace()
-        observer = GenerationObserver(env.api_client(), namespace)
-        observer.start()
-        try:
-            for size in settings.sizes:
-                points.append(
-                    _measure_point(
-                        env,
-                        fleet,
-                        observer,
-                        size=size,
-                        controller=controller,
-                        settings=settings,
-                        progress=progress,
-                    )
+    with watched_fleet(env, namespace, controller) as (fleet, observer):
+        for size in settings.sizes:
+            points.append(
+                _measure_point(
+                    env,
+                    fleet,
+                    observer,
+                    size=size,
+                    controller=controller,
+                    settings=settings,
+                    progress=progress,
                 )
-        finally:
-            observer.stop()
-            fleet.delete_all()
+            )
     small, large = points[0], points[-1]
     growth = {
         key: round(table.ratio(large[key], small[key]), 2)
@@ -362,20 +347,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> ScaleSettings:
     settings = ScaleSettings.quick() if args.quick else ScaleSettings()
-    changes: dict[str, Any] = {"controller": getattr(args, "controller", "auto")}
-    if getattr(args, "clusters", None):
-        changes["clusters"] = args.clusters
+    changes = FleetRunSettings.changes_from_args(args)
     if getattr(args, "concurrency", None):
         changes["flags"] = replace(settings.flags, concurrency=args.concurrency)
     return replace(settings, **changes)
 
 
 def scenario(settings: ScaleSettings) -> Scenario:
-    def run_measure(env: BenchEnvironment | None, progress: Progress) -> dict[str, Any]:
-        assert env is not None
-        return measure(env, settings, progress)
-
-    return Scenario("scale", run_measure, summary)
+    return cluster_scenario("scale", measure, settings, summary)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -74,6 +74,47 @@ def _check_validity_period(validity: timedelta) -> None:
         raise CertificateError(f"certificate validity must be positive, got {validity}")
 
 
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: PrivateKey,
+    not_before: datetime,
+    not_after: datetime,
+    *,
+    ca: bool,
+) -> x509.CertificateBuilder:
+    """A builder for ``key``'s certificate, serial number random, with what CAs and leaves share.
+
+    First come BasicConstraints ``ca`` and KeyUsage (both critical): digital
+    signature, key encipherment for an RSA key, and certificate and CRL signing
+    for a CA only. The caller adds the rest and signs.
+    """
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=isinstance(key, rsa.RSAPrivateKey),
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+
+
 def new_certificate_authority(
     common_name: str,
     *,
@@ -93,28 +134,7 @@ def new_certificate_authority(
     key = private_key if private_key is not None else generate_private_key(algorithm)
     name = _name(common_name)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(at - CLOCK_SKEW)
-        .not_valid_after(at + validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        _builder(name, name, key, at - CLOCK_SKEW, at + validity, ca=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -195,28 +215,7 @@ def issue_certificate(
     not_before = max(at - CLOCK_SKEW, ca.not_before)
     not_after = min(at + validity, ca.not_after)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        _builder(subject, ca_cert.subject, key, not_before, not_after, ca=False)
         .add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
         .add_extension(_authority_key_identifier(ca_cert), critical=False)
     )

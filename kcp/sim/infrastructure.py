@@ -9,12 +9,14 @@ mirror pods in the workload cluster. Deleting it stops exactly its processes.
 
 from __future__ import annotations
 
-from typing import Any
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Generic, TypeVar
 
 from kcp import certs
 from kcp.api import groups, labels
 from kcp.api.conditions import READY
 from kcp.runtime import ObjectKey, Result, get_logger
+from kcp.runtime.informer import Informer
 from kcp.sim.cluster import SimCluster
 from kcp.sim.etcd_member import EtcdJoinError
 from kcp.sim.faults import MACHINE_COMPONENTS, Component, Fault, faults_from_annotations
@@ -57,32 +59,70 @@ def _cluster_name(obj: dict[str, Any]) -> str | None:
     ).get(labels.CLUSTER_NAME_LABEL)
 
 
-class LocalClusterReconciler:
-    """Load balancer and endpoint of one LocalCluster."""
+_Sim = TypeVar("_Sim")
+
+
+class _LocalReconciler(ABC, Generic[_Sim]):
+    """A LocalCluster's or LocalMachine's reconciler: first, the finalizer lifecycle both share.
+
+    An object that is gone or being deleted has what runs for it released, then
+    loses `finalizer`; a live one without `finalizer` gets it (the patch brings
+    it back). Only a live object with it goes on to `_reconcile`.
+    """
+
+    resource: ClassVar[groups.Resource]
+    finalizer: ClassVar[str]
 
     def __init__(self, state: SimState) -> None:
         self.state = state
 
     def __call__(self, key: ObjectKey) -> Result:
         state = self.state
-        obj = state.caches.local_clusters.get(key.namespace, key.name)
+        obj = self._cache().get(key.namespace, key.name)
         with state.lock:
-            sim = state.clusters.get((key.namespace, key.name))
+            sim = self._sims().get((key.namespace, key.name))
         if obj is None or meta(obj).get("deletionTimestamp"):
             if sim is not None:
-                self._forget(key, sim)
+                self._release(key, sim)
             if obj is not None:
-                remove_finalizer(state.kube, groups.LOCAL_CLUSTER, obj, LOCAL_CLUSTER_FINALIZER)
+                remove_finalizer(state.kube, self.resource, obj, self.finalizer)
             return Result()
-        if ensure_finalizer(state.kube, groups.LOCAL_CLUSTER, obj, LOCAL_CLUSTER_FINALIZER):
+        if ensure_finalizer(state.kube, self.resource, obj, self.finalizer):
             return Result()
+        return self._reconcile(key, obj, sim)
+
+    @abstractmethod
+    def _cache(self) -> Informer:
+        """The informer of the kind."""
+
+    @abstractmethod
+    def _sims(self) -> dict[tuple[str, str], _Sim]:
+        """What runs for each object of the kind, by (namespace, name); guarded by the lock."""
+
+    @abstractmethod
+    def _release(self, key: ObjectKey, sim: _Sim) -> None:
+        """Stop and forget what runs for the object at `key`."""
+
+    @abstractmethod
+    def _reconcile(self, key: ObjectKey, obj: dict[str, Any], sim: _Sim | None) -> Result:
+        """Bring what runs for the live object `obj` (`sim`, if any yet) in line with it."""
+
+
+class LocalClusterReconciler(_LocalReconciler[SimCluster]):
+    """Load balancer and endpoint of one LocalCluster."""
+
+    resource = groups.LOCAL_CLUSTER
+    finalizer = LOCAL_CLUSTER_FINALIZER
+
+    def _reconcile(self, key: ObjectKey, obj: dict[str, Any], sim: SimCluster | None) -> Result:
+        state = self.state
         cluster_name = _cluster_name(obj) or self._referencing_cluster(key)
         if cluster_name is None:
             return self._status(obj, False, "WaitingForCluster", "no Cluster references it yet")
         uid = str(meta(obj).get("uid"))
         with state.lock:
             if sim is not None and sim.uid != uid:
-                self._forget(key, sim)
+                self._release(key, sim)
                 sim = None
             if sim is None:
                 sim = SimCluster(state.ctx, key.namespace, key.name, uid)
@@ -142,7 +182,13 @@ class LocalClusterReconciler:
         elif fault is None and sim.lb_fault is not None and sim.lb_fault_from_annotation:
             set_load_balancer_fault(sim, None)
 
-    def _forget(self, key: ObjectKey, sim: SimCluster) -> None:
+    def _cache(self) -> Informer:
+        return self.state.caches.local_clusters
+
+    def _sims(self) -> dict[tuple[str, str], SimCluster]:
+        return self.state.clusters
+
+    def _release(self, key: ObjectKey, sim: SimCluster) -> None:
         with self.state.lock:
             self.state.clusters.pop((key.namespace, key.name), None)
             for machine_key in [k for k, m in self.state.machines.items() if m.cluster is sim]:
@@ -197,25 +243,14 @@ def set_load_balancer_fault(
     sim.log.info("load balancer blackholed")
 
 
-class LocalMachineReconciler:
+class LocalMachineReconciler(_LocalReconciler[SimMachine]):
     """Processes, kubelet reports and faults of one LocalMachine."""
 
-    def __init__(self, state: SimState) -> None:
-        self.state = state
+    resource = groups.LOCAL_MACHINE
+    finalizer = LOCAL_MACHINE_FINALIZER
 
-    def __call__(self, key: ObjectKey) -> Result:
+    def _reconcile(self, key: ObjectKey, obj: dict[str, Any], sim: SimMachine | None) -> Result:
         state = self.state
-        obj = state.caches.local_machines.get(key.namespace, key.name)
-        with state.lock:
-            sim = state.machines.get((key.namespace, key.name))
-        if obj is None or meta(obj).get("deletionTimestamp"):
-            if sim is not None:
-                self._teardown(key, sim)
-            if obj is not None:
-                remove_finalizer(state.kube, groups.LOCAL_MACHINE, obj, LOCAL_MACHINE_FINALIZER)
-            return Result()
-        if ensure_finalizer(state.kube, groups.LOCAL_MACHINE, obj, LOCAL_MACHINE_FINALIZER):
-            return Result()
         machine_name = owner_name(obj, groups.MACHINE.kind, groups.CLUSTER_GROUP)
         machine = state.caches.machines.get(key.namespace, machine_name) if machine_name else None
         if machine is None:
@@ -236,7 +271,7 @@ class LocalMachineReconciler:
         uid = str(meta(obj).get("uid"))
         with state.lock:
             if sim is not None and (sim.uid != uid or sim.cluster is not sim_cluster):
-                self._teardown(key, sim)
+                self._release(key, sim)
                 sim = None
             if sim is None:
                 sim = SimMachine(sim_cluster, key.name, uid)
@@ -314,7 +349,13 @@ class LocalMachineReconciler:
                 sim.inject(component, fault)
                 sim.annotation_faults[component] = fault
 
-    def _teardown(self, key: ObjectKey, sim: SimMachine) -> None:
+    def _cache(self) -> Informer:
+        return self.state.caches.local_machines
+
+    def _sims(self) -> dict[tuple[str, str], SimMachine]:
+        return self.state.machines
+
+    def _release(self, key: ObjectKey, sim: SimMachine) -> None:
         if sim.leftover_member():
             sim.log.warning(
                 "etcd member of a deleted machine is still in the member list; kcp should "

@@ -102,6 +102,32 @@ def test_generates_a_key_of_the_requested_algorithm(ec_ca: KeyPair) -> None:
     assert usage.digital_signature and not usage.key_encipherment  # type: ignore[attr-defined]
 
 
+def _key_usages(cert: x509.Certificate) -> set[str]:
+    usage = _ext(cert, x509.KeyUsage).value
+    flags = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment")
+    flags += ("key_agreement", "key_cert_sign", "crl_sign")
+    return {flag for flag in flags if getattr(usage, flag)}
+
+
+def test_extensions_of_a_ca_and_a_leaf_in_order(rsa_ca: KeyPair, ec_ca: KeyPair) -> None:
+    leaf = certs.issue_certificate(rsa_ca, common_name="x", dns_names=["x"]).certificate
+    ec_leaf = certs.issue_certificate(ec_ca, common_name="y", algorithm="ecdsa-p256").certificate
+    constraints = [x509.BasicConstraints, x509.KeyUsage]  # first, both critical
+    rest = {
+        rsa_ca.certificate: [x509.SubjectKeyIdentifier],
+        leaf: [x509.ExtendedKeyUsage, x509.AuthorityKeyIdentifier, x509.SubjectAlternativeName],
+    }
+    for cert, expected in rest.items():
+        assert [type(e.value) for e in cert.extensions] == [*constraints, *expected]
+        assert [e.critical for e in cert.extensions] == [True, True] + [False] * len(expected)
+    signing = {"digital_signature", "key_cert_sign", "crl_sign"}
+    assert _key_usages(rsa_ca.certificate) == signing | {"key_encipherment"}
+    assert _key_usages(ec_ca.certificate) == signing
+    assert _key_usages(leaf) == {"digital_signature", "key_encipherment"}
+    assert _key_usages(ec_leaf) == {"digital_signature"}
+    assert not _ext(ec_leaf, x509.BasicConstraints).value.ca  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("usages", "expected"),
     [
