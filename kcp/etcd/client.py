@@ -142,7 +142,11 @@ class _GrpcCalls:
             if is_transport_failure(exc):
                 connection.reset()
             raise translate(
-                exc, endpoint=connection.endpoint, action=action, call_timeout=timeouts.call
+                exc,
+                endpoint=connection.endpoint,
+                action=action,
+                call_timeout=timeouts.call,
+                ca_source=connection.ca_source,
             ) from None
         except ValueError as exc:
             # gRPC refuses calls on a closed channel with a bare ValueError.

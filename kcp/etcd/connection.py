@@ -27,7 +27,7 @@ import etcd3
 import grpc
 
 import kcp.certs
-from kcp.etcd.errors import EtcdTLSError, EtcdUnavailable
+from kcp.etcd.errors import DEFAULT_CA_SOURCE, EtcdTLSError, EtcdUnavailable
 from kcp.etcd.gateway import GatewayConnection, open_gateway_connection
 
 __all__ = [
@@ -76,13 +76,15 @@ class EtcdTLS:
 
     ``server_name`` overrides the name the server's certificate is checked against
     (only when the certificate names something other than the address dialled).
-    The repr never shows the key.
+    ``ca_source`` says where ``ca_pem`` came from (e.g. ``Secret ns/c1-etcd``): an
+    error about an untrusted server names it. The repr never shows the key.
     """
 
     ca_pem: bytes = field(repr=False)
     cert_pem: bytes = field(repr=False)
     key_pem: bytes = field(repr=False)
     server_name: str | None = None
+    ca_source: str = field(default=DEFAULT_CA_SOURCE, compare=False, repr=False)
 
     @property
     def ca_fingerprint(self) -> str:
@@ -158,8 +160,10 @@ class Connection:
         *,
         options: Sequence[tuple[str, Any]],
         call_timeout: float,
+        ca_source: str = DEFAULT_CA_SOURCE,
     ) -> None:
         self.endpoint = endpoint
+        self.ca_source = ca_source
         self._credentials = credentials
         self._options = list(options)
         self._call_timeout = call_timeout
@@ -259,7 +263,12 @@ def open_connection(
         raise EtcdTLSError(f"cannot connect to etcd at {target}: {exc}", endpoint=target) from None
     if transport == "gateway":
         return open_gateway_connection(
-            target, tls.ca_pem, tls.cert_pem, tls.key_pem, server_name=tls.server_name
+            target,
+            tls.ca_pem,
+            tls.cert_pem,
+            tls.key_pem,
+            server_name=tls.server_name,
+            ca_source=tls.ca_source,
         )
     if transport != "grpc":
         raise ValueError(f"unknown etcd transport {transport!r}; use one of {TRANSPORTS}")
@@ -272,4 +281,10 @@ def open_connection(
     channel_options = [("grpc.use_local_subchannel_pool", 1), *options]
     if tls.server_name:
         channel_options.append(("grpc.ssl_target_name_override", tls.server_name))
-    return Connection(target, credentials, options=channel_options, call_timeout=call_timeout)
+    return Connection(
+        target,
+        credentials,
+        options=channel_options,
+        call_timeout=call_timeout,
+        ca_source=tls.ca_source,
+    )

@@ -13,6 +13,7 @@ import ssl
 import grpc
 
 __all__ = [
+    "DEFAULT_CA_SOURCE",
     "EtcdCallTimeout",
     "EtcdError",
     "EtcdMemberNotFound",
@@ -58,6 +59,9 @@ class EtcdMemberNotFound(EtcdError):
     """The member id is not (or no longer) in the cluster."""
 
 
+DEFAULT_CA_SOURCE = "the etcd CA certificate we were given"
+"""Where the trusted etcd CA came from, when the caller does not say (see ``EtcdTLS``)."""
+
 _NAME_MISMATCH = (
     "the server's certificate does not name the address we dialled "
     "(its subject alternative names must include it, or pass the server name it carries)"
@@ -68,7 +72,7 @@ _TLS_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
     (
         ("CERTIFICATE_VERIFY_FAILED",),
         "the server's certificate is not signed by the etcd CA we trust "
-        "(check the cluster's <cluster>-etcd CA Secret against the certificate etcd serves)",
+        "(check {ca_source} against the certificate etcd serves)",
     ),
     (("Hostname Verification", "hostname mismatch"), _NAME_MISMATCH),
     (
@@ -83,11 +87,11 @@ _TLS_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
-def _tls_cause(details: str) -> str | None:
+def _tls_cause(details: str, ca_source: str) -> str | None:
     folded = details.casefold()
     for markers, cause in _TLS_CAUSES:
         if any(marker.casefold() in folded for marker in markers):
-            return cause
+            return cause.format(ca_source=ca_source)
     return None
 
 
@@ -111,8 +115,17 @@ def is_transport_failure(exc: grpc.RpcError) -> bool:
     return code in _TRANSPORT_CODES and not details.startswith(_SERVER_PREFIX)
 
 
-def translate(exc: grpc.RpcError, *, endpoint: str, action: str, call_timeout: float) -> EtcdError:
-    """The typed error for a failed gRPC call ``action`` (e.g. ``"status"``) to ``endpoint``."""
+def translate(
+    exc: grpc.RpcError,
+    *,
+    endpoint: str,
+    action: str,
+    call_timeout: float,
+    ca_source: str = DEFAULT_CA_SOURCE,
+) -> EtcdError:
+    """The typed error for a failed gRPC call ``action`` (e.g. ``"status"``) to ``endpoint``.
+
+    ``ca_source`` names where the trusted etcd CA came from, for the user to check."""
     code, details = _code_and_details(exc)
     where = f"etcd {action} at {endpoint}"
     if details.startswith(_SERVER_PREFIX):
@@ -123,7 +136,7 @@ def translate(exc: grpc.RpcError, *, endpoint: str, action: str, call_timeout: f
             endpoint=endpoint,
         )
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
-        cause = _tls_cause(details)
+        cause = _tls_cause(details, ca_source)
         if cause is not None:
             return EtcdTLSError(f"{where} failed: {cause} [{details}]", endpoint=endpoint)
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -172,11 +185,13 @@ def server_error(where: str, code_name: str | None, details: str, endpoint: str)
 _NAME_MISMATCH_CODES = (62, 64)
 
 
-def tls_error(exc: ssl.SSLError, *, where: str, endpoint: str) -> EtcdTLSError:
+def tls_error(
+    exc: ssl.SSLError, *, where: str, endpoint: str, ca_source: str = DEFAULT_CA_SOURCE
+) -> EtcdTLSError:
     """The typed error for a TLS failure Python's ``ssl`` reported (handshake or alert)."""
     details = str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in _NAME_MISMATCH_CODES:
         cause = _NAME_MISMATCH
     else:
-        cause = _tls_cause(details) or "the TLS handshake failed"
+        cause = _tls_cause(details, ca_source) or "the TLS handshake failed"
     return EtcdTLSError(f"{where} failed: {cause} [{details}]", endpoint=endpoint)

@@ -30,6 +30,7 @@ import grpc
 
 import kcp.certs
 from kcp.etcd.errors import (
+    DEFAULT_CA_SOURCE,
     EtcdCallTimeout,
     EtcdError,
     EtcdTLSError,
@@ -82,8 +83,16 @@ class GatewayConnection:
     member that came back is seen at once.
     """
 
-    def __init__(self, endpoint: str, context: ssl.SSLContext, *, server_name: str | None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        context: ssl.SSLContext,
+        *,
+        server_name: str | None,
+        ca_source: str = DEFAULT_CA_SOURCE,
+    ) -> None:
         self.endpoint = endpoint
+        self.ca_source = ca_source
         self._host, self._port = split_host_port(endpoint)
         self._server_hostname = server_name or self._host
         self._context = context
@@ -231,7 +240,9 @@ class GatewayConnection:
             raise too_slow from None
         except ssl.SSLError as exc:
             raw.close()
-            raise tls_error(exc, where=where, endpoint=self.endpoint) from None
+            raise tls_error(
+                exc, where=where, endpoint=self.endpoint, ca_source=self.ca_source
+            ) from None
         except OSError as exc:
             raw.close()
             raise EtcdUnavailable(
@@ -265,7 +276,9 @@ class GatewayConnection:
             raise _Dropped(str(exc) or type(exc).__name__) from None
         except ssl.SSLError as exc:
             # Under TLS 1.3 a refused client certificate arrives as an alert on first read.
-            raise tls_error(exc, where=where, endpoint=self.endpoint) from None
+            raise tls_error(
+                exc, where=where, endpoint=self.endpoint, ca_source=self.ca_source
+            ) from None
         except TimeoutError:
             raise EtcdCallTimeout(
                 f"{where} got no answer within the call timeout of {call_timeout:g}s",
@@ -409,9 +422,15 @@ class GatewayCalls:
 
 
 def open_gateway_connection(
-    endpoint: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes, *, server_name: str | None
+    endpoint: str,
+    ca_pem: bytes,
+    cert_pem: bytes,
+    key_pem: bytes,
+    *,
+    server_name: str | None,
+    ca_source: str = DEFAULT_CA_SOURCE,
 ) -> GatewayConnection:
     """A connection (not dialled yet) whose TLS context holds the client pair in memory."""
     context = kcp.certs.client_tls_context(ca_pem, cert_pem, key_pem)
     context.set_alpn_protocols(["http/1.1"])
-    return GatewayConnection(endpoint, context, server_name=server_name)
+    return GatewayConnection(endpoint, context, server_name=server_name, ca_source=ca_source)

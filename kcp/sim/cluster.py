@@ -147,6 +147,7 @@ class SimCluster:
                 ca_pem=pki.etcd_ca.cert_pem,
                 cert_pem=etcd_client.cert_pem,
                 key_pem=etcd_client.key_pem,
+                ca_source=f"Secret {self.namespace}/{self.name}-etcd",
             )
             self.pki = pki
             self._clients.clear()

@@ -23,7 +23,7 @@ from kcp.tracker.errors import ClusterSecretError
 from kcp.tracker.identity import ClusterKey
 from kcp.tracker.keys import ClusterPrivateKey
 from kcp.tracker.metrics import TrackerMetrics
-from kcp.tracker.secrets import EtcdCA
+from kcp.tracker.secrets import EtcdCA, etcd_secret_name
 
 __all__ = ["CertificateCache", "IssuedCertificate"]
 
@@ -139,7 +139,12 @@ class CertificateCache:
         renew_in = life * self.renew_fraction
         issued = IssuedCertificate(
             pair=pair,
-            tls=EtcdTLS(ca_pem=ca.trust_pem, cert_pem=pair.cert_pem, key_pem=pair.key_pem),
+            tls=EtcdTLS(
+                ca_pem=ca.trust_pem,
+                cert_pem=pair.cert_pem,
+                key_pem=pair.key_pem,
+                ca_source=f"Secret {cluster.namespace}/{etcd_secret_name(cluster)}",
+            ),
             ca_fingerprint=ca.fingerprint,
             issued_at=now,
             renew_at=now + renew_in,

@@ -71,7 +71,10 @@ class Checker:
             return None
         workload = self.ensure_workload(entry)
         timeout = self.options.probe_timeout
-        api = probe_api_server(workload, timeout) if workload is not None else None
+        api = None
+        if workload is not None:
+            source = f"Secret {entry.key.namespace}/{kubeconfig_secret_name(entry.key)}"
+            api = probe_api_server(workload, timeout, kubeconfig_source=source)
         etcd: ProbeResult | None = None
         with entry.lock:
             endpoints, prefer = entry.endpoints, entry.etcd_answered_by

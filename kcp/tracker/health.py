@@ -64,8 +64,12 @@ class ProbeResult:
         return self.result == "success"
 
 
-def probe_api_server(client: WorkloadClient, timeout: float) -> ProbeResult:
-    """``GET /readyz`` on the workload API server."""
+def probe_api_server(
+    client: WorkloadClient, timeout: float, *, kubeconfig_source: str = "its kubeconfig Secret"
+) -> ProbeResult:
+    """``GET /readyz`` on the workload API server.
+
+    ``kubeconfig_source`` names the Secret its credentials came from (on a 401)."""
     where = f"workload API server {client.server}"
     try:
         response = client.get("/readyz", timeout=timeout)
@@ -87,7 +91,7 @@ def probe_api_server(client: WorkloadClient, timeout: float) -> ProbeResult:
             "api_server",
             "unauthorized",
             f"{where} refused the kubeconfig's credentials (401 Unauthorized); "
-            "check the cluster's <cluster>-kubeconfig Secret",
+            f"check {kubeconfig_source}",
         )
     body = response.data[:200].decode("utf-8", "replace").strip()
     return ProbeResult(

@@ -387,13 +387,17 @@ def test_the_gateway_reports_a_client_certificate_from_another_ca(trio: EtcdClus
         client.status()
 
 
-def test_the_gateway_reports_a_server_it_does_not_trust(trio: EtcdCluster) -> None:
+def test_a_server_it_does_not_trust_is_reported_with_the_ca_source(
+    trio: EtcdCluster, transport: Transport
+) -> None:
     stranger = new_certificate_authority("stranger-ca", algorithm="ecdsa-p256")
     pair = trio.issue_client_certificate()
-    tls = EtcdTLS(stranger.cert_pem, pair.cert_pem, pair.key_pem)
+    tls = EtcdTLS(stranger.cert_pem, pair.cert_pem, pair.key_pem, ca_source="Secret ns/c1-etcd")
     with (
-        EtcdClient.open(trio.client_urls[0], tls, transport="gateway") as client,
-        pytest.raises(EtcdTLSError, match="not signed by the etcd CA"),
+        EtcdClient.open(trio.client_urls[0], tls, transport=transport) as client,
+        pytest.raises(
+            EtcdTLSError, match=r"not signed by the etcd CA we trust \(check Secret ns/c1-etcd "
+        ),
     ):
         client.status()
 

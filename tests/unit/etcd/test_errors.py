@@ -113,6 +113,20 @@ def test_grpc_failures_become_typed_errors(
     assert error.endpoint == "127.0.0.1:1"
 
 
+def test_an_untrusted_server_names_where_the_trusted_ca_came_from() -> None:
+    details = "Tls handshake failed: SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED"
+    error = translate(
+        _Failed(U, details),
+        endpoint="127.0.0.1:1",
+        action="status",
+        call_timeout=15,
+        ca_source="Secret ns/c1-etcd",
+    )
+    assert "check Secret ns/c1-etcd against the certificate etcd serves" in str(error)
+    unnamed = translate(_Failed(U, details), endpoint="127.0.0.1:1", action="s", call_timeout=1)
+    assert "<cluster>" not in str(unnamed) and "{" not in str(unnamed)
+
+
 def test_only_connection_failures_count_as_transport_failures() -> None:
     assert is_transport_failure(_Failed(U, "Connection refused"))
     assert is_transport_failure(_Failed(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))

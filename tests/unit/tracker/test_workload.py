@@ -88,9 +88,11 @@ def test_answers_other_than_200_are_classified(
     with https_server(ca, status=status) as url:
         client = WorkloadClient(kubeconfig_for(ca, url), digest="d", timeout=5.0)
         client_factory.append(client)
-        result = probe_api_server(client, timeout=5.0)
+        result = probe_api_server(client, timeout=5.0, kubeconfig_source="Secret ns/c1-kubeconfig")
     assert result.result == expected
     assert str(status) in result.error
+    if status == 401:
+        assert "check Secret ns/c1-kubeconfig" in result.error
 
 
 def test_a_silent_server_is_a_timeout_within_the_probe_timeout(
