@@ -334,7 +334,7 @@ def _wrong_etcd_ca(fleet: Fleet) -> dict[str, Any]:
             )
     fleet.touch(cluster)
     fleet.wait_available(cluster, 1, timeout=90)
-    return {"condition": found, "events": events}
+    return {"condition": found, "events": events, "secret": f"{fleet.namespace}/{cluster}-etcd"}
 
 
 def test_a_wrong_etcd_ca_on_a_running_cluster_is_reported_and_recovered(
@@ -350,8 +350,7 @@ def test_a_wrong_etcd_ca_on_a_running_cluster_is_reported_and_recovered(
     print(f"wrong etcd CA: EtcdClusterHealthy={found['status']}: {message}")
     print(f"events: {[(e.get('reason'), e.get('message', '')[:300]) for e in outcome['events']]}")
     assert kcp_says_tls(message), found
-    # kcp/etcd does not know cluster names: the message names "<cluster>-etcd".
-    assert "-etcd CA Secret" in message, "the condition names no Secret"
+    assert f"check Secret {outcome['secret']} against" in message, "names no Secret"
     assert outcome["events"]
 
 
