@@ -23,7 +23,7 @@ from kcp.tracker.errors import ClusterSecretError
 from kcp.tracker.identity import ClusterKey
 from kcp.tracker.keys import ClusterPrivateKey
 from kcp.tracker.metrics import TrackerMetrics
-from kcp.tracker.secrets import EtcdCA, etcd_secret_name
+from kcp.tracker.secrets import EtcdCA, etcd_secret_ref
 
 __all__ = ["CertificateCache", "IssuedCertificate"]
 
@@ -143,7 +143,7 @@ class CertificateCache:
                 ca_pem=ca.trust_pem,
                 cert_pem=pair.cert_pem,
                 key_pem=pair.key_pem,
-                ca_source=f"Secret {cluster.namespace}/{etcd_secret_name(cluster)}",
+                ca_source=f"Secret {etcd_secret_ref(cluster)}",
             ),
             ca_fingerprint=ca.fingerprint,
             issued_at=now,

@@ -33,6 +33,7 @@ from kcp.tracker.secrets import (
     WorkloadKubeconfig,
     etcd_secret_name,
     kubeconfig_secret_name,
+    kubeconfig_secret_ref,
     load_etcd_ca,
     load_kubeconfig,
 )
@@ -73,7 +74,7 @@ class Checker:
         timeout = self.options.probe_timeout
         api = None
         if workload is not None:
-            source = f"Secret {entry.key.namespace}/{kubeconfig_secret_name(entry.key)}"
+            source = f"Secret {kubeconfig_secret_ref(entry.key)}"
             api = probe_api_server(workload, timeout, kubeconfig_source=source)
         etcd: ProbeResult | None = None
         with entry.lock:
@@ -211,7 +212,7 @@ class Checker:
             )
         except (ssl.SSLError, ValueError) as exc:
             error = ClusterSecretError(
-                f"Secret {entry.key.namespace}/{kubeconfig_secret_name(entry.key)}: its "
+                f"Secret {kubeconfig_secret_ref(entry.key)}: its "
                 f"credentials cannot be used for TLS ({exc}); put a matching client "
                 "certificate and key and the cluster CA in the kubeconfig",
                 retry_after=self.options.connecting_retry_after * 10,

@@ -163,9 +163,19 @@ def kubeconfig_secret_name(key: ClusterKey) -> str:
     return secret_name(key.name, SecretPurpose.KUBECONFIG)
 
 
+def etcd_secret_ref(key: ClusterKey) -> str:
+    """``namespace/name`` of the cluster's ``-etcd`` Secret, as messages name it."""
+    return f"{key.namespace}/{etcd_secret_name(key)}"
+
+
+def kubeconfig_secret_ref(key: ClusterKey) -> str:
+    """``namespace/name`` of the cluster's ``-kubeconfig`` Secret, as messages name it."""
+    return f"{key.namespace}/{kubeconfig_secret_name(key)}"
+
+
 def load_etcd_ca(key: ClusterKey, secret: SecretData | None, *, retry_after: float) -> EtcdCA:
     """The etcd CA from the ``<cluster>-etcd`` Secret, or ``ClusterSecretError`` saying why not."""
-    name = f"{key.namespace}/{etcd_secret_name(key)}"
+    name = etcd_secret_ref(key)
     if secret is None:
         raise ClusterSecretError(
             f"Secret {name} not found; it must hold the cluster's etcd CA "
@@ -193,7 +203,7 @@ def load_kubeconfig(
     key: ClusterKey, secret: SecretData | None, *, retry_after: float
 ) -> WorkloadKubeconfig:
     """The kubeconfig from the ``<cluster>-kubeconfig`` Secret, or ``ClusterSecretError``."""
-    name = f"{key.namespace}/{kubeconfig_secret_name(key)}"
+    name = kubeconfig_secret_ref(key)
     if secret is None:
         raise ClusterSecretError(
             f"Secret {name} not found; it must hold the workload cluster's admin kubeconfig "
