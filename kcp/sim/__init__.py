@@ -2,9 +2,10 @@
 
 A Machine whose infrastructure is a `LocalMachine` becomes an etcd member and a
 kube-apiserver on a loopback address of its own, behind a per-cluster load
-balancer; the simulator also plays the small part of Cluster API core and the
-kubeadm bootstrap provider kcp relies on. For tests and `kcp sim`/`kcp dev`
-only: product code never imports this package.
+balancer, booted from the bootstrap data Cluster API's kubeadm bootstrap
+provider wrote. Cluster API's own controllers (run beside it from the pinned
+module) do everything else. For tests and `kcp sim`/`kcp dev` only: product
+code never imports this package.
 """
 
 from kcp.sim.faults import ANNOTATION_PREFIX, Component, Fault, annotation_key

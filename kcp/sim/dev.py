@@ -129,11 +129,24 @@ def run_dev(
             SimOptions(
                 work_dir=work_dir / "sim" if options.work_dir else None,
                 namespace=options.watch_namespace,
+                kubeconfig=kubeconfig,
             ),
         )
-        stack.callback(_say, out, "stopping the simulator's processes ...")
+        stack.callback(_say, out, "stopping the simulator's and Cluster API's processes ...")
         stack.callback(simulator.stop)
+        _say(
+            out,
+            "starting the simulator and Cluster API's core and kubeadm bootstrap controllers ...",
+        )
         simulator.start()
+        if simulator.cluster_api is not None:
+            pids = simulator.cluster_api.pids()
+            for name, log in simulator.cluster_api.log_paths().items():
+                _say(
+                    out,
+                    f"Cluster API {simulator.cluster_api.version} {name}: pid {pids.get(name)}, "
+                    f"log {log}",
+                )
         env = DevEnvironment(api_client, kubeconfig, work_dir, simulator)
         if controller_factory is not None:
             controller = controller_factory(env)

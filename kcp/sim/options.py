@@ -21,6 +21,10 @@ class SimOptions:
     """Keep `work_dir` after `stop()` for its logs; a temp dir is removed otherwise."""
     namespace: str | None = None
     """Watch one namespace only (None: all)."""
+    kubeconfig: Path | None = None
+    """The management cluster's kubeconfig file. When set, the simulator also runs Cluster
+    API's core and kubeadm bootstrap controllers against it (scoped to `namespace`), as a
+    real management cluster runs them beside an infrastructure provider."""
     address_lock_dir: Path = DEFAULT_LOCK_DIR
     """Shared by every run on the machine: how two runs avoid each other's addresses."""
     key_algorithm: KeyAlgorithm = "ecdsa-p256"

@@ -1,16 +1,20 @@
-"""The simulator: informers and controllers that turn local Machines into real processes.
+"""The simulator: an infrastructure provider whose machines are real local processes.
 
-    with Simulator(api_client) as sim:          # informers synced, controllers running
-        ...create Cluster, Secrets, LocalCluster, Machines, KubeadmConfigs, LocalMachines...
+    with Simulator(api_client, SimOptions(kubeconfig=path)) as sim:
+        ...create a Cluster, its LocalCluster, a KubeadmControlPlane...
         machine = sim.wait_for_machine("ns", "m1")
         sim.inject("ns", "m1", Component.ETCD, Fault.KILLED)
         sim.restore("ns", "m1", Component.ETCD)
 
-`stop()` (or leaving the block, or the interpreter exiting) stops every
-process the run started and removes its directory; addresses go back to the
-shared pool. Controllers use `kcp.runtime`: one informer per kind, one work
-queue per controller, so a machine being provisioned never blocks another
-cluster's reconciles.
+It reconciles LocalClusters and LocalMachines only, as a real provider does.
+Cluster API's own core and kubeadm bootstrap controllers (the pinned module's
+binaries) do the rest; given the management cluster's kubeconfig, the
+simulator runs them beside itself, scoped to its namespace, and stops them
+with everything else. `stop()` (or leaving the block, or the interpreter
+exiting) stops every process the run started and removes its directory;
+addresses go back to the shared pool. Controllers use `kcp.runtime`: one
+informer per kind, one work queue per controller, so a machine being
+provisioned never blocks another cluster's reconciles.
 """
 
 from __future__ import annotations
@@ -27,15 +31,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from kcp.api import groups, labels
 from kcp.runtime import Controller, ObjectKey, Result, get_logger, new_registry
-from kcp.runtime.handlers import EventHandler, enqueue_owner, enqueue_self, map_to
+from kcp.runtime.handlers import EventHandler, enqueue_self, map_to
 from kcp.runtime.informer import Informer
 from kcp.runtime.metrics import RuntimeMetrics
 from kcp.sim.addresses import LoopbackAddresses
-from kcp.sim.bootstrap import KubeadmConfigReconciler
 from kcp.sim.cluster import SimCluster, SimContext
-from kcp.sim.core import ClusterReconciler, MachineReconciler
 from kcp.sim.faults import Component, Fault
 from kcp.sim.infrastructure import (
     LocalClusterReconciler,
@@ -49,6 +50,7 @@ from kcp.sim.objects import dig, meta
 from kcp.sim.options import SimOptions
 from kcp.sim.state import Caches, SimState
 from kcp.testing import binaries
+from kcp.testing.capi import CapiOptions, ClusterAPIProcesses
 
 __all__ = ["SimError", "Simulator"]
 
@@ -78,6 +80,8 @@ class Simulator:
         self._launcher: Launcher | None = None
         self._state: SimState | None = None
         self._controllers: dict[str, Controller] = {}
+        self.cluster_api: ClusterAPIProcesses | None = None
+        """Cluster API's core and kubeadm bootstrap processes, when `options.kubeconfig` is set."""
         self._started = False
         self._lock = threading.Lock()
 
@@ -152,9 +156,6 @@ class Simulator:
             caches.local_machines,
             concurrency=self.options.machine_concurrency,
         )
-        cluster = controller("cluster", ClusterReconciler(state), caches.clusters)
-        machine = controller("machine", MachineReconciler(state), caches.machines, concurrency=2)
-        config = controller("kubeadmconfig", KubeadmConfigReconciler(state), caches.kubeadm_configs)
 
         def on(
             informer: Informer, target: Controller, mapping: Any, *, spec_only: bool = False
@@ -171,42 +172,11 @@ class Simulator:
 
             return map_to(keys)
 
-        def configs_of_cluster(obj: dict[str, Any]) -> list[Key]:
-            namespace, name = str(meta(obj).get("namespace")), meta(obj).get("name")
-            return [
-                (namespace, str(meta(c).get("name")))
-                for c in caches.kubeadm_configs.list(namespace)
-                if (meta(c).get("labels") or {}).get(labels.CLUSTER_NAME_LABEL) == name
-            ]
-
-        def cluster_of_control_plane(obj: dict[str, Any]) -> list[Key]:
-            namespace, name = str(meta(obj).get("namespace")), meta(obj).get("name")
-            return [
-                (namespace, str(meta(c).get("name")))
-                for c in caches.clusters.list(namespace)
-                if dig(c, "spec", "controlPlaneRef", "name") == name
-            ]
-
-        cluster_owner = enqueue_owner(
-            groups.CLUSTER.kind, groups.CLUSTER_GROUP, controller_only=False
-        )
-        machine_owner = enqueue_owner(
-            groups.MACHINE.kind, groups.CLUSTER_GROUP, controller_only=False
-        )
         # The simulator is the only writer of these kinds' status: its own writes wake nobody.
         on(caches.local_clusters, local_cluster, enqueue_self(), spec_only=True)
-        on(caches.local_clusters, cluster, cluster_owner)
-        on(caches.clusters, cluster, enqueue_self(), spec_only=True)
         on(caches.clusters, local_cluster, by_ref(("spec", "infrastructureRef", "name")))
-        on(caches.clusters, config, map_to(configs_of_cluster))
-        on(caches.control_planes, cluster, map_to(cluster_of_control_plane))
-        on(caches.machines, machine, enqueue_self())
         on(caches.machines, local_machine, by_ref(("spec", "infrastructureRef", "name")))
-        on(caches.machines, config, by_ref(("spec", "bootstrap", "configRef", "name")))
         on(caches.local_machines, local_machine, enqueue_self(), spec_only=True)
-        on(caches.local_machines, machine, machine_owner)
-        on(caches.kubeadm_configs, config, enqueue_self(), spec_only=True)
-        on(caches.kubeadm_configs, machine, machine_owner)
 
         for informer in caches.all():
             informer.start()
@@ -216,6 +186,14 @@ class Simulator:
                 raise SimError(f"informer {informer.name} did not sync in {_SYNC_TIMEOUT:.0f}s")
         for built in self._controllers.values():
             built.start()
+        if self.options.kubeconfig is not None:
+            self.cluster_api = ClusterAPIProcesses(
+                self.options.kubeconfig,
+                CapiOptions(
+                    namespace=self.options.namespace, work_dir=self.work_dir / "cluster-api"
+                ),
+            )
+            self.cluster_api.start()
         _log.info("simulator started", work_dir=str(self.work_dir))
 
     def stop(self) -> None:
@@ -223,6 +201,9 @@ class Simulator:
         state = self._state
         if state is not None:
             state.ctx.stopping.set()
+        if self.cluster_api is not None:
+            self.cluster_api.stop()
+            self.cluster_api = None
         for built in self._controllers.values():
             built.stop(timeout=5)
         self._controllers.clear()

@@ -26,7 +26,6 @@ from kcp.sim.objects import dig
 __all__ = [
     "LOCAL_CLUSTER_FINALIZER",
     "LOCAL_MACHINE_FINALIZER",
-    "MACHINE_FINALIZER",
     "Caches",
     "SimState",
     "resource_kind",
@@ -34,7 +33,6 @@ __all__ = [
 
 LOCAL_CLUSTER_FINALIZER = "localcluster.infrastructure.cluster.x-k8s.io"
 LOCAL_MACHINE_FINALIZER = "localmachine.infrastructure.cluster.x-k8s.io"
-MACHINE_FINALIZER = "machine.cluster.x-k8s.io"
 """Cluster API core's Machine finalizer, which the simulator plays on local machines."""
 
 Key = tuple[str, str]

@@ -1,11 +1,15 @@
-"""Find or build the kube-apiserver, kubectl and etcd binaries the local clusters run.
+"""Find or build the binaries the local clusters run: Kubernetes' and Cluster API's.
 
-Order: `KUBEBUILDER_ASSETS` (the directory envtest users already have), else a
-build from the pinned Go module in `hack/testbin`, cached under the user's cache
-directory keyed by the Kubernetes version and a hash of the module files, so the
-slow first build happens once per machine and later runs start in seconds.
+Kubernetes (kube-apiserver, kubectl, etcd): `KUBEBUILDER_ASSETS` (the directory
+envtest users already have), else a build from the pinned Go module in
+`hack/testbin`. Cluster API (its core manager, the kubeadm bootstrap provider,
+its own KubeadmControlPlane controller, and the CRDs the module ships):
+`KCP_CAPI_ASSETS` (a directory laid out as `cluster_api_dir()` is), else a build
+from the pinned module in `hack/testbin/capi`. Builds are cached under the
+user's cache directory keyed by the pinned version and a hash of the module
+files, so the slow first build happens once per machine.
 
-`python -m kcp.testing.binaries` builds them (the Makefile calls it).
+`python -m kcp.testing.binaries` builds them all (the Makefile calls it).
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "hack" / "testbin"
+CAPI_MODULE_DIR = MODULE_DIR / "capi"
+CAPI_MODULE = "sigs.k8s.io/cluster-api"
+CAPI_ASSETS_ENV = "KCP_CAPI_ASSETS"
 
 # binary name -> Go package built for it, relative to the testbin module.
 _PACKAGES = {
@@ -48,12 +55,20 @@ def kubernetes_version(module_dir: Path = MODULE_DIR) -> str:
     return match.group(1)
 
 
-def cache_dir(module_dir: Path = MODULE_DIR) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+def _cache_base() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kcp" / "testbin"
+
+
+def _files_digest(module_dir: Path, names: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "etcd/main.go"):
+    for name in names:
         digest.update((module_dir / name).read_bytes())
-    return base / "kcp" / "testbin" / f"{kubernetes_version(module_dir)}-{digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
+
+
+def cache_dir(module_dir: Path = MODULE_DIR) -> Path:
+    digest = _files_digest(module_dir, ("go.mod", "go.sum", "etcd/main.go"))
+    return _cache_base() / f"{kubernetes_version(module_dir)}-{digest}"
 
 
 def from_assets(assets: Path) -> Binaries | None:
@@ -105,10 +120,35 @@ def _say(message: str, progress: bool) -> None:
         print(f"[testbin] {message}", file=sys.stderr, flush=True)
 
 
-def _build_all(target: Path, *, progress: bool) -> None:
+def _go() -> str:
     go = shutil.which("go") or "/usr/local/go/bin/go"
     if not Path(go).exists():
-        raise RuntimeError("the Go toolchain is needed to build kube-apiserver/kubectl/etcd")
+        raise RuntimeError(
+            "the Go toolchain is needed to build the test binaries "
+            "(kube-apiserver, kubectl, etcd, Cluster API's controllers) once"
+        )
+    return go
+
+
+def _go_build(
+    go: str, module_dir: Path, package: str, output: Path, *, ldflags: str, progress: bool
+) -> None:
+    """Build `package` into `output`, atomically (a partial file never has the final name)."""
+    step = time.monotonic()
+    _say(f"go build {output.name} ...", progress)
+    partial = output.parent / f".{output.name}.partial"
+    subprocess.run(
+        [go, "build", "-ldflags", ldflags, "-o", str(partial), package],
+        cwd=module_dir,
+        check=True,
+        env={**os.environ, "GOFLAGS": "-buildvcs=false"},
+    )
+    partial.rename(output)
+    _say(f"built {output.name} in {time.monotonic() - step:.0f}s", progress)
+
+
+def _build_all(target: Path, *, progress: bool) -> None:
+    go = _go()
     version = kubernetes_version()
     ldflags = " ".join(
         f"-X k8s.io/component-base/version.{key}={value}"
@@ -125,25 +165,147 @@ def _build_all(target: Path, *, progress: bool) -> None:
         progress,
     )
     for name, package in _PACKAGES.items():
-        if (target / name).exists():
-            continue
-        step = time.monotonic()
-        _say(f"go build {name} ...", progress)
-        partial = target / f".{name}.partial"
-        subprocess.run(
-            [go, "build", "-ldflags", ldflags, "-o", str(partial), package],
-            cwd=MODULE_DIR,
-            check=True,
-            env={**os.environ, "GOFLAGS": "-buildvcs=false"},
-        )
-        partial.rename(target / name)
-        _say(f"built {name} in {time.monotonic() - step:.0f}s", progress)
+        if not (target / name).exists():
+            _go_build(go, MODULE_DIR, package, target / name, ldflags=ldflags, progress=progress)
     _say(f"all binaries ready in {time.monotonic() - started:.0f}s", progress)
+
+
+# -- Cluster API ---------------------------------------------------------------------------
+
+# binary name -> Go package, relative to the capi module.
+_CAPI_PACKAGES = {
+    "cluster-api-manager": CAPI_MODULE,
+    "kubeadm-bootstrap-manager": f"{CAPI_MODULE}/bootstrap/kubeadm",
+    "kubeadm-control-plane-manager": f"{CAPI_MODULE}/controlplane/kubeadm",
+}
+# crd/<folder> in the cache -> where the module keeps those CRDs.
+_CAPI_CRDS = {
+    "core": "config/crd/bases",
+    "bootstrap": "bootstrap/kubeadm/config/crd/bases",
+    "controlplane": "controlplane/kubeadm/config/crd/bases",
+}
+
+
+@dataclass(frozen=True)
+class ClusterAPI:
+    """Cluster API's controllers and CRDs at the pinned release."""
+
+    root: Path
+    version: str
+
+    @property
+    def core(self) -> Path:
+        return self.root / "cluster-api-manager"
+
+    @property
+    def kubeadm_bootstrap(self) -> Path:
+        return self.root / "kubeadm-bootstrap-manager"
+
+    @property
+    def kubeadm_control_plane(self) -> Path:
+        return self.root / "kubeadm-control-plane-manager"
+
+    @property
+    def crd_dir(self) -> Path:
+        return self.root / "crd"
+
+    def crds(self, *folders: str) -> list[Path]:
+        """The CRD files of `folders` (`core`, `bootstrap`, `controlplane`), sorted."""
+        return [
+            path for folder in folders for path in sorted((self.crd_dir / folder).glob("*.yaml"))
+        ]
+
+    def management_crds(self) -> list[Path]:
+        """What a management cluster running core and CABPK beside kcp installs."""
+        return self.crds("core", "bootstrap")
+
+
+def cluster_api_version(module_dir: Path = CAPI_MODULE_DIR) -> str:
+    """The Cluster API release pinned in the capi module, e.g. `v1.13.6`."""
+    match = re.search(r"sigs\.k8s\.io/cluster-api (v\S+)", (module_dir / "go.mod").read_text())
+    if match is None:
+        raise RuntimeError(f"{module_dir}/go.mod does not require {CAPI_MODULE}")
+    return match.group(1)
+
+
+def cluster_api_dir(module_dir: Path = CAPI_MODULE_DIR) -> Path:
+    digest = _files_digest(module_dir, ("go.mod", "go.sum"))
+    return _cache_base() / f"capi-{cluster_api_version(module_dir)}-{digest}"
+
+
+def _complete_cluster_api(root: Path) -> bool:
+    binaries_ok = all(
+        (root / name).is_file() and os.access(root / name, os.X_OK) for name in _CAPI_PACKAGES
+    )
+    return binaries_ok and all(any((root / "crd" / f).glob("*.yaml")) for f in _CAPI_CRDS)
+
+
+def find_cluster_api() -> ClusterAPI | None:
+    """Cluster API's binaries and CRDs if available without building, else None."""
+    version = cluster_api_version()
+    assets = os.environ.get(CAPI_ASSETS_ENV)
+    if assets and _complete_cluster_api(Path(assets)):
+        return ClusterAPI(Path(assets), version)
+    root = cluster_api_dir()
+    return ClusterAPI(root, version) if _complete_cluster_api(root) else None
+
+
+def ensure_cluster_api(*, progress: bool = True) -> ClusterAPI:
+    """Cluster API's binaries and CRDs, building what is missing once (file-locked)."""
+    found = find_cluster_api()
+    if found is not None:
+        return found
+    target = cluster_api_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / f"{target.name}.lock"):
+        if not _complete_cluster_api(target):
+            _build_cluster_api(target, progress=progress)
+    return ClusterAPI(target, cluster_api_version())
+
+
+def _build_cluster_api(target: Path, *, progress: bool) -> None:
+    go = _go()
+    version = cluster_api_version()
+    major, minor = version[1:].split(".")[:2]
+    ldflags = " ".join(
+        f"-X {CAPI_MODULE}/version.{key}={value}"
+        for key, value in {"gitVersion": version, "gitMajor": major, "gitMinor": minor}.items()
+    )
+    started = time.monotonic()
+    _say(
+        f"building Cluster API {version} (core, kubeadm bootstrap, kubeadm control plane) "
+        f"into {target}; the first build takes about 10 minutes on 2 cores and is cached",
+        progress,
+    )
+    for name, package in _CAPI_PACKAGES.items():
+        if not (target / name).exists():
+            _go_build(
+                go, CAPI_MODULE_DIR, package, target / name, ldflags=ldflags, progress=progress
+            )
+    module_source = Path(
+        subprocess.run(
+            [go, "list", "-m", "-f", "{{.Dir}}", CAPI_MODULE],
+            cwd=CAPI_MODULE_DIR,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    for folder, relative in _CAPI_CRDS.items():
+        destination = target / "crd" / folder
+        destination.mkdir(parents=True, exist_ok=True)
+        for source in sorted((module_source / relative).glob("*.yaml")):
+            # The module cache is read-only: copy the text, not the mode.
+            (destination / source.name).write_text(source.read_text())
+    _say(f"Cluster API ready in {time.monotonic() - started:.0f}s", progress)
 
 
 def main() -> int:
     binaries = ensure()
     for path in (binaries.kube_apiserver, binaries.kubectl, binaries.etcd):
+        print(path)
+    capi = ensure_cluster_api()
+    for path in (capi.core, capi.kubeadm_bootstrap, capi.kubeadm_control_plane, capi.crd_dir):
         print(path)
     return 0
 

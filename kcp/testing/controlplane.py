@@ -35,8 +35,12 @@ class ControlPlaneOptions:
     # Streaming lists (`sendInitialEvents`) need the WatchList gate; tests start
     # one server with it off to exercise the paginated-list fallback.
     watch_list: bool = True
-    # CRD manifests installed once the API server is ready (None: none).
+    # kcp's own CRD manifests (KubeadmControlPlane, the simulator's Local* kinds),
+    # installed once the API server is ready (None: none).
     crd_dir: Path | None = CRD_DIR
+    # Also install Cluster API's CRDs from the pinned module (core and the kubeadm
+    # bootstrap provider), as a management cluster running them has.
+    cluster_api_crds: bool = True
     # Where certificates, kubeconfig, data and logs go (None: a new temp dir).
     work_dir: Path | None = None
     # Keep `work_dir` after stop (logs for debugging); temp dirs are removed otherwise.
@@ -78,8 +82,13 @@ class LocalControlPlane:
         try:
             self.start_etcd()
             self.start_apiserver()
+            crd_files: list[Path] = []
+            if self.options.cluster_api_crds:
+                crd_files += binaries.ensure_cluster_api().management_crds()
             if self.options.crd_dir is not None:
-                self.install_crds(self.options.crd_dir)
+                crd_files += sorted(self.options.crd_dir.glob("*.yaml"))
+            if crd_files:
+                self.install_crd_files(crd_files)
         except BaseException:
             self.stop()
             raise
@@ -205,12 +214,16 @@ class LocalControlPlane:
 
     def install_crds(self, crd_dir: Path, timeout: float = 60.0) -> list[str]:
         """Create (or update) every CRD under `crd_dir` and wait until all are Established."""
+        return self.install_crd_files(sorted(crd_dir.glob("*.yaml")), timeout=timeout)
+
+    def install_crd_files(self, paths: list[Path], timeout: float = 60.0) -> list[str]:
+        """Create (or update) every CRD in `paths` and wait until all are Established."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
         api = client.ApiextensionsV1Api(self.api_client())
         names: list[str] = []
-        for path in sorted(crd_dir.glob("*.yaml")):
+        for path in paths:
             for document in yaml.safe_load_all(path.read_text()):
                 if not document or document.get("kind") != "CustomResourceDefinition":
                     continue

@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="directory for certificates, kubeconfig, data and logs (default: a new temp dir)",
     )
     parser.add_argument(
-        "--no-crds", action="store_true", help="do not install the CRDs from config/crd"
+        "--no-crds",
+        action="store_true",
+        help="do not install kcp's CRDs (config/crd) nor Cluster API's",
     )
 
 
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     options = ControlPlaneOptions(watch_list=not args.no_watch_list, work_dir=args.work_dir)
     if args.no_crds:
         options.crd_dir = None
+        options.cluster_api_crds = False
     started = time.monotonic()
     plane = LocalControlPlane(options)
     try:

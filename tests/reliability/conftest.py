@@ -132,7 +132,10 @@ def fleet(
     kubeconfig, cleanup_rbac = service_account_kubeconfig(
         control_plane, namespaces["system"], suffix, work / "kcp-sa.kubeconfig"
     )
-    sim = Simulator(control_plane.api_client(), SimOptions(namespace=namespaces["fleet"]))
+    sim = Simulator(
+        control_plane.api_client(),
+        SimOptions(namespace=namespaces["fleet"], kubeconfig=control_plane.kubeconfig_path),
+    )
     kcp = harness.KcpProcess(
         "fleet",
         kubeconfig=kubeconfig,

@@ -78,7 +78,8 @@ def env(control_plane: LocalControlPlane) -> Iterator[Env]:
     admin = Kube(control_plane.api_client())
     admin.create(groups.NAMESPACE, None, {"metadata": {"name": namespace}})
     sim = sim_module.Simulator(
-        control_plane.api_client(), sim_options.SimOptions(namespace=namespace)
+        control_plane.api_client(),
+        sim_options.SimOptions(namespace=namespace, kubeconfig=control_plane.kubeconfig_path),
     )
     sim.start()
     api = control_plane.api_client()

@@ -321,7 +321,14 @@ def test_kcp_run_as_its_service_account_reconciles_with_no_403(
         )
     try:
         _wait_ready(f"http://127.0.0.1:{health}/readyz", kcp, timeout=60)
-        with Simulator(admin, SimOptions(namespace=namespace, work_dir=tmp_path / "sim")):
+        with Simulator(
+            admin,
+            SimOptions(
+                namespace=namespace,
+                work_dir=tmp_path / "sim",
+                kubeconfig=rbac_plane.kubeconfig_path,
+            ),
+        ):
             sample = (ROOT / "config" / "samples" / "cluster-single.yaml").read_text()
             created = apply(
                 rbac_plane.kubeconfig_path, sample, dry_run=False, extra=["-n", namespace]

@@ -40,7 +40,10 @@ def cluster(
     namespace = f"sim-{uuid.uuid4().hex[:8]}"
     kube = Kube(control_plane.api_client())
     kube.create(groups.NAMESPACE, None, {"metadata": {"name": namespace}})
-    sim = Simulator(control_plane.api_client(), SimOptions(namespace=namespace))
+    sim = Simulator(
+        control_plane.api_client(),
+        SimOptions(namespace=namespace, kubeconfig=control_plane.kubeconfig_path),
+    )
     sim.start()
     try:
         built = build_cluster(sim, kube, namespace, "c1", MACHINES, tmp_path_factory.mktemp("c1"))

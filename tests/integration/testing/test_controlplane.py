@@ -59,6 +59,7 @@ def test_namespace_fixture_is_fresh(namespace: str, api_client: Any) -> None:
 def test_stop_leaves_no_process_and_no_files() -> None:
     plane = LocalControlPlane()
     plane.options.crd_dir = None
+    plane.options.cluster_api_crds = False
     plane.start()
     pids = plane.pids
     work_dir = plane.work_dir

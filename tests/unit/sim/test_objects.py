@@ -11,11 +11,9 @@ import pytest
 import kcp.sim
 from kcp.api import groups
 from kcp.etcd import Member
-from kcp.sim.bootstrap import bootstrap_script
-from kcp.sim.core import MachineReconciler, machine_phase
 from kcp.sim.dev import apply_manifests
 from kcp.sim.etcd_member import _initial_cluster
-from kcp.sim.manifests import ClusterMaterial, cluster_objects, machine_objects
+from kcp.sim.manifests import ClusterMaterial, cluster_objects
 from kcp.sim.objects import merged_conditions
 from kcp.sim.pki import load_cluster_pki, service_ip
 from kcp.sim.workload import ContainerState, mirror_pod, node_object, pod_status
@@ -68,46 +66,8 @@ def test_pod_status_follows_the_process() -> None:
     assert container["restartCount"] == 2 and container["state"]["waiting"]["reason"] == "Error"
 
 
-@pytest.mark.parametrize(
-    ("deleting", "bootstrap", "infra", "node", "phase"),
-    [
-        (False, False, False, None, "Pending"),
-        (False, True, False, None, "Provisioning"),
-        (False, True, True, None, "Provisioned"),
-        (False, True, True, "n", "Running"),
-        (True, True, True, "n", "Deleting"),
-    ],
-)
-def test_machine_phase(
-    deleting: bool, bootstrap: bool, infra: bool, node: str | None, phase: str
-) -> None:
-    assert machine_phase(deleting, bootstrap, infra, node) == phase
-
-
 def _machine(gates: list[dict[str, str]], conditions: list[dict[str, Any]]) -> dict[str, Any]:
     return {"spec": {"readinessGates": gates}, "status": {"conditions": conditions}}
-
-
-def test_readiness_gates_hold_ready_back() -> None:
-    gates = [{"conditionType": "APIServerPodHealthy"}, {"conditionType": "EtcdMemberHealthy"}]
-    ok, message = MachineReconciler._readiness_gates(
-        _machine(gates, [{"type": "APIServerPodHealthy", "status": "True"}])
-    )
-    assert not ok and message == "EtcdMemberHealthy not yet reported"
-    ok, message = MachineReconciler._readiness_gates(
-        _machine(
-            gates,
-            [
-                {"type": "APIServerPodHealthy", "status": "True"},
-                {"type": "EtcdMemberHealthy", "status": "False", "message": "member down"},
-            ],
-        )
-    )
-    assert not ok and message == "EtcdMemberHealthy: member down"
-    negative = [{"conditionType": "Stuck", "polarity": "Negative"}]
-    assert MachineReconciler._readiness_gates(
-        _machine(negative, [{"type": "Stuck", "status": "False"}])
-    ) == (True, "")
 
 
 def test_merged_conditions_keep_transition_times() -> None:
@@ -148,12 +108,6 @@ def test_initial_cluster_for_a_joiner() -> None:
     assert (
         _initial_cluster(members, 2, "m1") == "m0=https://127.0.0.2:2380,m1=https://127.0.0.3:2380"
     )
-
-
-def test_bootstrap_script_names_init_or_join() -> None:
-    init, join = (machine_objects("ns", "c", "m", init=flag)[0] for flag in (True, False))
-    assert "kubeadm init" in bootstrap_script(init, "127.1.1.1:6443")
-    assert "kubeadm join --control-plane" in bootstrap_script(join, "127.1.1.1:6443")
 
 
 def test_cluster_pki_loads_from_cluster_api_secrets() -> None:
