@@ -67,6 +67,10 @@ UP_TO_DATE = "UpToDate"
 INFRASTRUCTURE_READY = "InfrastructureReady"
 BOOTSTRAP_CONFIG_READY = "BootstrapConfigReady"
 NODE_HEALTHY = "NodeHealthy"
+HEALTH_CHECK_SUCCEEDED = "HealthCheckSucceeded"
+"""On a Machine a MachineHealthCheck targets: False once it found the Machine unhealthy."""
+OWNER_REMEDIATED = "OwnerRemediated"
+"""On an unhealthy Machine: False until its owner (the control plane) has remediated it."""
 
 # Reasons shared by many conditions.
 AVAILABLE_REASON = "Available"

@@ -6,7 +6,13 @@ Watched kinds and what a change means:
 - Cluster (filtered too): reconcile the control plane its `spec.controlPlaneRef`
   names; a deleted Cluster is evicted from the tracker at once.
 - Machine: reconcile the KubeadmControlPlane that controls it.
-- KubeadmConfig: cached for rollout comparisons; wakes its controller too.
+- KubeadmConfig: cached for rollout comparisons; wakes its control plane too:
+  the KubeadmControlPlane that owns it, or, once Cluster API's Machine
+  controller has made the Machine its controller instead, the one that
+  controls that Machine (else, for a control-plane config, the one its
+  Cluster names). Cluster API's KCP does not watch them at all; kcp does,
+  because what CABPK and users write into them decides whether a Machine is
+  up to date.
 - Secret, metadata only and only those labelled with a cluster name: wakes the
   control plane that owns it or whose Cluster it belongs to, and tells the
   tracker its credentials may have changed. A reconciler that needs a Secret's
@@ -30,7 +36,7 @@ from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.controlplane.workload import TrackerLike
 from kcp.runtime.controller import Controller, ObjectKey
-from kcp.runtime.handlers import Key, enqueue_owner, enqueue_self, map_to
+from kcp.runtime.handlers import Key, enqueue_owner, enqueue_self, map_to, owner_keys
 from kcp.runtime.informer import Informer
 from kcp.runtime.manager import Manager
 from kcp.runtime.store import label_index_value
@@ -40,6 +46,7 @@ __all__ = [
     "ControlPlaneController",
     "InformerCache",
     "cluster_to_control_plane",
+    "kubeadm_config_to_control_plane",
     "machine_cluster_index",
     "secret_to_control_plane",
     "setup",
@@ -94,6 +101,9 @@ class InformerCache:
     def cluster(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.clusters.get(namespace, name)
 
+    def machine(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.machines.get(namespace, name)
+
     def cluster_machines(self, namespace: str, cluster_name: str) -> list[Mapping[str, Any]]:
         return list(
             self.machines.by_index(CLUSTER_INDEX, label_index_value(namespace, cluster_name))
@@ -142,6 +152,39 @@ def secret_to_control_plane(cache: InformerCache) -> Any:
         cluster_name = (metadata.get("labels") or {}).get(labels.CLUSTER_NAME_LABEL)
         namespace = str(metadata.get("namespace") or "")
         cluster = cache.cluster(namespace, str(cluster_name)) if cluster_name else None
+        return cluster_to_control_plane(dict(cluster)) if cluster is not None else []
+
+    return keys
+
+
+def kubeadm_config_to_control_plane(cache: InformerCache) -> Any:
+    """A KubeadmConfig maps to the control plane of its Machine, whoever owns it now.
+
+    kcp creates it owned by the KubeadmControlPlane; Cluster API's Machine
+    controller then replaces that reference with the Machine as controller.
+    A config whose Machine is not cached yet falls back to its Cluster's
+    control plane, if it is labelled a control-plane config.
+    """
+    kcp_owners = owner_keys(
+        groups.KUBEADM_CONTROL_PLANE.kind, groups.CONTROLPLANE_GROUP, controller_only=False
+    )
+    machine_owners = owner_keys(groups.MACHINE.kind, groups.CLUSTER_GROUP)
+    machine_controller = owner_keys(groups.KUBEADM_CONTROL_PLANE.kind, groups.CONTROLPLANE_GROUP)
+
+    def keys(obj: dict[str, Any]) -> list[Key]:
+        found = list(kcp_owners(obj))
+        for namespace, name in machine_owners(obj):
+            machine = cache.machine(namespace, name)
+            if machine is not None:
+                found.extend(machine_controller(dict(machine)))
+        if found:
+            return list(dict.fromkeys(found))
+        metadata = obj.get("metadata") or {}
+        obj_labels = metadata.get("labels") or {}
+        cluster_name = obj_labels.get(labels.CLUSTER_NAME_LABEL)
+        if labels.MACHINE_CONTROL_PLANE_LABEL not in obj_labels or not cluster_name:
+            return []
+        cluster = cache.cluster(str(metadata.get("namespace") or ""), str(cluster_name))
         return cluster_to_control_plane(dict(cluster)) if cluster is not None else []
 
     return keys
@@ -217,7 +260,7 @@ def setup(
         clusters.add_handler(handler())
     owner = enqueue_owner(groups.KUBEADM_CONTROL_PLANE.kind, groups.CONTROLPLANE_GROUP)
     machines.add_handler(owner.bind(enqueue))
-    configs.add_handler(owner.bind(enqueue))
+    configs.add_handler(map_to(kubeadm_config_to_control_plane(cache)).bind(enqueue))
     secrets.add_handler(map_to(secret_to_control_plane(cache)).bind(enqueue))
     secret_handler = getattr(tracker, "secret_event_handler", None)
     if callable(secret_handler):

@@ -99,9 +99,34 @@ class Inspection(Step):
             etcd_reason=etcd_reason,
             etcd_endpoints=by_machine,
         )
-        if nodes is not None and any(m.node_name in nodes for m in scope.machines if m.node_name):
-            scope.status.initialized = True
+        if nodes is not None and not scope.status.initialized:
+            scope.status.initialized = self._kubeadm_init_completed(scope, workload)
         self._write_machine_conditions(scope)
+
+    def _kubeadm_init_completed(self, scope: Scope, workload: WorkloadCluster) -> bool:
+        """Whether the control plane is initialized, as Cluster API's KCP decides it.
+
+        The `kubeadm-config` ConfigMap `kubeadm init` uploads says the first API
+        server runs and init completed. Never the Cluster's own flag: core copies
+        that from ours, and CABPK hands out join data only once it is set. Once
+        True it stays (the caller starts from the recorded status).
+        """
+        if len(scope.machines) == 1:
+            only = scope.machines[0]
+            # Init finishing while its only Machine goes would leave a cluster marked
+            # initialized with no Machine left to join.
+            if only.is_deleting or (
+                c.is_false(only.raw, c.HEALTH_CHECK_SUCCEEDED)
+                and c.is_false(only.raw, c.OWNER_REMEDIATED)
+            ):
+                return False
+        try:
+            return workload.has_kubeadm_config()
+        except NotConnected:
+            return False
+        except NETWORK_ERRORS_AND_API as error:
+            _log.debug("kubeadm-config not read", error=str(error))
+            return False
 
     def _not_connected(self, scope: Scope, error: NotConnected) -> str:
         """Requeue when the tracker says; tell the user when it is theirs to fix or lasts.

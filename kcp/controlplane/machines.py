@@ -3,9 +3,12 @@
 The infrastructure machine is cloned from the template named by
 `spec.machineTemplate.spec.infrastructureRef`, whatever its kind (handled as an
 unstructured dict, its kind being the template's without the `Template`
-suffix). All three objects share one name, `<kcp>-<5 random characters>`,
-carry the control-plane labels and are controlled by the KubeadmControlPlane.
-When a later step fails, the objects already created are deleted again.
+suffix). All three objects share one name, `<kcp>-<5 random characters>`, and
+carry the control-plane labels. As in Cluster API, the KubeadmControlPlane
+controls the Machine, but only owns the KubeadmConfig and the infrastructure
+machine: Cluster API's Machine controller then replaces that reference with
+the Machine as their controller. When a later step fails, the objects already
+created are deleted again.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from kcp.api import conditions as c
 from kcp.api import groups, labels
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView
 from kcp.controlplane.client import ApiError, Kube
-from kcp.controlplane.rollout import desired_kubeadm_config_spec
-from kcp.controlplane.secrets import controller_reference
+from kcp.controlplane.kubeadm_config import desired_kubeadm_config_spec
+from kcp.controlplane.secrets import controller_reference, owner_reference
 
 __all__ = [
     "MANDATORY_READINESS_GATES",
@@ -81,9 +84,11 @@ def kubeadm_config_object(
             "namespace": kcp.namespace,
             "labels": _machine_labels(kcp, cluster_name),
             "annotations": dict(kcp.machine_template_annotations),
-            "ownerReferences": [controller_reference(kcp.raw)],
+            "ownerReferences": [owner_reference(kcp.raw)],
         },
-        "spec": desired_kubeadm_config_spec(kcp.kubeadm_config_spec, init=init),
+        "spec": desired_kubeadm_config_spec(
+            kcp.kubeadm_config_spec, init=init, version=kcp.version
+        ),
     }
 
 
@@ -123,7 +128,7 @@ def infra_machine_object(
             "namespace": kcp.namespace,
             "labels": machine_labels,
             "annotations": annotations,
-            "ownerReferences": [controller_reference(kcp.raw)],
+            "ownerReferences": [owner_reference(kcp.raw)],
         },
         "spec": copy.deepcopy(dict(inner.get("spec") or {})),
     }

@@ -3,13 +3,14 @@
 `create_machine` creates the infrastructure machine, then the KubeadmConfig,
 then the Machine, all with one name. A controller that dies between the first
 and the last step leaves objects no Machine references; nothing else would ever
-delete them (they are owned by the KubeadmControlPlane, which lives on). Each
-reconcile, once the Machine cache has caught up with kcp's own writes, looks for
-this control plane's KubeadmConfigs (informer cache) and infrastructure machines
-(a live list, at most every `orphan_check_interval` seconds per control plane:
-the kind is the one cloned from `spec.machineTemplate.spec.infrastructureRef`)
-that no Machine references, confirms with a live GET that no Machine of that
-name exists, and deletes them (Cluster API's MachineSet does the same since
+delete them (the KubeadmControlPlane, which lives on, owns them; only a Machine
+would have become their controller). Each reconcile, once the Machine cache has
+caught up with kcp's own writes, looks for the KubeadmConfigs (informer cache)
+and infrastructure machines (a live list, at most every `orphan_check_interval`
+seconds per control plane: the kind is the one cloned from
+`spec.machineTemplate.spec.infrastructureRef`) this control plane owns, controller
+or not, that no Machine references, confirms with a live GET that no Machine of
+that name exists, and deletes them (Cluster API's MachineSet does the same since
 kubernetes-sigs/cluster-api#13812).
 """
 
@@ -24,7 +25,7 @@ from kcp.api import groups, labels
 from kcp.controlplane.client import NETWORK_ERRORS, ApiError, ResourceLike
 from kcp.controlplane.machines import TEMPLATE_SUFFIX
 from kcp.controlplane.scope import Scope, Services, Step
-from kcp.controlplane.secrets import is_controlled_by
+from kcp.controlplane.secrets import has_owner
 from kcp.runtime.logging import get_logger
 
 __all__ = ["Orphans"]
@@ -108,9 +109,10 @@ class Orphans(Step):
     ) -> bool:
         metadata = obj.get("metadata") or {}
         obj_labels = metadata.get("labels") or {}
+        # Owned, not controlled: kcp (like Cluster API) creates them with a plain owner
+        # reference, and once a Machine exists it is their controller instead.
         return (
-            bool(uid)
-            and is_controlled_by(obj, uid)
+            has_owner(obj, uid)
             and labels.MACHINE_CONTROL_PLANE_LABEL in obj_labels
             and not metadata.get("deletionTimestamp")
             and (kind, str(metadata.get("name") or "")) not in referenced

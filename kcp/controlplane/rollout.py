@@ -5,12 +5,12 @@ infrastructure template it was cloned from differ from the KubeadmControlPlane's
 spec, when it was created before `spec.rollout.after` (once that moment has
 passed), or when its certificates expire within
 `spec.rollout.before.certificatesExpiryDays`. Messages are Cluster API's, so the
-Machine's `UpToDate` condition reads the same as there.
+Machine's `UpToDate` condition reads the same as there. What counts as a
+KubeadmConfig difference is `kcp.controlplane.kubeadm_config`'s to say.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,16 +18,13 @@ from typing import Any
 
 from kcp.api import labels
 from kcp.api.objects import KubeadmControlPlaneView, MachineView
+from kcp.controlplane.kubeadm_config import kubeadm_config_matches
 
 __all__ = [
     "UpToDate",
-    "desired_kubeadm_config_spec",
-    "kubeadm_config_matches",
+    "infra_cloned_from",
     "machine_up_to_date",
 ]
-
-_INIT = "initConfiguration"
-_JOIN = "joinConfiguration"
 
 
 @dataclass(frozen=True)
@@ -41,50 +38,6 @@ class UpToDate:
     def message(self) -> str:
         """The Machine `UpToDate` condition's message: `* reason` lines."""
         return "\n".join(f"* {reason}" for reason in self.reasons)
-
-
-def desired_kubeadm_config_spec(kcp_spec: Mapping[str, Any], *, init: bool) -> dict[str, Any]:
-    """The KubeadmConfig spec of a new Machine: the KCP's, with the init or join part only.
-
-    The first Machine runs `kubeadm init` and keeps `initConfiguration`; every
-    later one joins and keeps `joinConfiguration`, as Cluster API does.
-    """
-    spec = copy.deepcopy(dict(kcp_spec))
-    spec.pop(_JOIN if init else _INIT, None)
-    return spec
-
-
-def _is_init(config_spec: Mapping[str, Any]) -> bool:
-    return bool(config_spec.get(_INIT)) and not config_spec.get(_JOIN)
-
-
-def _comparable(spec: Mapping[str, Any], *, init: bool) -> dict[str, Any]:
-    """What must match: everything but the init/join part that does not apply."""
-    result = {k: v for k, v in spec.items() if k not in (_INIT, _JOIN)}
-    part = spec.get(_INIT if init else _JOIN)
-    result["__node__"] = part if part else {}
-    pruned: dict[str, Any] = _prune(result)
-    return pruned
-
-
-def _prune(value: Any) -> Any:
-    """Empty maps, lists and None count as unset, as Go's omitempty treats them."""
-    if isinstance(value, Mapping):
-        pruned = {k: _prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in (None, {}, [])}
-    if isinstance(value, list):
-        return [_prune(v) for v in value]
-    return value
-
-
-def kubeadm_config_matches(current_spec: Mapping[str, Any], kcp_spec: Mapping[str, Any]) -> bool:
-    """Whether a Machine's KubeadmConfig spec still matches the KCP's `kubeadmConfigSpec`.
-
-    A Machine created by `kubeadm init` is compared on `initConfiguration`, every
-    other one on `joinConfiguration`; the rest of the spec must be equal.
-    """
-    init = _is_init(current_spec)
-    return _comparable(current_spec, init=init) == _comparable(kcp_spec, init=init)
 
 
 def machine_up_to_date(
@@ -108,7 +61,7 @@ def machine_up_to_date(
     if machine.version != kcp.version:
         reasons.append(f"Version {machine.version or '(unset)'}, {kcp.version} required")
     if kubeadm_config_spec is not None and not kubeadm_config_matches(
-        kubeadm_config_spec, kcp.kubeadm_config_spec
+        kubeadm_config_spec, kcp.kubeadm_config_spec, version=kcp.version
     ):
         reasons.append("KubeadmConfig is not up-to-date")
     template = kcp.infrastructure_ref

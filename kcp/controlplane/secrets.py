@@ -26,7 +26,9 @@ __all__ = [
     "SecretStore",
     "cluster_secret",
     "controller_reference",
+    "has_owner",
     "is_controlled_by",
+    "owner_reference",
 ]
 
 SecretMeta = Callable[[str, str], Mapping[str, Any] | None]
@@ -46,6 +48,30 @@ def controller_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain owner reference to `owner` (a KubeadmControlPlane), not marking it the controller.
+
+    What Cluster API's KCP puts on a Machine's KubeadmConfig and infrastructure
+    machine: the Machine controller makes the Machine their controller once it
+    exists, and drops this reference then.
+    """
+    metadata = owner.get("metadata") or {}
+    return {
+        "apiVersion": owner.get("apiVersion") or KUBEADM_CONTROL_PLANE.api_version,
+        "kind": owner.get("kind") or KUBEADM_CONTROL_PLANE.kind,
+        "name": metadata.get("name"),
+        "uid": metadata.get("uid"),
+    }
+
+
+def has_owner(obj: Mapping[str, Any], owner_uid: str) -> bool:
+    """Whether any of `obj`'s owner references, controller or not, points at `owner_uid`."""
+    return bool(owner_uid) and any(
+        ref.get("uid") == owner_uid
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
+    )
 
 
 def is_controlled_by(obj: Mapping[str, Any], owner_uid: str) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from kcp.api.groups import NODE, POD
+from kcp.api.groups import CONFIG_MAP, NODE, POD
 from kcp.api.objects import MachineView
 from kcp.controlplane.client import Kube
 from kcp.etcd import (
@@ -33,6 +33,7 @@ from kcp.tracker.identity import ClusterKey
 __all__ = [
     "ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION",
     "ETCD_CLIENT_PORT",
+    "KUBEADM_CONFIG_MAP",
     "EtcdAccessLike",
     "NotConnected",
     "TrackerLike",
@@ -45,6 +46,8 @@ ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION = "kubeadm.kubernetes.io/etcd.advertise-cl
 ETCD_CLIENT_PORT = 2379
 CONTROL_PLANE_POD_SELECTOR = "tier=control-plane"
 KUBE_SYSTEM = "kube-system"
+KUBEADM_CONFIG_MAP = "kubeadm-config"
+"""The ConfigMap in kube-system that `kubeadm init` uploads once the control plane is up."""
 
 
 class EtcdAccessLike(Protocol):
@@ -165,6 +168,13 @@ class WorkloadCluster:
         """kube-system Pods labelled `tier=control-plane`, by name."""
         pods = self._api().list(POD, KUBE_SYSTEM, label_selector=CONTROL_PLANE_POD_SELECTOR)
         return {str((p.get("metadata") or {}).get("name")): p for p in pods}
+
+    def has_kubeadm_config(self) -> bool:
+        """Whether `kubeadm init` has completed: the `kubeadm-config` ConfigMap exists.
+
+        Raises `NotConnected`, `ApiError` or a network error when it cannot tell.
+        """
+        return self._api().get(CONFIG_MAP, KUBE_SYSTEM, KUBEADM_CONFIG_MAP) is not None
 
     def etcd(self, endpoints: Sequence[str]) -> EtcdAccessLike:
         return self.tracker.etcd_access(self.cluster, endpoints)

@@ -220,3 +220,21 @@ def node(name: str, *, ready: str = "True") -> dict[str, Any]:
         "metadata": {"name": name},
         "status": {"conditions": [{"type": "Ready", "status": ready}]},
     }
+
+
+def as_cabpk_leaves_it(spec: dict[str, Any], *, endpoint: str = "127.0.0.1:6443") -> dict[str, Any]:
+    """A KubeadmConfig spec after Cluster API's CABPK wrote its bootstrap data: the endpoint
+    it filled in and, on a join, the discovery it generated (token and CA hashes)."""
+    written = copy.deepcopy(spec)
+    written.setdefault("clusterConfiguration", {}).setdefault("controlPlaneEndpoint", endpoint)
+    join = written.get("joinConfiguration")
+    if isinstance(join, dict):
+        join.setdefault("controlPlane", {})
+        join["discovery"] = {
+            "bootstrapToken": {
+                "apiServerEndpoint": endpoint,
+                "token": "abcdef.0123456789abcdef",
+                "caCertHashes": ["sha256:" + "0" * 64],
+            }
+        }
+    return written

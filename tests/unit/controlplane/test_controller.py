@@ -4,20 +4,58 @@ from __future__ import annotations
 
 from typing import Any
 
+from kcp.api import labels
 from kcp.controlplane.controller import (
     cluster_to_control_plane,
+    kubeadm_config_to_control_plane,
     machine_cluster_index,
     secret_to_control_plane,
 )
-from tests.unit.controlplane.builders import cluster, machine
+from kcp.runtime.handlers import map_to
+from kcp.runtime.store import MODIFIED
+from tests.unit.controlplane.builders import cluster, kcp, machine
 
 
 class _Cache:
-    def __init__(self, clusters: dict[tuple[str, str], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        clusters: dict[tuple[str, str], dict[str, Any]],
+        machines: dict[tuple[str, str], dict[str, Any]] | None = None,
+    ) -> None:
         self.clusters = clusters
+        self.machines = machines or {}
 
     def cluster(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.clusters.get((namespace, name))
+
+    def machine(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.machines.get((namespace, name))
+
+
+def _config(name: str, owner: dict[str, Any], *, control_plane: bool = True) -> dict[str, Any]:
+    """A KubeadmConfig with one owner reference: kcp's (plain) or a Machine's (controller)."""
+    metadata = owner["metadata"]
+    ref: dict[str, Any] = {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+    }
+    if owner["kind"] == "Machine":
+        ref["controller"] = True
+    config_labels = {labels.CLUSTER_NAME_LABEL: "c1"}
+    if control_plane:
+        config_labels[labels.MACHINE_CONTROL_PLANE_LABEL] = ""
+    return {
+        "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2",
+        "kind": "KubeadmConfig",
+        "metadata": {
+            "namespace": "ns",
+            "name": name,
+            "labels": config_labels,
+            "ownerReferences": [ref],
+        },
+    }
 
 
 def test_cluster_maps_to_its_control_plane_ref() -> None:
@@ -68,3 +106,26 @@ def test_secret_maps_by_owner_else_by_cluster_label() -> None:
         }
     }
     assert mapper(stray) == []
+
+
+def test_kubeadm_config_maps_to_its_control_plane_before_and_after_core_takes_it_over() -> None:
+    """Cluster API's Machine controller replaces kcp's owner reference with the Machine's."""
+    machine_a = machine("a")
+    mapper = kubeadm_config_to_control_plane(
+        _Cache({}, {("ns", "a"): machine_a})  # type: ignore[arg-type]
+    )
+    created = _config("a", kcp())
+    taken_over = _config("a", machine_a)
+    assert mapper(created) == [("ns", "cp")]
+    assert mapper(taken_over) == [("ns", "cp")]
+    assert map_to(mapper).keys_for(MODIFIED, taken_over, created) == [("ns", "cp")]
+
+
+def test_kubeadm_config_of_an_uncached_machine_maps_through_its_cluster() -> None:
+    mapper = kubeadm_config_to_control_plane(
+        _Cache({("ns", "c1"): cluster()})  # type: ignore[arg-type]
+    )
+    unseen = machine("b")
+    assert mapper(_config("b", unseen)) == [("ns", "cp")]
+    # A worker's config (no control-plane label) wakes no control plane.
+    assert mapper(_config("w", machine("w"), control_plane=False)) == []

@@ -86,7 +86,9 @@ def _scope(kube: FakeKube) -> Scope:
     )
 
 
-def _owned(kind: str, name: str, *, owner_uid: str = "kcp-uid-1") -> dict[str, Any]:
+def _owned(
+    kind: str, name: str, *, owner_uid: str = "kcp-uid-1", controller: bool = True
+) -> dict[str, Any]:
     api_version = (
         "bootstrap.cluster.x-k8s.io/v1beta2"
         if kind == "KubeadmConfig"
@@ -106,7 +108,7 @@ def _owned(kind: str, name: str, *, owner_uid: str = "kcp-uid-1") -> dict[str, A
                     "kind": "KubeadmControlPlane",
                     "name": "cp",
                     "uid": owner_uid,
-                    "controller": True,
+                    "controller": controller,
                 }
             ],
         },
@@ -165,6 +167,30 @@ def test_referenced_objects_and_those_of_others_are_kept() -> None:
     reconciler.orphans.cleanup(_scope(kube))
     for kind in ("KubeadmConfig", "LocalMachine"):
         assert _names(kube, kind) == {"a", "other", "unowned", "deleting"}, kind
+    assert len(_orphan_events(kube)) == 2
+
+
+def test_orphans_owned_without_being_controlled_are_deleted_machine_controlled_kept() -> None:
+    """kcp and Cluster API's KCP own these objects with a plain owner reference; once a
+    Machine exists, Cluster API's Machine controller makes it their only controller."""
+    kube = FakeKube()
+    kube.put(kcp(replicas=1))
+    for kind in ("KubeadmConfig", "LocalMachine"):
+        kube.put(_owned(kind, "plain", controller=False))
+        taken = _owned(kind, "taken")
+        taken["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": "cluster.x-k8s.io/v1beta2",
+                "kind": "Machine",
+                "name": "taken",
+                "uid": "uid-taken",
+                "controller": True,
+            }
+        ]
+        kube.put(taken)
+    _reconciler(kube).orphans.cleanup(_scope(kube))
+    for kind in ("KubeadmConfig", "LocalMachine"):
+        assert _names(kube, kind) == {"taken"}, kind
     assert len(_orphan_events(kube)) == 2
 
 

@@ -23,11 +23,22 @@ from kcp.certs import (
 )
 from kcp.controlplane.certificates import reconcile_certificates
 from kcp.controlplane.events import EventRecorder
+from kcp.controlplane.kubeadm_config import desired_kubeadm_config_spec
 from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.controlplane.secrets import SecretStore
 from kcp.runtime.controller import ObjectKey
 from kcp.tracker.errors import ClusterSecretError, NotConnected
-from tests.unit.controlplane.builders import NOW, cluster, condition, kcp, machine, node, pod, ts
+from tests.unit.controlplane.builders import (
+    NOW,
+    as_cabpk_leaves_it,
+    cluster,
+    condition,
+    kcp,
+    machine,
+    node,
+    pod,
+    ts,
+)
 from tests.unit.controlplane.fakes import FakeCache, FakeKube, FakeTracker, etcd_status
 
 KEY = ObjectKey("ns", "cp")
@@ -250,30 +261,43 @@ def test_paused_cluster_only_reports_paused(kube: FakeKube, tracker: FakeTracker
     assert kube.get(SECRET, "ns", "c1-ca") is None
 
 
+def _kubeadm_config_map() -> dict[str, Any]:
+    """What `kubeadm init` uploads once the first control-plane node is up."""
+    return {"kind": "ConfigMap", "metadata": {"name": "kubeadm-config", "namespace": "kube-system"}}
+
+
 def _running_control_plane(
-    kube: FakeKube, tracker: FakeTracker, names: list[str], **kw: Any
+    kube: FakeKube,
+    tracker: FakeTracker,
+    names: list[str],
+    *,
+    kubeadm_init_done: bool = True,
+    **kw: Any,
 ) -> None:
+    """Machines `names` as they are once running: the first made by `kubeadm init`, the others
+    joined, each KubeadmConfig as kcp created it and CABPK then wrote into it."""
     owner = kube.get(KUBEADM_CONTROL_PLANE, "ns", "cp")
     assert owner is not None
     store = SecretStore(kube, FakeCache(kube).secret)  # type: ignore[arg-type]
     assert reconcile_certificates(store, owner, "c1", may_generate=True, now=NOW).available
     for index, name in enumerate(names):
         kube.put(machine(name, address=name, conditions=[condition(c.READY)], **kw))
+        created = desired_kubeadm_config_spec(
+            owner["spec"]["kubeadmConfigSpec"], init=index == 0, version=owner["spec"]["version"]
+        )
         kube.put(
             {
                 "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2",
                 "kind": "KubeadmConfig",
                 "metadata": {"name": name, "namespace": "ns"},
-                "spec": {
-                    "joinConfiguration": {"nodeRegistration": {"name": "x"}},
-                    "clusterConfiguration": {"apiServer": {"certSANs": ["localhost"]}},
-                },
+                "spec": as_cabpk_leaves_it(created),
             }
         )
         tracker.workload.put({"kind": "Node", "metadata": {"name": name}, **node(name)})
         for comp in COMPONENTS:
             tracker.workload.put({"kind": "Pod", **pod(comp, name)})
-        _ = index
+    if kubeadm_init_done:
+        tracker.workload.put(_kubeadm_config_map())
     tracker.etcd = etcd_status(names)
 
 
@@ -314,6 +338,68 @@ def test_healthy_control_plane_is_available(kube: FakeKube, tracker: FakeTracker
     assert kinds[c.ETCD_MEMBER_HEALTHY] == c.TRUE
     assert kinds[c.UP_TO_DATE] == c.TRUE
     assert tracker.endpoints_seen[-1] == ("a:2379", "b:2379", "c:2379")
+
+
+def test_machines_cabpk_wrote_into_are_not_rolled_out(kube: FakeKube, tracker: FakeTracker) -> None:
+    """CABPK writes the endpoint and join discovery into every KubeadmConfig it serves."""
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    config_b = kube.get(kube.resource_for("bootstrap.cluster.x-k8s.io", "KubeadmConfig"), "ns", "b")
+    assert config_b is not None and "discovery" in config_b["spec"]["joinConfiguration"]
+    for _ in range(2):
+        _reconciler(kube, tracker).reconcile(KEY)
+    assert sorted(m["metadata"]["name"] for m in kube.of_kind("Machine")) == ["a", "b", "c"]
+    assert _condition(kube, c.ROLLING_OUT)["status"] == c.FALSE
+    assert _condition(kube, c.MACHINES_UP_TO_DATE)["status"] == c.TRUE
+    assert _kcp(kube)["status"]["upToDateReplicas"] == 3
+
+
+def _initialized(kube: FakeKube) -> bool:
+    flag = _kcp(kube)["status"]["initialization"]["controlPlaneInitialized"]
+    assert (_condition(kube, c.INITIALIZED)["status"] == c.TRUE) == flag
+    return bool(flag)
+
+
+def test_initialized_once_kubeadm_init_uploaded_its_config(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    """As Cluster API's KCP: never from the Cluster (core copies the flag from us), nor from a
+    Node (the kubelet registers it before `kubeadm init` has finished)."""
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a"], kubeadm_init_done=False)
+    reconciler = _reconciler(kube, tracker)
+    reconciler.reconcile(KEY)
+    assert not _initialized(kube)
+    tracker.workload.put(_kubeadm_config_map())
+    reconciler.reconcile(KEY)
+    assert _initialized(kube)
+    owner = kube.get(kube.resource_for("cluster.x-k8s.io", "Cluster"), "ns", "c1")
+    assert owner is not None and "controlPlaneInitialized" not in owner["status"]["initialization"]
+    del tracker.workload.objects[("ConfigMap", "kube-system", "kubeadm-config")]
+    reconciler.reconcile(KEY)
+    assert _initialized(kube)  # once set, it stays
+
+
+@pytest.mark.parametrize("leaving", ["deleting", "remediated"])
+def test_init_finishing_while_the_only_machine_leaves_does_not_count(
+    kube: FakeKube, tracker: FakeTracker, leaving: str
+) -> None:
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    if leaving == "deleting":
+        _running_control_plane(kube, tracker, ["a"], deleting=True)
+    else:
+        unhealthy = [
+            condition(c.READY),
+            condition(c.HEALTH_CHECK_SUCCEEDED, c.FALSE, "UnhealthyNode"),
+            condition(c.OWNER_REMEDIATED, c.FALSE, "WaitingForRemediation"),
+        ]
+        _running_control_plane(kube, tracker, ["a"])
+        kube.objects[("Machine", "ns", "a")]["status"]["conditions"] = unhealthy
+    _reconciler(kube, tracker).reconcile(KEY)
+    assert not _initialized(kube)
 
 
 def test_healthy_requeues_are_spread_so_waves_drift_apart(
