@@ -76,18 +76,28 @@ LEASE = Resource("coordination.k8s.io", "v1", "Lease", "leases")
 
 CUSTOM_RESOURCES: tuple[Resource, ...] = (
     KUBEADM_CONTROL_PLANE,
-    CLUSTER,
-    MACHINE,
-    KUBEADM_CONFIG,
     LOCAL_CLUSTER,
     LOCAL_MACHINE,
     LOCAL_MACHINE_TEMPLATE,
 )
-"""Every kind whose CRD lives in `config/crd/bases/`."""
+"""Every kind whose CRD lives in `config/crd/bases/` (kcp's own and its simulator's)."""
+
+CLUSTER_API_RESOURCES: tuple[Resource, ...] = (CLUSTER, MACHINE, KUBEADM_CONFIG)
+"""Cluster API's kinds kcp reads and writes; their CRDs come from Cluster API itself."""
 
 _KNOWN: dict[tuple[str, str], Resource] = {
     (r.group, r.kind): r
-    for r in (*CUSTOM_RESOURCES, SECRET, CONFIG_MAP, EVENT, POD, NODE, NAMESPACE, LEASE)
+    for r in (
+        *CUSTOM_RESOURCES,
+        *CLUSTER_API_RESOURCES,
+        SECRET,
+        CONFIG_MAP,
+        EVENT,
+        POD,
+        NODE,
+        NAMESPACE,
+        LEASE,
+    )
 }
 
 

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 MODULE_DIR = Path(__file__).resolve().parents[2] / "hack" / "testbin"
 CAPI_MODULE_DIR = MODULE_DIR / "capi"
 CAPI_MODULE = "sigs.k8s.io/cluster-api"
@@ -228,8 +230,12 @@ def cluster_api_version(module_dir: Path = CAPI_MODULE_DIR) -> str:
     return match.group(1)
 
 
+# Bumped when what the build puts in the cache changes (the CRDs' labels, say).
+_CAPI_LAYOUT = "2"
+
+
 def cluster_api_dir(module_dir: Path = CAPI_MODULE_DIR) -> Path:
-    digest = _files_digest(module_dir, ("go.mod", "go.sum"))
+    digest = _files_digest(module_dir, ("go.mod", "go.sum")) + _CAPI_LAYOUT
     return _cache_base() / f"capi-{cluster_api_version(module_dir)}-{digest}"
 
 
@@ -263,6 +269,27 @@ def ensure_cluster_api(*, progress: bool = True) -> ClusterAPI:
     return ClusterAPI(target, cluster_api_version())
 
 
+def _kustomize_labels(kustomization: Path) -> dict[str, str]:
+    """The labels a provider's CRD kustomization adds (the contract labels core reads:
+    `cluster.x-k8s.io/v1beta2: v1beta2`), as `kubectl apply -k` would add them."""
+    if not kustomization.is_file():
+        return {}
+    document = yaml.safe_load(kustomization.read_text()) or {}
+    found: dict[str, str] = dict(document.get("commonLabels") or {})
+    for entry in document.get("labels") or []:
+        found.update(entry.get("pairs") or {})
+    return {str(k): str(v) for k, v in found.items()}
+
+
+def _labelled(text: str, labels: dict[str, str]) -> str:
+    if not labels:
+        return text
+    documents = [d for d in yaml.safe_load_all(text) if d]
+    for document in documents:
+        document.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
 def _build_cluster_api(target: Path, *, progress: bool) -> None:
     go = _go()
     version = cluster_api_version()
@@ -294,9 +321,10 @@ def _build_cluster_api(target: Path, *, progress: bool) -> None:
     for folder, relative in _CAPI_CRDS.items():
         destination = target / "crd" / folder
         destination.mkdir(parents=True, exist_ok=True)
+        labels = _kustomize_labels(module_source / relative / ".." / "kustomization.yaml")
         for source in sorted((module_source / relative).glob("*.yaml")):
-            # The module cache is read-only: copy the text, not the mode.
-            (destination / source.name).write_text(source.read_text())
+            # The module cache is read-only: write the text, not the mode.
+            (destination / source.name).write_text(_labelled(source.read_text(), labels))
     _say(f"Cluster API ready in {time.monotonic() - started:.0f}s", progress)
 
 
