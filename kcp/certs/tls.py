@@ -34,12 +34,14 @@ def load_cert_chain_from_memory(context: ssl.SSLContext, cert_pem: bytes, key_pe
 
 
 def client_tls_context(
-    ca_pem: bytes, cert_pem: bytes | None = None, key_pem: bytes | None = None
+    ca_pem: bytes | None, cert_pem: bytes | None = None, key_pem: bytes | None = None
 ) -> ssl.SSLContext:
-    """A client context that verifies the server against ``ca_pem`` (hostname included),
-    speaks TLS 1.2 or later and presents the client pair when one is given."""
+    """A client context that verifies the server against ``ca_pem`` (the system's trusted
+    CAs when None; hostname included), speaks TLS 1.2 or later and presents the client
+    pair when one is given."""
     context = ssl.create_default_context(
-        ssl.Purpose.SERVER_AUTH, cadata=ca_pem.decode("ascii", "replace")
+        ssl.Purpose.SERVER_AUTH,
+        cadata=None if ca_pem is None else ca_pem.decode("ascii", "replace"),
     )
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if cert_pem is not None and key_pem is not None:

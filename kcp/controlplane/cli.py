@@ -61,19 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def management_api_client(kubeconfig: str | None, *, connections: int) -> Any:
     """An ApiClient for the management cluster: from `kubeconfig`, else in-cluster.
 
-    Its connection pool holds `connections` (the client's default is five per CPU):
-    every informer's watch keeps one, and a worker finding the pool full would open
-    and discard a TLS connection per request.
+    A key the kubeconfig embeds stays in memory (`kcp.kubeclient`). Its connection
+    pool holds `connections` (the client's default is five per CPU): every
+    informer's watch keeps one, and a worker finding the pool full would open and
+    discard a TLS connection per request.
     """
-    from kubernetes import client, config
+    from kcp.kubeclient import in_cluster_api_client, kubeconfig_api_client
 
-    configuration = client.Configuration()
     if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    configuration.connection_pool_maxsize = connections
-    return client.ApiClient(configuration)
+        return kubeconfig_api_client(kubeconfig, connections=connections)
+    return in_cluster_api_client(connections=connections)
 
 
 def connection_pool_size(concurrency: int, tracker: TrackerOptions) -> int:

@@ -40,8 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _client(args: argparse.Namespace) -> tuple[Any, str]:
     import kubernetes.config
 
+    from kcp.kubeclient import kubeconfig_api_client
+
     config: Any = kubernetes.config
-    api_client = config.new_client_from_config(config_file=args.kubeconfig, context=args.context)
+    api_client = kubeconfig_api_client(args.kubeconfig, context=args.context)
     namespace = "default"
     try:
         _, active = config.list_kube_config_contexts(config_file=args.kubeconfig)

@@ -3,9 +3,11 @@
 Runs last: it inspects what the whole suite's controllers did. Every private
 key a `kcp run` of this suite generated reached the test through a pipe
 (`kcp_child.py`), never a file; here the suite looks for each of them on disk
-(every file written since the session started under /tmp, the working
-directories, $HOME/.cache; other tools' caches such as .mypy_cache, go-build or
-.venv are skipped) and in the controllers' whole output. Expected
+(every file written since the session started under /tmp, /var/tmp, /dev/shm,
+the working directories, $HOME/.cache; other tools' caches such as .mypy_cache,
+.venv or a Go build's /tmp/go-build1234 are skipped) and in the controllers'
+whole output, by windows of each key's private numbers (`tests/keyscan.py`:
+nothing another key or the key's certificate also holds). Expected
 copies, and only those, are allowed: a key kcp stores in a Secret (CAs,
 service-account key, admin kubeconfig) is in the management cluster's etcd
 data, and the service-account key is also on the simulated machines (kubeadm
@@ -16,11 +18,9 @@ from __future__ import annotations
 
 import base64
 import calendar
-import os
 import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from kcp.api import groups, labels
 from kcp.etcd import EtcdClient, EtcdError, EtcdTimeouts, EtcdTLS
 from kcp.testing.etcd_cluster import EtcdCluster
 from kcp.tracker import ClusterKey, InMemorySecrets, NotConnected, Tracker, TrackerOptions
+from tests import keyscan
 from tests.reliability import harness
 from tests.reliability.conftest import SUMMARY, Summary
 from tests.reliability.fleet import Fleet, kcp_name, wait_for
@@ -45,38 +46,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 STARTED = SUMMARY.started
 SESSION_START_WALL = time.time() - (time.monotonic() - STARTED)
-MAX_FILE = 128 * 1024 * 1024
-BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{48,}={0,2}")
 TRACKER_KEY = "kcp/tracker/"
-TOOL_CACHES = frozenset(
-    {
-        ".git",
-        ".mypy_cache",
-        ".ruff_cache",
-        ".pytest_cache",
-        "__pycache__",
-        ".venv",
-        "node_modules",
-        "go-build",
-        "pip",
-    }
-)
-"""Directories other tools write (compilers, linters, package managers): not kcp's."""
 
 
-@dataclass
-class Needles:
-    """How one key looks in a file: PEM body lines, base64 of the PEM, a DER slice."""
-
-    owner: str
-    by: str
-    pkcs8: bytes = field(repr=False)
-    windows: set[bytes] = field(default_factory=set, repr=False)
-    der: bytes = field(default=b"", repr=False)
-
-    @property
-    def is_etcd_client_key(self) -> bool:
-        return self.by.startswith(TRACKER_KEY)
+def is_etcd_client_key(key: keyscan.KeyNeedles) -> bool:
+    return key.by.startswith(TRACKER_KEY)
 
 
 def pkcs8(pem: bytes) -> bytes:
@@ -90,95 +64,52 @@ def pkcs8(pem: bytes) -> bytes:
     )
 
 
-_NEEDLES: dict[bytes, Needles] = {}
+_NEEDLES: dict[bytes, keyscan.KeyNeedles] = {}
 
 
-def needles_for(key: harness.ReportedKey) -> Needles:
+def needles_for(key: harness.ReportedKey) -> keyscan.KeyNeedles:
     cached = _NEEDLES.get(key.pkcs8_der)
-    if cached is not None:
-        return cached
-    private = serialization.load_der_private_key(
-        key.pkcs8_der, password=None, unsafe_skip_rsa_key_validation=True
-    )
-    found = Needles(key.process, key.by, key.pkcs8_der, der=key.pkcs8_der[40:72])
-    _NEEDLES[key.pkcs8_der] = found
-    for fmt in (serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL):
-        pem = private.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
-        lines = pem.splitlines()[1:-1]
-        found.windows.update(line[:48] for line in lines if len(line) >= 48)
-        encoded = base64.b64encode(pem)
-        found.windows.add(encoded[64:112])
-    return found
+    if cached is None:
+        cached = keyscan.key_needles(key.pkcs8_der, owner=key.process, by=key.by)
+        _NEEDLES[key.pkcs8_der] = cached
+    return cached
 
 
-def all_needles() -> list[Needles]:
+def all_needles() -> list[keyscan.KeyNeedles]:
     return [needles_for(key) for process in harness.ALL for key in process.keys]
-
-
-def base64_windows(data: bytes) -> Iterator[bytes]:
-    """The 48-character windows where a PEM line or a base64-encoded PEM would start."""
-    for match in BASE64_RUN.finditer(data):
-        run = match.group(0)
-        yield run[:48]
-        if len(run) >= 112:
-            yield run[64:112]
 
 
 @dataclass
 class Hit:
     path: str
-    needles: Needles
+    needles: keyscan.KeyNeedles
 
 
-def scan(roots: list[Path], needles: list[Needles], management_etcd: Path) -> tuple[int, list[Hit]]:
+def scan(
+    roots: list[Path], needles: list[keyscan.KeyNeedles], management_etcd: Path
+) -> tuple[int, list[Hit]]:
     """Files written since the session started under `roots`; the keys found in them.
 
     Other processes' etcd storage (`*/member/*`) is skipped, except the management
-    cluster's, which is where kcp's Secrets are at rest.
+    cluster's, which is where kcp's Secrets are at rest. etcd client keys are also
+    looked for as raw bytes (DER) outside it.
     """
-    by_window: dict[bytes, list[Needles]] = {}
-    for needle in needles:
-        for window in needle.windows:
-            by_window.setdefault(window, []).append(needle)
-    etcd_client_keys = [n for n in needles if n.is_etcd_client_key]
+    index = keyscan.KeyIndex(needles)
+    etcd_client_keys = [n for n in needles if is_etcd_client_key(n)]
     scanned = 0
     hits: list[Hit] = []
-    seen: set[tuple[int, int]] = set()
-    for root in roots:
-        for directory, subdirs, files in os.walk(root, followlinks=False):
-            subdirs[:] = [d for d in subdirs if d not in TOOL_CACHES]
-            in_management_etcd = directory.startswith(str(management_etcd))
-            if "/member" in directory and not in_management_etcd:
-                continue
-            for name in files:
-                path = os.path.join(directory, name)
-                try:
-                    info = os.stat(path, follow_symlinks=False)
-                except OSError:
-                    continue
-                if not (0 < info.st_size <= MAX_FILE) or (info.st_dev, info.st_ino) in seen:
-                    continue
-                if (info.st_mode & 0o170000) != 0o100000:  # regular files only
-                    continue
-                if info.st_mtime < SESSION_START_WALL - 5:
-                    continue
-                seen.add((info.st_dev, info.st_ino))
-                try:
-                    data = Path(path).read_bytes()
-                except OSError:
-                    continue
-                scanned += 1
-                found: set[int] = set()
-                for window in base64_windows(data):
-                    for needle in by_window.get(window, ()):
-                        if id(needle) not in found:
-                            found.add(id(needle))
-                            hits.append(Hit(path, needle))
-                if not in_management_etcd:
-                    for needle in etcd_client_keys:
-                        if id(needle) not in found and needle.der in data:
-                            found.add(id(needle))
-                            hits.append(Hit(path, needle))
+    for path in keyscan.written_files(roots, since=SESSION_START_WALL - 5):
+        directory = str(path.parent)
+        in_management_etcd = directory.startswith(str(management_etcd))
+        if "/member" in directory and not in_management_etcd:
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        scanned += 1
+        raw = () if in_management_etcd else etcd_client_keys
+        hits.extend(Hit(str(path), found) for found in index.find(data, raw=raw))
     return scanned, hits
 
 
@@ -193,14 +124,8 @@ def test_private_keys_are_never_written_to_disk(
     assert keys, "no controller reported a key"
     needles = all_needles()
     management_etcd = fleet.plane.work_dir / "etcd-data"
-    roots = sorted(
-        {
-            Path("/tmp"),
-            Path.cwd(),
-            Path.home() / ".cache",
-            tmp_path_factory.getbasetemp(),
-            *(process.work_dir for process in harness.ALL),
-        }
+    roots = keyscan.scan_roots(
+        tmp_path_factory.getbasetemp(), *(process.work_dir for process in harness.ALL)
     )
     started = time.monotonic()
     scanned, hits = scan(roots, needles, management_etcd)
@@ -213,7 +138,7 @@ def test_private_keys_are_never_written_to_disk(
         service_account_keys.add(pkcs8(base64.b64decode(secret["data"]["tls.key"])))
     expected, leaked = [], []
     for hit in hits:
-        at_rest = hit.path.startswith(str(management_etcd)) and not hit.needles.is_etcd_client_key
+        at_rest = hit.path.startswith(str(management_etcd)) and not is_etcd_client_key(hit.needles)
         on_node = hit.path.startswith(sim_dir) and hit.needles.pkcs8 in service_account_keys
         (expected if at_rest or on_node else leaked).append(hit)
     by_kind: dict[str, int] = {}
@@ -230,7 +155,7 @@ def test_private_keys_are_never_written_to_disk(
     )
     summary.leaks.extend(f"key of {h.needles.by} in {h.path}" for h in leaked)
     assert leaked == [], [(h.path, h.needles.by) for h in leaked]
-    assert any(n.is_etcd_client_key for n in needles), "no etcd client key was looked for"
+    assert any(is_etcd_client_key(n) for n in needles), "no etcd client key was looked for"
 
 
 PEM_KEY_BLOCK = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:\\n|\s)*[A-Za-z0-9+/]{16}")
@@ -242,7 +167,7 @@ types ("tls.crt holds PEM block(s) EC PRIVATE KEY but no CERTIFICATE")."""
 
 def test_private_keys_are_never_logged(summary: Summary) -> None:
     needles = all_needles()
-    windows = {w for n in needles for w in n.windows}
+    index = keyscan.KeyIndex(needles)
     lines = mentions = 0
     found: list[str] = []
     for process in harness.ALL:
@@ -251,8 +176,8 @@ def test_private_keys_are_never_logged(summary: Summary) -> None:
         mentions += text.count(b"PRIVATE KEY")
         for match in PEM_KEY_BLOCK.finditer(text):
             found.append(f"{process.name}: a PEM private key block: {match.group(0)[:40]!r}")
-        if any(window in windows for window in base64_windows(text)):
-            found.append(f"{process.name}: key material of a key it generated")
+        for key in index.find(text):
+            found.append(f"{process.name}: key material of a key {key.owner} generated ({key.by})")
     print(
         f"{lines} log lines of {len(harness.ALL)} controllers scanned for PEM key blocks and "
         f"{len(needles)} keys; the words 'PRIVATE KEY' appear {mentions} times, in messages "
