@@ -2,7 +2,9 @@
 
 Created when the simulator first sees the cluster's LocalCluster and dropped
 when that LocalCluster is deleted. Everything it writes lives under
-`<run dir>/<namespace>/<cluster>/`.
+`<run dir>/<namespace>/<cluster>/`. The load balancer needs no certificate;
+the authorities (`pki`, `etcd_tls`) are loaded from the cluster's Secrets once
+they exist, for the simulator's own helpers only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -91,13 +93,11 @@ class SimCluster:
         """Take an address (`prefer`, e.g. the endpoint already in the spec, if free) and serve."""
         if self.lb is not None:
             return self.lb.endpoint
-        if self.pki is None:
-            raise RuntimeError("the cluster CA must be loaded before the load balancer starts")
         address = self.ctx.addresses.allocate([API_SERVER_PORT], prefer=prefer)
+        # Each backend is checked against the CA its machine trusts: no cluster Secret needed.
         lb = LoadBalancer(
             address,
             API_SERVER_PORT,
-            ca_file=str(self.ca_file),
             check_interval=self.ctx.options.health_check_interval,
             name=f"lb-{self.name}",
         )
@@ -121,7 +121,11 @@ class SimCluster:
         return self.pki_dir / "ca.crt"
 
     def set_pki(self, pki: ClusterPKI) -> None:
-        """Adopt the cluster's authorities and issue the simulator's own client certificates."""
+        """Adopt the cluster's authorities and issue the simulator's own client certificates.
+
+        For the simulator's helpers only (`etcd_tls`, `workload()`, the
+        dashboard): machines boot from their bootstrap data, never from these.
+        """
         if self.pki is not None and self.pki.fingerprints == pki.fingerprints:
             return
         algorithm = self.ctx.options.key_algorithm
@@ -174,19 +178,15 @@ class SimCluster:
         with self._lock:
             kube = self._clients.get(url)
             if kube is None:
-                kube = Kube(self._api_client(url), timeout=self.ctx.options.workload_timeout)
+                kube = Kube.with_client_certificate(
+                    url,
+                    ca_file=self.ca_file,
+                    cert_file=self.pki_dir / "sim-admin.crt",
+                    key_file=self.pki_dir / "sim-admin.key",
+                    timeout=self.ctx.options.workload_timeout,
+                )
                 self._clients[url] = kube
             return kube
-
-    def _api_client(self, url: str) -> Any:
-        from kubernetes import client
-
-        configuration = client.Configuration()
-        configuration.host = url
-        configuration.ssl_ca_cert = str(self.ca_file)
-        configuration.cert_file = str(self.pki_dir / "sim-admin.crt")
-        configuration.key_file = str(self.pki_dir / "sim-admin.key")
-        return client.ApiClient(configuration)
 
     # -- etcd -------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 The first machine of a cluster starts a new etcd cluster; every later one is
 first added to the membership through a running member (MemberAdd over mutual
-TLS, with a client certificate the simulator issues from the cluster's etcd
-CA) and then started with `--initial-cluster-state existing`, exactly the
-`kubeadm join --control-plane` sequence. Health is read from the plain-HTTP
+TLS, with the machine's own API server etcd client certificate, issued from
+the etcd CA in its bootstrap data) and then started with
+`--initial-cluster-state existing`, exactly the `kubeadm join --control-plane`
+sequence. Health is read from the plain-HTTP
 metrics listener (`/health` is true once the member sees a leader).
 """
 
@@ -72,6 +73,7 @@ class EtcdMember(MemberURLs):
         files: MachineFiles,
         process: SimProcess,
         binary: Path,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.host = address
@@ -79,6 +81,8 @@ class EtcdMember(MemberURLs):
         self.files = files
         self.process = process
         self.binary = binary
+        self.extra_args = tuple(extra_args)
+        """`etcd.local.extraArgs` (last, so they win over the simulator's tuning)."""
         self.member_id: int | None = None
 
     def start_new(self, token: str) -> None:
@@ -109,7 +113,7 @@ class EtcdMember(MemberURLs):
 
     def _argv(self, initial_cluster: str, *, state: str, token: str | None) -> list[str]:
         files = self.files
-        return etcd_argv(
+        argv = etcd_argv(
             self.binary,
             name=self.name,
             data_dir=self.data_dir,
@@ -123,6 +127,7 @@ class EtcdMember(MemberURLs):
             peer_tls=TLSFiles(files.etcd_ca_crt, files.etcd_peer_crt, files.etcd_peer_key),
             tuning=_TUNING,
         )
+        return [*argv, *self.extra_args]
 
 
 def list_members(endpoints: Sequence[str], tls: EtcdTLS) -> list[Member]:

@@ -1,10 +1,13 @@
 """The infrastructure provider proper: LocalCluster and LocalMachine controllers.
 
 A LocalCluster gets a load balancer on a loopback address of its own (written
-to `spec.controlPlaneEndpoint`) once its Cluster and certificate Secrets
-exist. A LocalMachine is provisioned once its owner Machine's bootstrap data is
-ready: an etcd member and a kube-apiserver on its own address, a Node and
-mirror pods in the workload cluster. Deleting it stops exactly its processes.
+to `spec.controlPlaneEndpoint`) once a Cluster references it; it waits for
+nothing else (the certificate Secrets may only come once the endpoint is
+known). A LocalMachine is provisioned from its owner Machine's bootstrap data
+Secret, as cloud-init and kubeadm would boot a real machine: an etcd member and
+a kube-apiserver on its own address, a Node and mirror pods in the workload
+cluster. Unusable bootstrap data is a condition on the LocalMachine, looked at
+again with a growing delay. Deleting it stops exactly its processes.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from kcp.api import groups, labels
 from kcp.api.conditions import READY
 from kcp.runtime import ObjectKey, Result, get_logger
 from kcp.runtime.informer import Informer
+from kcp.sim.bootdata import BootstrapData, BootstrapDataError, parse_bootstrap_secret
 from kcp.sim.cluster import SimCluster
+from kcp.sim.discovery import DiscoveryError
 from kcp.sim.etcd_member import EtcdJoinError
 from kcp.sim.faults import MACHINE_COMPONENTS, Component, Fault, faults_from_annotations
 from kcp.sim.kube import ApiError
+from kcp.sim.kubeadm import EtcdStartConflict
 from kcp.sim.machine import MachineSpec, ProvisionError, SimMachine
 from kcp.sim.objects import (
     dig,
@@ -40,6 +46,7 @@ __all__ = [
     "LOAD_BALANCER_READY",
     "LocalClusterReconciler",
     "LocalMachineReconciler",
+    "bootstrap_backoff",
     "set_load_balancer_fault",
 ]
 
@@ -51,6 +58,15 @@ WAIT = 2.0
 ETCD_READY = "EtcdReady"
 API_SERVER_READY = "APIServerReady"
 LOAD_BALANCER_READY = "LoadBalancerReady"
+
+
+def bootstrap_backoff(failures: int) -> float:
+    """Seconds before looking again at bootstrap data that failed `failures` times in a row.
+
+    Doubles from 2 s and stops at 60 s: a fix to the data is picked up within a
+    minute, and a Secret that stays wrong costs one read and parse a minute.
+    """
+    return float(min(60, 2 ** max(1, min(failures, 6))))
 
 
 def _cluster_name(obj: dict[str, Any]) -> str | None:
@@ -127,12 +143,6 @@ class LocalClusterReconciler(_LocalReconciler[SimCluster]):
             if sim is None:
                 sim = SimCluster(state.ctx, key.namespace, key.name, uid)
                 state.clusters[(key.namespace, key.name)] = sim
-        try:
-            sim.set_pki(load_cluster_pki(key.namespace, cluster_name, self._secret_reader(key)))
-        except PKINotReady as waiting:
-            return self._status(obj, False, "WaitingForCertificates", str(waiting), WAIT)
-        except certs.CertificateError as error:
-            return self._status(obj, False, "InvalidCertificates", str(error), 10.0)
         wanted_host = dig(obj, "spec", "controlPlaneEndpoint", "host")
         host, port = sim.start_load_balancer(prefer=wanted_host or None)
         if wanted_host and wanted_host != host:
@@ -154,7 +164,29 @@ class LocalClusterReconciler(_LocalReconciler[SimCluster]):
             )
         self._apply_fault(sim, obj)
         state.wake("cluster", key.namespace, cluster_name)
-        return self._status(obj, True, "Provisioned", f"load balancer at {host}:{port}")
+        result = self._status(obj, True, "Provisioned", f"load balancer at {host}:{port}")
+        waiting = self._load_pki(key, cluster_name, sim)
+        return Result(requeue_after=waiting) if waiting else result
+
+    def _load_pki(self, key: ObjectKey, cluster_name: str, sim: SimCluster) -> float:
+        """Load the cluster's authorities for the simulator's helpers once their Secrets exist.
+
+        Nothing of the cluster's provisioning waits for them: the control plane
+        provider creates them, possibly only after the endpoint is known.
+        Returns the seconds until the next look (0 once loaded).
+        """
+        if sim.pki is not None:
+            return 0.0
+        try:
+            sim.set_pki(load_cluster_pki(key.namespace, cluster_name, self._secret_reader(key)))
+        except PKINotReady:
+            return WAIT
+        except certs.CertificateError as error:
+            sim.log.warning(
+                "cluster certificates unusable for the simulator's helpers", error=str(error)
+            )
+            return 10.0
+        return 0.0
 
     def _referencing_cluster(self, key: ObjectKey) -> str | None:
         for cluster in self.state.caches.clusters.list(key.namespace):
@@ -278,26 +310,60 @@ class LocalMachineReconciler(_LocalReconciler[SimMachine]):
                 state.machines[(key.namespace, key.name)] = sim
                 sim_cluster.machines[key.name] = sim
         if not sim.provisioned:
-            return self._provision(obj, machine, cluster, sim)
+            try:
+                boot = self._bootstrap_data(sim, machine)
+            except BootstrapDataError as error:
+                sim.bootstrap_failures += 1
+                delay = bootstrap_backoff(sim.bootstrap_failures)
+                sim.log.warning(
+                    "bootstrap data unusable", reason=error.reason, error=str(error), retry=delay
+                )
+                return self._waiting(obj, error.reason, str(error), requeue=delay)
+            sim.bootstrap_failures = 0
+            return self._provision(obj, machine, cluster, sim, boot)
         self._apply_faults(sim, obj)
         sim.heal()
         states = sim.container_states()
         try:
             sim.report(states)
-        except (ApiError, OSError) as error:
+        except (ApiError, OSError, ProvisionError) as error:
             sim.log.debug("kubelet report failed", error=str(error))
         self._status(obj, sim, states, dig(machine, "spec", "failureDomain"))
         return Result(requeue_after=state.ctx.options.kubelet_interval)
 
+    def _bootstrap_data(self, sim: SimMachine, machine: dict[str, Any]) -> BootstrapData:
+        """The Machine's bootstrap data Secret, parsed (once per version of the Secret)."""
+        namespace = str(meta(machine).get("namespace"))
+        secret_name = str(dig(machine, "spec", "bootstrap", "dataSecretName"))
+        where = (
+            f"bootstrap data Secret {namespace}/{secret_name} (Machine "
+            f"{meta(machine).get('name')} spec.bootstrap.dataSecretName)"
+        )
+        secret = self.state.kube.get(groups.SECRET, namespace, secret_name)
+        version = (
+            (str(meta(secret).get("uid")), str(meta(secret).get("resourceVersion")))
+            if secret is not None
+            else None
+        )
+        if sim.bootstrap is not None and version is not None and version == sim.bootstrap_version:
+            return sim.bootstrap
+        boot = parse_bootstrap_secret(secret, where=where, hostname=sim.name)
+        sim.bootstrap, sim.bootstrap_version = boot, version
+        return boot
+
     def _provision(
-        self, obj: dict[str, Any], machine: dict[str, Any], cluster: dict[str, Any], sim: SimMachine
+        self,
+        obj: dict[str, Any],
+        machine: dict[str, Any],
+        cluster: dict[str, Any],
+        sim: SimMachine,
+        boot: BootstrapData,
     ) -> Result:
         options = self.state.ctx.options
-        cidrs = dig(cluster, "spec", "clusterNetwork", "services", "cidrBlocks") or []
         spec = MachineSpec(
             version=str(dig(machine, "spec", "version") or "v1.34.4"),
-            service_cidr=str(cidrs[0]) if cidrs else options.default_service_cidr,
-            extra_sans=self._cert_sans(machine),
+            bootstrap=boot,
+            default_service_cidr=options.default_service_cidr,
         )
         lock = sim.cluster.join_lock
         needs_lock = sim.etcd is None or not sim.etcd.process.started
@@ -306,31 +372,33 @@ class LocalMachineReconciler(_LocalReconciler[SimMachine]):
             return Result(requeue_after=1.0)
         try:
             if not dig(obj, "status", "conditions"):
-                self._waiting(obj, "Provisioning", "starting etcd and kube-apiserver")
+                self._waiting(obj, "Provisioning", f"running {boot.command.value}")
             sim.provision(spec)
+        except EtcdStartConflict as conflict:
+            reason = "WaitingForEtcdMembership" if conflict.retry else "BootstrapDataConflict"
+            sim.log.warning("kubeadm command does not fit the cluster", error=str(conflict))
+            return self._waiting(
+                obj, reason, str(conflict), requeue=2.0 if conflict.retry else 30.0
+            )
         except EtcdJoinError as error:
             # etcd refuses a second MemberAdd until the last joiner has been connected a while.
             sim.log.info("etcd membership busy, will retry", error=str(error))
             return self._waiting(obj, "WaitingForEtcdMembership", str(error), requeue=2.0)
+        except DiscoveryError as error:
+            sim.log.warning("kubeadm join discovery failed, will retry", error=str(error))
+            return self._waiting(obj, "JoinDiscoveryFailed", str(error), requeue=5.0)
         except (ProvisionError, ApiError, OSError) as error:
             sim.log.warning("provisioning failed, will retry", error=str(error).splitlines()[0])
             return self._waiting(obj, "ProvisioningFailed", str(error), requeue=5.0)
         finally:
             if needs_lock:
                 lock.release()
-        sim.log.info("machine provisioned", pids=sim.pids())
+        sim.log.info("machine provisioned", pids=sim.pids(), command=boot.command.value)
         self._status(obj, sim, sim.container_states(), dig(machine, "spec", "failureDomain"))
         namespace = sim.namespace
         self.state.wake("machine", namespace, str(meta(machine).get("name")))
         self.state.wake("cluster", namespace, str(meta(cluster).get("name")))
         return Result(requeue_after=options.kubelet_interval)
-
-    def _cert_sans(self, machine: dict[str, Any]) -> list[str]:
-        config_name = dig(machine, "spec", "bootstrap", "configRef", "name")
-        namespace = str(meta(machine).get("namespace"))
-        config = self.state.caches.kubeadm_configs.get(namespace, str(config_name or ""))
-        sans = dig(config, "spec", "clusterConfiguration", "apiServer", "certSANs")
-        return [str(s) for s in sans] if isinstance(sans, list) else []
 
     def _apply_faults(self, sim: SimMachine, obj: dict[str, Any]) -> None:
         wanted, problems = faults_from_annotations(
@@ -367,6 +435,7 @@ class LocalMachineReconciler(_LocalReconciler[SimMachine]):
             self.state.machines.pop((key.namespace, key.name), None)
             if sim.cluster.machines.get(sim.name) is sim:
                 sim.cluster.machines.pop(sim.name)
+        sim.forget_node()
         sim.teardown()
         sim.log.info("machine torn down", stopped=pids)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import urllib3
@@ -38,6 +39,20 @@ class Kube:
     def __init__(self, api_client: Any, *, timeout: float = 10.0) -> None:
         self.api_client = api_client
         self.timeout = timeout
+
+    @classmethod
+    def with_client_certificate(
+        cls, url: str, *, ca_file: Path, cert_file: Path, key_file: Path, timeout: float
+    ) -> Kube:
+        """A client of `url` that trusts `ca_file` and presents the certificate in `cert_file`."""
+        from kubernetes import client
+
+        configuration = client.Configuration()
+        configuration.host = url
+        configuration.ssl_ca_cert = str(ca_file)
+        configuration.cert_file = str(cert_file)
+        configuration.key_file = str(key_file)
+        return cls(client.ApiClient(configuration), timeout=timeout)
 
     def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
@@ -112,10 +127,30 @@ class Kube:
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
         return self._request("PATCH", path, body=document, query=query, content_type=_APPLY_PATCH)
 
-    def delete(self, resource: Resource, namespace: str | None, name: str) -> bool:
-        """Ask for deletion; False when the object is already gone."""
+    def delete(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        *,
+        grace_period_seconds: int | None = None,
+    ) -> bool:
+        """Ask for deletion; False when the object is already gone.
+
+        `grace_period_seconds=0` deletes a pod at once, as the pod garbage
+        collector does, instead of waiting for its kubelet to confirm.
+        """
+        body = (
+            None
+            if grace_period_seconds is None
+            else {
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "gracePeriodSeconds": grace_period_seconds,
+            }
+        )
         try:
-            self._request("DELETE", resource.path(namespace, name))
+            self._request("DELETE", resource.path(namespace, name), body=body)
         except ApiError as error:
             if error.not_found:
                 return False

@@ -4,7 +4,8 @@ It listens on the cluster's own loopback address at 6443 and forwards each
 connection, as raw TCP (TLS passes through untouched, so clients verify the
 API servers' certificates and present their own), to one healthy API server in
 round-robin order. A backend is healthy while its `/readyz` answers 200 within
-a second; an unhealthy one gets no new connections. When every backend is
+a second (anonymously, over TLS verified against the CA the backend's machine
+trusts); an unhealthy one gets no new connections. When every backend is
 down a connection is closed at once, as haproxy does.
 
 `blackhole()` turns the endpoint into a hung one: new connections are accepted
@@ -41,6 +42,8 @@ class Backend:
     healthy: bool = False
     connections: int = 0
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    context: ssl.SSLContext | None = field(default=None, repr=False)
+    """How its health check verifies it (None: the load balancer's default)."""
 
     @property
     def url(self) -> str:
@@ -55,7 +58,7 @@ class LoadBalancer:
         host: str,
         port: int = API_SERVER_PORT,
         *,
-        ca_file: str,
+        ca_file: str | None = None,
         check_interval: float = 1.0,
         name: str = "lb",
     ) -> None:
@@ -63,7 +66,8 @@ class LoadBalancer:
         self.port = port
         self.name = name
         self.check_interval = check_interval
-        self._context = ssl.create_default_context(cafile=ca_file)
+        self._context = _check_context(ca_file)
+        """For backends added without a CA of their own."""
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
         self._rr = itertools.count()
@@ -111,15 +115,22 @@ class LoadBalancer:
 
     # -- backends -----------------------------------------------------------------------
 
-    def set_backend(self, name: str, host: str, port: int = API_SERVER_PORT) -> None:
-        """Add (or move) a backend; it gets traffic once its first health check passes."""
+    def set_backend(
+        self, name: str, host: str, port: int = API_SERVER_PORT, *, ca_file: str | None = None
+    ) -> None:
+        """Add (or move) a backend; it gets traffic once its first health check passes.
+
+        `ca_file` is what its health check trusts (the CA the backend's machine
+        was given); without one, the load balancer's own `ca_file` applies.
+        """
         with self._lock:
             current = self._backends.get(name)
             if current is not None and (current.host, current.port) == (host, port):
                 return
             if current is not None:
                 current.stop.set()
-            backend = Backend(name, host, port)
+            context = _check_context(ca_file) if ca_file is not None else None
+            backend = Backend(name, host, port, context=context)
             self._backends[name] = backend
         threading.Thread(
             target=self._check_loop, args=(backend,), name=f"{self.name}-check-{name}", daemon=True
@@ -142,7 +153,7 @@ class LoadBalancer:
     def check_now(self) -> list[str]:
         """Run every health check once now; returns the healthy backends' names."""
         for backend in self.backends():
-            backend.healthy = readyz(backend.url, self._context, timeout=1.0)
+            backend.healthy = readyz(backend.url, backend.context or self._context, timeout=1.0)
         return self.healthy_backends()
 
     # -- faults -------------------------------------------------------------------------
@@ -164,8 +175,9 @@ class LoadBalancer:
     # -- internals ----------------------------------------------------------------------
 
     def _check_loop(self, backend: Backend) -> None:
+        context = backend.context or self._context
         while not backend.stop.is_set() and not self._stopped.is_set():
-            backend.healthy = readyz(backend.url, self._context, timeout=1.0)
+            backend.healthy = readyz(backend.url, context, timeout=1.0)
             backend.stop.wait(self.check_interval)
         backend.healthy = False
 
@@ -251,6 +263,16 @@ class LoadBalancer:
                         target.sendall(data)
                     except OSError:
                         return
+
+
+def _check_context(ca_file: str | None) -> ssl.SSLContext:
+    """TLS for health checks: verified against `ca_file`, or (without one) not verified."""
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=ca_file)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _close(sock: socket.socket) -> None:

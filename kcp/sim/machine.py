@@ -1,25 +1,36 @@
 """One simulated control-plane machine: its etcd member, its API server, its kubelet's reports.
 
-`provision()` does what `kubeadm init` or `kubeadm join --control-plane` does on
-a real node, blocking until the machine serves (bounded by the options'
-timeouts); the LocalMachine controller calls it from a worker. `sync()` is the
-kubelet's periodic work: restart a crashed process that no fault holds down,
-and report the static pods' state to the workload API server.
+`provision()` boots the machine from its bootstrap data as cloud-init and
+kubeadm would on a real node: it writes the data's files to the machine's disk
+(a directory), issues the node's certificates from the CAs in them, and runs
+`kubeadm init` (a new etcd cluster, then the cluster's configuration uploaded)
+or `kubeadm join --control-plane` (discovery with the bootstrap token, then an
+etcd member added through the running ones). It blocks until the machine
+serves (bounded by the options' timeouts); the LocalMachine controller calls
+it from a worker. `heal()` and `report()` are the kubelet's periodic work:
+restart a crashed process that no fault holds down, and report the static
+pods' state to the workload API server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+from kcp.etcd import EtcdTLS
 from kcp.sim.apiserver import API_SERVER_PORT, APIServer
 from kcp.sim.blackhole import Blackhole
+from kcp.sim.bootdata import BootstrapData, KubeadmCommand
 from kcp.sim.cluster import SimCluster
+from kcp.sim.discovery import discover
 from kcp.sim.etcd_member import (
     CLIENT_PORT,
     METRICS_PORT,
@@ -31,9 +42,17 @@ from kcp.sim.etcd_member import (
     remove_member,
 )
 from kcp.sim.faults import Component, Fault
-from kcp.sim.pki import write_machine_files
+from kcp.sim.kube import ApiError, Kube
+from kcp.sim.kubeadm import NodeSettings, etcd_start, node_settings
+from kcp.sim.kubeadm_init import (
+    cluster_configuration_to_upload,
+    cluster_info_kubeconfig,
+    init_objects,
+    kubelet_configuration,
+)
+from kcp.sim.pki import MachineFiles, write_machine_files, write_private
 from kcp.sim.process import SimProcess
-from kcp.sim.workload import ContainerState, Kubelet
+from kcp.sim.workload import ContainerState, Kubelet, publish
 
 __all__ = ["MACHINE_PORTS", "ProvisionError", "SimMachine"]
 
@@ -49,11 +68,12 @@ class ProvisionError(RuntimeError):
 
 @dataclass(frozen=True)
 class MachineSpec:
-    """What the owning Machine and Cluster ask of a machine."""
+    """What the owning Machine asks of a machine: its version and its bootstrap data."""
 
     version: str
-    service_cidr: str
-    extra_sans: Sequence[str] = ()
+    bootstrap: BootstrapData
+    default_service_cidr: str = "10.96.0.0/12"
+    """kubeadm's default, for a ClusterConfiguration that names no service subnet."""
 
 
 class SimMachine:
@@ -69,13 +89,24 @@ class SimMachine:
         self.etcd: EtcdMember | None = None
         self.apiserver: APIServer | None = None
         self.kubelet: Kubelet | None = None
+        self.files: MachineFiles | None = None
+        self.etcd_tls: EtcdTLS | None = None
+        """The machine's own etcd client identity (its API server's), from its bootstrap data."""
+        self.settings: NodeSettings | None = None
         self.provisioned = False
+        self.bootstrap: BootstrapData | None = None
+        self.bootstrap_version: tuple[str, str] | None = None
+        """(Secret uid, resourceVersion) `bootstrap` was parsed from: parse each version once."""
+        self.bootstrap_failures = 0
+        """Consecutive reconciles that found the bootstrap data unusable (for the backoff)."""
         self.faults: dict[Component, Fault] = {}
         self.annotation_faults: dict[Component, Fault] = {}
         """The subset of `faults` set by annotations (removed with them)."""
         self._blackholes: dict[Component, Blackhole] = {}
         self._started_at: datetime | None = None
         self._last_restart: dict[Component, float] = {}
+        self._init_uploaded = False
+        self._clients: dict[str, Kube] = {}
         self._lock = threading.RLock()
         """Serialises starts and stops: the kubelet's restarts, fault hooks, teardown."""
         self.log = cluster.log.bind(machine=name)
@@ -90,6 +121,17 @@ class SimMachine:
     @property
     def provider_id(self) -> str:
         return f"local:///{self.cluster.namespace}/{self.name}"
+
+    @property
+    def root(self) -> Path:
+        """The node's disk: `/etc/kubernetes/pki/ca.crt` is `root/etc/kubernetes/pki/ca.crt`."""
+        return self.dir / "root"
+
+    def host_path(self, node_path: str) -> str:
+        """Where a path on the node lives on this machine's disk (its parent created)."""
+        path = self.root / node_path.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
 
     def pids(self) -> dict[str, int]:
         """Process ids of the machine's running processes, by component."""
@@ -107,54 +149,50 @@ class SimMachine:
             processes[Component.API_SERVER] = self.apiserver.process
         return processes
 
+    def workload(self, server_url: str | None = None) -> Kube:
+        """The node's own admin client of the workload API (the endpoint unless `server_url`).
+
+        It authenticates with the certificate the node issued itself from the
+        cluster CA in its bootstrap data, as kubeadm's super-admin.conf.
+        """
+        url = server_url or self.cluster.server_url
+        files = self.files
+        if url is None or files is None:
+            raise ProvisionError(f"machine {self.name} has no certificates or endpoint yet")
+        kube = self._clients.get(url)
+        if kube is None:
+            kube = Kube.with_client_certificate(
+                url,
+                ca_file=files.ca_crt,
+                cert_file=files.admin_crt,
+                key_file=files.admin_key,
+                timeout=self.cluster.ctx.options.workload_timeout,
+            )
+            self._clients[url] = kube
+        return kube
+
     # -- provisioning ------------------------------------------------------------------
 
     def provision(self, spec: MachineSpec) -> None:
-        """Bring the machine up (idempotent: a retry continues where a failure stopped)."""
+        """Do what cloud-init and `kubeadm init`/`join` do (idempotent: a retry continues).
+
+        Raises `ProvisionError` (a process did not come up), `DiscoveryError`
+        (a joining node could not find or trust the cluster) or
+        `EtcdStartConflict` (the kubeadm command does not fit the running cluster).
+        """
         ctx = self.cluster.ctx
-        pki = self.cluster.pki
         endpoint = self.cluster.endpoint
-        if pki is None or endpoint is None or self.cluster.etcd_tls is None:
-            raise ProvisionError("the cluster's certificates and endpoint are not ready")
+        if endpoint is None:
+            raise ProvisionError("the cluster's endpoint is not serving yet")
+        boot = spec.bootstrap
         if self.address is None:
             self.address = ctx.addresses.allocate(MACHINE_PORTS)
             self.log = self.log.bind(address=self.address)
         if self.etcd is None or self.apiserver is None:
-            files = write_machine_files(
-                pki,
-                self.dir / "pki",
-                node_name=self.node_name,
-                address=self.address,
-                endpoint_host=endpoint[0],
-                service_cidr=spec.service_cidr,
-                extra_sans=spec.extra_sans,
-                algorithm=ctx.options.key_algorithm,
-            )
-            self.etcd = EtcdMember(
-                name=self.node_name,
-                address=self.address,
-                data_dir=self.dir / "etcd",
-                files=files,
-                process=SimProcess(
-                    f"etcd-{self.name}", ctx.launcher, self.dir / "logs" / "etcd.log"
-                ),
-                binary=ctx.binaries.etcd,
-            )
-            self.apiserver = APIServer(
-                address=self.address,
-                etcd_url=self.etcd.client_url,
-                files=files,
-                process=SimProcess(
-                    f"kube-apiserver-{self.name}",
-                    ctx.launcher,
-                    self.dir / "logs" / "kube-apiserver.log",
-                ),
-                binary=ctx.binaries.kube_apiserver,
-                service_cidr=spec.service_cidr,
-                extra_args=ctx.options.apiserver_extra_args,
-            )
+            self._prepare(spec, endpoint)
+        assert self.etcd is not None and self.apiserver is not None
         if not self.etcd.process.started:
-            self._start_etcd()
+            self._start_etcd(boot.command)
         elif not self.etcd.process.running and Component.ETCD not in self.faults:
             self.etcd.restart()
         if not self.apiserver.process.running and Component.API_SERVER not in self.faults:
@@ -168,12 +206,16 @@ class SimMachine:
             stopping=ctx.stopping,
         )
         self._started_at = self._started_at or datetime.now(UTC)
+        if boot.is_init and not self._init_uploaded:
+            self._upload_init_objects(spec, endpoint)
         self.cluster.initialized = True
-        if self.cluster.lb is not None:
-            self.cluster.lb.set_backend(self.name, self.address, API_SERVER_PORT)
+        if self.cluster.lb is not None and self.files is not None:
+            self.cluster.lb.set_backend(
+                self.name, self.address, API_SERVER_PORT, ca_file=str(self.files.ca_crt)
+            )
         if self.kubelet is None:
             self.kubelet = Kubelet(
-                self.cluster.workload(self.apiserver.url),
+                self.workload(self.apiserver.url),
                 node_name=self.node_name,
                 address=self.address,
                 provider_id=self.provider_id,
@@ -183,15 +225,109 @@ class SimMachine:
             self.kubelet.register(self.container_states())
         self.provisioned = True
 
-    def _start_etcd(self) -> None:
-        """Start a new etcd cluster, or MemberAdd and join the running one."""
-        assert self.etcd is not None
+    def _prepare(self, spec: MachineSpec, endpoint: tuple[str, int]) -> None:
+        """cloud-init's write_files, kubeadm's certificates, and the processes' settings."""
+        assert self.address is not None
+        ctx = self.cluster.ctx
+        boot = spec.bootstrap
+        self.node_name = boot.node_name or self.name
+        for file in boot.files.values():
+            write_private(Path(self.host_path(file.path)), file.content)
+        if boot.is_init:
+            cluster_configuration = boot.cluster_configuration
+        else:
+            assert boot.discovery is not None
+            _, cluster_configuration = discover(
+                boot.discovery, timeout=ctx.options.workload_timeout
+            )
+            self.log.info("discovered the cluster", endpoint=boot.discovery.api_server_endpoint)
+        settings = node_settings(
+            cluster_configuration,
+            default_service_cidr=spec.default_service_cidr,
+            host_path=self.host_path,
+        )
+        for ignored in settings.ignored:
+            self.log.warning("extra argument not passed on", argument=ignored)
+        files = write_machine_files(
+            boot.authorities,
+            Path(self.host_path(posixpath.join(boot.certificates_dir, "ca.crt"))).parent,
+            node_name=self.node_name,
+            address=self.address,
+            endpoint_host=endpoint[0],
+            service_cidr=settings.service_cidr,
+            extra_sans=settings.cert_sans,
+            etcd_server_sans=settings.etcd_server_sans,
+            etcd_peer_sans=settings.etcd_peer_sans,
+            algorithm=ctx.options.key_algorithm,
+        )
+        self.files = files
+        self.settings = settings
+        self._clients.clear()
+        self.etcd_tls = files.etcd_client_tls(source=f"{boot.where}: etcd CA")
+        self.etcd = EtcdMember(
+            name=self.node_name,
+            address=self.address,
+            data_dir=self.dir / "etcd",
+            files=files,
+            process=SimProcess(f"etcd-{self.name}", ctx.launcher, self.dir / "logs" / "etcd.log"),
+            binary=ctx.binaries.etcd,
+            extra_args=settings.etcd_args,
+        )
+        self.apiserver = APIServer(
+            address=self.address,
+            etcd_url=self.etcd.client_url,
+            files=files,
+            process=SimProcess(
+                f"kube-apiserver-{self.name}",
+                ctx.launcher,
+                self.dir / "logs" / "kube-apiserver.log",
+            ),
+            binary=ctx.binaries.kube_apiserver,
+            service_cidr=settings.service_cidr,
+            extra_args=(*settings.apiserver_args, *ctx.options.apiserver_extra_args),
+        )
+
+    def _upload_init_objects(self, spec: MachineSpec, endpoint: tuple[str, int]) -> None:
+        """What `kubeadm init` creates in the new cluster (idempotent)."""
+        boot = spec.bootstrap
+        settings = self.settings
+        assert settings is not None and self.apiserver is not None
+        cluster_configuration = cluster_configuration_to_upload(
+            boot.cluster_configuration,
+            version=spec.version,
+            endpoint=f"{endpoint[0]}:{endpoint[1]}",
+        )
+        server = f"https://{cluster_configuration['controlPlaneEndpoint']}"
+        tokens = _dig_list(boot.init_configuration, "bootstrapTokens")
+        objects = init_objects(
+            cluster_configuration=cluster_configuration,
+            kubelet_config=kubelet_configuration(
+                service_cidr=settings.service_cidr,
+                dns_domain=settings.dns_domain,
+                certificates_dir=settings.certificates_dir,
+                overrides=boot.kubelet_configuration,
+            ),
+            cluster_info=cluster_info_kubeconfig(boot.authorities.ca.cert_pem, server),
+            bootstrap_tokens=tokens,
+        )
+        publish(self.workload(self.apiserver.url), objects)
+        self._init_uploaded = True
+        self.log.info("uploaded what kubeadm init creates", objects=len(objects))
+
+    def _start_etcd(self, command: KubeadmCommand) -> None:
+        """Start a new etcd cluster (init), or MemberAdd and join the running one (join)."""
+        assert self.etcd is not None and self.etcd_tls is not None
         cluster = self.cluster
-        tls = cluster.etcd_tls
-        assert tls is not None
-        endpoints = cluster.etcd_endpoints(exclude=self)
+        tls = self.etcd_tls
+        running = {
+            m.name: m.etcd.endpoint
+            for m in list(cluster.machines.values())
+            if m is not self and m.etcd is not None and m.etcd.process.running
+        }
+        endpoints = list(running.values())
         timeout = cluster.ctx.options.etcd_start_timeout
-        if not endpoints:
+        if etcd_start(command, sorted(running)) == "new":
+            endpoints = []
             self.etcd.start_new(token=f"{cluster.namespace}-{cluster.name}-{cluster.uid[:8]}")
             self.log.info("etcd started a new cluster", pid=self.etcd.process.pid)
         else:
@@ -219,9 +355,9 @@ class SimMachine:
         """After a failed start: stop, drop the membership and the data; a retry starts clean."""
         assert self.etcd is not None
         self.etcd.process.stop(timeout=5)
-        if endpoints and self.etcd.member_id is not None and self.cluster.etcd_tls is not None:
+        if endpoints and self.etcd.member_id is not None and self.etcd_tls is not None:
             try:
-                remove_member(endpoints, self.cluster.etcd_tls, self.etcd.member_id)
+                remove_member(endpoints, self.etcd_tls, self.etcd.member_id)
             except EtcdJoinError as error:
                 self.log.warning("could not roll back etcd member", error=str(error))
         shutil.rmtree(self.etcd.data_dir, ignore_errors=True)
@@ -280,8 +416,8 @@ class SimMachine:
 
     def report(self, states: dict[str, ContainerState]) -> None:
         """Report the static pods' `states` (only what changed) through the cluster's endpoint."""
-        if self.kubelet is not None and self.provisioned:
-            self.kubelet.kube = self.cluster.workload()
+        if self.kubelet is not None and self.provisioned and self.cluster.server_url is not None:
+            self.kubelet.kube = self.workload()
             self.kubelet.sync(states)
 
     def _start(self, component: Component) -> None:
@@ -343,16 +479,40 @@ class SimMachine:
 
     def leftover_member(self) -> bool:
         """Whether the other members still list this machine's member (kcp did not remove it)."""
-        if self.etcd is None or self.cluster.etcd_tls is None:
+        tls = self.etcd_tls or self.cluster.etcd_tls
+        if self.etcd is None or tls is None:
             return False
         others = self.cluster.etcd_endpoints(exclude=self)
         if not others:
             return False
         try:
-            members = list_members(others, self.cluster.etcd_tls)
+            members = list_members(others, tls)
         except EtcdJoinError:
             return False
         return any(self.etcd.peer_url in m.peer_urls for m in members)
+
+    def forget_node(self) -> None:
+        """Delete the machine's Node and mirror pods, as the cluster's controllers would.
+
+        With the machine gone, a cloud controller manager deletes its Node and
+        the pod garbage collector its pods; neither runs in a simulated
+        cluster. Best effort, through another machine's API server (none
+        left: the cluster goes with it).
+        """
+        if self.kubelet is None or not self.kubelet.registered:
+            return
+        others = [
+            m.apiserver.url
+            for m in list(self.cluster.machines.values())
+            if m is not self and m.apiserver is not None and m.apiserver.process.running
+        ]
+        if not others:
+            return
+        try:
+            self.kubelet.kube = self.workload(others[0])
+            self.kubelet.deregister()
+        except (ApiError, OSError, ProvisionError) as error:
+            self.log.info("could not delete the machine's Node and pods", error=str(error))
 
     def teardown(self) -> None:
         """Stop the processes, drop the data and give the address back."""
@@ -369,10 +529,20 @@ class SimMachine:
         for process in (self.apiserver, self.etcd):
             if process is not None:
                 process.process.stop()
+        clients = list(self._clients.values())
+        self._clients.clear()
+        for kube in clients:
+            with contextlib.suppress(Exception):
+                kube.api_client.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         if self.address is not None:
             self.cluster.ctx.addresses.release(self.address)
         self.provisioned = False
+
+
+def _dig_list(obj: Mapping[str, Any] | None, key: str) -> list[Mapping[str, Any]]:
+    value = obj.get(key) if obj is not None else None
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
 
 
 def _wait(

@@ -1,10 +1,12 @@
 """A simulated cluster's certificate authorities, and the files a kubeadm node would hold.
 
-The authorities come from the Secrets Cluster API (and kcp) keep in the
-management cluster: `<cluster>-ca`, `<cluster>-etcd` and `<cluster>-sa`. From
-them each machine gets what kubeadm writes under `/etc/kubernetes/pki`: etcd
-server and peer certificates, the API server's serving certificate and its
-etcd client certificate, and the service-account key pair. These files are the
+A machine's authorities come from its bootstrap data (`kcp.sim.bootdata`),
+which CABPK filled from the cluster's Secrets; from them it gets what kubeadm
+writes under `/etc/kubernetes/pki`: etcd server and peer certificates, the API
+server's serving certificate, its etcd and front-proxy client certificates,
+and the service-account key pair. The simulator's own helpers (etcd queries,
+the dashboard) load the same authorities from the Secrets `<cluster>-ca`,
+`<cluster>-etcd` and `<cluster>-sa` (`load_cluster_pki`). These files are the
 simulated node's disk; the product itself never writes key material.
 """
 
@@ -19,8 +21,10 @@ from pathlib import Path
 
 from kcp import certs
 from kcp.certs import KeyAlgorithm, KeyPair, SecretPurpose, Usage
+from kcp.etcd import EtcdTLS
 
 __all__ = [
+    "ADMIN_CN",
     "ClusterPKI",
     "MachineFiles",
     "PKINotReady",
@@ -40,12 +44,17 @@ class PKINotReady(RuntimeError):
 
 @dataclass(frozen=True)
 class ClusterPKI:
-    """The cluster's CA, etcd CA and service-account key, as loaded from its Secrets."""
+    """The cluster's CA, etcd CA, service-account key and (if known) front-proxy CA.
+
+    A machine gets them from its bootstrap data; the simulator's own helpers
+    load them from the cluster's Secrets.
+    """
 
     ca: KeyPair = field(repr=False)
     etcd_ca: KeyPair = field(repr=False)
     sa_public_pem: bytes = field(repr=False)
     sa_private_pem: bytes = field(repr=False)
+    front_proxy_ca: KeyPair | None = field(default=None, repr=False)
 
     @property
     def fingerprints(self) -> tuple[str, str]:
@@ -99,6 +108,8 @@ class MachineFiles:
     dir: Path
     apiserver_not_after: datetime | None = None
     """When the API server's serving certificate expires (what kcp's rollout-before reads)."""
+    front_proxy: bool = False
+    """Whether the front-proxy CA and client certificate were written (the CA was known)."""
 
     @property
     def ca_crt(self) -> Path:
@@ -141,12 +152,46 @@ class MachineFiles:
         return self.dir / "apiserver-etcd-client.key"
 
     @property
+    def front_proxy_ca_crt(self) -> Path:
+        return self.dir / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_client_crt(self) -> Path:
+        return self.dir / "front-proxy-client.crt"
+
+    @property
+    def front_proxy_client_key(self) -> Path:
+        return self.dir / "front-proxy-client.key"
+
+    @property
     def sa_pub(self) -> Path:
         return self.dir / "sa.pub"
 
     @property
     def sa_key(self) -> Path:
         return self.dir / "sa.key"
+
+    @property
+    def admin_crt(self) -> Path:
+        """The node's cluster-admin client certificate (what kubeadm embeds in super-admin.conf)."""
+        return self.dir / "super-admin.crt"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.dir / "super-admin.key"
+
+    def etcd_client_tls(self, *, source: str) -> EtcdTLS:
+        """The API server's etcd client identity, as kubeadm uses it to add a member on join."""
+        return EtcdTLS(
+            ca_pem=self.etcd_ca_crt.read_bytes(),
+            cert_pem=self.apiserver_etcd_client_crt.read_bytes(),
+            key_pem=self.apiserver_etcd_client_key.read_bytes(),
+            ca_source=source,
+        )
+
+
+ADMIN_CN = "kubernetes-super-admin"
+"""The node's admin identity: in `system:masters`, as kubeadm's super-admin.conf."""
 
 
 def write_machine_files(
@@ -158,42 +203,63 @@ def write_machine_files(
     endpoint_host: str,
     service_cidr: str,
     extra_sans: Sequence[str] = (),
+    etcd_server_sans: Sequence[str] = (),
+    etcd_peer_sans: Sequence[str] = (),
     algorithm: KeyAlgorithm = "ecdsa-p256",
 ) -> MachineFiles:
-    """Issue and write everything one control-plane node needs, as `kubeadm init/join` does."""
+    """Issue and write everything one control-plane node needs, as `kubeadm init/join` does.
+
+    `pki` is the node's copy of the cluster's authorities (from its bootstrap
+    data); `extra_sans` are the API server's `certSANs`, `etcd_*_sans` etcd's.
+    """
     (pki_dir / "etcd").mkdir(parents=True, exist_ok=True, mode=0o700)
     dns_sans, ip_sans = _split_sans(extra_sans)
     etcd_usages: tuple[Usage, ...] = ("server", "client")
     peer_usages: tuple[Usage, ...] = ("peer",)
     server_usages: tuple[Usage, ...] = ("server",)
+    client_usages: tuple[Usage, ...] = ("client",)
+
+    def etcd_names(extra: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        dns, ips = _split_sans(extra)
+        return (
+            tuple(dict.fromkeys((node_name, "localhost", *dns))),
+            tuple(dict.fromkeys((address, "127.0.0.1", *ips))),
+        )
+
+    server_dns, server_ips = etcd_names(etcd_server_sans)
+    peer_dns, peer_ips = etcd_names(etcd_peer_sans)
     etcd_server = certs.issue_certificate(
         pki.etcd_ca,
         common_name=node_name,
         usages=etcd_usages,
-        dns_names=(node_name, "localhost"),
-        ip_addresses=(address, "127.0.0.1"),
+        dns_names=server_dns,
+        ip_addresses=server_ips,
         algorithm=algorithm,
     )
     etcd_peer = certs.issue_certificate(
         pki.etcd_ca,
         common_name=node_name,
         usages=peer_usages,
-        dns_names=(node_name, "localhost"),
-        ip_addresses=(address, "127.0.0.1"),
+        dns_names=peer_dns,
+        ip_addresses=peer_ips,
         algorithm=algorithm,
     )
     apiserver = certs.issue_certificate(
         pki.ca,
         common_name="kube-apiserver",
         usages=server_usages,
-        dns_names=(
-            node_name,
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-            "localhost",
-            *dns_sans,
+        dns_names=tuple(
+            dict.fromkeys(
+                (
+                    node_name,
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                    "localhost",
+                    *dns_sans,
+                )
+            )
         ),
         ip_addresses=tuple(
             dict.fromkeys((service_ip(service_cidr), address, endpoint_host, "127.0.0.1", *ip_sans))
@@ -203,7 +269,16 @@ def write_machine_files(
     etcd_client = certs.issue_certificate(
         pki.etcd_ca, common_name="kube-apiserver-etcd-client", algorithm=algorithm
     )
-    files = MachineFiles(pki_dir, apiserver_not_after=apiserver.not_after)
+    admin = certs.issue_certificate(
+        pki.ca,
+        common_name=ADMIN_CN,
+        organizations=("system:masters",),
+        usages=client_usages,
+        algorithm=algorithm,
+    )
+    files = MachineFiles(
+        pki_dir, apiserver_not_after=apiserver.not_after, front_proxy=pki.front_proxy_ca is not None
+    )
     contents: dict[Path, bytes] = {
         files.ca_crt: pki.ca.cert_pem,
         files.etcd_ca_crt: pki.etcd_ca.cert_pem,
@@ -217,7 +292,19 @@ def write_machine_files(
         files.apiserver_etcd_client_key: etcd_client.key_pem,
         files.sa_pub: pki.sa_public_pem,
         files.sa_key: pki.sa_private_pem,
+        files.admin_crt: admin.cert_pem,
+        files.admin_key: admin.key_pem,
     }
+    if pki.front_proxy_ca is not None:
+        front_proxy_client = certs.issue_certificate(
+            pki.front_proxy_ca,
+            common_name="front-proxy-client",
+            usages=client_usages,
+            algorithm=algorithm,
+        )
+        contents[files.front_proxy_ca_crt] = pki.front_proxy_ca.cert_pem
+        contents[files.front_proxy_client_crt] = front_proxy_client.cert_pem
+        contents[files.front_proxy_client_key] = front_proxy_client.key_pem
     for path, data in contents.items():
         write_private(path, data)
     return files

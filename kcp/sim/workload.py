@@ -8,12 +8,14 @@ labelled `component=<name>,tier=control-plane`. Their status follows the
 machine's real processes (a stopped etcd makes `etcd-<node>` not ready), which
 is what kcp's per-machine pod conditions read. Only etcd and kube-apiserver
 run for real; the controller manager and the scheduler are always reported
-running.
+running. `publish` creates (or brings up to date) what `kubeadm init` uploads,
+as `kcp.sim.kubeadm_init.init_objects` lists it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 from kcp.api.conditions import rfc3339
 from kcp.api.groups import NODE, POD
 from kcp.sim.kube import ApiError, Kube
+from kcp.sim.kubeadm_init import WorkloadObject
 
 __all__ = [
     "COMPONENTS",
@@ -29,6 +32,7 @@ __all__ = [
     "mirror_pod",
     "node_object",
     "pod_status",
+    "publish",
 ]
 
 SYSTEM_NAMESPACE = "kube-system"
@@ -211,6 +215,20 @@ def pod_status(
     }
 
 
+_MUTABLE = ("data", "stringData", "rules", "subjects")
+"""What `publish` brings up to date in an object that exists (roleRef and type are immutable)."""
+
+
+def publish(kube: Kube, objects: Sequence[WorkloadObject]) -> None:
+    """Create each object, or update one that exists: kubeadm's create-or-update, idempotent."""
+    for resource, namespace, body in objects:
+        if kube.create(resource, namespace, body) is not None:
+            continue
+        patch = {key: body[key] for key in _MUTABLE if key in body}
+        if patch:
+            kube.merge_patch(resource, namespace, str(body["metadata"]["name"]), patch)
+
+
 class Kubelet:
     """Registers one node and its mirror pods, and keeps the pods' status current."""
 
@@ -271,6 +289,7 @@ class Kubelet:
     def deregister(self) -> None:
         """Delete the mirror pods and the Node (the workload has no garbage collector)."""
         for component in COMPONENTS:
-            self.kube.delete(POD, SYSTEM_NAMESPACE, f"{component}-{self.node_name}")
+            name = f"{component}-{self.node_name}"
+            self.kube.delete(POD, SYSTEM_NAMESPACE, name, grace_period_seconds=0)
         self.kube.delete(NODE, None, self.node_name)
         self.registered = False

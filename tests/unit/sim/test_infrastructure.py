@@ -56,6 +56,9 @@ class _Sim:
     def leftover_member(self) -> bool:
         return False
 
+    def forget_node(self) -> None:
+        pass
+
     def pids(self) -> list[int]:
         return []
 

@@ -175,3 +175,27 @@ def test_blackhole_listener(tmp_path: Path) -> None:
     finally:
         hole.close()
         pool.close()
+
+
+def test_backends_are_checked_against_their_own_ca(tmp_path: Path) -> None:
+    """A load balancer started before any cluster CA exists checks each backend with its CA."""
+    ca = certs.new_certificate_authority("ca", algorithm="ecdsa-p256")
+    other = certs.new_certificate_authority("other", algorithm="ecdsa-p256")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    (tmp_path / "other.crt").write_bytes(other.cert_pem)
+    pool = LoopbackAddresses(tmp_path / "locks")
+    host, lb_host = pool.allocate([0]), pool.allocate([0])
+    trusted = _Backend("trusted", host, ca, tmp_path)
+    wrong = _Backend("wrong", host, ca, tmp_path)
+    lb = LoadBalancer(lb_host, _free(lb_host), check_interval=0.2)
+    lb.start()
+    try:
+        lb.set_backend("trusted", host, trusted.port, ca_file=str(tmp_path / "ca.crt"))
+        lb.set_backend("wrong", host, wrong.port, ca_file=str(tmp_path / "other.crt"))
+        _wait(lambda: lb.healthy_backends() == ["trusted"])
+        assert lb.check_now() == ["trusted"]
+    finally:
+        lb.stop()
+        trusted.close()
+        wrong.close()
+        pool.close()
