@@ -17,7 +17,13 @@ from kcp import certs
 from kcp.api import groups, labels
 from kcp.certs import KeyAlgorithm, KeyPair, SecretPurpose
 
-__all__ = ["ClusterMaterial", "cluster_objects", "machine_objects", "secret_object"]
+__all__ = [
+    "ClusterMaterial",
+    "cluster_objects",
+    "kubeconfig_secret",
+    "machine_objects",
+    "secret_object",
+]
 
 DEFAULT_VERSION = "v1.34.4"
 
@@ -120,6 +126,24 @@ def cluster_objects(
     return [*secrets, local_cluster, cluster]
 
 
+def kubeconfig_secret(
+    namespace: str, cluster: str, material: ClusterMaterial, endpoint: tuple[str, int]
+) -> dict[str, Any]:
+    """The `<cluster>-kubeconfig` Secret kcp writes once the endpoint is known: Cluster API
+    core and CABPK reach the workload cluster through it."""
+    host, port = endpoint
+    document = certs.build_kubeconfig(
+        cluster_name=cluster,
+        server=f"https://{host}:{port}",
+        ca_pem=material.ca.cert_pem,
+        client_cert_pem=material.admin.cert_pem,
+        client_key_pem=material.admin.key_pem,
+    )
+    return secret_object(
+        namespace, cluster, SecretPurpose.KUBECONFIG, certs.kubeconfig_secret_data(document)
+    )
+
+
 def machine_objects(
     namespace: str,
     cluster: str,
@@ -133,11 +157,13 @@ def machine_objects(
     """A KubeadmConfig (init or join), a LocalMachine and the Machine naming both, as kcp would."""
     kcp_name = control_plane_name or f"{cluster}-control-plane"
     machine_labels = labels.control_plane_machine_labels(kcp_name, cluster)
-    config_spec: dict[str, Any] = {"clusterConfiguration": {}}
-    if init:
-        config_spec["initConfiguration"] = {"nodeRegistration": {}}
-    else:
-        config_spec["joinConfiguration"] = {"controlPlane": {}, "nodeRegistration": {}}
+    # Shaped as kcp creates them (Cluster API's CRD refuses empty objects): the first
+    # machine runs `kubeadm init`, the others join as control-plane nodes.
+    config_spec: dict[str, Any] = (
+        {"clusterConfiguration": {"apiServer": {"certSANs": ["localhost", "127.0.0.1"]}}}
+        if init
+        else {"joinConfiguration": {"controlPlane": {}}}
+    )
     config = {
         "apiVersion": groups.KUBEADM_CONFIG.api_version,
         "kind": groups.KUBEADM_CONFIG.kind,

@@ -54,6 +54,7 @@ USED: dict[Permission, str] = {
     (BOOTSTRAP, "kubeadmconfigs", "list"): "controlplane/controller.py kubeadmconfigs informer",
     (BOOTSTRAP, "kubeadmconfigs", "watch"): "controlplane/controller.py kubeadmconfigs informer",
     (BOOTSTRAP, "kubeadmconfigs", "create"): "controlplane/machines.py create_machine",
+    (BOOTSTRAP, "kubeadmconfigs", "patch"): "controlplane/inspection.py expiry annotation",
     (BOOTSTRAP, "kubeadmconfigs", "delete"): (
         "controlplane/machines.py create_machine undo; controlplane/orphans.py"
     ),

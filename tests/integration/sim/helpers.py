@@ -15,6 +15,7 @@ from kcp.api import groups
 from kcp.etcd import EtcdTLS
 from kcp.sim import ClusterMaterial, Simulator, cluster_objects, machine_objects
 from kcp.sim.kube import Kube
+from kcp.sim.manifests import kubeconfig_secret
 
 RESOURCES = {
     r.kind: r
@@ -137,7 +138,24 @@ def build_cluster(
             },
         },
     )
-    names = [f"{name}-cp-{i}" for i in range(machines)]
-    for index, machine in enumerate(names):
-        create_all(kube, namespace, machine_objects(namespace, name, machine, init=index == 0))
-    return SimCluster(namespace, name, names, material, sim, kube, tmp)
+    built = SimCluster(
+        namespace, name, [f"{name}-cp-{i}" for i in range(machines)], material, sim, kube, tmp
+    )
+    # The test plays kcp's small part beside the real core and CABPK: the kubeconfig
+    # Secret once core copied the endpoint, the first (init) machine, then, once it
+    # serves, the control plane marked initialized so that CABPK hands out join data.
+    endpoint = wait_for("the Cluster's endpoint", lambda: built.endpoint, timeout=60)
+    kube.create(groups.SECRET, namespace, kubeconfig_secret(namespace, name, material, endpoint))
+    first, *joiners = built.machines
+    create_all(kube, namespace, machine_objects(namespace, name, first, init=True))
+    sim.wait_for_machine(namespace, first, timeout=180)
+    kube.apply(
+        groups.KUBEADM_CONTROL_PLANE,
+        namespace,
+        f"{name}-control-plane",
+        {"status": {"initialization": {"controlPlaneInitialized": True}}},
+        subresource="status",
+    )
+    for machine in joiners:
+        create_all(kube, namespace, machine_objects(namespace, name, machine, init=False))
+    return built
