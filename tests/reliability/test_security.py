@@ -10,8 +10,9 @@ whole output, by windows of each key's private numbers (`tests/keyscan.py`:
 nothing another key or the key's certificate also holds). Expected
 copies, and only those, are allowed: a key kcp stores in a Secret (CAs,
 service-account key, admin kubeconfig) is in the management cluster's etcd
-data, and the service-account key is also on the simulated machines (kubeadm
-puts it on every control-plane node). etcd client keys are allowed nowhere.
+data, and the CA and service-account keys are also on the simulated machines
+(kubeadm puts them on every control-plane node). etcd client keys are allowed
+nowhere.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 STARTED = SUMMARY.started
 SESSION_START_WALL = time.time() - (time.monotonic() - STARTED)
 TRACKER_KEY = "kcp/tracker/"
+NODE_SECRETS = ("ca", "etcd", "proxy", "sa")
+"""The cluster Secrets whose keys kubeadm writes to every control-plane node (CABPK's
+bootstrap data carries them): /etc/kubernetes/pki/{ca,etcd/ca,front-proxy-ca,sa}.key."""
 
 
 def is_etcd_client_key(key: keyscan.KeyNeedles) -> bool:
@@ -131,15 +135,16 @@ def test_private_keys_are_never_written_to_disk(
     scanned, hits = scan(roots, needles, management_etcd)
     took = time.monotonic() - started
     sim_dir = str(fleet.sim.work_dir)
-    service_account_keys = set()
+    node_keys = set()
     for cluster in ("victim", "bystander"):
-        secret = fleet.kube.get(groups.SECRET, fleet.namespace, f"{cluster}-sa")
-        assert secret is not None
-        service_account_keys.add(pkcs8(base64.b64decode(secret["data"]["tls.key"])))
+        for suffix in NODE_SECRETS:
+            secret = fleet.kube.get(groups.SECRET, fleet.namespace, f"{cluster}-{suffix}")
+            assert secret is not None, f"{cluster}-{suffix}"
+            node_keys.add(pkcs8(base64.b64decode(secret["data"]["tls.key"])))
     expected, leaked = [], []
     for hit in hits:
         at_rest = hit.path.startswith(str(management_etcd)) and not is_etcd_client_key(hit.needles)
-        on_node = hit.path.startswith(sim_dir) and hit.needles.pkcs8 in service_account_keys
+        on_node = hit.path.startswith(sim_dir) and hit.needles.pkcs8 in node_keys
         (expected if at_rest or on_node else leaked).append(hit)
     by_kind: dict[str, int] = {}
     for key in keys:
@@ -147,7 +152,8 @@ def test_private_keys_are_never_written_to_disk(
     print(
         f"{len(keys)} private keys ({by_kind}) looked for in {scanned} files written since "
         f"the session started under {[str(r) for r in roots]} in {took:.1f}s; "
-        f"{len(expected)} expected copies (Secrets at rest, service-account keys on nodes)"
+        f"{len(expected)} expected copies (Secrets at rest, CA and service-account keys "
+        "on control-plane nodes)"
     )
     summary.notes.append(
         f"private keys on disk: {len(leaked)} of {len(keys)} product keys outside expected "
