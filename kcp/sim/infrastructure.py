@@ -163,7 +163,6 @@ class LocalClusterReconciler(_LocalReconciler[SimCluster]):
                 {"spec": {"controlPlaneEndpoint": {"host": host, "port": port}}},
             )
         self._apply_fault(sim, obj)
-        state.wake("cluster", key.namespace, cluster_name)
         result = self._status(obj, True, "Provisioned", f"load balancer at {host}:{port}")
         waiting = self._load_pki(key, cluster_name, sim)
         return Result(requeue_after=waiting) if waiting else result
@@ -395,9 +394,6 @@ class LocalMachineReconciler(_LocalReconciler[SimMachine]):
                 lock.release()
         sim.log.info("machine provisioned", pids=sim.pids(), command=boot.command.value)
         self._status(obj, sim, sim.container_states(), dig(machine, "spec", "failureDomain"))
-        namespace = sim.namespace
-        self.state.wake("machine", namespace, str(meta(machine).get("name")))
-        self.state.wake("cluster", namespace, str(meta(cluster).get("name")))
         return Result(requeue_after=options.kubelet_interval)
 
     def _apply_faults(self, sim: SimMachine, obj: dict[str, Any]) -> None:

@@ -143,7 +143,6 @@ class Simulator:
                 sync_period=_RESYNC,
                 metrics=metrics,
             )
-            state.register(name, built.enqueue)
             self._controllers[name] = built
             return built
 

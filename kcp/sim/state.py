@@ -2,20 +2,16 @@
 
 One `SimState` per simulator run. Controllers read objects from the informers'
 caches (read-only dicts), write through `kube`, and find the processes they
-manage in `clusters` and `machines`. `enqueue` lets one controller wake
-another when something changed that no watched object shows (a machine came
-up, an API server first answered).
+manage in `clusters` and `machines`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kcp.api import groups
-from kcp.runtime import ObjectKey
 from kcp.runtime.informer import Informer
 from kcp.runtime.listing import ResourceKind
 from kcp.sim.cluster import SimCluster, SimContext
@@ -50,20 +46,16 @@ class Caches:
     """One informer per kind the simulator watches."""
 
     clusters: Informer
-    control_planes: Informer
     local_clusters: Informer
     local_machines: Informer
     machines: Informer
-    kubeadm_configs: Informer
 
     def all(self) -> list[Informer]:
         return [
             self.clusters,
-            self.control_planes,
             self.local_clusters,
             self.local_machines,
             self.machines,
-            self.kubeadm_configs,
         ]
 
     @classmethod
@@ -78,11 +70,9 @@ class Caches:
 
         return cls(
             clusters=informer(groups.CLUSTER),
-            control_planes=informer(groups.KUBEADM_CONTROL_PLANE),
             local_clusters=informer(groups.LOCAL_CLUSTER),
             local_machines=informer(groups.LOCAL_MACHINE),
             machines=informer(groups.MACHINE),
-            kubeadm_configs=informer(groups.KUBEADM_CONFIG),
         )
 
 
@@ -98,16 +88,6 @@ class SimState:
         self.machines: dict[Key, SimMachine] = {}
         """By the LocalMachine's (namespace, name)."""
         self.lock = threading.RLock()
-        self._enqueue: dict[str, Callable[[ObjectKey], None]] = {}
-
-    def register(self, controller: str, enqueue: Callable[[ObjectKey], None]) -> None:
-        self._enqueue[controller] = enqueue
-
-    def wake(self, controller: str, namespace: str, name: str) -> None:
-        """Ask `controller` to reconcile (namespace, name) soon."""
-        enqueue = self._enqueue.get(controller)
-        if enqueue is not None and name:
-            enqueue(ObjectKey(namespace, name))
 
     def sim_cluster_for(self, namespace: str, cluster_name: str) -> SimCluster | None:
         """The live cluster behind a Cluster API Cluster (through its LocalCluster)."""

@@ -138,7 +138,7 @@ class Loop:
                 "apiVersion": groups.CLUSTER.api_version,
                 "kind": "Cluster",
                 "metadata": {"name": name, "labels": {"reliability/wave": str(wave)}},
-                "spec": {},
+                "spec": {"clusterNetwork": {"serviceDomain": "cluster.local"}},
             },
         )
         self.secrets.put(self.namespace, f"{name}-etcd", self.etcd_data)

@@ -58,6 +58,7 @@ class Env:
     controller: ControlPlaneController
     registry: Any
     created_clusters: set[str] = field(default_factory=set)
+    stability: StabilityWatch | None = None
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
@@ -240,6 +241,49 @@ class QuorumWatch:
                 )
 
 
+STABLE_WINDOW = 180.0
+"""Seconds a settled cluster is watched for Machines coming or going."""
+
+
+class StabilityWatch:
+    """Samples a cluster's Machines and rollout state every 2 s in a thread."""
+
+    def __init__(self, env: Env, cluster: str, control_plane: str) -> None:
+        self.env, self.cluster, self.control_plane = env, cluster, control_plane
+        self.samples = 0
+        self.machine_sets: set[frozenset[str]] = set()
+        self.problems: list[str] = []
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stability-watch", daemon=True)
+
+    def start(self) -> StabilityWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(2.0):
+            try:
+                uids = frozenset(m["metadata"]["uid"] for m in _machines(self.env, self.cluster))
+                kcp = _kcp(self.env, self.control_plane)
+            except Exception:  # a slow API answer is not instability
+                continue
+            self.samples += 1
+            self.machine_sets.add(uids)
+            rolling = _condition(kcp, c.ROLLING_OUT)
+            up_to_date = ((kcp or {}).get("status") or {}).get("upToDateReplicas")
+            if rolling.get("status") == c.TRUE or up_to_date != 3:
+                self.problems.append(
+                    f"{time.monotonic() - self.started:.0f}s: RollingOut="
+                    f"{rolling.get('status')} {rolling.get('message', '')[:200]!r} "
+                    f"upToDateReplicas={up_to_date}"
+                )
+
+
 def _event_reasons(env: Env) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for event in env.kube.list(groups.EVENT, env.namespace):
@@ -288,7 +332,7 @@ def test_cluster_api_samples_become_available(env: Env) -> None:
         assert _condition(ha, kind).get("status") == c.FALSE, kind
     machines = _machines(env, HA)
     cluster = env.kube.get(groups.CLUSTER, env.namespace, HA) or {}
-    # Cluster API core (here the simulator) copies the LocalCluster's failure domains to the
+    # Cluster API core copies the LocalCluster's failure domains to the
     # Cluster; kcp puts each of the three Machines in a different one.
     assert [fd["name"] for fd in cluster["status"]["failureDomains"]] == ["fd1", "fd2", "fd3"]
     placed = sorted(m["spec"].get("failureDomain") or "" for m in machines)
@@ -304,7 +348,7 @@ def test_cluster_api_samples_become_available(env: Env) -> None:
         assert secret is not None and secret["type"] == "cluster.x-k8s.io/secret", suffix
 
     def expiries_known() -> bool:
-        # Cluster API core (here the simulator) or kcp (on the KubeadmConfig) records it.
+        # kcp records it on the KubeadmConfig; Cluster API core copies it to the Machine.
         return all(
             recorded_expiry(
                 MachineView(m),
@@ -318,6 +362,7 @@ def test_cluster_api_samples_become_available(env: Env) -> None:
     reasons = _event_reasons(env)
     assert "ControlPlaneInitializing" in reasons and "ScalingUp" in reasons, reasons
     print(f"samples available after {time.monotonic() - started:.0f}s")
+    env.stability = StabilityWatch(env, HA, HA_KCP).start()
 
 
 def test_dead_etcd_member_is_named_while_other_clusters_keep_reconciling(env: Env) -> None:
@@ -363,6 +408,26 @@ def test_dead_etcd_member_is_named_while_other_clusters_keep_reconciling(env: En
     finally:
         env.sim.restore(env.namespace, victim, faults.Component.ETCD)
     _wait("the HA cluster to be healthy again", lambda: _available(env, HA_KCP, 3, HA), 180, 2.0)
+
+
+def test_settled_cluster_keeps_exactly_its_machines_with_no_rollout(env: Env) -> None:
+    """Beside the real core and CABPK (which write back into every KubeadmConfig) a settled
+    3-replica cluster keeps its three Machines over a 3-minute window: nothing looks out of
+    date, nothing rolls out. The window spans the dead-member test before this one."""
+    watch = env.stability
+    assert watch is not None, "the samples test did not start the watch"
+    try:
+        remaining = STABLE_WINDOW - (time.monotonic() - watch.started)
+        if remaining > 0:
+            time.sleep(remaining)
+    finally:
+        watch.stop()
+    covered = time.monotonic() - watch.started
+    print(f"{watch.samples} samples over {covered:.0f}s: machine sets seen {watch.machine_sets}")
+    assert covered >= STABLE_WINDOW and watch.samples >= 30
+    assert len(watch.machine_sets) == 1, watch.machine_sets
+    assert len(next(iter(watch.machine_sets))) == 3
+    assert watch.problems == [], watch.problems
 
 
 def test_scale_down_to_one_keeps_quorum(env: Env) -> None:

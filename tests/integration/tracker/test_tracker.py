@@ -520,7 +520,7 @@ def test_deleting_the_cluster_evicts_everything_within_a_second(
             "apiVersion": "cluster.x-k8s.io/v1beta2",
             "kind": "Cluster",
             "metadata": {"name": "doomed"},
-            "spec": {},
+            "spec": {"clusterNetwork": {"serviceDomain": "cluster.local"}},
         },
     )
     key = ClusterKey.from_object(created)
