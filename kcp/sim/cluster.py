@@ -48,6 +48,8 @@ class SimContext:
     addresses: LoopbackAddresses
     binaries: Binaries
     run_dir: Path
+    kubelet_binary: Path
+    """The kubelet port-forward helper (`kcp.testing.binaries.ensure_kubelet_portforward`)."""
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the run ends: long waits give up at once."""
 

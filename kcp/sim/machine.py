@@ -1,4 +1,4 @@
-"""One simulated control-plane machine: its etcd member, its API server, its kubelet's reports.
+"""One simulated control-plane machine: its etcd member, its API server, its kubelet.
 
 `provision()` boots the machine from its bootstrap data as cloud-init and
 kubeadm would on a real node: it writes the data's files to the machine's disk
@@ -7,9 +7,10 @@ kubeadm would on a real node: it writes the data's files to the machine's disk
 or `kubeadm join --control-plane` (discovery with the bootstrap token, then an
 etcd member added through the running ones). It blocks until the machine
 serves (bounded by the options' timeouts); the LocalMachine controller calls
-it from a worker. `heal()` and `report()` are the kubelet's periodic work:
-restart a crashed process that no fault holds down, and report the static
-pods' state to the workload API server.
+it from a worker. The kubelet is two halves: its API (`kcp.sim.kubelet_server`,
+a process serving port-forwards to the machine's etcd and API server) and its
+periodic work, `heal()` and `report()`: restart a crashed process that no
+fault holds down, and report the static pods' state to the workload API server.
 """
 
 from __future__ import annotations
@@ -50,15 +51,19 @@ from kcp.sim.kubeadm_init import (
     init_objects,
     kubelet_configuration,
 )
+from kcp.sim.kubelet_server import KUBELET_PORT, KubeletServer, write_kubelet_files
 from kcp.sim.pki import MachineFiles, write_machine_files, write_private
 from kcp.sim.process import SimProcess
 from kcp.sim.workload import ContainerState, Kubelet, publish
 
 __all__ = ["MACHINE_PORTS", "ProvisionError", "SimMachine"]
 
-MACHINE_PORTS = (CLIENT_PORT, PEER_PORT, METRICS_PORT, API_SERVER_PORT)
-"""Ports every machine address must have free: etcd client, peer, metrics; kube-apiserver."""
+MACHINE_PORTS = (CLIENT_PORT, PEER_PORT, METRICS_PORT, API_SERVER_PORT, KUBELET_PORT)
+"""Ports every machine address must have free: etcd client, peer, metrics; kube-apiserver;
+the kubelet."""
 _RESTART_BACKOFF = 5.0
+_KUBELET_START_TIMEOUT = 30.0
+_KUBELET_PKI_DIR = "/var/lib/kubelet/pki"
 _FAULT_PORTS = {Component.ETCD: CLIENT_PORT, Component.API_SERVER: API_SERVER_PORT}
 
 
@@ -88,6 +93,7 @@ class SimMachine:
         self.address: str | None = None
         self.etcd: EtcdMember | None = None
         self.apiserver: APIServer | None = None
+        self.kubelet_server: KubeletServer | None = None
         self.kubelet: Kubelet | None = None
         self.files: MachineFiles | None = None
         self.etcd_tls: EtcdTLS | None = None
@@ -105,6 +111,7 @@ class SimMachine:
         self._blackholes: dict[Component, Blackhole] = {}
         self._started_at: datetime | None = None
         self._last_restart: dict[Component, float] = {}
+        self._kubelet_restarted_at = 0.0
         self._init_uploaded = False
         self._clients: dict[str, Kube] = {}
         self._lock = threading.RLock()
@@ -139,6 +146,8 @@ class SimMachine:
         for component, process in self._processes().items():
             if process.pid is not None:
                 found[component.value] = process.pid
+        if self.kubelet_server is not None and self.kubelet_server.process.pid is not None:
+            found["kubelet"] = self.kubelet_server.process.pid
         return found
 
     def _processes(self) -> dict[Component, SimProcess]:
@@ -206,6 +215,7 @@ class SimMachine:
             stopping=ctx.stopping,
         )
         self._started_at = self._started_at or datetime.now(UTC)
+        self._start_kubelet_server()
         if boot.is_init and not self._init_uploaded:
             self._upload_init_objects(spec, endpoint)
         self.cluster.initialized = True
@@ -264,6 +274,32 @@ class SimMachine:
         self.settings = settings
         self._clients.clear()
         self.etcd_tls = files.etcd_client_tls(source=f"{boot.where}: etcd CA")
+        kubelet_files = write_kubelet_files(
+            boot.authorities.ca,
+            Path(self.host_path(posixpath.join(_KUBELET_PKI_DIR, "kubelet.crt"))).parent,
+            files.ca_crt,
+            node_name=self.node_name,
+            address=self.address,
+            algorithm=ctx.options.key_algorithm,
+        )
+        if self.kubelet_server is not None:
+            self.kubelet_server.process.stop()
+        self.kubelet_server = KubeletServer(
+            address=self.address,
+            files=kubelet_files,
+            forwards={
+                f"etcd-{self.node_name}:{CLIENT_PORT}": f"{self.address}:{CLIENT_PORT}",
+                f"kube-apiserver-{self.node_name}:{API_SERVER_PORT}": (
+                    f"{self.address}:{API_SERVER_PORT}"
+                ),
+            },
+            process=SimProcess(
+                f"kubelet-{self.name}", ctx.launcher, self.dir / "logs" / "kubelet.log"
+            ),
+            binary=ctx.kubelet_binary,
+            client_cert=files.apiserver_kubelet_client_crt,
+            client_key=files.apiserver_kubelet_client_key,
+        )
         self.etcd = EtcdMember(
             name=self.node_name,
             address=self.address,
@@ -285,6 +321,21 @@ class SimMachine:
             binary=ctx.binaries.kube_apiserver,
             service_cidr=settings.service_cidr,
             extra_args=(*settings.apiserver_args, *ctx.options.apiserver_extra_args),
+        )
+
+    def _start_kubelet_server(self) -> None:
+        """Serve the kubelet's port-forward endpoint (the API server proxies to it)."""
+        server = self.kubelet_server
+        assert server is not None
+        if not server.process.running:
+            server.start()
+            self.log.info("kubelet started", pid=server.process.pid)
+        _wait(
+            server.ready,
+            timeout=_KUBELET_START_TIMEOUT,
+            what=f"the kubelet of {self.name} to serve",
+            process=server.process,
+            stopping=self.cluster.ctx.stopping,
         )
 
     def _upload_init_objects(self, spec: MachineSpec, endpoint: tuple[str, int]) -> None:
@@ -413,6 +464,14 @@ class SimMachine:
                 "process exited, restarting", component=component.value, code=process.exit_code
             )
             self._start(component)
+        server = self.kubelet_server
+        if server is None or server.process.running or not server.process.started:
+            return
+        if now - self._kubelet_restarted_at >= _RESTART_BACKOFF:
+            # systemd restarts a kubelet that exits.
+            self._kubelet_restarted_at = now
+            self.log.warning("kubelet exited, restarting", code=server.process.exit_code)
+            server.start()
 
     def report(self, states: dict[str, ContainerState]) -> None:
         """Report the static pods' `states` (only what changed) through the cluster's endpoint."""
@@ -526,7 +585,7 @@ class SimMachine:
             blackhole.close()
         self._blackholes.clear()
         self.faults.clear()
-        for process in (self.apiserver, self.etcd):
+        for process in (self.kubelet_server, self.apiserver, self.etcd):
             if process is not None:
                 process.process.stop()
         clients = list(self._clients.values())

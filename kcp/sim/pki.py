@@ -3,7 +3,7 @@
 A machine's authorities come from its bootstrap data (`kcp.sim.bootdata`),
 which CABPK filled from the cluster's Secrets; from them it gets what kubeadm
 writes under `/etc/kubernetes/pki`: etcd server and peer certificates, the API
-server's serving certificate, its etcd and front-proxy client certificates,
+server's serving certificate, its etcd, kubelet and front-proxy client certificates,
 and the service-account key pair. The simulator's own helpers (etcd queries,
 the dashboard) load the same authorities from the Secrets `<cluster>-ca`,
 `<cluster>-etcd` and `<cluster>-sa` (`load_cluster_pki`). These files are the
@@ -25,6 +25,7 @@ from kcp.etcd import EtcdTLS
 
 __all__ = [
     "ADMIN_CN",
+    "APISERVER_KUBELET_CLIENT_CN",
     "ClusterPKI",
     "MachineFiles",
     "PKINotReady",
@@ -152,6 +153,14 @@ class MachineFiles:
         return self.dir / "apiserver-etcd-client.key"
 
     @property
+    def apiserver_kubelet_client_crt(self) -> Path:
+        return self.dir / "apiserver-kubelet-client.crt"
+
+    @property
+    def apiserver_kubelet_client_key(self) -> Path:
+        return self.dir / "apiserver-kubelet-client.key"
+
+    @property
     def front_proxy_ca_crt(self) -> Path:
         return self.dir / "front-proxy-ca.crt"
 
@@ -192,6 +201,10 @@ class MachineFiles:
 
 ADMIN_CN = "kubernetes-super-admin"
 """The node's admin identity: in `system:masters`, as kubeadm's super-admin.conf."""
+APISERVER_KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
+"""Who the API server is to kubelets (port-forward, logs, exec), as kubeadm names it."""
+CLUSTER_ADMINS_GROUP = "kubeadm:cluster-admins"
+"""The group kubeadm (since v1.29) puts the API server's kubelet client certificate in."""
 
 
 def write_machine_files(
@@ -276,6 +289,13 @@ def write_machine_files(
         usages=client_usages,
         algorithm=algorithm,
     )
+    kubelet_client = certs.issue_certificate(
+        pki.ca,
+        common_name=APISERVER_KUBELET_CLIENT_CN,
+        organizations=(CLUSTER_ADMINS_GROUP,),
+        usages=client_usages,
+        algorithm=algorithm,
+    )
     files = MachineFiles(
         pki_dir, apiserver_not_after=apiserver.not_after, front_proxy=pki.front_proxy_ca is not None
     )
@@ -290,6 +310,8 @@ def write_machine_files(
         files.apiserver_key: apiserver.key_pem,
         files.apiserver_etcd_client_crt: etcd_client.cert_pem,
         files.apiserver_etcd_client_key: etcd_client.key_pem,
+        files.apiserver_kubelet_client_crt: kubelet_client.cert_pem,
+        files.apiserver_kubelet_client_key: kubelet_client.key_pem,
         files.sa_pub: pki.sa_public_pem,
         files.sa_key: pki.sa_private_pem,
         files.admin_crt: admin.cert_pem,

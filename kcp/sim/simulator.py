@@ -123,6 +123,7 @@ class Simulator:
             addresses=LoopbackAddresses(self.options.address_lock_dir),
             binaries=binaries.ensure(),
             run_dir=self.work_dir,
+            kubelet_binary=binaries.ensure_kubelet_portforward(),
         )
         caches = Caches.create(self.api_client, self.options.namespace)
         state = SimState(ctx, Kube(self.api_client), caches)

@@ -24,6 +24,7 @@ from kcp.api.conditions import rfc3339
 from kcp.api.groups import NODE, POD
 from kcp.sim.kube import ApiError, Kube
 from kcp.sim.kubeadm_init import WorkloadObject
+from kcp.sim.kubelet_server import KUBELET_PORT
 
 __all__ = [
     "COMPONENTS",
@@ -86,7 +87,10 @@ def node_object(node_name: str, address: str, provider_id: str, version: str) ->
 
 
 def node_status(node_name: str, address: str, version: str, now: datetime) -> dict[str, Any]:
-    """A Ready node's status: addresses, capacity, node info and the kubelet's conditions."""
+    """A Ready node's status: addresses, the kubelet's port, capacity, node info, conditions.
+
+    The API server proxies a Pod's port-forward to `InternalIP:kubeletEndpoint.Port`.
+    """
     stamp = rfc3339(now)
 
     def condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
@@ -104,6 +108,7 @@ def node_status(node_name: str, address: str, version: str, now: datetime) -> di
             {"type": "InternalIP", "address": address},
             {"type": "Hostname", "address": node_name},
         ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
         "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110", "ephemeral-storage": "20Gi"},
         "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110", "ephemeral-storage": "20Gi"},
         "conditions": [

@@ -5,7 +5,11 @@ envtest users already have), else a build from the pinned Go module in
 `hack/testbin`. Cluster API (its core manager, the kubeadm bootstrap provider,
 its own KubeadmControlPlane controller, and the CRDs the module ships):
 `KCP_CAPI_ASSETS` (a directory laid out as `cluster_api_dir()` is), else a build
-from the pinned module in `hack/testbin/capi`. Builds are cached under the
+from the pinned module in `hack/testbin/capi`. The simulator's kubelet
+port-forward helper: `KCP_KUBELET_PORTFORWARD` (the binary), else a build from
+its own small module in `hack/testbin/kubelet` (the kubelet's streaming library
+at the Kubernetes release above; its own cache entry, so changing it rebuilds
+nothing else). Builds are cached under the
 user's cache directory keyed by the pinned version and a hash of the module
 files, so the slow first build happens once per machine.
 
@@ -33,6 +37,9 @@ MODULE_DIR = Path(__file__).resolve().parents[2] / "hack" / "testbin"
 CAPI_MODULE_DIR = MODULE_DIR / "capi"
 CAPI_MODULE = "sigs.k8s.io/cluster-api"
 CAPI_ASSETS_ENV = "KCP_CAPI_ASSETS"
+KUBELET_MODULE_DIR = MODULE_DIR / "kubelet"
+KUBELET_PORTFORWARD = "kubelet-portforward"
+KUBELET_PORTFORWARD_ENV = "KCP_KUBELET_PORTFORWARD"
 
 # binary name -> Go package built for it, relative to the testbin module.
 _PACKAGES = {
@@ -328,10 +335,50 @@ def _build_cluster_api(target: Path, *, progress: bool) -> None:
     _say(f"Cluster API ready in {time.monotonic() - started:.0f}s", progress)
 
 
+# -- the simulator's kubelet port-forward helper ------------------------------------------
+
+
+def kubelet_library_version(module_dir: Path = KUBELET_MODULE_DIR) -> str:
+    """The `k8s.io/kubelet` release the helper is built on, e.g. `v0.34.4`."""
+    match = re.search(r"k8s\.io/kubelet (v\S+)", (module_dir / "go.mod").read_text())
+    if match is None:
+        raise RuntimeError(f"{module_dir}/go.mod does not require k8s.io/kubelet")
+    return match.group(1)
+
+
+def kubelet_portforward_path(module_dir: Path = KUBELET_MODULE_DIR) -> Path:
+    digest = _files_digest(module_dir, ("go.mod", "go.sum", "main.go"))
+    version = kubelet_library_version(module_dir)
+    return _cache_base() / f"kubelet-{version}-{digest}" / KUBELET_PORTFORWARD
+
+
+def find_kubelet_portforward() -> Path | None:
+    """The helper if it is given or built, else None."""
+    given = os.environ.get(KUBELET_PORTFORWARD_ENV)
+    for path in (Path(given) if given else None, kubelet_portforward_path()):
+        if path is not None and path.is_file() and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def ensure_kubelet_portforward(*, progress: bool = True) -> Path:
+    """The kubelet port-forward helper, built once (file-locked; about a minute cold)."""
+    found = find_kubelet_portforward()
+    if found is not None:
+        return found
+    path = kubelet_portforward_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent.parent / f"{path.parent.name}.lock"):
+        if not path.is_file():
+            _go_build(_go(), KUBELET_MODULE_DIR, ".", path, ldflags="-s -w", progress=progress)
+    return path
+
+
 def main() -> int:
     binaries = ensure()
     for path in (binaries.kube_apiserver, binaries.kubectl, binaries.etcd):
         print(path)
+    print(ensure_kubelet_portforward())
     capi = ensure_cluster_api()
     for path in (capi.core, capi.kubeadm_bootstrap, capi.kubeadm_control_plane, capi.crd_dir):
         print(path)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from kcp.etcd import EtcdTLS
 from kcp.sim import ClusterMaterial, Simulator, cluster_objects, machine_objects
 from kcp.sim.kube import Kube
 from kcp.sim.manifests import kubeconfig_secret
+from kcp.testing import binaries
 
 RESOURCES = {
     r.kind: r
@@ -94,6 +97,20 @@ class SimCluster:
         configuration.key_file = str(self.dir / "admin.key")
         return client.ApiClient(configuration)
 
+    def kubeconfig(self) -> Path:
+        """The cluster admin's kubeconfig file (the endpoint, the cluster CA, the admin cert)."""
+        path = self.dir / "admin.kubeconfig"
+        host, port = self.endpoint
+        document = certs.build_kubeconfig(
+            cluster_name=self.name,
+            server=f"https://{host}:{port}",
+            ca_pem=self.material.ca.cert_pem,
+            client_cert_pem=self.material.admin.cert_pem,
+            client_key_pem=self.material.admin.key_pem,
+        )
+        path.write_bytes(document)
+        return path
+
     def etcd_tls(self) -> EtcdTLS:
         """Our own etcd client certificate from the cluster's etcd CA (as kcp's tracker has)."""
         pair = certs.issue_certificate(
@@ -159,3 +176,64 @@ def build_cluster(
     for machine in joiners:
         create_all(kube, namespace, machine_objects(namespace, name, machine, init=False))
     return built
+
+
+@contextlib.contextmanager
+def kubectl_port_forward(
+    cluster: SimCluster, pod: str, port: int, *, websockets: bool, timeout: float = 30
+) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """`kubectl port-forward` to `kube-system/<pod>` `port` through the cluster's endpoint.
+
+    Yields the local port and the process (its stderr has kubectl's errors once
+    it is stopped). `websockets=False` makes kubectl speak SPDY to the API
+    server; either way the API server speaks SPDY to the kubelet.
+    """
+    kubectl = binaries.ensure(progress=False).kubectl
+    env = {**os.environ, "KUBECTL_PORT_FORWARD_WEBSOCKETS": str(websockets).lower()}
+    process = subprocess.Popen(
+        [
+            str(kubectl),
+            f"--kubeconfig={cluster.kubeconfig()}",
+            "--namespace=kube-system",
+            "port-forward",
+            "--address=127.0.0.1",
+            f"pod/{pod}",
+            f":{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        local = _forwarded_port(process, port, timeout)
+        yield local, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _forwarded_port(process: subprocess.Popen[str], port: int, timeout: float) -> int:
+    """The local port of kubectl's "Forwarding from 127.0.0.1:<local> -> <port>" line."""
+    import selectors
+
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            line = process.stdout.readline()
+            if not line:
+                break
+            match = re.search(rf"Forwarding from 127\.0\.0\.1:(\d+) -> {port}", line)
+            if match:
+                return int(match.group(1))
+    process.kill()
+    _, err = process.communicate(timeout=10)
+    raise AssertionError(f"kubectl port-forward did not start within {timeout:.0f}s: {err}")

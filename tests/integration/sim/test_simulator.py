@@ -8,24 +8,36 @@ deletes a machine.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import http.client
+import json
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from kcp.api import groups
 from kcp.etcd import EtcdClient, EtcdError, EtcdTimeouts, cluster_status
 from kcp.sim import Component, Fault, SimOptions, Simulator, annotation_key
 from kcp.sim.kube import Kube
 from kcp.testing.controlplane import LocalControlPlane
-from tests.integration.sim.helpers import SimCluster, alive, build_cluster, wait_for
+from tests.integration.sim.helpers import (
+    SimCluster,
+    alive,
+    build_cluster,
+    kubectl_port_forward,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -113,6 +125,136 @@ def test_api_servers_answer_through_the_endpoint_with_the_cluster_ca(cluster: Si
         assert all(p.metadata.labels["component"] in p.metadata.name for p in pods)
     finally:
         api.close()
+
+
+@pytest.mark.parametrize("websockets", [True, False], ids=["kubectl-websocket", "kubectl-spdy"])
+def test_port_forward_through_the_endpoint_reaches_a_machines_etcd_and_api_server(
+    cluster: SimCluster, websockets: bool
+) -> None:
+    """As Cluster API reaches a member: `kube-system/etcd-<node>` 2379 (and the machine's
+    API server, `kube-apiserver-<node>` 6443) through a port-forward the workload API server
+    proxies to the node's kubelet, with mutual TLS inside, both etcd transports."""
+    node = cluster.machines[1]
+    machine = cluster.sim.machine(cluster.namespace, node)
+    assert machine is not None and machine.etcd is not None and machine.files is not None
+    tls = dataclasses.replace(cluster.etcd_tls(), server_name=node)
+    with kubectl_port_forward(cluster, f"etcd-{node}", 2379, websockets=websockets) as (port, _):
+        for transport in ("grpc", "gateway"):
+            with EtcdClient.open(
+                f"127.0.0.1:{port}", tls, timeouts=QUICK, transport=transport
+            ) as etcd:
+                # The member that answers is that machine's, not any member of the cluster.
+                assert etcd.status().member_id == machine.etcd.member_id
+                assert sorted(m.name for m in etcd.members()) == sorted(cluster.machines)
+    with kubectl_port_forward(cluster, f"kube-apiserver-{node}", 6443, websockets=websockets) as (
+        port,
+        _,
+    ):
+        served = _serving_certificate(port, server_name=node, ca_pem=cluster.material.ca.cert_pem)
+    own = x509.load_pem_x509_certificate(machine.files.apiserver_crt.read_bytes())
+    assert served == own
+    assert served.not_valid_after_utc == machine.files.apiserver_not_after
+    # A port the pod does not serve: kubectl reports the kubelet's refusal and gives up.
+    with kubectl_port_forward(cluster, f"etcd-{node}", 2380, websockets=websockets) as forward:
+        port, process = forward
+        assert _read_through(port) == b""
+        process.wait(15)
+        assert process.stderr is not None
+        refusal = process.stderr.read()
+    assert f"forwards no port 2380 of pod kube-system/etcd-{node} (it forwards: 2379)" in refusal
+    log = (machine.dir / "logs" / "kubelet.log").read_text()
+    assert f'"Port-forward" pod="kube-system/etcd-{node}"' in log
+    assert f'"Port-forward" pod="kube-system/kube-apiserver-{node}"' in log
+
+
+def test_port_forward_over_a_websocket_to_the_kubelet(cluster: SimCluster) -> None:
+    """The kubernetes client's port-forward is a websocket all the way to the kubelet."""
+    from kubernetes import client
+    from kubernetes.stream import portforward
+
+    node = cluster.machines[0]
+    machine = cluster.sim.machine(cluster.namespace, node)
+    assert machine is not None and machine.address is not None
+    api = cluster.workload_client()
+    try:
+        core = client.CoreV1Api(api)
+        # Where the API server sends a port-forward to one of the node's pods.
+        status = api.sanitize_for_serialization(core.read_node(node))["status"]
+        assert status["daemonEndpoints"] == {"kubeletEndpoint": {"Port": 10250}}
+        assert {"type": "InternalIP", "address": machine.address} in status["addresses"]
+
+        def forward(pod: str, port: int) -> Any:
+            return portforward(
+                core.connect_get_namespaced_pod_portforward, pod, "kube-system", ports=str(port)
+            )
+
+        etcd = forward(f"etcd-{node}", 2379)
+        try:
+            members = _etcd_member_names(etcd.socket(2379), cluster, node)
+        finally:
+            etcd.close()
+        assert sorted(members) == sorted(cluster.machines)
+        for pod, port, message in [
+            (f"etcd-{node}", 2380, f"forwards no port 2380 of pod kube-system/etcd-{node}"),
+            (
+                f"kube-scheduler-{node}",
+                10259,
+                f"runs nothing for pod kube-system/kube-scheduler-{node} to forward to",
+            ),
+        ]:
+            refused = forward(pod, port)
+            sock = refused.socket(port)
+            sock.settimeout(10)
+            assert sock.recv(1) == b""  # closed once the kubelet's error arrived
+            error = wait_for("the kubelet's refusal", partial(refused.error, port), timeout=10)
+            assert message in error
+            refused.close()
+    finally:
+        api.close()
+    log = (machine.dir / "logs" / "kubelet.log").read_text()
+    assert f'"Port-forward" pod="kube-system/etcd-{node}" ' in log and "websocket=true" in log
+
+
+def _read_through(port: int) -> bytes:
+    """Connect to 127.0.0.1:`port` and read what comes first (b"" when it is closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.settimeout(10)
+        return sock.recv(1)
+
+
+def _serving_certificate(port: int, *, server_name: str, ca_pem: bytes) -> x509.Certificate:
+    """The certificate served at 127.0.0.1:`port`, verified against `ca_pem` for `server_name`."""
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def _etcd_member_names(tunnel: Any, cluster: SimCluster, node: str) -> list[str]:
+    """etcd's member list over mutual TLS inside `tunnel` (a socket), by its JSON gateway."""
+    tls = cluster.etcd_tls()
+    (cluster.dir / "etcd-client.crt").write_bytes(tls.cert_pem)
+    (cluster.dir / "etcd-client.key").write_bytes(tls.key_pem)
+    context = ssl.create_default_context(cadata=tls.ca_pem.decode())
+    context.load_cert_chain(cluster.dir / "etcd-client.crt", cluster.dir / "etcd-client.key")
+    # The client's socket pair end; a duplicate is a plain socket that ssl can wrap.
+    raw = socket.fromfd(tunnel.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.settimeout(10)
+    with context.wrap_socket(raw, server_hostname=node) as sock:
+        connection = http.client.HTTPConnection(node)
+        connection.sock = sock
+        connection.request(
+            "POST",
+            "/v3/cluster/member/list",
+            body=b"{}",
+            headers={"Content-Type": "application/json"},
+        )
+        body = json.loads(connection.getresponse().read())
+    return [str(m["name"]) for m in body["members"]]
 
 
 def test_cluster_api_objects_reflect_the_machines(cluster: SimCluster) -> None:
@@ -369,7 +511,7 @@ def test_deleting_a_machine_stops_exactly_its_processes(cluster: SimCluster) -> 
     before = cluster.sim.pids()
     victim_pids = [pid for key, pid in before.items() if f"/{victim}/" in key]
     other_pids = [pid for key, pid in before.items() if f"/{victim}/" not in key]
-    assert len(victim_pids) == 2 and len(other_pids) == 4
+    assert len(victim_pids) == 3 and len(other_pids) == 6  # etcd, kube-apiserver, kubelet
     machine = cluster.sim.machine(cluster.namespace, victim)
     assert machine is not None
     data_dir = machine.dir
