@@ -125,7 +125,16 @@ def _argv(
         f"--metrics-bind-addr={metrics_addr}",
     ]
     if controller == "kcp-run":
-        return [sys.executable, "-m", "kcp", "run", *common, "--health-addr=0"]
+        # --etcd-access=direct: the simulated machines serve no kubelet port-forward yet.
+        return [
+            sys.executable,
+            "-m",
+            "kcp",
+            "run",
+            *common,
+            "--health-addr=0",
+            "--etcd-access=direct",
+        ]
     return [
         sys.executable,
         "-m",

@@ -4,7 +4,7 @@ Manager flags (leader election, `--namespace`, `--watch-filter`,
 `--kubeadmcontrolplane-concurrency`, `--sync-period`, `--kube-api-qps`,
 `--kube-api-burst`, `--health-addr`, `--metrics-bind-addr`,
 `--profiler-address`) come from `kcp.runtime`; this module adds
-`--kubeconfig`, the etcd timeouts and transport, and `--v`.
+`--kubeconfig`, the etcd timeouts, transport and access, and `--v`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ __all__ = ["add_arguments", "run"]
 
 DEFAULT_ETCD_DIAL_TIMEOUT = 10.0
 DEFAULT_ETCD_CALL_TIMEOUT = 15.0
+# kcp.etcd.ETCD_ACCESS_MODES and DEFAULT_ETCD_ACCESS, without importing gRPC to parse flags
+# (tests/unit/controlplane/test_cli.py checks they agree).
+ETCD_ACCESS_CHOICES = ("port-forward", "direct")
+DEFAULT_ETCD_ACCESS = "port-forward"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'grpc' (default: gateway)",
     )
     parser.add_argument(
+        "--etcd-access",
+        choices=ETCD_ACCESS_CHOICES,
+        default=DEFAULT_ETCD_ACCESS,
+        help="how each etcd member (and each Machine's API server, for its certificate "
+        "expiry) is reached: 'port-forward' through the workload cluster's API server to "
+        "the Pod etcd-<node> (kube-apiserver-<node>) in kube-system, as Cluster API does, "
+        "or 'direct' at the node's address, only where kcp can reach node addresses "
+        "(default: port-forward)",
+    )
+    parser.add_argument(
         "--v", type=int, default=0, metavar="LEVEL", help="log verbosity: 0 info, 1+ debug"
     )
     add_manager_arguments(parser)
@@ -81,6 +95,7 @@ def connection_pool_size(concurrency: int, tracker: TrackerOptions) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from kcp.controlplane.controller import setup
+    from kcp.controlplane.reconciler import ReconcilerOptions
     from kcp.runtime.logging import configure_logging, get_logger
     from kcp.runtime.malloc import limit_malloc_arenas
     from kcp.runtime.manager import Manager
@@ -101,13 +116,20 @@ def run(args: argparse.Namespace) -> int:
     )
     manager = Manager(options, api_client=api_client)
     tracker = Tracker.for_api_client(api_client, tracker_options, registry=manager.registry)
-    setup(manager, api_client, tracker, namespace=options.namespace)
+    setup(
+        manager,
+        api_client,
+        tracker,
+        namespace=options.namespace,
+        options=ReconcilerOptions(etcd_access=args.etcd_access),
+    )
     log.info(
         "Starting kcp",
         namespace=options.namespace or "*",
         watch_filter=options.watch_filter,
         concurrency=options.concurrency,
         leader_elect=options.leader_elect,
+        etcd_access=args.etcd_access,
     )
     try:
         return manager.run_until_signal()

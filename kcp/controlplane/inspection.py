@@ -72,7 +72,7 @@ class Inspection(Step):
             scope.requeue_in(self.options.unhealthy_requeue)
         etcd_error: str | None = None
         etcd_reason = c.INSPECTION_FAILED_REASON
-        by_machine = machine_etcd_endpoints(pods, scope.machines)
+        by_machine = machine_etcd_endpoints(pods, scope.machines, access=self.options.etcd_access)
         scope.endpoints = tuple(dict.fromkeys(e for es in by_machine.values() for e in es))
         if not scope.endpoints:
             etcd_error = "no etcd endpoint is known yet (no Machine reports an address)"
@@ -202,8 +202,8 @@ class Inspection(Step):
             config = self.cache.kubeadm_config(machine.namespace, config_ref.name)
             if config is None or recorded_expiry(machine, config) is not None:
                 continue
-            endpoint = apiserver_endpoint(machine, scope.pods)
-            if endpoint is None:
+            endpoint = apiserver_endpoint(machine, scope.pods, access=self.options.etcd_access)
+            if endpoint is None or scope.workload is None:
                 continue
             if ca_pem is None:
                 try:
@@ -214,8 +214,10 @@ class Inspection(Step):
                     return
                 ca_pem = ca.cert_pem
             try:
-                expiry = serving_certificate_expiry(endpoint, ca_pem)
-            except (OSError, ValueError) as error:
+                expiry = serving_certificate_expiry(
+                    endpoint, ca_pem, dialer=scope.workload.dialer()
+                )
+            except (OSError, ValueError, EtcdError, NotConnected) as error:
                 _log.debug("Certificate expiry not read", machine=machine.name, error=str(error))
                 continue
             try:

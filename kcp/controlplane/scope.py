@@ -18,7 +18,7 @@ from kcp.controlplane.secrets import SecretStore
 from kcp.controlplane.status import StatusInputs
 from kcp.controlplane.validation import MAX_REPLICAS
 from kcp.controlplane.workload import TrackerLike, WorkloadCluster
-from kcp.etcd import EtcdClusterStatus
+from kcp.etcd import DEFAULT_ETCD_ACCESS, EtcdAccessMode, EtcdClusterStatus
 from kcp.runtime.logging import get_logger
 
 __all__ = ["Cache", "ReconcilerOptions", "Scope", "Services", "Step"]
@@ -70,6 +70,11 @@ class ReconcilerOptions:
     unreachable_event_after: int = 5
     """Failed health checks of a cluster that never connected before the user is told
     (a first boot legitimately fails a few while its first API server starts)."""
+    etcd_access: EtcdAccessMode = DEFAULT_ETCD_ACCESS
+    """How etcd members and each Machine's API server are reached (``--etcd-access``):
+    ``port-forward`` through the workload API server to the Pods ``etcd-<node>`` and
+    ``kube-apiserver-<node>`` in kube-system, as Cluster API does, or ``direct`` at the
+    addresses the Pods advertise (only where node addresses are reachable from kcp)."""
     orphan_check_interval: float = 120.0
     """How often, per control plane, infrastructure machines are listed live to find those
     no Machine references (KubeadmConfigs are checked every reconcile, from the cache)."""

@@ -6,9 +6,12 @@ client key and certificate. The reconciler never generates a key nor opens a
 connection itself. A cluster the tracker cannot serve right now raises the
 tracker's `NotConnected` at once; the reconciler turns it into a requeue.
 
-etcd endpoints come from what kubeadm records on each etcd static Pod (the
-`kubeadm.kubernetes.io/etcd.advertise-client-urls` annotation), falling back
-to the Machines' internal addresses on etcd's client port.
+Each Machine's etcd member is reached, as Cluster API does, through a
+port-forward via the workload API server to the Pod `kube-system/etcd-<node>`
+port 2379 (endpoint `kube-system/etcd-<node>:2379`); with `--etcd-access=direct`
+at the address kubeadm records on the etcd static Pod (the
+`kubeadm.kubernetes.io/etcd.advertise-client-urls` annotation), falling back to
+the Machine's internal address on etcd's client port.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from kcp.api.groups import CONFIG_MAP, NODE, POD
 from kcp.api.objects import MachineView
 from kcp.controlplane.client import Kube
 from kcp.etcd import (
+    Dialer,
+    EtcdAccessMode,
     EtcdClient,
     EtcdClusterStatus,
     EtcdError,
     EtcdMemberNotFound,
     move_leader,
     normalize_endpoint,
+    pod_endpoint,
 )
 from kcp.tracker.errors import NotConnected
 from kcp.tracker.identity import ClusterKey
@@ -67,6 +73,10 @@ class WorkloadClientLike(Protocol):
     @property
     def api_client(self) -> Any: ...
 
+    @property
+    def dialer(self) -> Dialer:
+        """Opens connections into the cluster: its Pods through a port-forward."""
+
 
 class TrackerLike(Protocol):
     """The tracker's surface the reconciler uses; every call raises `NotConnected` or answers."""
@@ -91,17 +101,25 @@ class ClusterHealthLike(Protocol):
 
 
 def machine_etcd_endpoints(
-    pods: Mapping[str, Mapping[str, Any]], machines: Sequence[MachineView]
+    pods: Mapping[str, Mapping[str, Any]],
+    machines: Sequence[MachineView],
+    *,
+    access: EtcdAccessMode,
 ) -> dict[str, tuple[str, ...]]:
-    """Client endpoints (`host:port`) of the etcd member on each Machine's Node, by Machine.
+    """The endpoints of the etcd member on each Machine's Node, by Machine.
 
-    From the etcd Pod's advertise-client-urls annotation when present, else the
-    Machine's InternalIP (or first address) on port 2379.
+    `port-forward`: the Pod `kube-system/etcd-<node>:2379` of every Machine with a
+    Node, whether or not its Pod is listed (a missing Pod then says so when dialled).
+    `direct`: `host:port` from the etcd Pod's advertise-client-urls annotation when
+    present, else the Machine's InternalIP (or first address) on port 2379.
     """
     found: dict[str, tuple[str, ...]] = {}
     for machine in machines:
         node = machine.node_name
         if not node:
+            continue
+        if access == "port-forward":
+            found[machine.name] = (pod_endpoint(KUBE_SYSTEM, f"etcd-{node}", ETCD_CLIENT_PORT),)
             continue
         pod = pods.get(f"etcd-{node}") or {}
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
@@ -128,10 +146,13 @@ def machine_etcd_endpoints(
 
 
 def etcd_endpoints(
-    pods: Mapping[str, Mapping[str, Any]], machines: Sequence[MachineView]
+    pods: Mapping[str, Mapping[str, Any]],
+    machines: Sequence[MachineView],
+    *,
+    access: EtcdAccessMode,
 ) -> tuple[str, ...]:
     """Every Machine's etcd client endpoints, in Machine order, without duplicates."""
-    by_machine = machine_etcd_endpoints(pods, machines)
+    by_machine = machine_etcd_endpoints(pods, machines, access=access)
     return tuple(dict.fromkeys(e for endpoints in by_machine.values() for e in endpoints))
 
 
@@ -175,6 +196,12 @@ class WorkloadCluster:
         Raises `NotConnected`, `ApiError` or a network error when it cannot tell.
         """
         return self._api().get(CONFIG_MAP, KUBE_SYSTEM, KUBEADM_CONFIG_MAP) is not None
+
+    def dialer(self) -> Dialer:
+        """Opens connections into the cluster (its Pods through the API server's port-forward).
+
+        Raises `NotConnected` like every other access."""
+        return self.tracker.workload_client(self.cluster).dialer
 
     def etcd(self, endpoints: Sequence[str]) -> EtcdAccessLike:
         return self.tracker.etcd_access(self.cluster, endpoints)

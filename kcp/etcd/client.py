@@ -23,7 +23,8 @@ import etcd3
 import grpc
 
 from kcp.etcd.connection import Connection, EtcdConnection, EtcdTLS, Transport, open_connection
-from kcp.etcd.errors import EtcdUnavailable, is_transport_failure, translate
+from kcp.etcd.dial import DIRECT, Dialer
+from kcp.etcd.errors import EtcdTunnelError, EtcdUnavailable, is_transport_failure, translate
 from kcp.etcd.gateway import GatewayCalls, GatewayConnection
 from kcp.etcd.model import ALARM_NAMES, Alarm, Member, MemberStatus
 from kcp.etcd.pool import ChannelPool
@@ -141,6 +142,13 @@ class _GrpcCalls:
         except grpc.RpcError as exc:
             if is_transport_failure(exc):
                 connection.reset()
+                problem = connection.tunnel_problem()
+                if problem is not None:
+                    raise EtcdTunnelError(
+                        f"etcd {action} at {connection.endpoint} failed: {problem}",
+                        reason="lost",
+                        endpoint=connection.endpoint,
+                    ) from None
             raise translate(
                 exc,
                 endpoint=connection.endpoint,
@@ -193,17 +201,27 @@ class EtcdClient:
         timeouts: EtcdTimeouts | None = None,
         pool: ChannelPool | None = None,
         transport: Transport = "grpc",
+        dialer: Dialer | None = None,
     ) -> EtcdClient:
-        """A client for ``endpoint`` (``host:port`` or ``https://host:port``).
+        """A client for ``endpoint`` (``host:port``, ``https://host:port``, or a Pod's
+        ``namespace/pod:port`` reached through ``dialer``'s port-forward).
 
         With a ``pool`` the pool's transport is used, else ``transport``. Raises
         ``EtcdTLSError`` at once when the TLS material is unusable (garbage, key
         not matching the certificate, certificate expired).
         """
         if pool is not None:
-            return cls(pool.get(endpoint, tls), timeouts=timeouts or pool.timeouts)
+            connection = pool.get(endpoint, tls, dialer=dialer)
+            return cls(connection, timeouts=timeouts or pool.timeouts)
         timeouts = timeouts or EtcdTimeouts()
-        connection = open_connection(endpoint, tls, call_timeout=timeouts.call, transport=transport)
+        connection = open_connection(
+            endpoint,
+            tls,
+            call_timeout=timeouts.call,
+            transport=transport,
+            dialer=dialer or DIRECT,
+            dial_timeout=timeouts.dial,
+        )
         return cls(connection, timeouts=timeouts, owns_connection=True)
 
     def __repr__(self) -> str:
@@ -224,6 +242,12 @@ class EtcdClient:
     def endpoint(self) -> str:
         """``host:port`` this client talks to."""
         return self._connection.endpoint
+
+    @property
+    def member_name(self) -> str | None:
+        """The member this client is meant to reach when its endpoint says so by name (a Pod
+        endpoint, whose server certificate must name the member's node), else None."""
+        return self._connection.member_name
 
     @property
     def connection(self) -> EtcdConnection:

@@ -80,6 +80,14 @@ def _client_endpoints(member: Member) -> set[str]:
     return found
 
 
+def _reaches(client: EtcdClient, member: Member) -> bool:
+    """Whether ``client`` is meant to reach ``member``: by client URL, or by name when it goes
+    to the member's Pod (its endpoint names no address the member lists)."""
+    if client.endpoint in _client_endpoints(member):
+        return True
+    return bool(member.name) and client.member_name == member.name
+
+
 def _clients_for(
     targets: Sequence[EtcdClient | str],
     tls: EtcdTLS | None,
@@ -215,7 +223,8 @@ def _alarms(
     source = next((by_endpoint[ep] for ep, s in statuses.items() if s.member_id == leader_id), None)
     if source is None:
         leader = next((m for m in members if m.id == leader_id), None)
-        if leader is not None and _client_endpoints(leader) & failures.keys():
+        failed = [c for c in clients if c.endpoint in failures]
+        if leader is not None and any(_reaches(c, leader) for c in failed):
             name = f" ({leader.name})" if leader.name else ""
             errors.append(f"the leader {leader_id:x}{name} does not answer")
         return ()
@@ -239,12 +248,16 @@ def _member_health(
     for member in members:
         for endpoint in _client_endpoints(member):
             by_endpoint[endpoint] = member
+    by_name = {m.name: m for m in members if m.name}
     by_id = {m.id: m for m in members}
     asked: dict[int, str] = {}
     unmatched: list[MemberHealth] = []
     for client in clients:
         answer = statuses.get(client.endpoint)
-        found = by_id.get(answer.member_id) if answer else by_endpoint.get(client.endpoint)
+        if answer is not None:
+            found = by_id.get(answer.member_id)
+        else:
+            found = by_endpoint.get(client.endpoint) or by_name.get(client.member_name or "")
         if found is not None:
             asked.setdefault(found.id, client.endpoint)
             continue

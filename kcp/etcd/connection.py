@@ -27,8 +27,10 @@ import etcd3
 import grpc
 
 import kcp.certs
+from kcp.etcd.dial import DIRECT, Dialer, LocalTarget
 from kcp.etcd.errors import DEFAULT_CA_SOURCE, EtcdTLSError, EtcdUnavailable
 from kcp.etcd.gateway import GatewayConnection, open_gateway_connection
+from kcp.etcd.timeouts import DEFAULT_DIAL_TIMEOUT
 
 __all__ = [
     "TRANSPORTS",
@@ -161,9 +163,15 @@ class Connection:
         options: Sequence[tuple[str, Any]],
         call_timeout: float,
         ca_source: str = DEFAULT_CA_SOURCE,
+        local: LocalTarget | None = None,
+        member_name: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.ca_source = ca_source
+        self.member_name = member_name
+        """The member a Pod endpoint reaches (its node's name), else None."""
+        self._local = local
+        """Where gRPC dials when it is not the endpoint itself (a tunnel's loopback listener)."""
         self._credentials = credentials
         self._options = list(options)
         self._call_timeout = call_timeout
@@ -177,12 +185,17 @@ class Connection:
         return f"Connection({self.endpoint!r}, closed={self._closed})"
 
     def _new_channel(self) -> tuple[grpc.Channel, Any]:
-        channel = grpc.secure_channel(self.endpoint, self._credentials, options=self._options)
+        target = self._local.address if self._local is not None else self.endpoint
+        channel = grpc.secure_channel(target, self._credentials, options=self._options)
         return channel, _ChannelEtcd3Client(self.endpoint, channel, self._call_timeout)
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def tunnel_problem(self) -> str | None:
+        """Why the tunnel under the last connection gRPC made failed, if one did."""
+        return self._local.last_failure() if self._local is not None else None
 
     def ensure_connected(self, timeout: float) -> None:
         """Wait until the channel is up or has failed; raise ``EtcdUnavailable`` after ``timeout``.
@@ -231,6 +244,8 @@ class Connection:
             if not self._closed:
                 self._closed = True
                 self.channel.close()
+                if self._local is not None:
+                    self._local.close()
 
 
 EtcdConnection = Connection | GatewayConnection
@@ -244,10 +259,14 @@ def open_connection(
     call_timeout: float,
     options: tuple[tuple[str, Any], ...] = (),
     transport: Transport = "grpc",
+    dialer: Dialer = DIRECT,
+    dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
 ) -> EtcdConnection:
     """Open (lazily; no network yet) a mutual-TLS connection to ``endpoint``.
 
-    ``options`` are gRPC channel options (ignored by the gateway transport).
+    ``options`` are gRPC channel options (ignored by the gateway transport). ``dialer``
+    opens the connections underneath (a port-forward for a Pod endpoint); gRPC dials
+    its loopback listener, each connection opening within ``dial_timeout``.
 
     The material is checked first, so garbage, a key that does not match the
     certificate or an expired certificate raise ``EtcdTLSError`` saying so,
@@ -269,6 +288,7 @@ def open_connection(
             tls.key_pem,
             server_name=tls.server_name,
             ca_source=tls.ca_source,
+            dialer=dialer,
         )
     if transport != "grpc":
         raise ValueError(f"unknown etcd transport {transport!r}; use one of {TRANSPORTS}")
@@ -279,12 +299,18 @@ def open_connection(
     )
     # A subchannel of its own, so a reset channel never inherits a failed one's backoff.
     channel_options = [("grpc.use_local_subchannel_pool", 1), *options]
-    if tls.server_name:
-        channel_options.append(("grpc.ssl_target_name_override", tls.server_name))
+    local = dialer.listen(target, dial_timeout)
+    server_name = tls.server_name or dialer.server_name(target)
+    if not server_name and local.address != target:
+        server_name = target.rpartition(":")[0].rpartition("/")[2]
+    if server_name:
+        channel_options.append(("grpc.ssl_target_name_override", server_name))
     return Connection(
         target,
         credentials,
         options=channel_options,
         call_timeout=call_timeout,
         ca_source=tls.ca_source,
+        local=None if local.address == target else local,
+        member_name=dialer.server_name(target),
     )

@@ -19,6 +19,7 @@ __all__ = [
     "EtcdMemberNotFound",
     "EtcdNotLeader",
     "EtcdTLSError",
+    "EtcdTunnelError",
     "EtcdUnavailable",
     "is_transport_failure",
     "server_error",
@@ -45,6 +46,19 @@ class EtcdTLSError(EtcdUnavailable):
     A subclass of ``EtcdUnavailable`` because the member is unreachable for us either
     way; catch it first to tell the user which certificate to fix.
     """
+
+
+class EtcdTunnelError(EtcdUnavailable):
+    """A port-forward through the workload API server could not be opened, or died in use.
+
+    ``reason`` is one word for metrics (``not_found``, ``forbidden``, ``unauthorized``,
+    ``rejected``, ``unreachable``, ``tls``, ``timeout``, ``port``, ``lost``, ``closed``,
+    ``no_route``); the message names the Pod and what to check.
+    """
+
+    def __init__(self, message: str, *, reason: str, endpoint: str = "") -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.reason = reason
 
 
 class EtcdCallTimeout(EtcdError):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import ssl
 import threading
 import time
@@ -29,11 +28,13 @@ from typing import Any
 import grpc
 
 import kcp.certs
+from kcp.etcd.dial import DIRECT, Dialed, Dialer
 from kcp.etcd.errors import (
     DEFAULT_CA_SOURCE,
     EtcdCallTimeout,
     EtcdError,
     EtcdTLSError,
+    EtcdTunnelError,
     EtcdUnavailable,
     server_error,
     tls_error,
@@ -78,9 +79,10 @@ class GatewayConnection:
     """One kept-alive HTTPS connection to one endpoint's gateway; requests take turns.
 
     Creating it does no network I/O. ``post`` dials when there is no connection
-    (bounded by the dial timeout), sends, and waits at most the call timeout. A
-    connection that fails is dropped, so the next request dials afresh and a
-    member that came back is seen at once.
+    (bounded by the dial timeout) through ``dialer`` (a port-forward for a Pod
+    endpoint), sends, and waits at most the call timeout. A connection that fails
+    is dropped, so the next request dials afresh and a member that came back is
+    seen at once.
     """
 
     def __init__(
@@ -90,14 +92,19 @@ class GatewayConnection:
         *,
         server_name: str | None,
         ca_source: str = DEFAULT_CA_SOURCE,
+        dialer: Dialer = DIRECT,
     ) -> None:
         self.endpoint = endpoint
         self.ca_source = ca_source
-        self._host, self._port = split_host_port(endpoint)
-        self._server_hostname = server_name or self._host
+        self._dialer = dialer
+        host, self._port = split_host_port(endpoint)
+        self.member_name = dialer.server_name(endpoint)
+        """The member a Pod endpoint reaches (its node's name), else None."""
+        self._server_hostname = server_name or self.member_name or host
         self._context = context
         self._lock = threading.Lock()
         self._http: http.client.HTTPConnection | None = None
+        self._dialed: Dialed | None = None
         self._closed = False
         self.dials = 0
         """TLS connections opened so far (for tests and metrics)."""
@@ -117,7 +124,10 @@ class GatewayConnection:
     def socket_option(self, level: int, option: int) -> int:
         """An option of the open socket (0 when none is open); for tests and diagnosis."""
         sock = self._http.sock if self._http is not None else None
-        return int(sock.getsockopt(level, option)) if sock is not None else 0
+        try:
+            return int(sock.getsockopt(level, option)) if sock is not None else 0
+        except OSError:  # not a TCP socket: the local end of a tunnel
+            return 0
 
     def close(self) -> None:
         """Close now, or (a request in flight) as soon as that request is done."""
@@ -157,12 +167,13 @@ class GatewayConnection:
                     return self._use(self._http, path, payload, timeouts.call, where)
                 except _Dropped:
                     self._drop()
-            self._http = self._dial(timeouts.dial, where)
+            self._http, self._dialed = self._dial(timeouts.dial, where)
             try:
                 return self._use(self._http, path, payload, timeouts.call, where)
             except _Dropped as exc:
+                dialed = self._dialed
                 self._drop()
-                raise self._dropped_when_fresh(where, exc) from None
+                raise self._dropped_when_fresh(where, exc, dialed) from None
         finally:
             if self._closed:  # closed while this request ran
                 self._drop()
@@ -173,11 +184,13 @@ class GatewayConnection:
     def _post_alone(
         self, path: str, payload: bytes, timeouts: EtcdTimeouts, where: str
     ) -> dict[str, Any]:
-        connection = self._dial(timeouts.dial, where)
+        connection, dialed = self._dial(timeouts.dial, where)
         try:
-            status, body, _ = self._exchange(connection, path, payload, timeouts.call, where)
+            status, body, _ = self._exchange(
+                connection, path, payload, timeouts.call, where, dialed
+            )
         except _Dropped as exc:
-            raise self._dropped_when_fresh(where, exc) from None
+            raise self._dropped_when_fresh(where, exc, dialed) from None
         finally:
             connection.close()
         return _decode(status, body, path=path, where=where, endpoint=self.endpoint)
@@ -192,7 +205,9 @@ class GatewayConnection:
     ) -> dict[str, Any]:
         """A request on the kept-alive connection (lock held); dropped when it failed."""
         try:
-            status, body, keep = self._exchange(connection, path, payload, call_timeout, where)
+            status, body, keep = self._exchange(
+                connection, path, payload, call_timeout, where, self._dialed
+            )
         except EtcdError:
             self._drop()
             raise
@@ -200,7 +215,12 @@ class GatewayConnection:
             self._drop()
         return _decode(status, body, path=path, where=where, endpoint=self.endpoint)
 
-    def _dropped_when_fresh(self, where: str, exc: _Dropped) -> EtcdTLSError:
+    def _dropped_when_fresh(
+        self, where: str, exc: _Dropped, dialed: Dialed | None
+    ) -> EtcdUnavailable:
+        tunnel = self._tunnel_error(where, dialed)
+        if tunnel is not None:
+            return tunnel
         # Under TLS 1.3 the server judges our certificate after the handshake has
         # completed for us; its alert is lost with the connection it closes.
         return EtcdTLSError(
@@ -209,12 +229,20 @@ class GatewayConnection:
             endpoint=self.endpoint,
         )
 
+    def _tunnel_error(self, where: str, dialed: Dialed | None) -> EtcdTunnelError | None:
+        """Why the tunnel under ``dialed`` failed, as the error to raise (None: it did not)."""
+        why = dialed.why_closed() if dialed is not None else None
+        if why is None:
+            return None
+        return EtcdTunnelError(f"{where} failed: {why}", reason="lost", endpoint=self.endpoint)
+
     def _drop(self) -> None:
         if self._http is not None:
             self._http.close()
             self._http = None
+        self._dialed = None
 
-    def _dial(self, timeout: float, where: str) -> http.client.HTTPConnection:
+    def _dial(self, timeout: float, where: str) -> tuple[http.client.HTTPConnection, Dialed]:
         deadline = time.monotonic() + timeout
         too_slow = EtcdUnavailable(
             f"etcd at {self.endpoint} did not complete a connection within the dial timeout "
@@ -222,49 +250,55 @@ class GatewayConnection:
             endpoint=self.endpoint,
         )
         try:
-            raw = socket.create_connection((self._host, self._port), timeout=timeout)
+            dialed = self._dialer.connect(self.endpoint, timeout)
         except TimeoutError:
             raise too_slow from None
+        except EtcdTunnelError as exc:
+            raise EtcdTunnelError(
+                f"{where} failed: {exc}", reason=exc.reason, endpoint=self.endpoint
+            ) from None
         except OSError as exc:
             raise EtcdUnavailable(
                 f"{where} failed: unreachable [{exc.strerror or exc}]", endpoint=self.endpoint
             ) from None
-        # http.client sends headers and body in two writes: without this, Nagle holds
-        # the body back until the server's delayed ACK (40 ms per request).
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw = dialed.sock
         try:
             raw.settimeout(max(deadline - time.monotonic(), 0.001))
             secure = self._context.wrap_socket(raw, server_hostname=self._server_hostname)
         except TimeoutError:
             raw.close()
-            raise too_slow from None
+            raise self._tunnel_error(where, dialed) or too_slow from None
         except ssl.SSLError as exc:
             raw.close()
-            raise tls_error(
+            raise self._tunnel_error(where, dialed) or tls_error(
                 exc, where=where, endpoint=self.endpoint, ca_source=self.ca_source
             ) from None
         except OSError as exc:
             raw.close()
-            raise EtcdUnavailable(
+            raise self._tunnel_error(where, dialed) or EtcdUnavailable(
                 f"{where} failed: the TLS handshake was cut off [{exc.strerror or exc}]",
                 endpoint=self.endpoint,
             ) from None
-        connection = http.client.HTTPConnection(self._host, self._port)
+        # The Host header names the server as its certificate does: a Pod endpoint's
+        # "namespace/pod" is no host name. The connection itself is ``secure``.
+        connection = http.client.HTTPConnection(self._server_hostname, self._port)
         connection.sock = secure
         self.dials += 1
-        return connection
+        return connection, dialed
 
-    def _exchange(
+    def _exchange(  # noqa: PLR0917 - private; the tunnel under it is optional
         self,
         connection: http.client.HTTPConnection,
         path: str,
         payload: bytes,
         call_timeout: float,
         where: str,
+        dialed: Dialed | None = None,
     ) -> tuple[int, bytes, bool]:
         """Send and read the answer: its status, body and whether the connection stays open.
 
-        Raises ``_Dropped`` when the connection turns out closed, else a typed error.
+        Raises ``_Dropped`` when the connection turns out closed, else a typed error (a
+        tunnel under it that failed is that error, whatever the socket reported).
         """
         try:
             if connection.sock is not None:
@@ -276,16 +310,18 @@ class GatewayConnection:
             raise _Dropped(str(exc) or type(exc).__name__) from None
         except ssl.SSLError as exc:
             # Under TLS 1.3 a refused client certificate arrives as an alert on first read.
-            raise tls_error(
+            raise self._tunnel_error(where, dialed) or tls_error(
                 exc, where=where, endpoint=self.endpoint, ca_source=self.ca_source
             ) from None
         except TimeoutError:
-            raise EtcdCallTimeout(
+            raise self._tunnel_error(where, dialed) or EtcdCallTimeout(
                 f"{where} got no answer within the call timeout of {call_timeout:g}s",
                 endpoint=self.endpoint,
             ) from None
         except (OSError, http.client.HTTPException) as exc:
-            raise EtcdUnavailable(f"{where} failed: [{exc}]", endpoint=self.endpoint) from None
+            raise self._tunnel_error(where, dialed) or EtcdUnavailable(
+                f"{where} failed: [{exc}]", endpoint=self.endpoint
+            ) from None
         return response.status, body, not response.will_close
 
 
@@ -429,8 +465,11 @@ def open_gateway_connection(
     *,
     server_name: str | None,
     ca_source: str = DEFAULT_CA_SOURCE,
+    dialer: Dialer = DIRECT,
 ) -> GatewayConnection:
     """A connection (not dialled yet) whose TLS context holds the client pair in memory."""
     context = kcp.certs.client_tls_context(ca_pem, cert_pem, key_pem)
     context.set_alpn_protocols(["http/1.1"])
-    return GatewayConnection(endpoint, context, server_name=server_name, ca_source=ca_source)
+    return GatewayConnection(
+        endpoint, context, server_name=server_name, ca_source=ca_source, dialer=dialer
+    )

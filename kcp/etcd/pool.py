@@ -26,6 +26,7 @@ from kcp.etcd.connection import (
     normalize_endpoint,
     open_connection,
 )
+from kcp.etcd.dial import DIRECT, Dialer
 from kcp.etcd.timeouts import EtcdTimeouts
 
 __all__ = ["DEFAULT_MAX_CHANNELS", "ChannelKey", "ChannelPool", "PoolStats"]
@@ -36,17 +37,33 @@ DEFAULT_MAX_CHANNELS = 256
 
 @dataclass(frozen=True)
 class ChannelKey:
-    """What makes two channels interchangeable: same target, same client cert, same CA."""
+    """What makes two channels interchangeable: same target reached the same way (``route``:
+    directly, or through one API server's port-forward), same client cert, same CA."""
 
     endpoint: str
     cert_fingerprint: str
     ca_fingerprint: str
     server_name: str | None = None
+    route: str = "direct"
 
     @classmethod
-    def for_tls(cls, endpoint: str, tls: EtcdTLS) -> ChannelKey:
+    def for_tls(cls, endpoint: str, tls: EtcdTLS, dialer: Dialer = DIRECT) -> ChannelKey:
+        target = normalize_endpoint(endpoint)
         return cls(
-            normalize_endpoint(endpoint), tls.cert_fingerprint, tls.ca_fingerprint, tls.server_name
+            target,
+            tls.cert_fingerprint,
+            tls.ca_fingerprint,
+            tls.server_name,
+            dialer.route(target),
+        )
+
+    def same_material(self, other: ChannelKey) -> bool:
+        """Same endpoint and certificates, whichever way it is reached."""
+        return (self.endpoint, self.cert_fingerprint, self.ca_fingerprint, self.server_name) == (
+            other.endpoint,
+            other.cert_fingerprint,
+            other.ca_fingerprint,
+            other.server_name,
         )
 
 
@@ -98,9 +115,11 @@ class ChannelPool:
         with self._lock:
             return key in self._connections
 
-    def get(self, endpoint: str, tls: EtcdTLS) -> EtcdConnection:
-        """The open connection for (``endpoint``, ``tls``), opening one if needed."""
-        key = ChannelKey.for_tls(endpoint, tls)
+    def get(self, endpoint: str, tls: EtcdTLS, *, dialer: Dialer | None = None) -> EtcdConnection:
+        """The open connection for (``endpoint``, ``tls``) by ``dialer``'s route, opening one
+        if needed (nothing is dialled yet)."""
+        dialer = dialer or DIRECT
+        key = ChannelKey.for_tls(endpoint, tls, dialer)
         with self._lock:
             found = self._connections.get(key)
             if found is not None and not found.closed:
@@ -114,6 +133,8 @@ class ChannelPool:
             call_timeout=self.timeouts.call,
             options=self._channel_options,
             transport=self.transport,
+            dialer=dialer,
+            dial_timeout=self.timeouts.dial,
         )
         evicted: list[EtcdConnection] = []
         with self._lock:
@@ -137,8 +158,13 @@ class ChannelPool:
         return result
 
     def discard(self, endpoint: str, tls: EtcdTLS) -> None:
-        """Close and forget the connection for this key, if any (e.g. after a TLS error)."""
-        self._close_where(lambda key: key == ChannelKey.for_tls(endpoint, tls))
+        """Close and forget the connections to ``endpoint`` with ``tls``, by any route."""
+        wanted = ChannelKey.for_tls(endpoint, tls)
+        self._close_where(wanted.same_material)
+
+    def close_route(self, route: str) -> int:
+        """Close every connection reached by ``route`` (its API server's credentials changed)."""
+        return self._close_where(lambda key: key.route == route)
 
     def close_endpoints(self, endpoints: Iterable[str]) -> int:
         """Close every connection to these endpoints (a deleted cluster); returns how many."""

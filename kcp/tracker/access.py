@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kcp.etcd import (
+    DIRECT,
     ChannelPool,
+    Dialer,
     EtcdClient,
     EtcdClusterStatus,
     EtcdTimeouts,
@@ -26,7 +28,9 @@ class EtcdAccess:
     """Mutual-TLS access to one cluster's etcd with a valid, cached client certificate.
 
     Clients come from the tracker's bounded channel pool; opening one does no
-    network I/O, the first call dials (bounded by the dial timeout). Take a fresh
+    network I/O, the first call dials (bounded by the dial timeout): through a
+    port-forward via the workload API server for a Pod endpoint
+    (``kube-system/etcd-<node>:2379``), directly otherwise. Take a fresh
     ``EtcdAccess`` per reconcile: the certificate inside is renewed by the tracker.
     The repr shows no key material.
     """
@@ -38,6 +42,7 @@ class EtcdAccess:
     certificate_not_after: datetime
     timeouts: EtcdTimeouts
     pool: ChannelPool = field(repr=False)
+    dialer: Dialer = field(repr=False, default=DIRECT)
     _used: set[str] = field(repr=False, default_factory=set)
     _used_lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
     _answered: Callable[[], None] = field(repr=False, default=lambda: None)
@@ -48,7 +53,9 @@ class EtcdAccess:
         target = normalize_endpoint(endpoint)
         with self._used_lock:
             self._used.add(target)
-        return EtcdClient.open(target, self.tls, timeouts=self.timeouts, pool=self.pool)
+        return EtcdClient.open(
+            target, self.tls, timeouts=self.timeouts, pool=self.pool, dialer=self.dialer
+        )
 
     def clients(self) -> list[EtcdClient]:
         """One client per known endpoint."""

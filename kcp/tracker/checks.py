@@ -19,7 +19,7 @@ import ssl
 import time
 from datetime import UTC, datetime
 
-from kcp.etcd import EtcdTLS
+from kcp.etcd import DIRECT, EtcdTLS, PortForwardDialer
 from kcp.tracker.credentials import Credentials
 from kcp.tracker.entry import ClusterEntry, seen_marker
 from kcp.tracker.errors import ClusterSecretError
@@ -89,7 +89,12 @@ class Checker:
                 if entry.evicted:  # while the API server probe ran: open nothing for it
                     return None
                 etcd = probe_etcd(
-                    endpoints, issued.tls, self._credentials.pool, timeout, prefer=prefer
+                    endpoints,
+                    issued.tls,
+                    self._credentials.pool,
+                    timeout,
+                    prefer=prefer,
+                    dialer=workload.dialer if workload is not None else DIRECT,
                 )
                 if entry.evicted:
                     # Evicted during the probe: eviction closed the channels it knew of,
@@ -202,13 +207,17 @@ class Checker:
                 with entry.lock:
                     if entry.workload is current:
                         entry.workload = None
-                current.close()
+                self.retire(current)
             return None
         if current is not None and current.digest == kubeconfig.digest and not current.closed:
             return current
         try:
             fresh = WorkloadClient(
-                kubeconfig.kubeconfig, digest=kubeconfig.digest, timeout=self.options.api_timeout
+                kubeconfig.kubeconfig,
+                digest=kubeconfig.digest,
+                timeout=self.options.api_timeout,
+                tunnels=self._credentials.tunnels,
+                source=f"Secret {kubeconfig_secret_ref(entry.key)}",
             )
         except (ssl.SSLError, ValueError) as exc:
             error = ClusterSecretError(
@@ -227,12 +236,19 @@ class Checker:
             else:
                 replaced, entry.workload = entry.workload, fresh
         if replaced is not None:
-            replaced.close()
+            self.retire(replaced)
         if replaced is fresh:
             return None
         if current is not None:
             entry.log.info("workload API client rebuilt from a changed kubeconfig Secret")
         return fresh
+
+    def retire(self, client: WorkloadClient) -> None:
+        """Close a workload client that is no longer the cluster's, with its tunnels and the
+        etcd connections over them."""
+        client.close()
+        if isinstance(client.dialer, PortForwardDialer):
+            self._credentials.discard_route(client.dialer.pod_route)
 
     def record(
         self, entry: ClusterEntry, api: ProbeResult | None, etcd: ProbeResult | None
@@ -307,7 +323,7 @@ class Checker:
                 error=entry.last_error,
             )
             if dropped is not None:
-                dropped.close()
+                self.retire(dropped)
             with entry.used_lock:
                 endpoints |= entry.used_endpoints
             self._credentials.discard_channels(endpoints, generations)

@@ -1,7 +1,9 @@
 """The expensive part of reaching a cluster's etcd: its key, its certificates, its channels.
 
 Keys and certificates are cached per cluster (see ``keys`` and ``certificates``);
-channels live in a bounded ``ChannelPool`` shared by all clusters. Each cluster's
+channels live in a bounded ``ChannelPool`` shared by all clusters, and the
+port-forward tunnels under them on one ``TunnelLoop`` (one thread, started with
+the first tunnel; bounded too). Each cluster's
 entry remembers the certificates it handed out, so that their channels can be
 closed when a certificate is superseded twice over, the cluster goes down, or it
 is evicted. Closing a gRPC channel can block ~0.2 s (gRPC's connectivity poll),
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from kcp.etcd import ChannelPool, EtcdTimeouts, EtcdTLS
+from kcp.etcd import ChannelPool, EtcdTimeouts, EtcdTLS, TunnelLoop
 from kcp.tracker.certificates import CertificateCache, IssuedCertificate
 from kcp.tracker.entry import ClusterEntry
 from kcp.tracker.identity import ClusterKey
@@ -51,6 +53,12 @@ class Credentials:
         self.timeouts = EtcdTimeouts(dial=options.etcd_dial_timeout, call=options.etcd_call_timeout)
         self.pool = pool or ChannelPool(
             options.etcd_channels, timeouts=self.timeouts, transport=options.etcd_transport
+        )
+        self.tunnels = TunnelLoop(
+            max_tunnels=options.tunnels_max,
+            keepalive=options.tunnel_keepalive,
+            keepalive_timeout=options.probe_timeout,
+            observer=metrics,
         )
         self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcp-tracker-close")
 
@@ -121,6 +129,14 @@ class Credentials:
         except RuntimeError:  # shut down: do it here
             close()
 
+    def discard_route(self, route: str) -> None:
+        """Close, in the background, the channels reached by ``route`` (a retired API server
+        client's port-forwards: they would otherwise linger until the LRU drops them)."""
+        try:
+            self._closer.submit(self.pool.close_route, route)
+        except RuntimeError:  # shut down: do it here
+            self.pool.close_route(route)
+
     def forget(
         self, key: ClusterKey, endpoints: Iterable[str], generations: Iterable[EtcdTLS]
     ) -> None:
@@ -135,5 +151,6 @@ class Credentials:
         self.certificates.expire()
 
     def close(self) -> None:
-        """Wait for pending channel closes."""
+        """Wait for pending channel closes; close every tunnel."""
         self._closer.shutdown(wait=True)
+        self.tunnels.close()

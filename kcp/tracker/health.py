@@ -19,7 +19,9 @@ from typing import Literal
 import urllib3
 
 from kcp.etcd import (
+    DIRECT,
     ChannelPool,
+    Dialer,
     EtcdCallTimeout,
     EtcdClient,
     EtcdError,
@@ -106,8 +108,10 @@ def probe_etcd(
     timeout: float,
     *,
     prefer: str = "",
+    dialer: Dialer = DIRECT,
 ) -> ProbeResult:
-    """Etcd ``Status`` on the endpoints in turn until one answers and sees a leader."""
+    """Etcd ``Status`` on the endpoints in turn until one answers and sees a leader (Pod
+    endpoints through ``dialer``'s port-forward)."""
     if not endpoints:
         return ProbeResult("etcd", "failure", "no etcd endpoints are known for this cluster")
     order = sorted(endpoints, key=lambda endpoint: endpoint != prefer)
@@ -117,7 +121,8 @@ def probe_etcd(
     for endpoint in order:
         started = time.monotonic()
         try:
-            status = EtcdClient.open(endpoint, tls, timeouts=timeouts, pool=pool).status()
+            client = EtcdClient.open(endpoint, tls, timeouts=timeouts, pool=pool, dialer=dialer)
+            status = client.status()
         except EtcdCallTimeout as exc:
             timeouts_seen += 1
             problems.append(str(exc))

@@ -4,7 +4,9 @@ Families are registered once per registry (several trackers in one process,
 as in tests, share them). The default registry is ``kcp.runtime``'s process-wide
 ``REGISTRY`` (served on ``/metrics``), else ``prometheus_client.REGISTRY``.
 ``kcp_tracker_connection_up`` has one series per tracked cluster, removed
-when the cluster is evicted so a deleted cluster leaves nothing behind.
+when the cluster is evicted so a deleted cluster leaves nothing behind. The
+port-forward tunnels' families (``kcp_tracker_tunnels_*``) have no per-cluster
+series: ``TrackerMetrics`` is the ``TunnelObserver`` of the tracker's tunnel loop.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import threading
 import weakref
 from collections import Counter as Tally
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import prometheus_client
@@ -98,6 +100,25 @@ class _Families:
             ["namespace", "name"],
             registry=registry,
         )
+        self.tunnels_opened = Counter(
+            "kcp_tracker_tunnels_opened_total",
+            "Port-forward tunnels opened through workload API servers (kept and reused: "
+            "a steady fleet opens about one per etcd member, not one per reconcile)",
+            registry=registry,
+        )
+        self.tunnels_open = Gauge(
+            "kcp_tracker_tunnels_open",
+            "Port-forward tunnels open now (bounded by the tunnel loop's maximum)",
+            registry=registry,
+        )
+        self.tunnels_failed = Counter(
+            "kcp_tracker_tunnels_failed_total",
+            "Port-forward tunnels that could not be opened or broke, by reason (not_found: "
+            "no such Pod; forbidden: RBAC; unauthorized; port: nothing listens in the Pod; "
+            "unreachable, tls, timeout: the API server; lost: broke while open; rejected)",
+            ["reason"],
+            registry=registry,
+        )
 
 
 _families: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = weakref.WeakKeyDictionary()
@@ -125,6 +146,10 @@ class TrackerStats:
     cache_expirations: dict[str, int]
     health_checks: dict[str, int]
     """By ``target/result``, e.g. ``etcd/success``."""
+    tunnels_opened: int = 0
+    tunnels_open: int = 0
+    tunnels_failed: dict[str, int] = field(default_factory=dict)
+    """By reason, e.g. ``not_found``."""
 
 
 class TrackerMetrics:
@@ -136,6 +161,7 @@ class TrackerMetrics:
         self._lock = threading.Lock()
         self._tally: Tally[str] = Tally()
         self._clusters = 0
+        self._tunnels_open = 0
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -185,10 +211,29 @@ class TrackerMetrics:
     def connection(self, key: ClusterKey, up: bool) -> None:
         self._f.connection_up.labels(key.namespace, key.name).set(1 if up else 0)
 
+    # The tunnel loop's observer (called on its thread).
+
+    def tunnel_opened(self) -> None:
+        self._f.tunnels_opened.inc()
+        self._f.tunnels_open.inc()
+        with self._lock:
+            self._tally["tunnels_opened"] += 1
+            self._tunnels_open += 1
+
+    def tunnel_closed(self) -> None:
+        self._f.tunnels_open.dec()
+        with self._lock:
+            self._tunnels_open -= 1
+
+    def tunnel_failed(self, reason: str) -> None:
+        self._f.tunnels_failed.labels(reason).inc()
+        self._count(f"tunnel_failed/{reason}")
+
     def stats(self) -> TrackerStats:
         with self._lock:
             tally = dict(self._tally)
             clusters = self._clusters
+            tunnels_open = self._tunnels_open
 
         def group(prefix: str) -> dict[str, int]:
             return {
@@ -206,4 +251,7 @@ class TrackerMetrics:
             cache_evictions=group("evicted/"),
             cache_expirations=group("expired/"),
             health_checks=group("health/"),
+            tunnels_opened=tally.get("tunnels_opened", 0),
+            tunnels_open=tunnels_open,
+            tunnels_failed=group("tunnel_failed/"),
         )

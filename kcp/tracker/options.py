@@ -125,6 +125,16 @@ class TrackerOptions:
     HTTP/1.1 on the caller's thread, or ``"grpc"``, whose C core keeps an event-engine
     thread pool that grows with dialling load and does not shrink while busy."""
 
+    tunnels_max: int = 512
+    """Port-forward tunnels kept open at most, over all clusters (least recently used closed
+    first; a closed one is re-opened when next needed). One per etcd member in use, plus a
+    few while connections are replaced; with ``etcd_transport="grpc"`` allow twice the
+    ``etcd_channels``. No thread per tunnel: one I/O thread serves them all."""
+
+    tunnel_keepalive: float | None = 30.0
+    """Seconds of silence after which an open tunnel is pinged; one that does not answer
+    within ``probe_timeout`` is closed and re-opened on next use. None sends no pings."""
+
     def __post_init__(self) -> None:
         problems = []
         if self.capacity < 1:
@@ -155,6 +165,10 @@ class TrackerOptions:
             problems.append("connecting_backoff_max must be at least connecting_backoff")
         if self.failure_threshold < 1:
             problems.append("failure_threshold must be at least 1")
+        if self.tunnels_max < 1:
+            problems.append("tunnels_max must be at least 1")
+        if self.tunnel_keepalive is not None and self.tunnel_keepalive <= 0:
+            problems.append("tunnel_keepalive must be positive (or None for no pings)")
         if self.probe_workers < 1:
             problems.append("probe_workers must be at least 1")
         if self.etcd_transport not in TRANSPORTS:

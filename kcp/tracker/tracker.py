@@ -29,7 +29,7 @@ from cachetools import TTLCache
 from prometheus_client import CollectorRegistry
 
 from kcp.api.labels import CLUSTER_NAME_LABEL
-from kcp.etcd import ChannelPool, EtcdTimeouts, normalize_endpoint
+from kcp.etcd import DIRECT, ChannelPool, EtcdTimeouts, PodEndpoint, TunnelStats, normalize_endpoint
 from kcp.tracker.access import EtcdAccess
 from kcp.tracker.checks import Checker
 from kcp.tracker.credentials import Credentials
@@ -118,12 +118,23 @@ class Tracker:
         self._set_endpoints(entry, endpoints)
         with entry.lock:
             state, ca, error = entry.state, entry.etcd_ca, entry.etcd_error
-            known = entry.endpoints
+            known, workload = entry.endpoints, entry.workload
+            kubeconfig_error = entry.kubeconfig_error
+        tunnelled = any(PodEndpoint.parse(e) is not None for e in known)
         if error is not None:
             raise ClusterSecretError(str(error), retry_after=error.retry_after)
+        if tunnelled and kubeconfig_error is not None:
+            # A Pod is reached through the workload API server, with these credentials.
+            raise ClusterSecretError(
+                str(kubeconfig_error), retry_after=kubeconfig_error.retry_after
+            )
         if state == "down":
             raise self._down(entry)
-        if state == "connecting" or ca is None:
+        if (
+            state == "connecting"
+            or ca is None
+            or (tunnelled and (workload is None or workload.closed))
+        ):
             self._kick(entry)
             raise self._connecting(entry)
         private_key = self._keys.get(key)
@@ -143,6 +154,7 @@ class Tracker:
             certificate_not_after=issued.not_after,
             timeouts=self.etcd_timeouts,
             pool=self.etcd_pool,
+            dialer=workload.dialer if workload is not None else DIRECT,
             _used=entry.used_endpoints,
             _used_lock=entry.used_lock,
             _answered=lambda: self._checker.etcd_answered(entry),
@@ -282,6 +294,10 @@ class Tracker:
     def stats(self) -> TrackerStats:
         """This tracker's counts (keys generated, certificates issued, cache and probe tallies)."""
         return self.metrics.stats()
+
+    def tunnel_stats(self) -> TunnelStats:
+        """The port-forward tunnels: open now, opened and failed so far, evicted (LRU)."""
+        return self._credentials.tunnels.stats()
 
     def close(self) -> None:
         """Stop the scheduler and workers and evict every cluster."""

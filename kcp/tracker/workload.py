@@ -9,6 +9,9 @@ memory file, never a file on disk, and afterwards lives only in the context).
 Every request gets a timeout: the ``kubernetes`` client passes ``timeout=None``
 ("wait forever") unless a call gives ``_request_timeout``, so the pool manager
 substitutes the tracker's default for ``None``.
+
+The same credentials open port-forward tunnels to the cluster's Pods
+(``dialer``): closing the client closes them.
 """
 
 from __future__ import annotations
@@ -20,8 +23,22 @@ from typing import Any
 import urllib3
 
 from kcp.certs import Kubeconfig, client_tls_context
+from kcp.etcd import DIRECT, Dialer, PodEndpoint, PortForwardDialer, TunnelLoop
 
-__all__ = ["WorkloadClient", "ssl_context_for"]
+__all__ = ["STATIC_POD_PREFIXES", "WorkloadClient", "node_of_static_pod", "ssl_context_for"]
+
+STATIC_POD_PREFIXES = ("etcd-", "kube-apiserver-")
+"""kubeadm names a node's static Pods ``<component>-<node>``; those kcp tunnels to."""
+
+
+def node_of_static_pod(pod: PodEndpoint) -> str | None:
+    """The node a kubeadm static Pod runs on: the name its serving certificate carries
+    (and, for etcd, the member's name)."""
+    for prefix in STATIC_POD_PREFIXES:
+        if pod.pod.startswith(prefix) and len(pod.pod) > len(prefix):
+            return pod.pod[len(prefix) :]
+    return None
+
 
 _MAX_CONNECTIONS = 4
 """urllib3 connections kept per workload API server."""
@@ -59,7 +76,15 @@ class WorkloadClient:
     connections are gone; ask the tracker for the current client.
     """
 
-    def __init__(self, kubeconfig: Kubeconfig, *, digest: str, timeout: float) -> None:
+    def __init__(
+        self,
+        kubeconfig: Kubeconfig,
+        *,
+        digest: str,
+        timeout: float,
+        tunnels: TunnelLoop | None = None,
+        source: str = "the workload cluster's kubeconfig",
+    ) -> None:
         from kubernetes import client
 
         self.server = kubeconfig.server.rstrip("/")
@@ -73,15 +98,27 @@ class WorkloadClient:
             configuration.api_key_prefix = {"authorization": "Bearer"}
             self._auth_headers["Authorization"] = f"Bearer {kubeconfig.token}"
         self.api_client: Any = client.ApiClient(configuration)
+        context = ssl_context_for(kubeconfig)
         rest = self.api_client.rest_client
         rest.pool_manager.clear()
         rest.pool_manager = _TimeoutPoolManager(
             default_timeout=urllib3.Timeout(connect=timeout, read=timeout),
             num_pools=2,
             maxsize=_MAX_CONNECTIONS,
-            ssl_context=ssl_context_for(kubeconfig),
+            ssl_context=context,
             retries=False,
         )
+        self._forwards: PortForwardDialer | None = None
+        if tunnels is not None and self.server.startswith("https://"):
+            self._forwards = PortForwardDialer(
+                tunnels,
+                server=self.server,
+                context=context,
+                headers=self._auth_headers,
+                credentials=source,
+                server_names=node_of_static_pod,
+                identity=digest[:16],
+            )
         self._closed = threading.Event()
 
     def __repr__(self) -> str:
@@ -90,6 +127,12 @@ class WorkloadClient:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    @property
+    def dialer(self) -> Dialer:
+        """Reaches ``namespace/pod:port`` endpoints through a port-forward via this API server
+        (with these credentials), others directly."""
+        return self._forwards if self._forwards is not None else DIRECT
 
     def get(self, path: str, *, timeout: float) -> urllib3.BaseHTTPResponse:
         """``GET path`` with a hard timeout, body read; raises urllib3's errors."""
@@ -108,3 +151,5 @@ class WorkloadClient:
         if not self._closed.is_set():
             self._closed.set()
             self.api_client.rest_client.pool_manager.clear()
+            if self._forwards is not None:
+                self._forwards.close()

@@ -106,6 +106,7 @@ class KcpProcess:
             f"--health-addr=127.0.0.1:{self.health_port}",
             f"--metrics-bind-addr=127.0.0.1:{self.metrics_port}",
             f"--v={self.verbosity}",
+            "--etcd-access=direct",  # the simulated machines serve no kubelet port-forward yet
             *self.extra_args,
         ]
 

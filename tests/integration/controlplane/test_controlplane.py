@@ -104,6 +104,8 @@ def env(control_plane: LocalControlPlane) -> Iterator[Env]:
         tracker,
         namespace=namespace,
         options=ReconcilerOptions(
+            # The simulated machines do not serve the kubelet's port-forward yet.
+            etcd_access="direct",
             waiting_requeue=1.0,
             not_initialized_requeue=2.0,
             unhealthy_requeue=2.0,

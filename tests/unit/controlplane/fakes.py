@@ -10,7 +10,7 @@ from typing import Any
 from kcp.api import labels
 from kcp.api.groups import Resource, find
 from kcp.controlplane.client import ApiError, ResourceLike
-from kcp.etcd import EtcdClusterStatus, Member, MemberHealth, MemberStatus
+from kcp.etcd import DIRECT, EtcdClusterStatus, Member, MemberHealth, MemberStatus
 from kcp.tracker.errors import NotConnected
 from kcp.tracker.identity import ClusterKey
 from tests.unit.controlplane.builders import NOW, ts
@@ -202,6 +202,8 @@ class FakeEtcdClient:
         for member in self.access.status.members:
             if any(self.endpoint in url for url in member.client_urls):
                 return member
+            if self.endpoint == f"kube-system/etcd-{member.name}:2379":  # reached at its Pod
+                return member
         raise AssertionError(f"no member at {self.endpoint}")
 
     def status(self) -> MemberStatus:
@@ -251,6 +253,7 @@ class FakeEtcdAccess:
 class FakeWorkloadClient:
     def __init__(self, kube: FakeKube) -> None:
         self.api_client = kube
+        self.dialer = DIRECT
 
 
 class FakeTracker:
@@ -296,11 +299,15 @@ def etcd_status(
         MemberHealth(
             member_id=i + 1,
             name=n,
-            endpoint=f"{n}:2379",
+            endpoint=f"kube-system/etcd-{n}:2379",
             reachable=n not in unhealthy,
             status=None,
             alarms=(),
-            errors=(f"etcd status at {n}:2379 failed: unreachable",) if n in unhealthy else (),
+            errors=(
+                (f"etcd status at kube-system/etcd-{n}:2379 failed: unreachable",)
+                if n in unhealthy
+                else ()
+            ),
         )
         for i, n in enumerate(names)
     )

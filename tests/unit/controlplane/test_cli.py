@@ -85,3 +85,53 @@ def test_flags_as_cluster_api_spells_them() -> None:
 def test_bad_duration_is_refused() -> None:
     with pytest.raises(SystemExit):
         _parse("--etcd-call-timeout-duration", "soon")
+
+
+def test_etcd_access_defaults_to_port_forward_as_in_cluster_api() -> None:
+    import kcp.controlplane.cli as run_cli
+    import kcp.etcd
+
+    assert _parse().etcd_access == "port-forward" == kcp.etcd.DEFAULT_ETCD_ACCESS
+    assert set(run_cli.ETCD_ACCESS_CHOICES) == set(kcp.etcd.ETCD_ACCESS_MODES)
+    assert _parse("--etcd-access", "direct").etcd_access == "direct"
+    assert _parse("--etcd-access=port-forward").etcd_access == "port-forward"
+    with pytest.raises(SystemExit):
+        _parse("--etcd-access", "ssh")
+
+
+def test_etcd_access_reaches_the_reconciler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kcp run --etcd-access=direct` hands the mode to the reconciler that chooses endpoints."""
+    import kcp.controlplane.cli as run_cli
+    import kcp.controlplane.controller as controller
+    import kcp.runtime.manager as manager_module
+    import kcp.tracker.tracker as tracker_module
+
+    seen: dict[str, object] = {}
+
+    class _Manager:
+        registry = None
+
+        def __init__(self, options: object, api_client: object) -> None:
+            pass
+
+        def run_until_signal(self) -> int:
+            return 0
+
+    class _Tracker:
+        @classmethod
+        def for_api_client(cls, *args: object, **kwargs: object) -> _Tracker:
+            return cls()
+
+        def close(self) -> None:
+            pass
+
+    def fake_setup(*args: object, options: object = None, **kwargs: object) -> None:
+        seen["options"] = options
+
+    monkeypatch.setattr(run_cli, "management_api_client", lambda *a, **k: object())
+    monkeypatch.setattr(manager_module, "Manager", _Manager)
+    monkeypatch.setattr(tracker_module, "Tracker", _Tracker)
+    monkeypatch.setattr(controller, "setup", fake_setup)
+    for mode in ("direct", "port-forward"):
+        assert run_cli.run(_parse("--etcd-access", mode)) == 0
+        assert seen["options"].etcd_access == mode

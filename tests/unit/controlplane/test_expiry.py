@@ -20,7 +20,9 @@ from kcp.controlplane.expiry import (
     recorded_expiry,
     serving_certificate_expiry,
 )
+from kcp.etcd import EtcdTunnelError, PortForwardDialer, TunnelLoop
 from tests.unit.controlplane.builders import NOW, machine, ts
+from tests.unit.etcd.portforward_servers import ForwardingServer
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +111,49 @@ def test_recorded_expiry_prefers_the_machine_then_its_kubeadm_config() -> None:
     own = machine("a")
     own["metadata"]["annotations"][labels.MACHINE_CERTIFICATES_EXPIRY_DATE_ANNOTATION] = ts(NOW)
     assert recorded_expiry(MachineView(own), config) == NOW
+
+
+def test_through_a_port_forward_the_endpoint_is_the_kube_apiserver_pod() -> None:
+    m = MachineView(machine("a"))
+    annotated = {
+        "metadata": {
+            "annotations": {
+                "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint": "10.0.0.9:8443"
+            }
+        }
+    }
+    assert apiserver_endpoint(m, {"kube-apiserver-a": annotated}, access="port-forward") == (
+        "kube-system/kube-apiserver-a",
+        8443,
+    )
+    assert apiserver_endpoint(m, {"kube-apiserver-a": {}}, access="port-forward") == (
+        "kube-system/kube-apiserver-a",
+        6443,
+    )
+    assert apiserver_endpoint(m, {}, access="port-forward") is None
+
+
+def test_expiry_is_read_through_a_port_forward(
+    server: tuple[tuple[str, int], KeyPair], ca: KeyPair
+) -> None:
+    (host, port), serving = server
+    api_ca = new_certificate_authority("workload-apiserver", algorithm="ecdsa-p256")
+    forwards = {("kube-system", "kube-apiserver-a", 6443): f"{host}:{port}"}
+    loop = TunnelLoop()
+    try:
+        with ForwardingServer(api_ca, forwards=forwards) as api:
+            from kcp.certs import client_tls_context
+
+            dialer = PortForwardDialer(
+                loop, server=api.url, context=client_tls_context(api_ca.cert_pem)
+            )
+            endpoint = ("kube-system/kube-apiserver-a", 6443)
+            assert serving_certificate_expiry(endpoint, ca.cert_pem, dialer=dialer) == (
+                serving.not_after
+            )
+            with pytest.raises(EtcdTunnelError, match="Pod kube-system/kube-apiserver-b"):
+                serving_certificate_expiry(
+                    ("kube-system/kube-apiserver-b", 6443), ca.cert_pem, dialer=dialer
+                )
+    finally:
+        loop.close()

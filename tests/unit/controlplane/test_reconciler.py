@@ -337,7 +337,12 @@ def test_healthy_control_plane_is_available(kube: FakeKube, tracker: FakeTracker
     kinds = {x["type"]: x["status"] for x in machine_a["status"]["conditions"]}
     assert kinds[c.ETCD_MEMBER_HEALTHY] == c.TRUE
     assert kinds[c.UP_TO_DATE] == c.TRUE
-    assert tracker.endpoints_seen[-1] == ("a:2379", "b:2379", "c:2379")
+    # Reached as Cluster API does: through the workload API server to each etcd Pod.
+    assert tracker.endpoints_seen[-1] == (
+        "kube-system/etcd-a:2379",
+        "kube-system/etcd-b:2379",
+        "kube-system/etcd-c:2379",
+    )
 
 
 def test_machines_cabpk_wrote_into_are_not_rolled_out(kube: FakeKube, tracker: FakeTracker) -> None:
@@ -477,6 +482,26 @@ def test_a_bad_kubeconfig_secret_is_the_users_to_fix(kube: FakeKube, tracker: Fa
     ]
     components = _condition(kube, c.CONTROL_PLANE_COMPONENTS_HEALTHY)
     assert "c1-kubeconfig" in components["message"]
+
+
+def test_direct_etcd_access_dials_the_advertised_addresses(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    tracker.etcd = etcd_status(["a", "b", "c"])
+    reconciler = KubeadmControlPlaneReconciler(
+        kube,  # type: ignore[arg-type]
+        FakeCache(kube),
+        tracker,
+        recorder=EventRecorder(kube),  # type: ignore[arg-type]
+        options=ReconcilerOptions(expectation_timeout=0.0, etcd_access="direct"),
+        clock=lambda: NOW,
+        workload_api=lambda api: api,
+    )
+    reconciler.reconcile(KEY)
+    assert tracker.endpoints_seen[-1] == ("a:2379", "b:2379", "c:2379")
 
 
 def test_scale_down_moves_leadership_then_removes_member_then_deletes(

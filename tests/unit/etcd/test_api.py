@@ -35,6 +35,21 @@ def test_exported_names() -> None:
         "cluster_status",
         "move_leader",
         "normalize_endpoint",
+        "DEFAULT_ETCD_ACCESS",
+        "DIRECT",
+        "ETCD_ACCESS_MODES",
+        "Dialed",
+        "Dialer",
+        "DirectDialer",
+        "EtcdAccessMode",
+        "EtcdTunnelError",
+        "LocalTarget",
+        "PodEndpoint",
+        "PortForwardDialer",
+        "TunnelLoop",
+        "TunnelObserver",
+        "TunnelStats",
+        "pod_endpoint",
     }
     for name in kcp.etcd.__all__:
         assert getattr(kcp.etcd, name) is not None

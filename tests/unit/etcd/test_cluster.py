@@ -22,8 +22,10 @@ class _Member:
         alarms: list[Alarm] | None = None,
         errors: tuple[str, ...] = (),
         down: bool = False,
+        member_name: str | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.member_name = member_name
         self._id = member_id
         self._leader = leader_id
         self._members = members
@@ -148,3 +150,33 @@ def test_an_endpoint_that_is_no_member_is_reported_separately() -> None:
     assert len(extra) == 1
     assert extra[0].member_id == 9
     assert not extra[0].healthy
+
+
+def _pods(leaders: tuple[int, int, int], **overrides: Any) -> list[_Member]:
+    """Members reached at their Pods (kube-system/etcd-m-N:2379), not at their client URLs."""
+    return [
+        _Member(
+            f"kube-system/etcd-m-{i}:2379",
+            i,
+            leaders[i - 1],
+            members=MEMBERS,
+            member_name=f"m-{i}",
+            **overrides.get(str(i), {}),
+        )
+        for i in (1, 2, 3)
+    ]
+
+
+def test_a_silent_member_asked_at_its_pod_is_named_by_its_member_name() -> None:
+    status = cluster_status(_clients(*_pods((1, 1, 1), **{"3": {"down": True}})))
+    down = status.member("m-3")
+    assert down is not None
+    assert down.endpoint == "kube-system/etcd-m-3:2379"
+    assert not down.reachable
+    assert "unreachable" in down.errors[0]
+    assert [h.name for h in status.health] == ["m-1", "m-2", "m-3"]
+
+
+def test_a_silent_leader_asked_at_its_pod_is_named() -> None:
+    status = cluster_status(_clients(*_pods((1, 1, 1), **{"1": {"down": True}})))
+    assert any("leader 1 (m-1) does not answer" in e for e in status.errors)

@@ -5,6 +5,7 @@ TCP connections and never answers."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import ssl
 import threading
@@ -82,6 +83,68 @@ def https_server(ca: KeyPair, status: int = 200, *, port: int = 0) -> Iterator[s
     thread.start()
     try:
         yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def etcd_gateway_server(ca: KeyPair, member_name: str, member_id: int = 1) -> Iterator[str]:
+    """A stand-in for one etcd member's JSON gateway: mutual TLS (server certificate naming
+    `member_name`, client certificates from `ca` required), answering status, member list
+    and alarms as the only member, its leader. Yields its address `127.0.0.1:port`."""
+    server_pair = certs.issue_certificate(
+        ca,
+        common_name=member_name,
+        usages=("server",),
+        dns_names=(member_name, "localhost"),
+        ip_addresses=("127.0.0.1",),
+        algorithm="ecdsa-p256",
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    load_cert_chain_from_memory(context, server_pair.cert_pem, server_pair.key_pem)
+    context.load_verify_locations(cadata=ca.cert_pem.decode())
+    context.verify_mode = ssl.CERT_REQUIRED
+    header = {"member_id": str(member_id)}
+    answers = {
+        "/v3/maintenance/status": {"header": header, "leader": str(member_id), "version": "3.6.4"},
+        "/v3/cluster/member/list": {
+            "header": header,
+            "members": [
+                {
+                    "ID": str(member_id),
+                    "name": member_name,
+                    "peerURLs": [f"https://{member_name}:2380"],
+                    "clientURLs": [f"https://{member_name}:2379"],
+                }
+            ],
+        },
+        "/v3/maintenance/alarm": {"header": header},
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in two writes
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status = json.dumps(answers.get(self.path, {})).encode()
+            self.send_response(200 if self.path in answers else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(status)))
+            self.end_headers()
+            self.wfile.write(status)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
