@@ -104,8 +104,7 @@ def env(control_plane: LocalControlPlane) -> Iterator[Env]:
         tracker,
         namespace=namespace,
         options=ReconcilerOptions(
-            # The simulated machines do not serve the kubelet's port-forward yet.
-            etcd_access="direct",
+            etcd_access="port-forward",
             waiting_requeue=1.0,
             not_initialized_requeue=2.0,
             unhealthy_requeue=2.0,
@@ -244,6 +243,7 @@ class QuorumWatch:
 
 
 STABLE_WINDOW = 180.0
+STEADY_WINDOW = 60.0
 """Seconds a settled cluster is watched for Machines coming or going."""
 
 
@@ -430,6 +430,39 @@ def test_settled_cluster_keeps_exactly_its_machines_with_no_rollout(env: Env) ->
     assert len(watch.machine_sets) == 1, watch.machine_sets
     assert len(next(iter(watch.machine_sets))) == 3
     assert watch.problems == [], watch.problems
+
+
+def test_steady_clusters_reuse_their_etcd_tunnels(env: Env) -> None:
+    """Reconciled every few seconds, the settled clusters open no new port-forward: the
+    tunnels to their members (3 + 1) are kept and reused, not opened per reconcile."""
+
+    def sample(name: str, **labels: str) -> float:
+        return env.registry.get_sample_value(name, labels or None) or 0.0
+
+    _wait("the HA cluster to be healthy", lambda: _available(env, HA_KCP, 3, HA), 180, 2.0)
+    opened = sample("kcp_tracker_tunnels_opened_total")
+    reconciles = sample(
+        "controller_runtime_reconcile_total",
+        controller="kubeadmcontrolplane",
+        result="requeue_after",
+    )
+    time.sleep(STEADY_WINDOW)
+    opened_now = sample("kcp_tracker_tunnels_opened_total")
+    reconciled = (
+        sample(
+            "controller_runtime_reconcile_total",
+            controller="kubeadmcontrolplane",
+            result="requeue_after",
+        )
+        - reconciles
+    )
+    print(
+        f"over {STEADY_WINDOW:.0f}s: {reconciled:.0f} reconciles, tunnels opened "
+        f"{opened_now - opened:.0f}, open {sample('kcp_tracker_tunnels_open'):.0f}"
+    )
+    assert reconciled >= 10
+    assert opened_now - opened <= 3 + 1
+    assert sample("kcp_tracker_tunnels_open") >= 3 + 1
 
 
 def test_scale_down_to_one_keeps_quorum(env: Env) -> None:
