@@ -79,6 +79,11 @@ class Inspection(Step):
         else:
             try:
                 scope.etcd = workload.etcd_status(scope.endpoints)
+                if scope.etcd.refusals:
+                    # Stable messages: a refusal that lasts adds to one Event's count.
+                    self.recorder.warning(
+                        scope.kcp, "EtcdPortForwardRefused", "; ".join(scope.etcd.refusals)
+                    )
             except NotConnected as error:
                 etcd_error, etcd_reason = (
                     self._not_connected(scope, error),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from kcp.etcd.client import Alarm, EtcdClient, Member, MemberStatus
 from kcp.etcd.connection import EtcdTLS, normalize_endpoint
-from kcp.etcd.errors import EtcdError, EtcdNotLeader, EtcdUnavailable
+from kcp.etcd.errors import EtcdError, EtcdNotLeader, EtcdTunnelError, EtcdUnavailable
 from kcp.etcd.pool import ChannelPool
 from kcp.etcd.timeouts import EtcdTimeouts
 
@@ -53,6 +53,9 @@ class EtcdClusterStatus:
     alarms: tuple[Alarm, ...]
     errors: tuple[str, ...]
     """Cluster-wide problems (no member answers, no leader, split views)."""
+    refusals: tuple[str, ...] = ()
+    """Members whose port-forward was refused for a reason a user must fix (no such Pod,
+    RBAC, credentials): worth an Event, not only a condition."""
 
     @property
     def healthy(self) -> bool:
@@ -68,6 +71,10 @@ class EtcdClusterStatus:
 
     def by_id(self, member_id: int) -> MemberHealth | None:
         return next((h for h in self.health if h.member_id == member_id), None)
+
+
+_USER_FIXABLE = ("not_found", "forbidden", "unauthorized")
+"""Tunnel failures that waiting does not cure: no such Pod, RBAC, bad credentials."""
 
 
 def _client_endpoints(member: Member) -> set[str]:
@@ -136,11 +143,14 @@ def _cluster_status(clients: Sequence[EtcdClient]) -> EtcdClusterStatus:
     members: list[Member] | None = None
     errors: list[str] = []
     member_list_error = ""
+    refusals: list[str] = []
     for client in clients:
         try:
             statuses[client.endpoint] = client.status()
         except EtcdError as exc:
             failures[client.endpoint] = str(exc)
+            if isinstance(exc, EtcdTunnelError) and exc.reason in _USER_FIXABLE:
+                refusals.append(str(exc))
             continue
         if members is None:
             try:
@@ -176,6 +186,7 @@ def _cluster_status(clients: Sequence[EtcdClient]) -> EtcdClusterStatus:
         health=health,
         alarms=alarm_list,
         errors=tuple(errors),
+        refusals=tuple(refusals),
     )
 
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from kcp.etcd import Alarm, EtcdClient, EtcdUnavailable, Member, MemberStatus, cluster_status
+from kcp.etcd import (
+    Alarm,
+    EtcdClient,
+    EtcdTunnelError,
+    EtcdUnavailable,
+    Member,
+    MemberStatus,
+    cluster_status,
+)
 
 
 class _Member:
@@ -23,9 +31,11 @@ class _Member:
         errors: tuple[str, ...] = (),
         down: bool = False,
         member_name: str | None = None,
+        refused: str = "",
     ) -> None:
         self.endpoint = endpoint
         self.member_name = member_name
+        self._refused = refused
         self._id = member_id
         self._leader = leader_id
         self._members = members
@@ -35,6 +45,10 @@ class _Member:
         self.alarm_calls = 0
 
     def _check(self) -> None:
+        if self._refused:
+            raise EtcdTunnelError(
+                f"port-forward to Pod {self.endpoint} failed", reason=self._refused
+            )
         if self._down:
             raise EtcdUnavailable(f"etcd status at {self.endpoint} failed: unreachable")
 
@@ -180,3 +194,12 @@ def test_a_silent_member_asked_at_its_pod_is_named_by_its_member_name() -> None:
 def test_a_silent_leader_asked_at_its_pod_is_named() -> None:
     status = cluster_status(_clients(*_pods((1, 1, 1), **{"1": {"down": True}})))
     assert any("leader 1 (m-1) does not answer" in e for e in status.errors)
+
+
+def test_refused_port_forwards_are_reported_for_an_event() -> None:
+    """No such Pod or RBAC: the user must act; a member not listening yet is only a condition."""
+    members = _pods((1, 1, 1), **{"2": {"refused": "forbidden"}, "3": {"refused": "port"}})
+    status = cluster_status(_clients(*members))
+    assert status.refusals == ("port-forward to Pod kube-system/etcd-m-2:2379 failed",)
+    assert not status.healthy
+    assert cluster_status(_clients(*_pods((1, 1, 1)))).refusals == ()
