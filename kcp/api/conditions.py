@@ -71,6 +71,9 @@ HEALTH_CHECK_SUCCEEDED = "HealthCheckSucceeded"
 """On a Machine a MachineHealthCheck targets: False once it found the Machine unhealthy."""
 OWNER_REMEDIATED = "OwnerRemediated"
 """On an unhealthy Machine: False until its owner (the control plane) has remediated it."""
+MACHINE_DELETING_WAITING_FOR_PRE_TERMINATE_HOOK_REASON = "WaitingForPreTerminateHook"
+"""Reason of a Machine's `Deleting` condition once Cluster API core has drained its Node (and
+waited for volumes to detach) and now waits for the pre-terminate hooks to be removed."""
 
 # Reasons shared by many conditions.
 AVAILABLE_REASON = "Available"

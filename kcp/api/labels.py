@@ -42,7 +42,8 @@ PRE_TERMINATE_DELETE_HOOK_ANNOTATION_PREFIX = "pre-terminate.delete.hook.machine
 KCP_PRE_TERMINATE_HOOK_CLEANUP_ANNOTATION = (
     f"{PRE_TERMINATE_DELETE_HOOK_ANNOTATION_PREFIX}/kcp-cleanup"
 )
-"""KCP holds a deleting Machine's termination with this until its etcd member is gone."""
+"""On every Machine KCP creates: Cluster API core does not delete the infrastructure machine
+of a deleting Machine that carries it; KCP removes it once the Machine's etcd member is gone."""
 
 REMEDIATION_IN_PROGRESS_ANNOTATION = "controlplane.cluster.x-k8s.io/remediation-in-progress"
 REMEDIATION_FOR_ANNOTATION = "controlplane.cluster.x-k8s.io/remediation-for"

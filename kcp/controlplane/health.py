@@ -6,6 +6,8 @@ compute the per-Machine conditions (`APIServerPodHealthy`,
 `ControllerManagerPodHealthy`, `SchedulerPodHealthy`, `EtcdPodHealthy`,
 `EtcdMemberHealthy`) and the KubeadmControlPlane's `EtcdClusterHealthy` and
 `ControlPlaneComponentsHealthy`, with Cluster API's reasons and messages.
+`EtcdClusterHealthy` and the quorum count (`EtcdVotes`) cover every member
+etcd lists, not only those a Machine backs: a stale member still votes.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from typing import Any
 from kcp.api import conditions as c
 from kcp.api.objects import MachineView
 from kcp.controlplane.condition import Condition
-from kcp.etcd import EtcdClusterStatus
+from kcp.etcd import EtcdClusterStatus, Member
 
 __all__ = [
     "COMPONENTS",
     "ControlPlaneHealth",
+    "EtcdVotes",
     "components_condition",
     "etcd_cluster_condition",
+    "etcd_votes",
     "machine_health",
     "pod_condition",
 ]
@@ -106,6 +110,21 @@ def _running_not_ready(condition_type: str, status: Mapping[str, Any]) -> Condit
 
 
 @dataclass(frozen=True)
+class EtcdVotes:
+    """Every member etcd lists, counted as its quorum counts them, Machine or no Machine."""
+
+    voting: int
+    healthy: int
+    """Voting members that answered without a problem."""
+    learners: int
+    """Learners and members added but not started yet: they do not vote."""
+    unhealthy: tuple[str, ...] = ()
+    """Names of the voting members that are not healthy."""
+    unbacked: tuple[str, ...] = ()
+    """Members no Machine backs, while no Machine is provisioning (that could be its member)."""
+
+
+@dataclass(frozen=True)
 class ControlPlaneHealth:
     """Per-Machine conditions (by Machine name) and the two KCP-level conditions."""
 
@@ -114,6 +133,8 @@ class ControlPlaneHealth:
     components: Condition
     etcd_members_match: bool
     """Every etcd member belongs to a Machine and every Machine with a Node has a member."""
+    etcd_votes: EtcdVotes | None = None
+    """None when etcd did not list its members."""
 
 
 def _all(
@@ -268,17 +289,12 @@ def machine_health(
         )
     cluster_errors: list[str] = []
     matching = True
+    votes: EtcdVotes | None = None
     if etcd is not None and etcd.members:
+        votes = etcd_votes(machines, etcd)
+        cluster_errors.extend(_member_errors(machines, etcd))
         node_names = {m.node_name for m in machines if m.node_name}
-        # A Machine still provisioning may own a member that joined before its Node did.
-        provisioning = any(m.node_name is None for m in machines if not m.is_deleting)
-        for member in etcd.members:
-            if member.name and member.name not in node_names:
-                matching = False
-                if not provisioning:
-                    cluster_errors.append(
-                        f"Etcd member {member.name} does not have a corresponding Machine"
-                    )
+        matching = not any(m.name and m.name not in node_names for m in etcd.members)
         member_names = {m.name for m in etcd.members}
         if any(
             m.node_name and m.node_name not in member_names for m in machines if not m.is_deleting
@@ -294,6 +310,60 @@ def machine_health(
         etcd_cluster=etcd_cluster_condition(staying, cluster_errors, etcd_error, etcd_reason),
         components=components_condition(staying, workload_error, workload_reason),
         etcd_members_match=matching,
+        etcd_votes=votes,
+    )
+
+
+def _member_label(member: Member) -> str:
+    return member.name or f"{member.id:x} (name not yet assigned)"
+
+
+def _member_errors(machines: Sequence[MachineView], etcd: EtcdClusterStatus) -> list[str]:
+    """Lines about members the per-Machine conditions do not cover: those no Machine backs,
+    and those of Machines being deleted, which still vote until they are removed."""
+    by_node = {m.node_name: m for m in machines if m.node_name}
+    # A Machine still provisioning may own a member that joined before its Node did.
+    provisioning = any(m.node_name is None for m in machines if not m.is_deleting)
+    lines: list[str] = []
+    for member in etcd.members:
+        health = etcd.by_id(member.id)
+        problems = "; ".join(health.errors) if health is not None and not health.healthy else ""
+        machine = by_node.get(member.name) if member.name else None
+        if machine is None:
+            if not provisioning:
+                detail = f" and is not healthy: {problems}" if problems else ""
+                lines.append(
+                    f"Etcd member {_member_label(member)} does not have a corresponding "
+                    f"Machine{detail}"
+                )
+            elif member.started and problems:
+                # Named, so it started once: a joiner that failed, or one left behind.
+                lines.append(
+                    f"Etcd member {member.name} does not have a corresponding Machine and is "
+                    f"not healthy: {problems}"
+                )
+        elif machine.is_deleting and problems:
+            lines.append(
+                f"Etcd member {member.name} of Machine {machine.name} (being deleted) still "
+                f"votes and is not healthy: {problems}"
+            )
+    return lines
+
+
+def etcd_votes(machines: Sequence[MachineView], etcd: EtcdClusterStatus) -> EtcdVotes:
+    """Count every listed member: a stale member without a Machine still weighs on quorum."""
+    node_names = {m.node_name for m in machines if m.node_name}
+    provisioning = any(m.node_name is None for m in machines if not m.is_deleting)
+    voting = [m for m in etcd.members if m.started and not m.is_learner]
+    healthy_ids = {h.member_id for h in etcd.health if h.healthy}
+    return EtcdVotes(
+        voting=len(voting),
+        healthy=sum(1 for m in voting if m.id in healthy_ids),
+        learners=len(etcd.members) - len(voting),
+        unhealthy=tuple(sorted(m.name for m in voting if m.id not in healthy_ids)),
+        unbacked=()
+        if provisioning
+        else tuple(sorted(_member_label(m) for m in etcd.members if m.name not in node_names)),
     )
 
 

@@ -4,10 +4,11 @@ The infrastructure machine is cloned from the template named by
 `spec.machineTemplate.spec.infrastructureRef`, whatever its kind (handled as an
 unstructured dict, its kind being the template's without the `Template`
 suffix). All three objects share one name, `<kcp>-<5 random characters>`, and
-carry the control-plane labels. As in Cluster API, the KubeadmControlPlane
-controls the Machine, but only owns the KubeadmConfig and the infrastructure
-machine: Cluster API's Machine controller then replaces that reference with
-the Machine as their controller. When a later step fails, the objects already
+carry the control-plane labels; the Machine also carries Cluster API's KCP
+pre-terminate hook. As in Cluster API, the KubeadmControlPlane controls the
+Machine, but only owns the KubeadmConfig and the infrastructure machine:
+Cluster API's Machine controller then replaces that reference with the
+Machine as their controller. When a later step fails, the objects already
 created are deleted again.
 """
 
@@ -152,6 +153,9 @@ def machine_object(
     if ref is not None:
         annotations[labels.TEMPLATE_CLONED_FROM_NAME_ANNOTATION] = ref.name
         annotations[labels.TEMPLATE_CLONED_FROM_GROUPKIND_ANNOTATION] = ref.group_kind
+    # Cluster API's name, so that core waits for it and a takeover works both ways: the
+    # etcd member goes from this hook, after core has drained the Machine's Node.
+    annotations[labels.KCP_PRE_TERMINATE_HOOK_CLEANUP_ANNOTATION] = ""
     spec: dict[str, Any] = {
         "clusterName": cluster_name,
         "version": kcp.version,

@@ -1,8 +1,11 @@
-"""The steps that change a control plane: create a Machine, remove one (its etcd member first),
-release deleting Machines once their member is gone.
+"""The steps that change a control plane: create a Machine, delete one.
 
 Each step is one of Cluster API's: at most one Machine created or deleted per
 reconcile, and the decision of which comes from `kcp.controlplane.scaling`.
+A Machine is deleted only if the etcd members left would keep quorum, after
+etcd leadership has moved off its member; the member itself goes later, from
+the pre-terminate hook once core has drained the Machine
+(`kcp.controlplane.membership`).
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from kcp.api import groups, labels
 from kcp.api.objects import MachineView
 from kcp.controlplane.client import ApiError
 from kcp.controlplane.machines import MachineTemplateError, create_machine
-from kcp.controlplane.membership import QuorumAtRisk, remove_machine_member
-from kcp.controlplane.scaling import Decision, MachineState
+from kcp.controlplane.membership import forward_leadership
+from kcp.controlplane.scaling import Decision, MachineState, can_remove_member
 from kcp.controlplane.scope import Scope, Step
 from kcp.controlplane.workload import NotConnected
 from kcp.etcd import EtcdError
@@ -34,67 +37,7 @@ _POD_HEALTH = (
 
 
 class Operations(Step):
-    """Scale up, scale down, roll out, and the etcd clean-up that goes with removing a Machine."""
-
-    def cleanup_deleting(self, scope: Scope) -> None:
-        """Release our pre-terminate hook on deleting Machines once their member is gone."""
-        for machine in scope.machines:
-            if not machine.is_deleting:
-                continue
-            if labels.KCP_PRE_TERMINATE_HOOK_CLEANUP_ANNOTATION not in machine.annotations:
-                continue
-            if machine.node_name and scope.workload is not None:
-                if scope.etcd is None:
-                    scope.requeue_in(self.options.waiting_requeue)
-                    continue
-                try:
-                    removal = remove_machine_member(
-                        scope.workload, scope.endpoints, scope.etcd, machine, scope.machines
-                    )
-                except QuorumAtRisk as risk:
-                    _log.info("Holding Machine deletion", machine=machine.name, reason=str(risk))
-                    scope.requeue_in(self.options.waiting_requeue)
-                    continue
-                except (EtcdError, NotConnected) as error:
-                    self.recorder.warning(
-                        scope.kcp,
-                        "FailedEtcdMemberRemoval",
-                        f"Failed to remove the etcd member of Machine {machine.name}: {error}",
-                    )
-                    scope.requeue_in(self.options.waiting_requeue)
-                    continue
-                self._member_removed(
-                    scope, machine, removal.member, removal.removed, removal.leader_moved_to
-                )
-            self.release_hook(machine)
-
-    def release_hook(self, machine: MachineView) -> None:
-        annotations = {labels.KCP_PRE_TERMINATE_HOOK_CLEANUP_ANNOTATION: None}
-        try:
-            self.kube.merge_patch(
-                groups.MACHINE,
-                machine.namespace,
-                machine.name,
-                {"metadata": {"annotations": annotations}},
-            )
-        except ApiError as error:
-            if not error.not_found:
-                raise
-
-    def _member_removed(
-        self, scope: Scope, machine: MachineView, member: str, removed: bool, moved_to: str | None
-    ) -> None:
-        if not removed:
-            return
-        moved = f"; etcd leadership moved to {moved_to}" if moved_to else ""
-        self.recorder.normal(
-            scope.kcp,
-            "EtcdMemberRemoved",
-            f"Removed etcd member {member} of Machine {machine.name}{moved}",
-        )
-        _log.info(
-            "Removed etcd member", member=member, machine=machine.name, leader_moved_to=moved_to
-        )
+    """Scale up, scale down and roll out, one Machine at a time."""
 
     # -- decisions and actions --------------------------------------------------------
 
@@ -204,31 +147,31 @@ class Operations(Step):
                     "wait",
                     decision.reason,
                     machine=machine.name,
-                    blocked=("etcd cannot be reached to remove the member first",),
+                    blocked=("etcd cannot be reached to move its leadership away first",),
+                )
+                scope.requeue_in(self.options.waiting_requeue)
+                return
+            ok, why = can_remove_member(scope.etcd, machine.node_name)
+            if not ok:
+                scope.status.decision = Decision(
+                    "wait", decision.reason, machine=machine.name, blocked=(why,)
                 )
                 scope.requeue_in(self.options.waiting_requeue)
                 return
             try:
-                removal = remove_machine_member(
+                moved_to = forward_leadership(
                     scope.workload, scope.endpoints, scope.etcd, machine, scope.machines
                 )
-            except QuorumAtRisk as risk:
-                scope.status.decision = Decision(
-                    "wait", decision.reason, machine=machine.name, blocked=(str(risk),)
-                )
-                scope.requeue_in(self.options.waiting_requeue)
-                return
             except (EtcdError, NotConnected) as error:
                 self.recorder.warning(
                     scope.kcp,
                     "FailedScaleDown",
-                    f"Failed to remove the etcd member of Machine {machine.name}: {error}",
+                    f"Failed to move etcd leadership away from Machine {machine.name}: {error}",
                 )
                 scope.requeue_in(self.options.waiting_requeue)
                 return
-            self._member_removed(
-                scope, machine, removal.member, removal.removed, removal.leader_moved_to
-            )
+            if moved_to:
+                _log.info("Moved etcd leadership", machine=machine.name, leader=moved_to)
         try:
             self.kube.delete(groups.MACHINE, machine.namespace, machine.name, uid=machine.uid)
         except ApiError as error:

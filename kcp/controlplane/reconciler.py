@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kcp.api import conditions as c
-from kcp.api import groups, labels
+from kcp.api import groups
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
 from kcp.certs import CertificateError
 from kcp.controlplane.certificates import load_cluster_ca, reconcile_certificates
@@ -39,6 +39,7 @@ from kcp.controlplane.lifecycle import (
     plan_deletion,
     remove_finalizer,
 )
+from kcp.controlplane.membership import MemberBookkeeping
 from kcp.controlplane.operations import Operations
 from kcp.controlplane.orphans import Orphans
 from kcp.controlplane.rollout import infra_cloned_from, machine_up_to_date
@@ -87,6 +88,7 @@ class KubeadmControlPlaneReconciler(Step):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.inspection = Inspection(self.services)
         self.operations = Operations(self.services)
+        self.bookkeeping = MemberBookkeeping(self.services)
         self.orphans = Orphans(self.services)
         self.own_writes = OwnWrites()
         """Our status writes, so that their watch events do not enqueue again."""
@@ -212,7 +214,8 @@ class KubeadmControlPlaneReconciler(Step):
         self._kubeconfig(scope, endpoint)
         self._compare(scope)
         self.inspection.inspect(scope)
-        self.operations.cleanup_deleting(scope)
+        if self.bookkeeping.reconcile(scope):
+            return  # etcd's member list changed: decide on what the next reconcile reads
         if problems:
             return
         decision = decide(
@@ -306,8 +309,8 @@ class KubeadmControlPlaneReconciler(Step):
             _log.info("KubeadmControlPlane deleted: finalizer removed")
             return Result()
         for machine in machines:
-            if labels.KCP_PRE_TERMINATE_HOOK_CLEANUP_ANNOTATION in machine.annotations:
-                self.operations.release_hook(machine)
+            # The whole cluster goes: no member to keep, no leadership to hand over.
+            self.bookkeeping.release_hook(machine)
         for name in plan.to_delete:
             machine = next(m for m in machines if m.name == name)
             try:

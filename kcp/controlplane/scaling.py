@@ -220,21 +220,42 @@ def _scale_down(machines: Sequence[MachineState], why: str, *, outdated_only: bo
     return Decision("scale_down", why, machine=victim.name, rollout=rollout)
 
 
-def can_remove_member(etcd: EtcdClusterStatus, member_name: str) -> tuple[bool, str]:
-    """Whether removing `member_name` leaves a quorum of healthy voting members, and why not.
+def can_remove_member(
+    etcd: EtcdClusterStatus, member_name: str, *, member_id: int | None = None
+) -> tuple[bool, str]:
+    """Whether the members left after removing one keep a healthy quorum, and why not.
 
-    A member that is not in the list can always "be removed" (there is nothing to do).
+    The member is found by `member_id` when given, else by name. As in Cluster
+    API, every voting member that stays counts, whether a Machine backs it or
+    not (one no endpoint could check counts as unhealthy), and a learner or a
+    member added but never started blocks any removal until it votes. A member
+    that is not in the list can always "be removed" (there is nothing to do).
     """
-    target = next((m for m in etcd.members if m.name == member_name), None)
+    target = next(
+        (
+            m
+            for m in etcd.members
+            if (m.id == member_id if member_id is not None else m.name == member_name)
+        ),
+        None,
+    )
     if target is None:
         return True, f"etcd member {member_name} is not in the member list"
-    remaining = [m for m in etcd.members if m.id != target.id and not m.is_learner]
+    remaining = [m for m in etcd.members if m.id != target.id]
+    joining = sorted(m.name or f"{m.id:x}" for m in remaining if m.is_learner or not m.started)
+    if joining:
+        return False, (
+            f"etcd member {', '.join(joining)} is still joining (a learner or not started); "
+            f"removing etcd member {member_name} waits until it votes"
+        )
     healthy = _healthy_ids(etcd, (m.id for m in remaining))
     needed = quorum(len(remaining)) if remaining else 0
     if len(healthy) < needed:
+        sick = sorted(m.name for m in remaining if m.id not in healthy)
         return False, (
             f"removing etcd member {member_name} would leave {len(healthy)} healthy of "
-            f"{len(remaining)} members, fewer than the quorum of {needed}"
+            f"{len(remaining)} members, fewer than the quorum of {needed} "
+            f"(not healthy: {', '.join(sick)})"
         )
     return True, ""
 

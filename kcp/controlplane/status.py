@@ -225,11 +225,22 @@ def _available(inputs: StatusInputs) -> Condition:
             )
         ):
             components_healthy += 1
+    votes = health.etcd_votes
+    if votes is not None:
+        # What etcd lists is what its quorum counts, Machine or no Machine.
+        etcd_voting, etcd_healthy = votes.voting, votes.healthy
+    quorum_line = (
+        f"* {etcd_healthy} of {_plural(etcd_voting, 'etcd member')} healthy, "
+        f"at least {quorum(max(etcd_voting, 1))} required (etcd quorum)"
+    )
     problems: list[str] = []
     if etcd_voting == 0 or etcd_healthy < quorum(etcd_voting):
+        problems.append(quorum_line)
+    if votes is not None and votes.unbacked:
         problems.append(
-            f"* {etcd_healthy} of {_plural(etcd_voting, 'etcd member')} healthy, "
-            f"at least {quorum(max(etcd_voting, 1))} required (etcd quorum)"
+            "* The list of etcd members does not match the list of Machines: "
+            f"{_plural(len(votes.unbacked), 'etcd member')} without a Machine "
+            f"({', '.join(votes.unbacked)})"
         )
     if components_healthy == 0:
         problems.append(
@@ -238,6 +249,9 @@ def _available(inputs: StatusInputs) -> Condition:
         )
     if problems:
         return Condition.false(kind, c.NOT_AVAILABLE_REASON, "\n".join(problems))
+    if etcd_healthy < etcd_voting:
+        # Available, but say how little failure it can take now.
+        return Condition.true(kind, c.AVAILABLE_REASON, quorum_line)
     return Condition.true(kind, c.AVAILABLE_REASON)
 
 

@@ -3,7 +3,8 @@
 The tests of this module share one run (the machines take a while to start on
 two cores) and follow a cluster's life in order: the Cluster API samples come
 up, one etcd member dies and comes back, the HA cluster scales down and up,
-upgrades, and both clusters are deleted. Every wait is bounded.
+upgrades, loses a Machine to `kubectl delete machine`, and both clusters are
+deleted. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -520,6 +521,52 @@ def test_version_upgrade_rolls_one_machine_at_a_time(env: Env) -> None:
     assert any("Version v1.34.4, v1.34.5 required" in m for m in rolled), rolled
     print(
         f"rolled 3 Machines in {time.monotonic() - started:.0f}s ({watch.samples} quorum samples)"
+    )
+
+
+MEMBERS_MATCH_TIMEOUT = 120.0
+"""Seconds from `kubectl delete machine` until etcd lists exactly the Machines' members."""
+
+
+def test_kubectl_delete_machine_leaves_exactly_the_machines_members(env: Env) -> None:
+    """A Machine deleted with the API, as `kubectl delete machine` does: core drains it and
+    waits on kcp's pre-terminate hook, kcp removes its etcd member and releases the hook,
+    core tears it down and kcp replaces it; etcd never keeps a member without a Machine."""
+    machines = _machines(env, HA)
+    assert len(machines) == 3
+    hook = labels.KCP_PRE_TERMINATE_HOOK_CLEANUP_ANNOTATION
+    assert all(hook in m["metadata"]["annotations"] for m in machines)
+    victim = sorted(machines, key=lambda m: m["metadata"]["name"])[0]
+    name, node = victim["metadata"]["name"], victim["status"]["nodeRef"]["name"]
+    seen: list[str] = []
+
+    def members_match() -> Any:
+        members = _etcd_members(env, HA)
+        current = _machines(env, HA)
+        seen.append(f"{len(members)} members {members} / {len(current)} Machines")
+        ok = members and node not in members and len(members) == len(current)
+        return members if ok else False
+
+    started = time.monotonic()
+    with QuorumWatch(env, HA) as watch:
+        env.kube.delete(groups.MACHINE, env.namespace, name)
+        members = _wait(
+            "etcd to list exactly as many members as there are Machines",
+            members_match,
+            MEMBERS_MATCH_TIMEOUT,
+            0.5,
+        )
+        matched = time.monotonic() - started
+        _wait("3 healthy members again", lambda: _available(env, HA_KCP, 3, HA), 240, 2.0)
+    healed = time.monotonic() - started
+    assert watch.samples > 0 and watch.violations == [], watch.violations
+    assert watch.max_members <= 3
+    removed = _event_reasons(env).get("EtcdMemberRemoved", [])
+    assert any(m.startswith(f"Removed etcd member {node} of Machine {name}") for m in removed)
+    assert name not in {m["metadata"]["name"] for m in _machines(env, HA)}
+    print(
+        f"members == Machines {matched:.0f}s after the delete ({len(members)} each; "
+        f"{seen[0]} -> {seen[-1]}), 3 healthy after {healed:.0f}s"
     )
 
 

@@ -154,3 +154,54 @@ def test_silent_member_is_named_when_no_member_answers() -> None:
     )
     assert health.etcd_cluster.status == c.FALSE
     assert "Etcd member a (Machine a) is not healthy" in health.etcd_cluster.message
+
+
+def test_every_listed_member_is_counted() -> None:
+    machines = [MachineView(machine(n)) for n in ("a", "b", "c")]
+    health = machine_health(
+        machines,
+        {n: node(n) for n in "abc"},
+        _pods("a", "b", "c"),
+        etcd_status(["a", "b", "c", "zombie"], unhealthy=["zombie"]),
+    )
+    votes = health.etcd_votes
+    assert votes is not None
+    assert (votes.voting, votes.healthy, votes.learners) == (4, 3, 0)
+    assert votes.unhealthy == ("zombie",) and votes.unbacked == ("zombie",)
+    assert health.etcd_cluster.status == c.FALSE
+    assert (
+        "Etcd member zombie does not have a corresponding Machine and is not healthy: etcd "
+        "status at kube-system/etcd-zombie:2379 failed: unreachable"
+    ) in health.etcd_cluster.message
+
+
+def test_an_unhealthy_stranger_is_named_even_while_a_machine_provisions() -> None:
+    machines = [MachineView(machine(n)) for n in ("a", "b")] + [
+        MachineView(machine("p", node=None))
+    ]
+    health = machine_health(
+        machines,
+        {n: node(n) for n in "ab"},
+        _pods("a", "b"),
+        etcd_status(["a", "b", "zombie"], unhealthy=["zombie"]),
+    )
+    assert health.etcd_cluster.status == c.FALSE
+    assert "Etcd member zombie does not have a corresponding Machine and is not healthy" in (
+        health.etcd_cluster.message
+    )
+    assert health.etcd_votes is not None and health.etcd_votes.unbacked == ()
+
+
+def test_the_dead_member_of_a_deleting_machine_still_counts() -> None:
+    machines = [MachineView(machine("a")), MachineView(machine("d", deleting=True))]
+    health = machine_health(
+        machines,
+        {n: node(n) for n in "ad"},
+        _pods("a", "d"),
+        etcd_status(["a", "d"], unhealthy=["d"]),
+    )
+    assert health.etcd_cluster.status == c.FALSE
+    assert "Etcd member d of Machine d (being deleted) still votes and is not healthy" in (
+        health.etcd_cluster.message
+    )
+    assert health.etcd_votes is not None and health.etcd_votes.healthy == 1

@@ -151,6 +151,8 @@ def test_first_reconcile_creates_certificates_kubeconfig_and_the_first_machine(
         "name": name,
     }
     assert m["metadata"]["labels"][labels.MACHINE_CONTROL_PLANE_LABEL] == ""
+    # Cluster API's hook, so core waits for kcp to remove the member of a deleting Machine.
+    assert m["metadata"]["annotations"][labels.KCP_PRE_TERMINATE_HOOK_CLEANUP_ANNOTATION] == ""
     config_obj = kube.of_kind("KubeadmConfig")[0]
     assert (
         "initConfiguration" in config_obj["spec"] and "joinConfiguration" not in config_obj["spec"]
@@ -504,7 +506,28 @@ def test_direct_etcd_access_dials_the_advertised_addresses(
     assert tracker.endpoints_seen[-1] == ("a:2379", "b:2379", "c:2379")
 
 
-def test_scale_down_moves_leadership_then_removes_member_then_deletes(
+def _machine(kube: FakeKube, name: str) -> dict[str, Any] | None:
+    return kube.get(kube.resource_for("cluster.x-k8s.io", "Machine"), "ns", name)
+
+
+def _as_core_deletes_it(kube: FakeKube, name: str, *, drained: bool) -> None:
+    """Cluster API core's part: the Machine is deleting; once drained it waits on the hooks."""
+    obj = kube.objects[("Machine", "ns", name)]
+    obj["metadata"]["deletionTimestamp"] = ts(NOW)
+    obj["metadata"]["finalizers"] = ["machine.cluster.x-k8s.io"]
+    reason = "WaitingForPreTerminateHook" if drained else "DrainingNode"
+    obj["status"]["conditions"] = [
+        x for x in obj["status"]["conditions"] if x["type"] != c.DELETING
+    ] + [condition(c.DELETING, c.TRUE, reason=reason)]
+    kube.put(obj)
+
+
+def _hook(obj: dict[str, Any] | None) -> bool:
+    assert obj is not None
+    return labels.KCP_PRE_TERMINATE_HOOK_CLEANUP_ANNOTATION in obj["metadata"]["annotations"]
+
+
+def test_scale_down_moves_leadership_deletes_then_removes_the_member_from_the_hook(
     kube: FakeKube, tracker: FakeTracker
 ) -> None:
     kube.put(kcp(replicas=1))
@@ -513,15 +536,108 @@ def test_scale_down_moves_leadership_then_removes_member_then_deletes(
     kube.objects[("Machine", "ns", "a")]["metadata"]["creationTimestamp"] = ts(
         NOW - timedelta(hours=3)
     )
+    kube.objects[("Machine", "ns", "a")]["metadata"]["finalizers"] = ["machine.cluster.x-k8s.io"]
     reconciler = _reconciler(kube, tracker)
     reconciler.reconcile(KEY)
-    # "a" is the oldest and leads (member 1): leadership goes to the newest healthy member first.
+    # "a" is the oldest and leads (member 1): leadership goes to the newest healthy member
+    # before the Machine is deleted; its member stays until core has drained it.
+    assert [call[0] for call in tracker.etcd_calls] == ["move_leader"]
+    deleting = _machine(kube, "a")
+    assert deleting is not None and deleting["metadata"].get("deletionTimestamp")
+    assert _hook(deleting)
+    reasons = [r for _, r, _ in _events(kube)]
+    assert "ScalingDown" in reasons and "EtcdMemberRemoved" not in reasons
+    assert _condition(kube, c.SCALING_DOWN)["status"] == c.TRUE
+    # Still draining: nothing more.
+    _as_core_deletes_it(kube, "a", drained=False)
+    reconciler.reconcile(KEY)
+    assert [call[0] for call in tracker.etcd_calls] == ["move_leader"]
+    assert _hook(_machine(kube, "a"))
+    # Drained, core waits on the hook: the member goes, then the hook.
+    _as_core_deletes_it(kube, "a", drained=True)
+    tracker.etcd = etcd_status(["a", "b", "c"], leader=3)
+    reconciler.reconcile(KEY)
+    assert tracker.etcd_calls[-1] == ("remove_member", 1)
+    assert not _hook(_machine(kube, "a"))
+    removed = [m for _, r, m in _events(kube) if r == "EtcdMemberRemoved"]
+    assert removed == ["Removed etcd member a of Machine a"]
+
+
+def test_kubectl_delete_machine_removes_its_member_once_drained(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    """A Machine deleted by someone else goes the same way: leadership, member, hook."""
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    reconciler = _reconciler(kube, tracker)
+    reconciler.reconcile(KEY)
+    assert all(_hook(m) for m in kube.of_kind("Machine"))  # put on Machines that lacked it
+    _as_core_deletes_it(kube, "a", drained=True)
+    reconciler.reconcile(KEY)
+    # "a" leads (member 1): leadership to the newest other Machine's member first.
     assert tracker.etcd_calls[0][0] == "move_leader"
     assert tracker.etcd_calls[1] == ("remove_member", 1)
-    assert kube.get(kube.resource_for("cluster.x-k8s.io", "Machine"), "ns", "a") is None
-    reasons = [r for _, r, _ in _events(kube)]
-    assert "EtcdMemberRemoved" in reasons and "ScalingDown" in reasons
-    assert _condition(kube, c.SCALING_DOWN)["status"] == c.TRUE
+    assert not _hook(_machine(kube, "a"))
+    removed = [m for _, r, m in _events(kube) if r == "EtcdMemberRemoved"]
+    assert len(removed) == 1 and removed[0].startswith("Removed etcd member a of Machine a;")
+    assert "etcd leadership moved to" in removed[0]
+    assert len(kube.of_kind("Machine")) == 3  # nothing else happens while one is deleting
+
+
+def test_the_hook_holds_a_member_whose_removal_would_lose_quorum(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    tracker.etcd = etcd_status(["a", "b", "c"], unhealthy=["c"])
+    reconciler = _reconciler(kube, tracker)
+    reconciler.reconcile(KEY)
+    _as_core_deletes_it(kube, "a", drained=True)
+    reconciler.reconcile(KEY)
+    assert tracker.etcd_calls == []
+    assert _hook(_machine(kube, "a"))
+    etcd = _condition(kube, c.ETCD_CLUSTER_HEALTHY)
+    assert etcd["status"] == c.FALSE
+    assert (
+        "Machine a is being deleted but keeps its etcd member: removing etcd member a would "
+        "leave 1 healthy of 2 members, fewer than the quorum of 2 (not healthy: c)"
+    ) in etcd["message"]
+
+
+def test_a_member_no_machine_backs_is_removed_with_an_event(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    tracker.etcd = etcd_status(["a", "b", "c", "gone"], unhealthy=["gone"])
+    result = _reconciler(kube, tracker).reconcile(KEY)
+    assert tracker.etcd_calls == [("remove_member", 4)]
+    assert ("Normal", "EtcdMemberRemoved", "Removed etcd member gone, which no Machine backs") in (
+        _events(kube)
+    )
+    etcd = _condition(kube, c.ETCD_CLUSTER_HEALTHY)
+    assert etcd["status"] == c.FALSE
+    assert "Etcd member gone does not have a corresponding Machine" in etcd["message"]
+    assert result.requeue_after is not None and result.requeue_after <= 1.0
+
+
+def test_a_member_no_machine_backs_is_kept_when_quorum_needs_it(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b"])
+    tracker.etcd = etcd_status(["a", "b", "gone"], unhealthy=["b", "gone"])
+    _reconciler(kube, tracker).reconcile(KEY)
+    assert tracker.etcd_calls == []
+    etcd = _condition(kube, c.ETCD_CLUSTER_HEALTHY)
+    message = etcd["message"]
+    assert "etcd member gone does not have a corresponding Machine and must be removed" in message
+    assert any(r == "EtcdMemberRemovalBlocked" for _, r, _ in _events(kube))
+    assert len(kube.of_kind("Machine")) == 2  # no scale up meanwhile
 
 
 def test_scale_down_refuses_to_break_quorum(kube: FakeKube, tracker: FakeTracker) -> None:

@@ -135,6 +135,48 @@ def test_etcd_without_quorum_is_not_available() -> None:
     assert "1 of 3 etcd members healthy, at least 2 required" in available.message
 
 
+def _with_members(names: list[str], members: list[str], unhealthy: list[str]) -> StatusInputs:
+    inputs = _healthy_inputs(names)
+    pods = {f"{comp}-{n}": pod(comp, n) for n in names for comp in COMPONENTS}
+    inputs.health = machine_health(
+        list(inputs.machines),
+        {n: node(n) for n in names},
+        pods,
+        etcd_status(members, unhealthy=unhealthy),
+    )
+    return inputs
+
+
+def test_available_counts_members_without_machines() -> None:
+    """Two healthy Machines and two dead members left behind: 2 of 4 is no quorum."""
+    _, conditions = compute_status(_with_members(["a", "b"], ["a", "b", "x", "y"], ["x", "y"]))
+    available = _by_type(conditions)[c.AVAILABLE]
+    assert available.status == c.FALSE
+    assert "* 2 of 4 etcd members healthy, at least 3 required (etcd quorum)" in available.message
+    assert "2 etcd members without a Machine (x, y)" in available.message
+
+
+def test_a_stale_member_makes_available_false_and_names_it() -> None:
+    _, conditions = compute_status(_with_members(["a", "b", "c"], ["a", "b", "c", "x"], ["x"]))
+    by_type = _by_type(conditions)
+    assert by_type[c.AVAILABLE].status == c.FALSE
+    assert by_type[c.AVAILABLE].message == (
+        "* The list of etcd members does not match the list of Machines: 1 etcd member "
+        "without a Machine (x)"
+    )
+    assert by_type[c.ETCD_CLUSTER_HEALTHY].status == c.FALSE
+    assert "Etcd member x does not have a corresponding Machine" in (
+        by_type[c.ETCD_CLUSTER_HEALTHY].message
+    )
+
+
+def test_available_says_how_little_failure_it_can_take() -> None:
+    _, conditions = compute_status(_with_members(["a", "b", "c"], ["a", "b", "c"], ["c"]))
+    available = _by_type(conditions)[c.AVAILABLE]
+    assert available.is_true
+    assert available.message == "* 2 of 3 etcd members healthy, at least 2 required (etcd quorum)"
+
+
 def test_lowest_version() -> None:
     machines = [
         MachineView(machine("a", version="v1.34.10")),
