@@ -66,10 +66,6 @@ def start_controller(env: DevEnvironment, extra_args: list[str]) -> ControllerPr
             f"--health-addr={HOST}:{health}",
             f"--metrics-bind-addr={HOST}:{metrics}",
             f"--profiler-address={HOST}:{profiler}",
-            # Until the simulated machines serve the kubelet's port-forward endpoint, etcd
-            # and each machine's API server are dialled at their loopback addresses; a
-            # later --controller-arg=--etcd-access=... wins.
-            "--etcd-access=direct",
             *extra_args,
         ],
         log_path=log_path,
