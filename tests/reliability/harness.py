@@ -305,6 +305,31 @@ class KcpProcess:
             ),
         }
 
+    def sockets_by_peer(self) -> dict[str, int]:
+        """Open TCP sockets of the running incarnation by remote `host:port` ("listen" for
+        listeners), from /proc: which server each connection goes to tells a pool filling
+        up (the management API server) from a leak (a workload endpoint, an etcd member)."""
+        pid = self.pid
+        assert pid is not None
+        inodes = {
+            link[len("socket:[") : -1]
+            for fd in os.listdir(f"/proc/{pid}/fd")
+            if (link := _readlink(f"/proc/{pid}/fd/{fd}")).startswith("socket:[")
+        }
+        found: dict[str, int] = {}
+        for table in ("tcp", "tcp6"):
+            try:
+                lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 10 or fields[9] not in inodes:
+                    continue
+                peer = "listen" if fields[3] == "0A" else _tcp_address(fields[2])
+                found[peer] = found.get(peer, 0) + 1
+        return found
+
     def python_threads(self) -> list[str]:
         """Names of the running incarnation's Python threads (`py-spy dump`)."""
         pid = self.pid
@@ -317,6 +342,15 @@ class KcpProcess:
             check=False,
         )
         return sorted(re.findall(r'^Thread \S+ \([^)]*\): "([^"]*)"', dump.stdout, re.M))
+
+
+def _tcp_address(hex_address: str) -> str:
+    """`0100007F:D8A3` (/proc/net/tcp, IPv4 little-endian) -> `127.0.0.1:55459`."""
+    host, port = hex_address.split(":")
+    if len(host) == 8:
+        octets = [str(int(host[i : i + 2], 16)) for i in (6, 4, 2, 0)]
+        return f"{'.'.join(octets)}:{int(port, 16)}"
+    return f"[{host}]:{int(port, 16)}"
 
 
 def _readlink(path: str) -> str:
