@@ -14,7 +14,8 @@ What a reconciler calls, and what it gets:
 
 Locks: one tracker-wide lock guards only the entry maps (never held across I/O
 or key generation); each cluster has a lock for its bookkeeping only. Threads:
-one scheduler and ``probe_workers`` workers, however many clusters there are.
+one scheduler and ``probe_workers`` workers, however many clusters there are, and
+one I/O thread for every port-forward tunnel (started with the first one).
 """
 
 from __future__ import annotations

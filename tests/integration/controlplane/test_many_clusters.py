@@ -127,12 +127,7 @@ def test_one_key_per_cluster_across_many_reconciles(
         api,
         tracker,
         namespace=namespace,
-        options=ReconcilerOptions(
-            # The simulated machines do not serve the kubelet's port-forward yet.
-            etcd_access="direct",
-            unhealthy_requeue=1.0,
-            not_initialized_requeue=1.0,
-        ),
+        options=ReconcilerOptions(unhealthy_requeue=1.0, not_initialized_requeue=1.0),
     )
     manager.start()
 

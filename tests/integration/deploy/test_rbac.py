@@ -314,7 +314,6 @@ def test_kcp_run_as_its_service_account_reconciles_with_no_403(
                 f"--health-addr=127.0.0.1:{health}",
                 "--metrics-bind-addr=0",
                 "--v=1",
-                "--etcd-access=direct",  # the simulated machines serve no port-forward yet
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
