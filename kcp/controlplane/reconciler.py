@@ -47,7 +47,9 @@ from kcp.controlplane.scaling import decide
 from kcp.controlplane.scope import Cache, ReconcilerOptions, Scope, Services, Step
 from kcp.controlplane.secrets import SecretStore
 from kcp.controlplane.status import StatusInputs, compute_status, write_conditions
+from kcp.controlplane.upgrade import WorkloadUpgrade
 from kcp.controlplane.validation import validate_spec
+from kcp.controlplane.versions import version_change_problem
 from kcp.controlplane.workload import TrackerLike
 from kcp.runtime.controller import ObjectKey, Result
 from kcp.runtime.logging import get_logger
@@ -90,6 +92,7 @@ class KubeadmControlPlaneReconciler(Step):
         self.operations = Operations(self.services)
         self.bookkeeping = MemberBookkeeping(self.services)
         self.orphans = Orphans(self.services)
+        self.upgrade = WorkloadUpgrade(self.services)
         self.own_writes = OwnWrites()
         """Our status writes, so that their watch events do not enqueue again."""
         self._failures: dict[str, int] = {}
@@ -177,12 +180,22 @@ class KubeadmControlPlaneReconciler(Step):
     def _phases(self, scope: Scope) -> None:
         view = scope.view
         problems = validate_spec(view, max_replicas=self.options.max_replicas)
+        # No webhook refuses a version skipping a minor (or going back): nothing rolls out.
+        version_problem = view.version and version_change_problem(
+            view.version, (m.version for m in scope.machines)
+        )
+        if version_problem:
+            problems.append(version_problem)
         if problems:
             self._user_error(scope, "InvalidSpec", problems)
             scope.status.extra = (
                 Condition.unknown(c.SCALING_UP, "InvalidSpec", "\n".join(problems)),
                 Condition.unknown(c.SCALING_DOWN, "InvalidSpec", "\n".join(problems)),
             )
+            if version_problem:
+                scope.status.extra += (
+                    Condition.unknown(c.ROLLING_OUT, "InvalidSpec", version_problem),
+                )
         cluster = scope.cluster
         # The Machine cache has caught up with kcp's own writes (expectations): what a
         # create_machine interrupted by a crash left behind can be told from the rest.
@@ -226,8 +239,16 @@ class KubeadmControlPlaneReconciler(Step):
             certificates_available=certificates.available,
         )
         scope.status.decision = decision
+        # A joining Machine reads kubeadm-config: bring it to the spec before each rollout step.
+        if (
+            decision.rollout
+            and scope.status.initialized
+            and not self.upgrade.prepare_rollout(scope)
+        ):
+            return
         self.operations.act(scope, decision)
         if decision.action == "none" and scope.status.initialized:
+            self.upgrade.update_addons(scope)
             self.inspection.record_certificate_expiries(scope)
 
     def _waiting_health(self, scope: Scope, message: str) -> None:
@@ -302,6 +323,7 @@ class KubeadmControlPlaneReconciler(Step):
             remove_finalizer(self.kube, kcp)
             self.expectations.forget(view.uid)
             self.orphans.forget(view.uid)
+            self.upgrade.forget(view.uid)
             self._forget_failures(view.uid)
             if cluster is not None:
                 with contextlib.suppress(ValueError):

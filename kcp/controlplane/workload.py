@@ -181,6 +181,10 @@ class WorkloadCluster:
             self._kube = self._make_api(self.tracker.workload_client(self.cluster).api_client)
         return self._kube
 
+    def api(self) -> Kube:
+        """The workload API server's client (raises `NotConnected`), for objects kubeadm made."""
+        return self._api()
+
     def nodes(self) -> dict[str, dict[str, Any]]:
         """Nodes by name; raises `NotConnected`, `ApiError` or a network error."""
         return {str((n.get("metadata") or {}).get("name")): n for n in self._api().list(NODE)}

@@ -3,9 +3,10 @@
 `provision()` boots the machine from its bootstrap data as cloud-init and
 kubeadm would on a real node: it writes the data's files to the machine's disk
 (a directory), issues the node's certificates from the CAs in them, and runs
-`kubeadm init` (a new etcd cluster, then the cluster's configuration uploaded)
-or `kubeadm join --control-plane` (discovery with the bootstrap token, then an
-etcd member added through the running ones). It blocks until the machine
+`kubeadm init` (a new etcd cluster, then the cluster's configuration and the
+CoreDNS and kube-proxy add-ons uploaded) or `kubeadm join --control-plane`
+(discovery with the bootstrap token, then an etcd member added through the
+running ones). It blocks until the machine
 serves (bounded by the options' timeouts); the LocalMachine controller calls
 it from a worker. The kubelet is two halves: its API (`kcp.sim.kubelet_server`,
 a process serving port-forwards to the machine's etcd and API server) and its
@@ -45,6 +46,7 @@ from kcp.sim.etcd_member import (
 from kcp.sim.faults import Component, Fault
 from kcp.sim.kube import ApiError, Kube
 from kcp.sim.kubeadm import NodeSettings, etcd_start, node_settings
+from kcp.sim.kubeadm_addons import addon_objects
 from kcp.sim.kubeadm_init import (
     cluster_configuration_to_upload,
     cluster_info_kubeconfig,
@@ -361,9 +363,15 @@ class SimMachine:
             cluster_info=cluster_info_kubeconfig(boot.authorities.ca.cert_pem, server),
             bootstrap_tokens=tokens,
         )
-        publish(self.workload(self.apiserver.url), objects)
+        kube = self.workload(self.apiserver.url)
+        publish(kube, objects)
+        addons = addon_objects(
+            cluster_configuration,
+            skip_phases=[str(p) for p in (boot.init_configuration or {}).get("skipPhases") or []],
+        )
+        publish(kube, addons, update=False)
         self._init_uploaded = True
-        self.log.info("uploaded what kubeadm init creates", objects=len(objects))
+        self.log.info("uploaded what kubeadm init creates", objects=len(objects) + len(addons))
 
     def _start_etcd(self, command: KubeadmCommand) -> None:
         """Start a new etcd cluster (init), or MemberAdd and join the running one (join)."""

@@ -9,7 +9,7 @@ machine's real processes (a stopped etcd makes `etcd-<node>` not ready), which
 is what kcp's per-machine pod conditions read. Only etcd and kube-apiserver
 run for real; the controller manager and the scheduler are always reported
 running. `publish` creates (or brings up to date) what `kubeadm init` uploads,
-as `kcp.sim.kubeadm_init.init_objects` lists it.
+as `kcp.sim.kubeadm_init.init_objects` and `kcp.sim.kubeadm_addons.addon_objects` list it.
 """
 
 from __future__ import annotations
@@ -224,10 +224,13 @@ _MUTABLE = ("data", "stringData", "rules", "subjects")
 """What `publish` brings up to date in an object that exists (roleRef and type are immutable)."""
 
 
-def publish(kube: Kube, objects: Sequence[WorkloadObject]) -> None:
-    """Create each object, or update one that exists: kubeadm's create-or-update, idempotent."""
+def publish(kube: Kube, objects: Sequence[WorkloadObject], *, update: bool = True) -> None:
+    """Create each object, or update one that exists: kubeadm's create-or-update, idempotent.
+
+    With `update` False an object that exists is left as it is (kubeadm's add-ons, which the
+    control plane's controller may have changed since)."""
     for resource, namespace, body in objects:
-        if kube.create(resource, namespace, body) is not None:
+        if kube.create(resource, namespace, body) is not None or not update:
             continue
         patch = {key: body[key] for key in _MUTABLE if key in body}
         if patch:

@@ -28,6 +28,7 @@ from kcp.controlplane.client import Kube
 from kcp.controlplane.controller import ControlPlaneController, setup
 from kcp.controlplane.expiry import recorded_expiry
 from kcp.controlplane.reconciler import ReconcilerOptions
+from kcp.controlplane.upgrade import DAEMON_SET, DEPLOYMENT
 from kcp.etcd import EtcdTimeouts, cluster_status
 from kcp.runtime.manager import Manager
 from kcp.runtime.metrics import new_registry
@@ -507,8 +508,12 @@ def test_version_upgrade_rolls_one_machine_at_a_time(env: Env) -> None:
         return done and _available(env, HA_KCP, 3, HA)
 
     with QuorumWatch(env, HA) as watch:
+        # As a user upgrading: the Kubernetes version, and CoreDNS with it.
         env.kube.merge_patch(
-            groups.KUBEADM_CONTROL_PLANE, env.namespace, HA_KCP, {"spec": {"version": "v1.34.5"}}
+            groups.KUBEADM_CONTROL_PLANE,
+            env.namespace,
+            HA_KCP,
+            {"spec": {"version": "v1.34.5", "kubeadmConfigSpec": UPGRADED_DNS}},
         )
         _wait("every Machine to be replaced", upgraded, PROVISION_TIMEOUT * 1.5, 2.0)
     assert most[0] <= 4  # maxSurge 1: never more than one extra Machine
@@ -521,6 +526,186 @@ def test_version_upgrade_rolls_one_machine_at_a_time(env: Env) -> None:
     assert any("Version v1.34.4, v1.34.5 required" in m for m in rolled), rolled
     print(
         f"rolled 3 Machines in {time.monotonic() - started:.0f}s ({watch.samples} quorum samples)"
+    )
+
+
+UPGRADED_DNS = {"clusterConfiguration": {"dns": {"imageTag": "v1.12.2"}}}
+COREDNS_INSTALLED = "registry.k8s.io/coredns/coredns:v1.12.1"
+"""What kubeadm 1.34 installs, and so the simulated `kubeadm init`."""
+
+
+def _workload_get(env: Env, cluster: str, resource: Any, name: str) -> dict[str, Any] | None:
+    """An object in the workload cluster's kube-system, through kcp's tracker (None: unknown)."""
+    key = ClusterKey.from_object(env.kube.get(groups.CLUSTER, env.namespace, cluster) or {})
+    try:
+        return Kube(env.tracker.workload_client(key).api_client).get(resource, "kube-system", name)
+    except Exception:  # not connected right now: the caller polls
+        return None
+
+
+def _workload_image(env: Env, cluster: str, resource: Any, name: str) -> str | None:
+    obj = _workload_get(env, cluster, resource, name) or {}
+    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+        "containers"
+    ) or [{}]
+    return containers[0].get("image")
+
+
+def _kubeadm_cluster_configuration(env: Env, cluster: str) -> dict[str, Any]:
+    config_map = _workload_get(env, cluster, groups.CONFIG_MAP, "kubeadm-config") or {}
+    loaded = yaml.safe_load((config_map.get("data") or {}).get("ClusterConfiguration") or "{}")
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def test_upgrade_brought_kubeadm_config_kube_proxy_and_coredns_along(env: Env) -> None:
+    """Cluster API's workload-side upgrade steps: kubeadm-config before the Machines, the
+    add-ons once the rollout is done."""
+
+    wanted = (
+        "v1.34.5",
+        "registry.k8s.io/kube-proxy:v1.34.5",
+        "registry.k8s.io/coredns/coredns:v1.12.2",
+    )
+    seen: list[Any] = [None]
+
+    def upgraded() -> bool:
+        found = (
+            _kubeadm_cluster_configuration(env, HA).get("kubernetesVersion"),
+            _workload_image(env, HA, DAEMON_SET, "kube-proxy"),
+            _workload_image(env, HA, DEPLOYMENT, "coredns"),
+        )
+        if found != seen[0]:
+            print(f"workload: kubeadm-config, kube-proxy, CoreDNS = {found}")
+            seen[0] = found
+        return found == wanted
+
+    _wait("kubeadm-config, kube-proxy and CoreDNS upgraded", upgraded, 60)
+    uploaded = _kubeadm_cluster_configuration(env, HA)
+    assert uploaded["dns"] == {"imageTag": "v1.12.2"}
+    assert uploaded["apiServer"]["extraArgs"] == [{"name": "audit-log-maxage", "value": "7"}]
+    corefile = _workload_get(env, HA, groups.CONFIG_MAP, "coredns") or {}
+    assert "kubernetes cluster.local" in corefile["data"]["Corefile"]  # left as it is
+    reasons = _event_reasons(env)
+    updated = reasons.get("KubeadmConfigUpdated", [])
+    assert any("kubernetesVersion v1.34.5" in m for m in updated), reasons
+    assert "KubeProxyUpdated" in reasons and "CoreDNSUpdated" in reasons, reasons
+
+
+def test_version_changes_a_webhook_would_refuse_roll_nothing_out(env: Env) -> None:
+    """v1.34 -> v1.36 on the HA cluster (a minor skipped) and a downgrade on the single one:
+    each is refused with the versions that are allowed, and no Machine is made for it."""
+    machines = {
+        name: sorted(m["metadata"]["name"] for m in _machines(env, name)) for name in (HA, SINGLE)
+    }
+    refused = {HA_KCP: ("v1.34.5", "v1.36.0"), SINGLE_KCP: ("v1.34.4", "v1.34.3")}
+
+    def patch_versions(index: int) -> None:
+        for name, versions in refused.items():
+            env.kube.merge_patch(
+                groups.KUBEADM_CONTROL_PLANE,
+                env.namespace,
+                name,
+                {"spec": {"version": versions[index]}},
+            )
+
+    def named() -> Any:
+        found = {name: _condition(_kcp(env, name), c.ROLLING_OUT) for name in refused}
+        ok = all(
+            x.get("reason") == "InvalidSpec" and "allowed versions" in x.get("message", "")
+            for x in found.values()
+        )
+        return found if ok else False
+
+    patch_versions(1)
+    try:
+        found = _wait("RollingOut to name the allowed versions", named, 30, 0.5)
+        time.sleep(3)  # more reconciles: still nothing rolls out
+        assert {
+            n: sorted(m["metadata"]["name"] for m in _machines(env, n)) for n in machines
+        } == machines
+    finally:
+        patch_versions(0)
+    skipped, downgrade = found[HA_KCP]["message"], found[SINGLE_KCP]["message"]
+    print(f"refused:\n  {skipped}\n  {downgrade}")
+    assert skipped.startswith(
+        "spec.version v1.36.0 skips a minor version: the Machines run v1.34.5"
+    )
+    assert "allowed versions: v1.34.5 or a later v1.34 patch release, or any v1.35" in skipped
+    assert downgrade.startswith("spec.version v1.34.3 is a downgrade")
+    assert any("v1.36.0 skips a minor version" in m for m in _event_reasons(env)["InvalidSpec"])
+    assert _kubeadm_cluster_configuration(env, HA)["kubernetesVersion"] == "v1.34.5"
+    _wait(
+        "both to settle back with nothing to roll out",
+        lambda: all(
+            _condition(_kcp(env, name), c.ROLLING_OUT).get("status") == c.FALSE for name in refused
+        ),
+        30,
+    )
+
+
+def test_skip_annotations_leave_coredns_and_kube_proxy_alone(env: Env) -> None:
+    """The single sample carries skip-coredns and skip-kube-proxy: a newer CoreDNS asked for
+    and a kube-proxy left behind stay as they are, until the annotations go."""
+    single = _kcp(env, SINGLE_KCP) or {}
+    assert labels.SKIP_COREDNS_ANNOTATION in single["metadata"]["annotations"]
+    proxy = _workload_get(env, SINGLE, DAEMON_SET, "kube-proxy")
+    assert proxy is not None
+    containers = proxy["spec"]["template"]["spec"]["containers"]
+    assert containers[0]["image"] == "registry.k8s.io/kube-proxy:v1.34.4"
+    behind = "registry.k8s.io/kube-proxy:v1.34.3"
+    key = ClusterKey.from_object(env.kube.get(groups.CLUSTER, env.namespace, SINGLE) or {})
+    workload = Kube(env.tracker.workload_client(key).api_client)
+    workload.merge_patch(
+        DAEMON_SET,
+        "kube-system",
+        "kube-proxy",
+        {"spec": {"template": {"spec": {"containers": [{**containers[0], "image": behind}]}}}},
+    )
+    patched = env.kube.merge_patch(
+        groups.KUBEADM_CONTROL_PLANE,
+        env.namespace,
+        SINGLE_KCP,
+        {"spec": {"kubeadmConfigSpec": UPGRADED_DNS}},
+    )
+    generation = patched["metadata"]["generation"]
+    _wait(
+        "the single KCP to observe the CoreDNS change",
+        lambda: (
+            ((_kcp(env, SINGLE_KCP) or {}).get("status") or {}).get("observedGeneration", 0)
+            >= generation
+        ),
+        30,
+        0.5,
+    )
+    time.sleep(4)  # a few more reconciles (every 3 s when healthy)
+    assert _workload_image(env, SINGLE, DAEMON_SET, "kube-proxy") == behind
+    assert _workload_image(env, SINGLE, DEPLOYMENT, "coredns") == COREDNS_INSTALLED
+    assert "imageTag" not in (_kubeadm_cluster_configuration(env, SINGLE).get("dns") or {})
+    # Without the annotations kcp brings both to the KCP at once.
+    env.kube.merge_patch(
+        groups.KUBEADM_CONTROL_PLANE,
+        env.namespace,
+        SINGLE_KCP,
+        {
+            "metadata": {
+                "annotations": {
+                    labels.SKIP_COREDNS_ANNOTATION: None,
+                    labels.SKIP_KUBE_PROXY_ANNOTATION: None,
+                }
+            }
+        },
+    )
+    wanted = ("registry.k8s.io/kube-proxy:v1.34.4", "registry.k8s.io/coredns/coredns:v1.12.2")
+    _wait(
+        "kube-proxy and CoreDNS updated once the annotations are gone",
+        lambda: (
+            (
+                _workload_image(env, SINGLE, DAEMON_SET, "kube-proxy"),
+                _workload_image(env, SINGLE, DEPLOYMENT, "coredns"),
+            )
+            == wanted
+        ),
+        30,
     )
 
 

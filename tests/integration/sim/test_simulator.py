@@ -127,6 +127,30 @@ def test_api_servers_answer_through_the_endpoint_with_the_cluster_ca(cluster: Si
         api.close()
 
 
+def test_kubeadm_init_installed_coredns_and_kube_proxy(cluster: SimCluster) -> None:
+    """kubeadm's addon phase, as Cluster API's KCP finds it: objects, no running Pods."""
+    from kubernetes import client
+
+    api = cluster.workload_client()
+    try:
+        apps = client.AppsV1Api(api)
+        core = client.CoreV1Api(api)
+        coredns = apps.read_namespaced_deployment("coredns", "kube-system")
+        assert [c.image for c in coredns.spec.template.spec.containers] == [
+            "registry.k8s.io/coredns/coredns:v1.12.1"
+        ]
+        proxy = apps.read_namespaced_daemon_set("kube-proxy", "kube-system")
+        assert [c.image for c in proxy.spec.template.spec.containers] == [
+            "registry.k8s.io/kube-proxy:v1.34.4"
+        ]
+        assert "Corefile" in core.read_namespaced_config_map("coredns", "kube-system").data
+        proxy_config = core.read_namespaced_config_map("kube-proxy", "kube-system").data
+        assert {"config.conf", "kubeconfig.conf"} <= set(proxy_config)
+        assert core.read_namespaced_service("kube-dns", "kube-system").spec.cluster_ip
+    finally:
+        api.close()
+
+
 @pytest.mark.parametrize("websockets", [True, False], ids=["kubectl-websocket", "kubectl-spdy"])
 def test_port_forward_through_the_endpoint_reaches_a_machines_etcd_and_api_server(
     cluster: SimCluster, websockets: bool

@@ -265,7 +265,14 @@ def test_paused_cluster_only_reports_paused(kube: FakeKube, tracker: FakeTracker
 
 def _kubeadm_config_map() -> dict[str, Any]:
     """What `kubeadm init` uploads once the first control-plane node is up."""
-    return {"kind": "ConfigMap", "metadata": {"name": "kubeadm-config", "namespace": "kube-system"}}
+    return {
+        "kind": "ConfigMap",
+        "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+        "data": {
+            "ClusterConfiguration": "apiVersion: kubeadm.k8s.io/v1beta4\n"
+            "kind: ClusterConfiguration\nkubernetesVersion: v1.34.4\n"
+        },
+    }
 
 
 def _running_control_plane(
