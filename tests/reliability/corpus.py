@@ -489,6 +489,14 @@ CORPUS: list[BadInput] = [
             {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "150%"}}},
         ),
     ),
+    BadInput(
+        "version-not-semver",
+        "version: latest (Cluster API's webhook refuses it; kcp has none)",
+        "spec.version",
+        SCALING,
+        "not a Kubernetes version",
+        spec=spec_set("version", "latest"),
+    ),
     # -- the machine template (the infrastructure is provisioned: kcp tries to clone it) -----
     BadInput(
         "template-missing",
