@@ -56,7 +56,7 @@ integration: testbin
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
 test: lint typecheck layers testbin
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --durations=25 $(PYTEST_ARGS)
 
 run: testbin
 	$(VENV)/bin/kcp dev

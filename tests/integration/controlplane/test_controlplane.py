@@ -414,26 +414,6 @@ def test_dead_etcd_member_is_named_while_other_clusters_keep_reconciling(env: En
     _wait("the HA cluster to be healthy again", lambda: _available(env, HA_KCP, 3, HA), 180, 2.0)
 
 
-def test_settled_cluster_keeps_exactly_its_machines_with_no_rollout(env: Env) -> None:
-    """Beside the real core and CABPK (which write back into every KubeadmConfig) a settled
-    3-replica cluster keeps its three Machines over a 3-minute window: nothing looks out of
-    date, nothing rolls out. The window spans the dead-member test before this one."""
-    watch = env.stability
-    assert watch is not None, "the samples test did not start the watch"
-    try:
-        remaining = STABLE_WINDOW - (time.monotonic() - watch.started)
-        if remaining > 0:
-            time.sleep(remaining)
-    finally:
-        watch.stop()
-    covered = time.monotonic() - watch.started
-    print(f"{watch.samples} samples over {covered:.0f}s: machine sets seen {watch.machine_sets}")
-    assert covered >= STABLE_WINDOW and watch.samples >= 30
-    assert len(watch.machine_sets) == 1, watch.machine_sets
-    assert len(next(iter(watch.machine_sets))) == 3
-    assert watch.problems == [], watch.problems
-
-
 def test_steady_clusters_reuse_their_etcd_tunnels(env: Env) -> None:
     """Reconciled every few seconds, the settled clusters open no new port-forward: the
     tunnels to their members (3 + 1) are kept and reused, not opened per reconcile."""
@@ -465,6 +445,27 @@ def test_steady_clusters_reuse_their_etcd_tunnels(env: Env) -> None:
     assert reconciled >= 10
     assert opened_now - opened <= 3 + 1
     assert sample("kcp_tracker_tunnels_open") >= 3 + 1
+
+
+def test_settled_cluster_keeps_exactly_its_machines_with_no_rollout(env: Env) -> None:
+    """Beside the real core and CABPK (which write back into every KubeadmConfig) a settled
+    3-replica cluster keeps its three Machines over a 3-minute window: nothing looks out of
+    date, nothing rolls out. The window spans the dead-member and steady-tunnel tests
+    before this one (a killed etcd member must not start a rollout either)."""
+    watch = env.stability
+    assert watch is not None, "the samples test did not start the watch"
+    try:
+        remaining = STABLE_WINDOW - (time.monotonic() - watch.started)
+        if remaining > 0:
+            time.sleep(remaining)
+    finally:
+        watch.stop()
+    covered = time.monotonic() - watch.started
+    print(f"{watch.samples} samples over {covered:.0f}s: machine sets seen {watch.machine_sets}")
+    assert covered >= STABLE_WINDOW and watch.samples >= 30
+    assert len(watch.machine_sets) == 1, watch.machine_sets
+    assert len(next(iter(watch.machine_sets))) == 3
+    assert watch.problems == [], watch.problems
 
 
 def test_scale_down_to_one_keeps_quorum(env: Env) -> None:
