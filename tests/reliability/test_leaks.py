@@ -102,8 +102,10 @@ TUNING: dict[str, Any] = {
 }
 BOUNDED_POOL = re.compile(
     rf"kcp-tracker-probe_[0-{TrackerOptions().probe_workers - 1}]|kcp-tracker-close_0"
+    r"|kcp-tunnels"
 )
-"""Threads a bounded pool starts on demand (the tracker's probe workers, its closer)."""
+"""Threads a bounded pool starts on demand (the tracker's probe workers, its closer, the
+one I/O thread all port-forward tunnels share, started with the first tunnel)."""
 ROUND = 10
 """Control planes in the measured round (after a warm-up of two)."""
 SOCKETS_SLACK = 5
