@@ -56,12 +56,21 @@ class Binaries:
     etcd: Path
 
 
+def _pinned_version(module_dir: Path, module: str) -> str:
+    """The version of `module` that `module_dir`'s go.mod requires."""
+    match = re.search(rf"{re.escape(module)} (v\S+)", (module_dir / "go.mod").read_text())
+    if match is None:
+        raise RuntimeError(f"{module_dir}/go.mod does not require {module}")
+    return match.group(1)
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
 def kubernetes_version(module_dir: Path = MODULE_DIR) -> str:
     """The Kubernetes release pinned in the testbin module, e.g. `v1.34.4`."""
-    match = re.search(r"k8s\.io/kubernetes (v\S+)", (module_dir / "go.mod").read_text())
-    if match is None:
-        raise RuntimeError(f"{module_dir}/go.mod does not require k8s.io/kubernetes")
-    return match.group(1)
+    return _pinned_version(module_dir, "k8s.io/kubernetes")
 
 
 def _cache_base() -> Path:
@@ -82,7 +91,7 @@ def cache_dir(module_dir: Path = MODULE_DIR) -> Path:
 
 def from_assets(assets: Path) -> Binaries | None:
     paths = {name: assets / name for name in _PACKAGES}
-    if not all(p.is_file() and os.access(p, os.X_OK) for p in paths.values()):
+    if not all(_executable(p) for p in paths.values()):
         return None
     return Binaries(paths["kube-apiserver"], paths["kubectl"], paths["etcd"])
 
@@ -231,10 +240,7 @@ class ClusterAPI:
 
 def cluster_api_version(module_dir: Path = CAPI_MODULE_DIR) -> str:
     """The Cluster API release pinned in the capi module, e.g. `v1.13.6`."""
-    match = re.search(r"sigs\.k8s\.io/cluster-api (v\S+)", (module_dir / "go.mod").read_text())
-    if match is None:
-        raise RuntimeError(f"{module_dir}/go.mod does not require {CAPI_MODULE}")
-    return match.group(1)
+    return _pinned_version(module_dir, CAPI_MODULE)
 
 
 # Bumped when what the build puts in the cache changes (the CRDs' labels, say).
@@ -247,9 +253,7 @@ def cluster_api_dir(module_dir: Path = CAPI_MODULE_DIR) -> Path:
 
 
 def _complete_cluster_api(root: Path) -> bool:
-    binaries_ok = all(
-        (root / name).is_file() and os.access(root / name, os.X_OK) for name in _CAPI_PACKAGES
-    )
+    binaries_ok = all(_executable(root / name) for name in _CAPI_PACKAGES)
     return binaries_ok and all(any((root / "crd" / f).glob("*.yaml")) for f in _CAPI_CRDS)
 
 
@@ -340,10 +344,7 @@ def _build_cluster_api(target: Path, *, progress: bool) -> None:
 
 def kubelet_library_version(module_dir: Path = KUBELET_MODULE_DIR) -> str:
     """The `k8s.io/kubelet` release the helper is built on, e.g. `v0.34.4`."""
-    match = re.search(r"k8s\.io/kubelet (v\S+)", (module_dir / "go.mod").read_text())
-    if match is None:
-        raise RuntimeError(f"{module_dir}/go.mod does not require k8s.io/kubelet")
-    return match.group(1)
+    return _pinned_version(module_dir, "k8s.io/kubelet")
 
 
 def kubelet_portforward_path(module_dir: Path = KUBELET_MODULE_DIR) -> Path:
@@ -356,7 +357,7 @@ def find_kubelet_portforward() -> Path | None:
     """The helper if it is given or built, else None."""
     given = os.environ.get(KUBELET_PORTFORWARD_ENV)
     for path in (Path(given) if given else None, kubelet_portforward_path()):
-        if path is not None and path.is_file() and os.access(path, os.X_OK):
+        if path is not None and _executable(path):
             return path
     return None
 
