@@ -93,6 +93,7 @@ class Inspection(Step):
                 etcd_error = str(error)
                 scope.requeue_in(self.options.unhealthy_requeue)
         scope.pods = pods
+        scope.nodes_known = nodes is not None
         scope.health = machine_health(
             scope.machines,
             nodes,

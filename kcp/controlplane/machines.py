@@ -156,6 +156,10 @@ def machine_object(
     # Cluster API's name, so that core waits for it and a takeover works both ways: the
     # etcd member goes from this hook, after core has drained the Machine's Node.
     annotations[labels.KCP_PRE_TERMINATE_HOOK_CLEANUP_ANNOTATION] = ""
+    # A replacement for a remediated Machine says so, so that a retry is counted as one.
+    remediation = kcp.annotations.get(labels.REMEDIATION_IN_PROGRESS_ANNOTATION)
+    if remediation is not None:
+        annotations[labels.REMEDIATION_FOR_ANNOTATION] = remediation
     spec: dict[str, Any] = {
         "clusterName": cluster_name,
         "version": kcp.version,

@@ -2,8 +2,9 @@
 
 One reconcile reads the KubeadmControlPlane, its Cluster and Machines from the
 informer caches, then runs the phases in Cluster API's order — certificates,
-kubeconfig, health, one scaling or rollout step — and ends by writing the
-status. Each phase records what it learned; errors a user can cause become a
+kubeconfig, health, etcd member bookkeeping, remediation, one scaling or
+rollout step — and ends by writing the status. Each phase records what it
+learned; errors a user can cause become a
 condition, an Event and a requeue with backoff, never an exception loop. A
 workload cluster the tracker cannot serve right now makes the reconcile return
 at once with a requeue: a worker never waits on a cluster.
@@ -42,6 +43,7 @@ from kcp.controlplane.lifecycle import (
 from kcp.controlplane.membership import MemberBookkeeping
 from kcp.controlplane.operations import Operations
 from kcp.controlplane.orphans import Orphans
+from kcp.controlplane.remediator import Remediator
 from kcp.controlplane.rollout import infra_cloned_from, machine_up_to_date
 from kcp.controlplane.scaling import decide
 from kcp.controlplane.scope import Cache, ReconcilerOptions, Scope, Services, Step
@@ -92,6 +94,7 @@ class KubeadmControlPlaneReconciler(Step):
         self.operations = Operations(self.services)
         self.bookkeeping = MemberBookkeeping(self.services)
         self.orphans = Orphans(self.services)
+        self.remediator = Remediator(self.services)
         self.upgrade = WorkloadUpgrade(self.services)
         self.own_writes = OwnWrites()
         """Our status writes, so that their watch events do not enqueue again."""
@@ -231,12 +234,15 @@ class KubeadmControlPlaneReconciler(Step):
             return  # etcd's member list changed: decide on what the next reconcile reads
         if problems:
             return
+        if self.remediator.reconcile(scope):
+            return  # an unhealthy Machine is being deleted: its replacement comes next
         decision = decide(
             desired=view.replicas,
             max_surge=view.max_surge,
             machines=self.operations.states(scope),
             failure_domains=cluster.control_plane_failure_domains,
             certificates_available=certificates.available,
+            replacement_preflight=self.remediator.replacement_preflight(scope),
         )
         scope.status.decision = decision
         # A joining Machine reads kubeadm-config: bring it to the spec before each rollout step.
@@ -247,6 +253,8 @@ class KubeadmControlPlaneReconciler(Step):
         ):
             return
         self.operations.act(scope, decision)
+        if decision.action in ("init", "scale_up") and scope.status.decision is decision:
+            self.remediator.replacement_created(scope)
         if decision.action == "none" and scope.status.initialized:
             self.upgrade.update_addons(scope)
             self.inspection.record_certificate_expiries(scope)

@@ -163,11 +163,15 @@ def decide(
     machines: Sequence[MachineState],
     failure_domains: Sequence[str] = (),
     certificates_available: bool = True,
+    replacement_preflight: Sequence[str] | None = None,
 ) -> Decision:
     """The next step towards `desired` up-to-date Machines, or why to wait.
 
     A rollout surges to `desired + max_surge` Machines before removing an
     outdated one (with `max_surge` 0 it removes first and then replaces).
+    While a remediated Machine waits for its replacement,
+    `replacement_preflight` holds the less demanding checks a scale up must
+    pass instead of requiring every Machine healthy (None: no remediation).
     """
     total = len(machines)
     outdated = [m for m in machines if not m.up_to_date and not m.deleting]
@@ -190,6 +194,8 @@ def decide(
     if total < desired or (outdated and total < desired + max_surge):
         rollout = bool(outdated)
         blocked = preflight_problems(machines)
+        if blocked and replacement_preflight is not None and not any(m.deleting for m in machines):
+            blocked = tuple(replacement_preflight)
         if not certificates_available:
             blocked = ("cluster certificates are not available", *blocked)
         why = (

@@ -96,6 +96,8 @@ class Scope:
     workload: WorkloadCluster | None = None
     endpoints: tuple[str, ...] = ()
     etcd: EtcdClusterStatus | None = None
+    nodes_known: bool = False
+    """The workload cluster's Nodes were listed this reconcile."""
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     health: ControlPlaneHealth | None = None
     up_to_date: dict[str, UpToDate] = field(default_factory=dict)

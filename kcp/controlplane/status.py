@@ -23,6 +23,7 @@ from kcp.api.objects import KubeadmControlPlaneView, MachineView
 from kcp.controlplane.client import ApiError, Kube, ResourceLike
 from kcp.controlplane.condition import Condition, merge_conditions
 from kcp.controlplane.health import ControlPlaneHealth
+from kcp.controlplane.remediation import last_remediation, remediating_condition
 from kcp.controlplane.rollout import UpToDate
 from kcp.controlplane.scaling import Decision, quorum
 
@@ -275,6 +276,9 @@ def compute_status(inputs: StatusInputs) -> tuple[dict[str, Any], list[Condition
     version = lowest_version(machines)
     if version is not None:
         fields["version"] = version
+    remediation = last_remediation(kcp.annotations, machines)
+    if remediation is not None:
+        fields["lastRemediation"] = remediation.to_status()
     up, down = _scaling(inputs, desired)
     computed: list[Condition] = [
         _available(inputs),
@@ -286,7 +290,7 @@ def compute_status(inputs: StatusInputs) -> tuple[dict[str, Any], list[Condition
         _rolling_out(machines, inputs.up_to_date),
         up,
         down,
-        Condition.false(c.REMEDIATING, c.NOT_REMEDIATING_REASON),
+        remediating_condition(machines),
         Condition.true(
             c.DELETING, inputs.deleting_reason or c.DELETING_REASON, inputs.deleting_message
         )

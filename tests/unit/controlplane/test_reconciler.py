@@ -698,3 +698,81 @@ def test_repeated_events_are_counted_not_duplicated(kube: FakeKube) -> None:
     assert len(events) == 1
     assert events[0]["count"] == 3
     assert events[0]["involvedObject"]["kind"] == "KubeadmControlPlane"
+
+
+def _mark_unhealthy(kube: FakeKube, name: str) -> None:
+    """What Cluster API's MachineHealthCheck writes on a control-plane Machine it found sick."""
+    obj = kube.objects[("Machine", "ns", name)]
+    obj["status"]["conditions"] += [
+        condition(c.HEALTH_CHECK_SUCCEEDED, c.FALSE, "UnhealthyNode"),
+        condition(c.OWNER_REMEDIATED, c.FALSE, "WaitingForRemediation"),
+    ]
+    obj["metadata"]["finalizers"] = ["machine.cluster.x-k8s.io"]
+    kube.put(obj)
+
+
+def test_remediation_deletes_the_marked_machine_and_marks_its_replacement(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=3, spec={"remediation": {"maxRetry": 2}}))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    tracker.etcd = etcd_status(["a", "b", "c"], unhealthy=["a"], leader=2)
+    _mark_unhealthy(kube, "a")
+    reconciler = _reconciler(kube, tracker)
+    reconciler.reconcile(KEY)
+    deleting = _machine(kube, "a")
+    assert deleting is not None and deleting["metadata"].get("deletionTimestamp")
+    owner = c.get_condition(deleting, c.OWNER_REMEDIATED)
+    assert owner is not None and owner["reason"] == "MachineDeleting"
+    in_progress = _kcp(kube)["metadata"]["annotations"][labels.REMEDIATION_IN_PROGRESS_ANNOTATION]
+    assert '"machine":"a"' in in_progress and '"retryCount":0' in in_progress
+    remediating = _condition(kube, c.REMEDIATING)
+    assert remediating["status"] == c.TRUE
+    assert remediating["message"] == "* Machine a: Machine is deleting"
+    assert _kcp(kube)["status"]["lastRemediation"]["machine"] == "a"
+    assert any(r == "MachineRemediation" for _, r, _ in _events(kube))
+    # Core deletes it (its member went from the hook); the replacement says what it replaces.
+    del kube.objects[("Machine", "ns", "a")]
+    tracker.etcd = etcd_status(["b", "c"])
+    reconciler.reconcile(KEY)
+    created = [
+        m for key, m in kube.objects.items() if key[0] == "Machine" and key[2] not in ("b", "c")
+    ]
+    assert len(created) == 1
+    assert created[0]["metadata"]["annotations"][labels.REMEDIATION_FOR_ANNOTATION] == in_progress
+    assert labels.REMEDIATION_IN_PROGRESS_ANNOTATION not in _kcp(kube)["metadata"]["annotations"]
+    assert _kcp(kube)["status"]["lastRemediation"]["retryCount"] == 0
+    assert _condition(kube, c.REMEDIATING)["status"] == c.FALSE
+
+
+def test_remediation_that_would_cost_quorum_is_refused_and_said(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    tracker.etcd = etcd_status(["a", "b", "c"], unhealthy=["a", "b"], leader=3)
+    _mark_unhealthy(kube, "a")
+    reconciler = _reconciler(kube, tracker)
+    reconciler.reconcile(KEY)
+    kept = _machine(kube, "a")
+    assert kept is not None and not kept["metadata"].get("deletionTimestamp")
+    owner = c.get_condition(kept, c.OWNER_REMEDIATED)
+    assert owner is not None and owner["reason"] == "CannotBeRemediated"
+    assert "quorum" in owner["message"]
+    remediating = _condition(kube, c.REMEDIATING)
+    assert remediating["status"] == c.TRUE and "quorum" in remediating["message"]
+    blocked = [m for _, r, m in _events(kube) if r == "RemediationBlocked"]
+    assert blocked and "not healthy: b" in blocked[0]
+    # Healthy again (the health check passes): KCP's refusal goes from the Machine.
+    obj = kube.objects[("Machine", "ns", "a")]
+    for x in obj["status"]["conditions"]:
+        if x["type"] == c.HEALTH_CHECK_SUCCEEDED:
+            x["status"] = c.TRUE
+    kube.put(obj)
+    tracker.etcd = etcd_status(["a", "b", "c"])
+    reconciler.reconcile(KEY)
+    recovered = _machine(kube, "a")
+    assert recovered is not None and c.get_condition(recovered, c.OWNER_REMEDIATED) is None
+    assert _condition(kube, c.REMEDIATING)["status"] == c.FALSE
