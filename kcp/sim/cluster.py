@@ -27,6 +27,7 @@ from kcp.sim.faults import Fault
 from kcp.sim.kube import Kube
 from kcp.sim.launcher import Launcher
 from kcp.sim.loadbalancer import LoadBalancer
+from kcp.sim.node_lifecycle import NodeMonitor
 from kcp.sim.options import SimOptions
 from kcp.sim.pki import ClusterPKI, write_private
 from kcp.testing.binaries import Binaries
@@ -71,6 +72,10 @@ class SimCluster:
         self.etcd_tls: EtcdTLS | None = None
         self.initialized = False
         """True once an API server of this cluster answered (kubeadm init finished)."""
+        self.node_monitor = NodeMonitor(
+            grace=ctx.options.node_monitor_grace_period, period=ctx.options.node_monitor_period
+        )
+        """The cluster's node lifecycle controller, run by whichever live kubelet's turn it is."""
         self.lb_fault: Fault | None = None
         self.lb_fault_from_annotation = False
         self._clients: dict[str, Kube] = {}

@@ -8,7 +8,8 @@ things too:
     kubectl annotate localmachine m1 fault.local.infrastructure.cluster.x-k8s.io/etcd-
 
 Removing the annotation (or `Simulator.restore`) brings the component back.
-While a component is faulted the simulator's kubelet does not restart it.
+While a component is faulted the simulator's kubelet does not restart it; while
+the kubelet itself is faulted nothing is restarted and the Node goes unreachable.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class Component(StrEnum):
 
     ETCD = "etcd"
     API_SERVER = "apiserver"
+    KUBELET = "kubelet"
+    """The node agent: its API (port-forwards) and its work (restarts of crashed processes,
+    Pod status, the Node's Lease and status). Without it the Node goes unreachable."""
     LOAD_BALANCER = "load-balancer"
 
 
@@ -48,7 +52,7 @@ class Fault(StrEnum):
     """The process is suspended (SIGSTOP): the kernel still accepts connections, nobody answers."""
 
 
-MACHINE_COMPONENTS = (Component.ETCD, Component.API_SERVER)
+MACHINE_COMPONENTS = (Component.ETCD, Component.API_SERVER, Component.KUBELET)
 
 
 def annotation_key(component: Component) -> str:

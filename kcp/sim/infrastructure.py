@@ -325,10 +325,25 @@ class LocalMachineReconciler(_LocalReconciler[SimMachine]):
         states = sim.container_states()
         try:
             sim.report(states)
+            sim.heartbeat()
         except (ApiError, OSError, ProvisionError) as error:
             sim.log.debug("kubelet report failed", error=str(error))
+        self._monitor_nodes(sim)
         self._status(obj, sim, states, dig(machine, "spec", "failureDomain"))
         return Result(requeue_after=state.ctx.options.kubelet_interval)
+
+    def _monitor_nodes(self, sim: SimMachine) -> None:
+        """The workload's node lifecycle controller, run on a machine whose kubelet lives."""
+        monitor = sim.cluster.node_monitor
+        if not sim.kubelet_alive or not monitor.due():
+            return
+        try:
+            marked = monitor.check(sim.workload())
+        except (ApiError, OSError, ProvisionError) as error:
+            sim.log.debug("node lifecycle check failed", error=str(error))
+            return
+        for node in marked:
+            sim.log.info("node marked unreachable: its kubelet stopped posting", node=node)
 
     def _bootstrap_data(self, sim: SimMachine, machine: dict[str, Any]) -> BootstrapData:
         """The Machine's bootstrap data Secret, parsed (once per version of the Secret)."""

@@ -11,7 +11,10 @@ serves (bounded by the options' timeouts); the LocalMachine controller calls
 it from a worker. The kubelet is two halves: its API (`kcp.sim.kubelet_server`,
 a process serving port-forwards to the machine's etcd and API server) and its
 periodic work, `heal()` and `report()`: restart a crashed process that no
-fault holds down, and report the static pods' state to the workload API server.
+fault holds down, report the static pods' state to the workload API server,
+renew the Node's Lease and run the cluster's node lifecycle controller
+(`kcp.sim.node_lifecycle`). A faulted kubelet (`Component.KUBELET`) does none
+of it: its Node goes unreachable as a real one's would.
 """
 
 from __future__ import annotations
@@ -66,7 +69,11 @@ the kubelet."""
 _RESTART_BACKOFF = 5.0
 _KUBELET_START_TIMEOUT = 30.0
 _KUBELET_PKI_DIR = "/var/lib/kubelet/pki"
-_FAULT_PORTS = {Component.ETCD: CLIENT_PORT, Component.API_SERVER: API_SERVER_PORT}
+_FAULT_PORTS = {
+    Component.ETCD: CLIENT_PORT,
+    Component.API_SERVER: API_SERVER_PORT,
+    Component.KUBELET: KUBELET_PORT,
+}
 
 
 class ProvisionError(RuntimeError):
@@ -114,6 +121,7 @@ class SimMachine:
         self._started_at: datetime | None = None
         self._last_restart: dict[Component, float] = {}
         self._kubelet_restarted_at = 0.0
+        self._last_heartbeat = 0.0
         self._init_uploaded = False
         self._clients: dict[str, Kube] = {}
         self._lock = threading.RLock()
@@ -159,6 +167,17 @@ class SimMachine:
         if self.apiserver is not None:
             processes[Component.API_SERVER] = self.apiserver.process
         return processes
+
+    def _fault_target(self, component: Component) -> SimProcess | None:
+        """The process a fault on `component` acts on (the kubelet's: its server)."""
+        if component is Component.KUBELET:
+            return self.kubelet_server.process if self.kubelet_server is not None else None
+        return self._processes().get(component)
+
+    @property
+    def kubelet_alive(self) -> bool:
+        """No fault holds the node agent down."""
+        return Component.KUBELET not in self.faults
 
     def workload(self, server_url: str | None = None) -> Kube:
         """The node's own admin client of the workload API (the endpoint unless `server_url`).
@@ -455,8 +474,8 @@ class SimMachine:
 
     def heal(self) -> None:
         """Restart crashed processes no fault holds down, as the kubelet restarts static pods."""
-        if not self.provisioned:
-            return
+        if not self.provisioned or not self.kubelet_alive:
+            return  # a dead kubelet restarts nothing
         with self._lock:
             self._heal()
 
@@ -483,15 +502,35 @@ class SimMachine:
 
     def report(self, states: dict[str, ContainerState]) -> None:
         """Report the static pods' `states` (only what changed) through the cluster's endpoint."""
-        if self.kubelet is not None and self.provisioned and self.cluster.server_url is not None:
+        if (
+            self.kubelet is not None
+            and self.provisioned
+            and self.kubelet_alive
+            and self.cluster.server_url is not None
+        ):
             self.kubelet.kube = self.workload()
             self.kubelet.sync(states)
+
+    def heartbeat(self) -> None:
+        """Renew the Node's Lease every `node_lease_renew_interval` while the kubelet lives."""
+        if self.kubelet is None or not self.provisioned or not self.kubelet_alive:
+            return
+        now = time.monotonic()
+        if now - self._last_heartbeat < self.cluster.ctx.options.node_lease_renew_interval:
+            return
+        self._last_heartbeat = now
+        if self.cluster.server_url is not None:
+            self.kubelet.kube = self.workload()
+            self.kubelet.heartbeat()
 
     def _start(self, component: Component) -> None:
         if component is Component.ETCD and self.etcd is not None:
             self.etcd.restart()
         elif component is Component.API_SERVER and self.apiserver is not None:
             self.apiserver.start()
+        elif component is Component.KUBELET and self.kubelet_server is not None:
+            self.kubelet_server.start()
+            self._last_heartbeat = 0.0  # back: renew the Lease (and post Ready) at once
 
     # -- faults -----------------------------------------------------------------------
 
@@ -501,7 +540,7 @@ class SimMachine:
             self._inject(component, fault)
 
     def _inject(self, component: Component, fault: Fault) -> None:
-        process = self._processes().get(component)
+        process = self._fault_target(component)
         if process is None:
             raise ValueError(f"machine {self.name} has no {component.value} yet")
         if self.faults.get(component) == fault:
@@ -534,7 +573,7 @@ class SimMachine:
         blackhole = self._blackholes.pop(component, None)
         if blackhole is not None:
             blackhole.close()
-        process = self._processes().get(component)
+        process = self._fault_target(component)
         if process is None:
             return
         process.thaw()

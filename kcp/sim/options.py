@@ -39,6 +39,13 @@ class SimOptions:
     """Seconds between a load balancer's checks of each API server."""
     kubelet_interval: float = 2.0
     """Seconds between syncs of a machine's pod statuses (and restarts of crashed processes)."""
+    node_lease_renew_interval: float = 10.0
+    """Seconds between renewals of each Node's Lease by its kubelet (a kubelet's default)."""
+    node_monitor_grace_period: float = 40.0
+    """Seconds without a renewed Lease before a Node is marked unreachable (Ready=Unknown),
+    kube-controller-manager's `--node-monitor-grace-period`."""
+    node_monitor_period: float = 5.0
+    """Seconds between the node lifecycle controller's looks (`--node-monitor-period`)."""
     machine_concurrency: int = 3
     """Machines provisioned at once (joins to one etcd cluster are serialised anyway)."""
     apiserver_extra_args: list[str] = field(default_factory=list)

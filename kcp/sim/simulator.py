@@ -278,12 +278,26 @@ class Simulator:
     def inject(
         self, namespace: str, machine: str, component: Component | str, fault: Fault | str
     ) -> None:
-        """Break one machine's etcd or API server (see `kcp.sim.faults.Fault`)."""
+        """Break one machine's etcd, API server or kubelet (see `kcp.sim.faults.Fault`)."""
         self._machine(namespace, machine).inject(Component(component), Fault(fault))
 
     def restore(self, namespace: str, machine: str, component: Component | str) -> None:
         """End a fault on one machine's component (it is restarted or resumed)."""
         self._machine(namespace, machine).restore(Component(component))
+
+    def kill_node(
+        self, namespace: str, machine: str, *, keep: tuple[Component | str, ...] = ()
+    ) -> None:
+        """Kill one machine's node agent (kubelet) and its processes, but those in `keep`."""
+        kept = {Component(k) for k in keep}
+        for component in (Component.KUBELET, Component.API_SERVER, Component.ETCD):
+            if component not in kept:
+                self.inject(namespace, machine, component, Fault.KILLED)
+
+    def restore_node(self, namespace: str, machine: str) -> None:
+        """End every fault on one machine: its processes and kubelet come back."""
+        for component in (Component.ETCD, Component.API_SERVER, Component.KUBELET):
+            self.restore(namespace, machine, component)
 
     def blackhole_endpoint(self, namespace: str, cluster: str) -> None:
         """Make the cluster's control-plane endpoint accept connections and never answer."""

@@ -10,6 +10,8 @@ is what kcp's per-machine pod conditions read. Only etcd and kube-apiserver
 run for real; the controller manager and the scheduler are always reported
 running. `publish` creates (or brings up to date) what `kubeadm init` uploads,
 as `kcp.sim.kubeadm_init.init_objects` and `kcp.sim.kubeadm_addons.addon_objects` list it.
+The kubelet renews its Node's Lease (`kcp.sim.node_lifecycle`) and posts `Ready` again
+after an outage.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from kcp.api.groups import NODE, POD
 from kcp.sim.kube import ApiError, Kube
 from kcp.sim.kubeadm_init import WorkloadObject
 from kcp.sim.kubelet_server import KUBELET_PORT
+from kcp.sim.node_lifecycle import renew_lease
 
 __all__ = [
     "COMPONENTS",
@@ -277,7 +280,32 @@ class Kubelet:
             self.kube.create(POD, SYSTEM_NAMESPACE, pod)
         self._sent.clear()
         self.sync(states)
+        renew_lease(self.kube, self.node_name, uid, now)
         self.registered = True
+
+    def heartbeat(self) -> None:
+        """Renew the Node's Lease, and post `Ready` again if the Node was marked unreachable."""
+        now = datetime.now(UTC)
+        node = self.kube.get(NODE, None, self.node_name)
+        if node is None:
+            return
+        renew_lease(self.kube, self.node_name, str(node["metadata"]["uid"]), now)
+        ready = next(
+            (
+                x.get("status")
+                for x in (node.get("status") or {}).get("conditions") or []
+                if x.get("type") == "Ready"
+            ),
+            None,
+        )
+        if ready != "True":
+            self.kube.merge_patch(
+                NODE,
+                None,
+                self.node_name,
+                {"status": node_status(self.node_name, self.address, self.version, now)},
+                subresource="status",
+            )
 
     def sync(self, states: dict[str, ContainerState]) -> None:
         """Report pod states that changed since last reported."""

@@ -72,7 +72,9 @@ USED: dict[Permission, str] = {
     (CONTROLPLANE, "kubeadmcontrolplanes", "list"): "controlplane/controller.py informer",
     (CONTROLPLANE, "kubeadmcontrolplanes", "watch"): "controlplane/controller.py informer",
     (CONTROLPLANE, "kubeadmcontrolplanes", "get"): "controlplane/status.py re-read on conflict",
-    (CONTROLPLANE, "kubeadmcontrolplanes", "patch"): "controlplane/lifecycle.py finalizer",
+    (CONTROLPLANE, "kubeadmcontrolplanes", "patch"): (
+        "controlplane/lifecycle.py finalizer; controlplane/remediator.py annotation"
+    ),
     (CONTROLPLANE, "kubeadmcontrolplanes/status", "patch"): "controlplane/reconciler.py status",
     # Not a request: OwnerReferencesPermissionEnforcement checks it when kcp creates
     # objects whose owner reference to the KubeadmControlPlane blocks owner deletion.
