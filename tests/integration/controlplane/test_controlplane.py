@@ -1,10 +1,19 @@
 """kcp end to end: a real API server, real etcd, simulated machines, the controller in-process.
 
-The tests of this module share one run (the machines take a while to start on
-two cores) and follow a cluster's life in order: the Cluster API samples come
-up, one etcd member dies and comes back, the HA cluster scales down and up,
-upgrades, loses a Machine to `kubectl delete machine`, and both clusters are
-deleted. Every wait is bounded.
+The tests of this module share two fleets that run side by side, each in its own
+namespace with its own simulator, Cluster API core and CABPK, tracker and
+controller (and so its own metrics):
+
+- the *steady* fleet holds the two Cluster API samples. Once they are Available it
+  is only watched (plus one killed etcd member, and add-on and version changes
+  that create no Machine): its HA cluster must keep its three Machines with no
+  rollout over 3 minutes, and its clusters must reuse their etcd tunnels over 5;
+- the *life* fleet holds a second copy of the HA sample, which meanwhile scales
+  down and up, upgrades, and loses a Machine to `kubectl delete machine`.
+
+Running the life fleet's changes inside the steady fleet's windows keeps the
+module's wall time near the longest window instead of their sum (the machines
+take a while to start on two cores). Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ class Env:
     registry: Any
     created_clusters: set[str] = field(default_factory=set)
     stability: StabilityWatch | None = None
+    tunnels: TunnelWindow | None = None
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
@@ -75,9 +85,10 @@ def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float =
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 
 
-@pytest.fixture(scope="module")
-def env(control_plane: LocalControlPlane) -> Iterator[Env]:
-    namespace = f"kcp-{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def _fleet(control_plane: LocalControlPlane, role: str) -> Iterator[Env]:
+    """A namespace with its own simulator (and Cluster API controllers) and kcp controller."""
+    namespace = f"kcp-{role}-{uuid.uuid4().hex[:6]}"
     admin = Kube(control_plane.api_client())
     admin.create(groups.NAMESPACE, None, {"metadata": {"name": namespace}})
     sim = sim_module.Simulator(
@@ -122,6 +133,20 @@ def env(control_plane: LocalControlPlane) -> Iterator[Env]:
         sim.stop()
         with contextlib.suppress(Exception):  # the test control plane goes away anyway
             admin.delete(groups.NAMESPACE, None, namespace)
+
+
+@pytest.fixture(scope="module")
+def steady(control_plane: LocalControlPlane) -> Iterator[Env]:
+    """The fleet that is watched: both samples, no Machine created after they are up."""
+    with _fleet(control_plane, "steady") as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def life(control_plane: LocalControlPlane) -> Iterator[Env]:
+    """The fleet that changes: a copy of the HA sample that scales, upgrades, loses Machines."""
+    with _fleet(control_plane, "life") as env:
+        yield env
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -261,8 +286,9 @@ class QuorumWatch:
 
 
 STABLE_WINDOW = 180.0
-STEADY_WINDOW = 60.0
 """Seconds a settled cluster is watched for Machines coming or going."""
+TUNNEL_WINDOW = 300.0
+"""Seconds the settled clusters are watched for new etcd tunnels."""
 
 
 class StabilityWatch:
@@ -318,20 +344,60 @@ def _scale(env: Env, name: str, replicas: int) -> None:
     )
 
 
+def _sleep_until(deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+def _metric(env: Env, name: str, **labels: str) -> float:
+    return env.registry.get_sample_value(name, labels or None) or 0.0
+
+
+def _reconciles(env: Env, *results: str) -> float:
+    return sum(
+        _metric(
+            env, "controller_runtime_reconcile_total", controller="kubeadmcontrolplane", result=r
+        )
+        for r in results
+    )
+
+
+class TunnelWindow:
+    """The steady fleet's tunnel and reconcile counters at the start of its window."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.started = time.monotonic()
+        self.opened = _metric(env, "kcp_tracker_tunnels_opened_total")
+        self.reconciles = _reconciles(env, "requeue_after")
+
+    def deltas(self) -> tuple[float, float, float]:
+        """Tunnels opened and reconciles since the start, and tunnels open now."""
+        return (
+            _metric(self.env, "kcp_tracker_tunnels_opened_total") - self.opened,
+            _reconciles(self.env, "requeue_after") - self.reconciles,
+            _metric(self.env, "kcp_tracker_tunnels_open"),
+        )
+
+
 # -- the tests, in the order of a cluster's life ------------------------------------------
 
 
-def test_cluster_api_samples_become_available(env: Env) -> None:
+def test_cluster_api_samples_become_available(steady: Env, life: Env) -> None:
+    env = steady
     started = time.monotonic()
-    _apply_sample(env, "cluster-ha.yaml")
-    _apply_sample(env, "cluster-single.yaml")
-    members = _wait(
-        "the HA sample to be Available with 3 ready machines and 3 etcd members",
-        lambda: _available(env, HA_KCP, 3, HA),
-        PROVISION_TIMEOUT,
-        interval=3.0,
-    )
-    assert len(members) == 3
+    _apply_sample(steady, "cluster-ha.yaml")
+    _apply_sample(steady, "cluster-single.yaml")
+    _apply_sample(life, "cluster-ha.yaml")
+    for fleet in (steady, life):
+        members = _wait(
+            f"the {fleet.namespace} HA sample to be Available with 3 ready machines and 3 members",
+            lambda fleet=fleet: _available(fleet, HA_KCP, 3, HA),
+            PROVISION_TIMEOUT,
+            interval=3.0,
+        )
+        assert len(members) == 3
     _wait("the single sample to be Available", lambda: _available(env, SINGLE_KCP, 1, SINGLE), 120)
     ha = _kcp(env, HA_KCP)
     assert ha is not None
@@ -385,7 +451,8 @@ def test_cluster_api_samples_become_available(env: Env) -> None:
     env.stability = StabilityWatch(env, HA, HA_KCP).start()
 
 
-def test_dead_etcd_member_is_named_while_other_clusters_keep_reconciling(env: Env) -> None:
+def test_dead_etcd_member_is_named_while_other_clusters_keep_reconciling(steady: Env) -> None:
+    env = steady
     victim = sorted(m["metadata"]["name"] for m in _machines(env, HA))[0]
     node = victim  # the simulator names a Machine's node after its LocalMachine (same name)
     env.sim.inject(env.namespace, victim, faults.Component.ETCD, faults.Fault.KILLED)
@@ -428,63 +495,11 @@ def test_dead_etcd_member_is_named_while_other_clusters_keep_reconciling(env: En
     finally:
         env.sim.restore(env.namespace, victim, faults.Component.ETCD)
     _wait("the HA cluster to be healthy again", lambda: _available(env, HA_KCP, 3, HA), 180, 2.0)
+    env.tunnels = TunnelWindow(env)
 
 
-def test_steady_clusters_reuse_their_etcd_tunnels(env: Env) -> None:
-    """Reconciled every few seconds, the settled clusters open no new port-forward: the
-    tunnels to their members (3 + 1) are kept and reused, not opened per reconcile."""
-
-    def sample(name: str, **labels: str) -> float:
-        return env.registry.get_sample_value(name, labels or None) or 0.0
-
-    _wait("the HA cluster to be healthy", lambda: _available(env, HA_KCP, 3, HA), 180, 2.0)
-    opened = sample("kcp_tracker_tunnels_opened_total")
-    reconciles = sample(
-        "controller_runtime_reconcile_total",
-        controller="kubeadmcontrolplane",
-        result="requeue_after",
-    )
-    time.sleep(STEADY_WINDOW)
-    opened_now = sample("kcp_tracker_tunnels_opened_total")
-    reconciled = (
-        sample(
-            "controller_runtime_reconcile_total",
-            controller="kubeadmcontrolplane",
-            result="requeue_after",
-        )
-        - reconciles
-    )
-    print(
-        f"over {STEADY_WINDOW:.0f}s: {reconciled:.0f} reconciles, tunnels opened "
-        f"{opened_now - opened:.0f}, open {sample('kcp_tracker_tunnels_open'):.0f}"
-    )
-    assert reconciled >= 10
-    assert opened_now - opened <= 3 + 1
-    assert sample("kcp_tracker_tunnels_open") >= 3 + 1
-
-
-def test_settled_cluster_keeps_exactly_its_machines_with_no_rollout(env: Env) -> None:
-    """Beside the real core and CABPK (which write back into every KubeadmConfig) a settled
-    3-replica cluster keeps its three Machines over a 3-minute window: nothing looks out of
-    date, nothing rolls out. The window spans the dead-member and steady-tunnel tests
-    before this one (a killed etcd member must not start a rollout either)."""
-    watch = env.stability
-    assert watch is not None, "the samples test did not start the watch"
-    try:
-        remaining = STABLE_WINDOW - (time.monotonic() - watch.started)
-        if remaining > 0:
-            time.sleep(remaining)
-    finally:
-        watch.stop()
-    covered = time.monotonic() - watch.started
-    print(f"{watch.samples} samples over {covered:.0f}s: machine sets seen {watch.machine_sets}")
-    assert covered >= STABLE_WINDOW and watch.samples >= 30
-    assert len(watch.machine_sets) == 1, watch.machine_sets
-    assert len(next(iter(watch.machine_sets))) == 3
-    assert watch.problems == [], watch.problems
-
-
-def test_scale_down_to_one_keeps_quorum(env: Env) -> None:
+def test_scale_down_to_one_keeps_quorum(life: Env) -> None:
+    env = life
     started = time.monotonic()
     with QuorumWatch(env, HA) as watch:
         _scale(env, HA_KCP, 1)
@@ -499,7 +514,8 @@ def test_scale_down_to_one_keeps_quorum(env: Env) -> None:
     print(f"scaled 3 -> 1 in {time.monotonic() - started:.0f}s ({watch.samples} quorum samples)")
 
 
-def test_scale_up_back_to_three(env: Env) -> None:
+def test_scale_up_back_to_three(life: Env) -> None:
+    env = life
     started = time.monotonic()
     _scale(env, HA_KCP, 3)
     members = _wait("scale up to 3", lambda: _available(env, HA_KCP, 3, HA), PROVISION_TIMEOUT, 3.0)
@@ -508,7 +524,8 @@ def test_scale_up_back_to_three(env: Env) -> None:
     print(f"scaled 1 -> 3 in {time.monotonic() - started:.0f}s")
 
 
-def test_version_upgrade_rolls_one_machine_at_a_time(env: Env) -> None:
+def test_version_upgrade_rolls_one_machine_at_a_time(life: Env) -> None:
+    env = life
     old = {m["metadata"]["name"] for m in _machines(env, HA)}
     started = time.monotonic()
     most = [0]
@@ -574,9 +591,10 @@ def _kubeadm_cluster_configuration(env: Env, cluster: str) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def test_upgrade_brought_kubeadm_config_kube_proxy_and_coredns_along(env: Env) -> None:
+def test_upgrade_brought_kubeadm_config_kube_proxy_and_coredns_along(life: Env) -> None:
     """Cluster API's workload-side upgrade steps: kubeadm-config before the Machines, the
     add-ons once the rollout is done."""
+    env = life
 
     wanted = (
         "v1.34.5",
@@ -608,61 +626,68 @@ def test_upgrade_brought_kubeadm_config_kube_proxy_and_coredns_along(env: Env) -
     assert "KubeProxyUpdated" in reasons and "CoreDNSUpdated" in reasons, reasons
 
 
-def test_version_changes_a_webhook_would_refuse_roll_nothing_out(env: Env) -> None:
-    """v1.34 -> v1.36 on the HA cluster (a minor skipped) and a downgrade on the single one:
-    each is refused with the versions that are allowed, and no Machine is made for it."""
-    machines = {
-        name: sorted(m["metadata"]["name"] for m in _machines(env, name)) for name in (HA, SINGLE)
-    }
-    refused = {HA_KCP: ("v1.34.5", "v1.36.0"), SINGLE_KCP: ("v1.34.4", "v1.34.3")}
+def test_version_changes_a_webhook_would_refuse_roll_nothing_out(steady: Env, life: Env) -> None:
+    """v1.34 -> v1.36 on the upgraded HA cluster (a minor skipped) and a downgrade on the
+    single one: each is refused with the versions that are allowed, and no Machine is made
+    for it."""
+    # (fleet, cluster, control plane, version it runs, version refused)
+    refused = [
+        (life, HA, HA_KCP, "v1.34.5", "v1.36.0"),
+        (steady, SINGLE, SINGLE_KCP, "v1.34.4", "v1.34.3"),
+    ]
+
+    def machine_names() -> list[list[str]]:
+        return [sorted(m["metadata"]["name"] for m in _machines(e, n)) for e, n, *_ in refused]
 
     def patch_versions(index: int) -> None:
-        for name, versions in refused.items():
-            env.kube.merge_patch(
+        for fleet, _cluster, name, *versions in refused:
+            fleet.kube.merge_patch(
                 groups.KUBEADM_CONTROL_PLANE,
-                env.namespace,
+                fleet.namespace,
                 name,
                 {"spec": {"version": versions[index]}},
             )
 
+    def rolling_out() -> list[dict[str, Any]]:
+        return [_condition(_kcp(e, name), c.ROLLING_OUT) for e, _, name, *_ in refused]
+
     def named() -> Any:
-        found = {name: _condition(_kcp(env, name), c.ROLLING_OUT) for name in refused}
+        found = rolling_out()
         ok = all(
             x.get("reason") == "InvalidSpec" and "allowed versions" in x.get("message", "")
-            for x in found.values()
+            for x in found
         )
         return found if ok else False
 
+    machines = machine_names()
     patch_versions(1)
     try:
         found = _wait("RollingOut to name the allowed versions", named, 30, 0.5)
         time.sleep(3)  # more reconciles: still nothing rolls out
-        assert {
-            n: sorted(m["metadata"]["name"] for m in _machines(env, n)) for n in machines
-        } == machines
+        assert machine_names() == machines
     finally:
         patch_versions(0)
-    skipped, downgrade = found[HA_KCP]["message"], found[SINGLE_KCP]["message"]
+    skipped, downgrade = found[0]["message"], found[1]["message"]
     print(f"refused:\n  {skipped}\n  {downgrade}")
     assert skipped.startswith(
         "spec.version v1.36.0 skips a minor version: the Machines run v1.34.5"
     )
     assert "allowed versions: v1.34.5 or a later v1.34 patch release, or any v1.35" in skipped
     assert downgrade.startswith("spec.version v1.34.3 is a downgrade")
-    assert any("v1.36.0 skips a minor version" in m for m in _event_reasons(env)["InvalidSpec"])
-    assert _kubeadm_cluster_configuration(env, HA)["kubernetesVersion"] == "v1.34.5"
+    assert any("v1.36.0 skips a minor version" in m for m in _event_reasons(life)["InvalidSpec"])
+    assert any("v1.34.3 is a downgrade" in m for m in _event_reasons(steady)["InvalidSpec"])
+    assert _kubeadm_cluster_configuration(life, HA)["kubernetesVersion"] == "v1.34.5"
     _wait(
         "both to settle back with nothing to roll out",
-        lambda: all(
-            _condition(_kcp(env, name), c.ROLLING_OUT).get("status") == c.FALSE for name in refused
-        ),
+        lambda: all(x.get("status") == c.FALSE for x in rolling_out()),
         30,
     )
 
 
-def test_skip_annotations_leave_coredns_and_kube_proxy_alone(env: Env) -> None:
+def test_skip_annotations_leave_coredns_and_kube_proxy_alone(steady: Env) -> None:
     """The single sample carries skip-coredns and skip-kube-proxy: a newer CoreDNS asked for
     and a kube-proxy left behind stay as they are, until the annotations go."""
+    env = steady
     single = _kcp(env, SINGLE_KCP) or {}
     assert labels.SKIP_COREDNS_ANNOTATION in single["metadata"]["annotations"]
     proxy = _workload_get(env, SINGLE, DAEMON_SET, "kube-proxy")
@@ -730,10 +755,11 @@ MEMBERS_MATCH_TIMEOUT = 120.0
 """Seconds from `kubectl delete machine` until etcd lists exactly the Machines' members."""
 
 
-def test_kubectl_delete_machine_leaves_exactly_the_machines_members(env: Env) -> None:
+def test_kubectl_delete_machine_leaves_exactly_the_machines_members(life: Env) -> None:
     """A Machine deleted with the API, as `kubectl delete machine` does: core drains it and
     waits on kcp's pre-terminate hook, kcp removes its etcd member and releases the hook,
     core tears it down and kcp replaces it; etcd never keeps a member without a Machine."""
+    env = life
     machines = _machines(env, HA)
     assert len(machines) == 3
     hook = labels.KCP_PRE_TERMINATE_HOOK_CLEANUP_ANNOTATION
@@ -772,50 +798,88 @@ def test_kubectl_delete_machine_leaves_exactly_the_machines_members(env: Env) ->
     )
 
 
-def test_one_etcd_key_per_cluster(env: Env) -> None:
-    tracked = {key.name for key in env.tracker.clusters()}
-    assert tracked == env.created_clusters
-    keys = env.registry.get_sample_value(
-        "kcp_tracker_keys_generated_total", {"algorithm": "rsa-2048"}
+def test_settled_cluster_keeps_exactly_its_machines_with_no_rollout(steady: Env) -> None:
+    """Beside the real core and CABPK (which write back into every KubeadmConfig) a settled
+    3-replica cluster keeps its three Machines over a 3-minute window: nothing looks out of
+    date, nothing rolls out. The window spans a killed etcd member (which must not start a
+    rollout either) and the add-on and version changes of the tests above."""
+    watch = steady.stability
+    assert watch is not None, "the samples test did not start the watch"
+    try:
+        _sleep_until(watch.started + STABLE_WINDOW)
+    finally:
+        watch.stop()
+    covered = time.monotonic() - watch.started
+    print(f"{watch.samples} samples over {covered:.0f}s: machine sets seen {watch.machine_sets}")
+    assert covered >= STABLE_WINDOW and watch.samples >= 30
+    assert len(watch.machine_sets) == 1, watch.machine_sets
+    assert len(next(iter(watch.machine_sets))) == 3
+    assert watch.problems == [], watch.problems
+
+
+def test_steady_clusters_reuse_their_etcd_tunnels(steady: Env) -> None:
+    """Reconciled every few seconds for 5 minutes, the settled clusters open no port-forward
+    beyond one per member (3 + 1): tunnels are kept and reused, not opened per reconcile."""
+    window = steady.tunnels
+    assert window is not None, "the dead-member test did not start the window"
+    _sleep_until(window.started + TUNNEL_WINDOW)
+    opened, reconciled, open_now = window.deltas()
+    covered = time.monotonic() - window.started
+    print(
+        f"over {covered:.0f}s: {reconciled:.0f} reconciles of 2 clusters, tunnels opened "
+        f"{opened:.0f}, open {open_now:.0f}"
     )
-    reconciles = sum(
-        env.registry.get_sample_value(
-            "controller_runtime_reconcile_total",
-            {"controller": "kubeadmcontrolplane", "result": result},
+    assert covered >= TUNNEL_WINDOW
+    assert reconciled >= TUNNEL_WINDOW / 3.0  # health_requeue is 3 s per cluster
+    assert opened <= 3 + 1
+    assert open_now >= 3 + 1
+
+
+def test_one_etcd_key_per_cluster(steady: Env, life: Env) -> None:
+    for env in (steady, life):
+        tracked = {key.name for key in env.tracker.clusters()}
+        assert tracked == env.created_clusters
+        keys = env.registry.get_sample_value(
+            "kcp_tracker_keys_generated_total", {"algorithm": "rsa-2048"}
         )
-        or 0
-        for result in ("success", "requeue_after", "requeue", "error")
-    )
-    print(f"{reconciles:.0f} reconciles of {len(env.created_clusters)} clusters, {keys:.0f} keys")
-    assert reconciles > 50 * len(env.created_clusters)
-    assert keys == len(env.created_clusters)
+        reconciles = _reconciles(env, "success", "requeue_after", "requeue", "error")
+        print(
+            f"{env.namespace}: {reconciles:.0f} reconciles of "
+            f"{len(env.created_clusters)} clusters, {keys:.0f} keys"
+        )
+        assert reconciles > 50 * len(env.created_clusters)
+        assert keys == len(env.created_clusters)
 
 
-def test_deleting_clusters_removes_machines_finalizer_and_tracker_entry(env: Env) -> None:
-    cluster_keys = {
-        name: ClusterKey.from_object(env.kube.get(groups.CLUSTER, env.namespace, name) or {})
-        for name in (HA, SINGLE)
-    }
-    for name, kcp_name in ((HA, HA_KCP), (SINGLE, SINGLE_KCP)):
+def test_deleting_clusters_removes_machines_finalizer_and_tracker_entry(
+    steady: Env, life: Env
+) -> None:
+    clusters = [(steady, HA, HA_KCP), (steady, SINGLE, SINGLE_KCP), (life, HA, HA_KCP)]
+    cluster_keys = [
+        (env, ClusterKey.from_object(env.kube.get(groups.CLUSTER, env.namespace, name) or {}))
+        for env, name, _ in clusters
+    ]
+    for env, name, kcp_name in clusters:
         env.kube.delete(groups.KUBEADM_CONTROL_PLANE, env.namespace, kcp_name)
         env.kube.delete(groups.CLUSTER, env.namespace, name)
     started = time.monotonic()
     _wait(
         "every control-plane Machine to be gone",
-        lambda: not _machines(env, HA) and not _machines(env, SINGLE),
+        lambda: not any(_machines(env, name) for env, name, _ in clusters),
         240,
         2.0,
     )
     _wait(
         "the KubeadmControlPlanes to be gone (finalizer removed)",
-        lambda: _kcp(env, HA_KCP) is None and _kcp(env, SINGLE_KCP) is None,
+        lambda: all(_kcp(env, kcp_name) is None for env, _, kcp_name in clusters),
         60,
     )
     _wait(
-        "the tracker to forget both clusters",
-        lambda: not set(cluster_keys.values()) & set(env.tracker.clusters()),
+        "the trackers to forget every cluster",
+        lambda: not any(key in set(env.tracker.clusters()) for env, key in cluster_keys),
         30,
         0.2,
     )
     print(f"deleted in {time.monotonic() - started:.0f}s")
-    assert not [p for p in env.sim.pids() if p.startswith(f"{env.namespace}/")]
+    for env in (steady, life):
+        assert not [p for p in env.sim.pids() if p.startswith(f"{env.namespace}/")]
