@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 # Debian packages the suite and the demo need (installed when missing, as root).
 APT_PACKAGES ?= ca-certificates
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`: the suite mostly waits on simulated machines, so
+# three workers keep two cores busy (tests sharing a fleet stay on one worker).
+TEST_WORKERS ?= 3
 
 .PHONY: all run test lint format typecheck layers unit integration testbin bench system-deps clean
 
@@ -56,7 +59,7 @@ integration: testbin
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
 test: lint typecheck layers testbin
-	$(VENV)/bin/pytest --durations=25 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --durations=25 $(PYTEST_ARGS)
 
 run: testbin
 	$(VENV)/bin/kcp dev

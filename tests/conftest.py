@@ -1,4 +1,10 @@
-"""Shared fixtures: one real local control plane per test session, a namespace per test."""
+"""Shared fixtures: one real local control plane per test session, a namespace per test.
+
+`make test` runs the suite on a few pytest-xdist workers (`--dist loadgroup`): each
+worker has its own session (so its own local control plane), and this file puts
+every test in a group so that the tests sharing a module- or package-scoped fleet
+run on one worker, in order. The longest groups are sent first.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +22,52 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="also run long soak tests")
 
 
+FIRST = (
+    "tests/reliability/",
+    "tests/integration/controlplane/test_controlplane.py",
+    "tests/integration/test_dev.py",
+    "tests/integration/sim/",
+    "tests/integration/deploy/test_rbac.py",
+)
+"""Where the longest groups are (several minutes each): started first, so that they run
+side by side and the short ones fill in around them."""
+RELIABILITY_SUMMARY = "reliability_summary"
+_worker_summaries: list[list[str]] = []
+
+
+def _group(nodeid: str) -> str:
+    """One fleet, one group: the reliability package shares its fleet; a module its own."""
+    path = nodeid.split("::", 1)[0]
+    return "tests/reliability" if path.startswith("tests/reliability/") else path
+
+
+def _rank(item: pytest.Item) -> int:
+    return next((i for i, prefix in enumerate(FIRST) if item.nodeid.startswith(prefix)), len(FIRST))
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_soak = pytest.mark.skip(reason="soak test: run with --soak")
     for item in items:
         if "soak" in item.keywords and not config.getoption("--soak"):
             item.add_marker(skip_soak)
+        item.add_marker(pytest.mark.xdist_group(_group(item.nodeid)))
+    items.sort(key=_rank)  # stable: the order inside each group is kept
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Under xdist: keep what a worker's reliability session summarised, to print it here."""
+    lines = (getattr(node, "workeroutput", None) or {}).get(RELIABILITY_SUMMARY)
+    if lines:
+        _worker_summaries.append(list(lines))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for lines in _worker_summaries:
+        terminalreporter.section("reliability summary")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

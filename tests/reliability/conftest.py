@@ -27,6 +27,7 @@ import pytest
 from kcp.api import groups
 from kcp.controlplane.client import ApiError, Kube
 from kcp.testing.controlplane import LocalControlPlane
+from tests.conftest import RELIABILITY_SUMMARY
 from tests.reliability import harness
 from tests.reliability.fleet import Fleet
 from tests.reliability.rbac import service_account_kubeconfig
@@ -61,6 +62,9 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
+    def empty(self) -> bool:
+        return not (self.faults or self.bad_inputs or self.leaks or self.notes)
+
     def lines(self) -> list[str]:
         return [
             f"faults injected:      {len(self.faults)} ({', '.join(self.faults) or '-'})",
@@ -79,11 +83,18 @@ SUMMARY = Summary()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not (SUMMARY.faults or SUMMARY.bad_inputs or SUMMARY.leaks or SUMMARY.notes):
-        return
-    terminalreporter.section("reliability summary")
-    for line in SUMMARY.lines():
-        terminalreporter.write_line(line)
+    if not SUMMARY.empty():
+        terminalreporter.section("reliability summary")
+        for line in SUMMARY.lines():
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On an xdist worker: hand the summary to the controller, which prints it
+    (tests/conftest.py); a worker's own terminal summary is never shown."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and not SUMMARY.empty():
+        workeroutput[RELIABILITY_SUMMARY] = SUMMARY.lines()
 
 
 @pytest.fixture(scope="session")
