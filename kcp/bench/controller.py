@@ -49,6 +49,9 @@ class ControllerFlags:
     kube_api_burst: int = 300
     probe_interval: float = 10.0
     key_algorithm: str = "rsa-2048"
+    etcd_access: str = "port-forward"
+    """`kcp run --etcd-access`: through port-forwards via the workload API server (the
+    default, as Cluster API) or `direct` to the member's address."""
 
 
 def kcp_run_available() -> bool:
@@ -125,7 +128,6 @@ def _argv(
         f"--metrics-bind-addr={metrics_addr}",
     ]
     if controller == "kcp-run":
-        # --etcd-access=direct: the simulated machines serve no kubelet port-forward yet.
         return [
             sys.executable,
             "-m",
@@ -133,7 +135,7 @@ def _argv(
             "run",
             *common,
             "--health-addr=0",
-            "--etcd-access=direct",
+            f"--etcd-access={flags.etcd_access}",
         ]
     return [
         sys.executable,

@@ -41,6 +41,7 @@ BUMP_ANNOTATION = "bench.kcp.x-k8s.io/bump"
 
 KUBERNETES_VERSION = "v1.34.4"
 ETCD_CLIENT_PORT = 2379
+KUBELET_PORT = 10250
 _CREATE_WORKERS = 8
 
 
@@ -254,7 +255,8 @@ class SharedEtcd:
             from kcp.sim.addresses import LoopbackAddresses
 
             self._addresses = LoopbackAddresses()
-            host = self._addresses.allocate([ETCD_CLIENT_PORT])
+            # 10250 too: the kubelet of the Node that stands for it serves there.
+            host = self._addresses.allocate([ETCD_CLIENT_PORT, KUBELET_PORT])
 
             class StandardPortEtcd(EtcdCluster):
                 def _assign_ports(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from kcp.bench.controller import ControllerFlags
 from kcp.bench.environment import BenchEnvironment
 from kcp.bench.fleet import Fleet, SharedEtcd, steady_workload
+from kcp.bench.kubelet import SharedKubelet
 from kcp.bench.observer import GenerationObserver
 
 __all__ = ["FleetRunSettings", "watched_fleet"]
@@ -51,17 +52,22 @@ def watched_fleet(
 ) -> Iterator[tuple[Fleet, GenerationObserver]]:
     """An empty fleet in a new `namespace` on a new `SharedEtcd`, and a running observer of it.
 
-    For `controller` "kcp-run" the etcd listens on the standard port and the
-    fleet has the steady workload side. On the way out the observer stops, the
-    fleet's clusters are deleted and the etcd stops.
+    For `controller` "kcp-run" the etcd listens on the standard port, the fleet
+    has the steady workload side and its Node a kubelet (`SharedKubelet`), so
+    `kcp run` reaches etcd through port-forwards as on real infrastructure (or
+    directly with `--etcd-access=direct`). On the way out the observer stops,
+    the fleet's clusters are deleted, the kubelet and the etcd stop.
     """
-    with SharedEtcd(standard_port=controller == "kcp-run") as etcd:
+    real = controller == "kcp-run"
+    with SharedEtcd(standard_port=real) as etcd, contextlib.ExitStack() as stack:
+        if real:
+            stack.enter_context(SharedKubelet.for_environment(env, etcd))
         fleet = Fleet(
             env.api_client(),
             namespace,
             etcd.ca,
             etcd.endpoints,
-            workload=steady_workload(env, etcd) if controller == "kcp-run" else None,
+            workload=steady_workload(env, etcd) if real else None,
         )
         fleet.create_namespace()
         observer = GenerationObserver(env.api_client(), namespace)

@@ -21,6 +21,7 @@ __all__ = [
     "sample",
     "split_threads",
     "status_fields",
+    "tcp_connections",
     "thread_names",
 ]
 
@@ -80,6 +81,57 @@ def sample(pid: int | str = "self") -> ProcessSample:
         threads=int(fields["Threads"]),
         cpu_seconds=cpu_seconds(pid),
     )
+
+
+def _tcp_address(hex_address: str) -> tuple[str, int]:
+    """`0100007F:D8A3` (/proc/net/tcp{,6}, little-endian words) -> ("127.0.0.1", 55459)."""
+    host, port = hex_address.split(":")
+    if len(host) == 8:
+        return ".".join(str(int(host[i : i + 2], 16)) for i in (6, 4, 2, 0)), int(port, 16)
+    words = [host[i : i + 8] for i in range(0, 32, 8)]
+    raw = b"".join(bytes.fromhex(w)[::-1] for w in words)
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":  # an IPv4-mapped address
+        return ".".join(str(b) for b in raw[12:]), int(port, 16)
+    return ":".join(raw[i : i + 2].hex() for i in range(0, 16, 2)), int(port, 16)
+
+
+def tcp_connections(
+    pid: int | str = "self", *, remote_port: int | None = None
+) -> list[tuple[str, int]]:
+    """Remote (host, port) of every TCP socket the process holds that is not a listener
+    (only those to `remote_port` when given: the other rows are not parsed).
+
+    The process's descriptors name socket inodes (`/proc/<pid>/fd`); the rows of
+    `/proc/<pid>/net/tcp` and `tcp6` with those inodes give the peers. Which servers a
+    controller is connected to is then visible from outside, without instrumenting it.
+    The kernel lists every socket of the network namespace there: on a busy machine a
+    read costs tens of milliseconds. Raises OSError when the process is gone.
+    """
+    wanted = None if remote_port is None else f":{remote_port:04X} "
+    fd_dir = Path(f"/proc/{pid}/fd")
+    inodes: set[str] = set()
+    for fd in os.listdir(fd_dir):
+        try:
+            link = os.readlink(fd_dir / fd)
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:[") : -1])
+    found: list[tuple[str, int]] = []
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue  # no IPv6 in this kernel
+        for row in rows:
+            if wanted is not None and wanted not in row:
+                continue
+            fields = row.split()
+            if len(fields) > 9 and fields[9] in inodes and fields[3] != "0A":  # 0A: LISTEN
+                peer = _tcp_address(fields[2])
+                if remote_port is None or peer[1] == remote_port:
+                    found.append(peer)
+    return found
 
 
 def thread_names(pid: int | str = "self") -> dict[str, int]:

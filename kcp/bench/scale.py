@@ -33,10 +33,10 @@ from typing import Any
 from kcp.bench import table
 from kcp.bench.controller import CONTROLLERS, resolve_controller, start_controller
 from kcp.bench.environment import BenchEnvironment
-from kcp.bench.fleet import Fleet
+from kcp.bench.fleet import ETCD_CLIENT_PORT, Fleet
 from kcp.bench.fleet_run import FleetRunSettings, watched_fleet
 from kcp.bench.observer import GenerationObserver, percentile
-from kcp.bench.procstat import MIB, Sampler, split_threads, thread_names
+from kcp.bench.procstat import MIB, Sampler, split_threads, tcp_connections, thread_names
 from kcp.bench.progress import Progress
 from kcp.bench.runner import Scenario, add_common_arguments, cluster_scenario, run_scenarios
 
@@ -115,6 +115,8 @@ _METRICS = {
     "etcd_channels_opened": "kcp_bench_etcd_channels_opened",
     "etcd_channels_evicted": "kcp_bench_etcd_channels_evicted",
     "etcd_channel_pool_size": "kcp_bench_etcd_channels_max_size",
+    "tunnels_opened": "kcp_tracker_tunnels_opened_total",
+    "tunnels_open": "kcp_tracker_tunnels_open",
 }
 """Figures read from the controller's /metrics at the end of a point (absent ones left out)."""
 
@@ -171,6 +173,8 @@ def _measure_point(
         steady_threads = sampler.median_threads(since=steady_from)
         names_by_thread = thread_names(process.pid)
         own_threads, grpc_threads = split_threads(names_by_thread)
+        # Through port-forwards, the controller holds no connection to etcd's client port.
+        etcd_connections = len(tcp_connections(process.pid, remote_port=ETCD_CLIENT_PORT))
 
         progress.step(f"scale {size}: every control plane changed at once", size)
         burst_cpu, burst_started = sampler.now().cpu_seconds, time.monotonic()
@@ -222,6 +226,7 @@ def _measure_point(
         "thread_names": names_by_thread,
         "own_threads": own_threads,
         "grpc_core_threads": grpc_threads,
+        "etcd_client_connections": etcd_connections,
         "change_latency_ms": _latencies_ms(single_seen, single_sent),
         "resync_latency_ms": _latencies_ms(burst_seen, burst_sent),
         "controller_metrics": _controller_figures(metrics),
@@ -259,6 +264,7 @@ def measure(env: BenchEnvironment, settings: ScaleSettings, progress: Progress) 
     }
     result: dict[str, Any] = {
         "controller": controller,
+        "etcd_access": settings.flags.etcd_access if controller == "kcp-run" else "direct",
         "controller_flags": asdict(settings.flags),
         "clusters": settings.clusters,
         "etcd_members": 1,
@@ -312,7 +318,8 @@ def summary(result: dict[str, Any]) -> str:
     lines = [
         table.render(
             f"scale: controller {result['controller']} (concurrency {flags['concurrency']}, "
-            f"QPS {flags['kube_api_qps']:g}/{flags['kube_api_burst']}), one shared etcd",
+            f"QPS {flags['kube_api_qps']:g}/{flags['kube_api_burst']}), one shared etcd "
+            f"reached {_route(result)}",
             headers,
             rows,
         )
@@ -333,6 +340,17 @@ def summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _route(result: dict[str, Any]) -> str:
+    if result.get("etcd_access", "direct") == "direct":
+        return "directly"
+    opened = [p["controller_metrics"].get("tunnels_opened", "?") for p in result["points"]]
+    held = [p.get("etcd_client_connections", "?") for p in result["points"]]
+    return (
+        f"through port-forwards (tunnels opened per point: {opened}; connections to etcd "
+        f"held by the controller: {held})"
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--clusters", type=int, default=None, help="N (1000; --quick 100)")
@@ -343,13 +361,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto: kcp run once it can reconcile the fleet, else runtime+tracker",
     )
     parser.add_argument("--concurrency", type=int, default=None, help="controller workers (10)")
+    parser.add_argument(
+        "--etcd-access",
+        choices=("port-forward", "direct"),
+        default=None,
+        help="kcp run's --etcd-access (port-forward, as Cluster API)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> ScaleSettings:
     settings = ScaleSettings.quick() if args.quick else ScaleSettings()
     changes = FleetRunSettings.changes_from_args(args)
+    flags = settings.flags
     if getattr(args, "concurrency", None):
-        changes["flags"] = replace(settings.flags, concurrency=args.concurrency)
+        flags = replace(flags, concurrency=args.concurrency)
+    if getattr(args, "etcd_access", None):
+        flags = replace(flags, etcd_access=args.etcd_access)
+    changes["flags"] = flags
     return replace(settings, **changes)
 
 

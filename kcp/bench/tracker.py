@@ -12,10 +12,20 @@ for each of ``N`` clusters, in two modes, in one process:
   reconcile parses the CA and, for every etcd client (one per member), generates
   a fresh key, signs a certificate for it and opens a new TLS channel.
 
+With ``--etcd-access`` ``port-forward`` (or ``both``, the default) two more
+modes reach the same kind of member through a port-forward via an API server
+(``kcp.bench.tracker_tunnels``): ``kept`` (kcp's way: the tracker keeps one
+tunnel per cluster and member open and reuses it) and ``capi`` (Cluster API's
+pattern: a new port-forward, TLS handshake and etcd client per reconcile, with
+the cached key). With ``both`` every mode asks the same member, directly or
+through the tunnel.
+
 CPU is this process's (all threads, gRPC's included) from ``time.process_time``;
-etcd's own CPU is not counted. ``cpu_ratio`` is naive over cached CPU per
+etcd's own CPU is not counted (the API server's and kubelet's are reported
+apart for the tunnel modes). ``cpu_ratio`` is naive over cached CPU per
 reconcile in steady state; ``cpu_ratio_including_warmup`` spreads the cached
-mode's one-off key generation over the ``R`` reconciles measured.
+mode's one-off key generation over the ``R`` reconciles measured;
+``capi_over_kept`` and ``kept_over_direct`` compare the tunnel modes.
 """
 
 from __future__ import annotations
@@ -33,6 +43,9 @@ from typing import Any
 __all__ = ["ModeResult", "TrackerBenchmark", "add_arguments", "run", "run_benchmark"]
 
 NAMESPACE = "bench"
+ACCESS_CHOICES = ("both", "direct", "port-forward")
+"""``--etcd-access``: which routes to etcd are measured (direct: cached and naive;
+port-forward: kept and capi)."""
 
 
 @dataclass(frozen=True)
@@ -41,14 +54,23 @@ class ModeResult:
     cpu_ms_per_reconcile: float
     wall_ms_per_reconcile: float
     warmup_cpu_ms: float = 0.0
+    tunnels_opened: int | None = None
+    """Port-forwards opened over the measured reconciles (tunnel modes)."""
+    server_cpu_ms_per_reconcile: float | None = None
+    """CPU of the API server and the kubelet per reconcile (tunnel modes)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "keys_generated": self.keys_generated,
             "cpu_ms_per_reconcile": round(self.cpu_ms_per_reconcile, 4),
             "wall_ms_per_reconcile": round(self.wall_ms_per_reconcile, 4),
             "warmup_cpu_ms": round(self.warmup_cpu_ms, 3),
         }
+        if self.tunnels_opened is not None:
+            found["tunnels_opened"] = self.tunnels_opened
+        if self.server_cpu_ms_per_reconcile is not None:
+            found["server_cpu_ms_per_reconcile"] = round(self.server_cpu_ms_per_reconcile, 4)
+        return found
 
 
 @dataclass(frozen=True)
@@ -57,51 +79,123 @@ class TrackerBenchmark:
     reconciles: int
     key_algorithm: str
     etcd_members: int
-    cached: ModeResult
-    naive: ModeResult
+    cached: ModeResult | None
+    """Direct, the tracker's cached key and pooled connections (None: not measured)."""
+    naive: ModeResult | None
+    """Direct, a key, certificate and connection per reconcile (None: not measured)."""
+    kept: ModeResult | None = None
+    """Port-forward, kcp's way: tunnels kept open and reused (None: not measured)."""
+    capi: ModeResult | None = None
+    """Port-forward, Cluster API's pattern: a new tunnel and client per reconcile."""
 
     @property
-    def cpu_ratio(self) -> float:
+    def access(self) -> str:
+        direct, tunnelled = self.cached is not None, self.kept is not None
+        return "both" if direct and tunnelled else "direct" if direct else "port-forward"
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        if self.naive is None or self.cached is None:
+            return None
         return self.naive.cpu_ms_per_reconcile / max(self.cached.cpu_ms_per_reconcile, 1e-9)
 
     @property
-    def cpu_ratio_including_warmup(self) -> float:
+    def cpu_ratio_including_warmup(self) -> float | None:
+        if self.naive is None or self.cached is None:
+            return None
         total = self.clusters * self.reconciles
         cached = self.cached.cpu_ms_per_reconcile + self.cached.warmup_cpu_ms / max(total, 1)
         return self.naive.cpu_ms_per_reconcile / max(cached, 1e-9)
 
+    @property
+    def capi_over_kept(self) -> float | None:
+        """CPU per reconcile, a new tunnel each time over kept tunnels."""
+        return _ratio(self.capi, self.kept)
+
+    @property
+    def kept_over_direct(self) -> float | None:
+        """CPU per reconcile, kept tunnels over direct pooled connections."""
+        return _ratio(self.kept, self.cached)
+
+    @property
+    def capi_over_direct(self) -> float | None:
+        return _ratio(self.capi, self.cached)
+
+    def modes(self) -> list[tuple[str, ModeResult]]:
+        found = (
+            ("cached", self.cached),
+            ("naive", self.naive),
+            ("kept", self.kept),
+            ("capi", self.capi),
+        )
+        return [(name, mode) for name, mode in found if mode is not None]
+
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "tracker": {
-                "clusters": self.clusters,
-                "reconciles": self.reconciles,
-                "key_algorithm": self.key_algorithm,
-                "etcd_members": self.etcd_members,
-                "cached": self.cached.as_dict(),
-                "naive": self.naive.as_dict(),
-                "cpu_ratio": round(self.cpu_ratio, 2),
-                "cpu_ratio_including_warmup": round(self.cpu_ratio_including_warmup, 2),
-            }
+        result: dict[str, Any] = {
+            "clusters": self.clusters,
+            "reconciles": self.reconciles,
+            "key_algorithm": self.key_algorithm,
+            "etcd_members": self.etcd_members,
+            "etcd_access": self.access,
+            **{name: mode.as_dict() for name, mode in self.modes()},
         }
+        ratios = {
+            "cpu_ratio": self.cpu_ratio,
+            "cpu_ratio_including_warmup": self.cpu_ratio_including_warmup,
+            "capi_over_kept": self.capi_over_kept,
+            "kept_over_direct": self.kept_over_direct,
+            "capi_over_direct": self.capi_over_direct,
+        }
+        result.update({k: round(v, 2) for k, v in ratios.items() if v is not None})
+        return {"tracker": result}
 
     def table(self) -> str:
         rows = [
             f"tracker: {self.clusters} clusters x {self.reconciles} reconciles, "
-            f"{self.key_algorithm} client keys, etcd with {self.etcd_members} member(s)",
-            f"{'mode':<8} {'keys generated':>15} {'CPU ms/reconcile':>17} "
-            f"{'wall ms/reconcile':>18}",
+            f"{self.key_algorithm} client keys, etcd with {self.etcd_members} member(s), "
+            f"etcd access {self.access}",
+            f"{'mode':<8} {'route':<13} {'keys generated':>15} {'CPU ms/reconcile':>17} "
+            f"{'wall ms/reconcile':>18} {'tunnels opened':>15} {'server CPU ms/rec':>18}",
         ]
-        for name, mode in (("cached", self.cached), ("naive", self.naive)):
+        for name, mode in self.modes():
+            tunnels = "-" if mode.tunnels_opened is None else str(mode.tunnels_opened)
+            server = mode.server_cpu_ms_per_reconcile
             rows.append(
-                f"{name:<8} {mode.keys_generated:>15} {mode.cpu_ms_per_reconcile:>17.3f} "
-                f"{mode.wall_ms_per_reconcile:>18.3f}"
+                f"{name:<8} {_ROUTES[name]:<13} {mode.keys_generated:>15} "
+                f"{mode.cpu_ms_per_reconcile:>17.3f} {mode.wall_ms_per_reconcile:>18.3f} "
+                f"{tunnels:>15} {'-' if server is None else f'{server:.3f}':>18}"
             )
-        rows.append(
-            f"CPU ratio naive/cached: {self.cpu_ratio:.1f} "
-            f"(with the cached warm-up of {self.cached.warmup_cpu_ms:.0f} ms CPU: "
-            f"{self.cpu_ratio_including_warmup:.1f})"
-        )
+        if self.cpu_ratio is not None and self.cached is not None:
+            rows.append(
+                f"CPU ratio naive/cached: {self.cpu_ratio:.1f} "
+                f"(with the cached warm-up of {self.cached.warmup_cpu_ms:.0f} ms CPU: "
+                f"{self.cpu_ratio_including_warmup:.1f})"
+            )
+        if self.capi_over_kept is not None:
+            rows.append(
+                f"CPU ratio capi/kept (a new port-forward per reconcile over kept tunnels): "
+                f"{self.capi_over_kept:.1f}"
+            )
+        if self.kept_over_direct is not None and self.capi_over_direct is not None:
+            rows.append(
+                f"CPU ratio kept/direct: {self.kept_over_direct:.2f}; "
+                f"capi/direct: {self.capi_over_direct:.1f}"
+            )
         return "\n".join(rows)
+
+
+_ROUTES = {
+    "cached": "direct",
+    "naive": "direct",
+    "kept": "port-forward",
+    "capi": "port-forward",
+}
+
+
+def _ratio(numerator: ModeResult | None, denominator: ModeResult | None) -> float | None:
+    if numerator is None or denominator is None:
+        return None
+    return numerator.cpu_ms_per_reconcile / max(denominator.cpu_ms_per_reconcile, 1e-9)
 
 
 def _run_cached(
@@ -225,8 +319,13 @@ def run_benchmark(
     *,
     key_algorithm: str = "rsa-2048",
     etcd_members: int = 1,
+    etcd_access: str = "direct",
+    env: Any = None,
 ) -> TrackerBenchmark:
-    """Start an etcd, run both modes against it, stop it."""
+    """Start an etcd, run the modes of ``etcd_access`` against it, stop it.
+
+    The port-forward modes need an API server: ``env``'s (a ``BenchEnvironment``), or a
+    management cluster started here for the run."""
     from kcp.certs import KEY_ALGORITHMS, new_certificate_authority
     from kcp.testing.etcd_cluster import EtcdCluster
 
@@ -234,7 +333,13 @@ def run_benchmark(
         raise ValueError("clusters and reconciles must be at least 1")
     if key_algorithm not in KEY_ALGORITHMS:
         raise ValueError(f"key algorithm must be one of {', '.join(KEY_ALGORITHMS)}")
+    if etcd_access not in ACCESS_CHOICES:
+        raise ValueError(f"etcd access must be one of {', '.join(ACCESS_CHOICES)}")
     algorithm: Any = key_algorithm
+    if etcd_access != "direct":
+        if etcd_members != 1:
+            raise ValueError("the port-forward modes run against one etcd member")
+        return _run_with_tunnels(clusters, reconciles, key_algorithm, etcd_access, env)
     # kubeadm's etcd CA is RSA-2048, so every signature below is an RSA one, as in a cluster.
     ca = new_certificate_authority("kcp-bench-etcd-ca", algorithm="rsa-2048")
     with EtcdCluster(ca, members=etcd_members, name="kcp-bench-etcd") as etcd:
@@ -242,6 +347,34 @@ def run_benchmark(
         cached = _run_cached(ca, endpoints, clusters, reconciles, algorithm)
         naive = _run_naive(ca, endpoints, clusters, reconciles, algorithm)
     return TrackerBenchmark(clusters, reconciles, key_algorithm, etcd_members, cached, naive)
+
+
+def _run_with_tunnels(
+    clusters: int, reconciles: int, key_algorithm: str, etcd_access: str, env: Any
+) -> TrackerBenchmark:
+    """Every mode of ``etcd_access`` against one member reachable both ways."""
+    import contextlib
+
+    from kcp.bench.tracker_tunnels import run_tunnelled, tunnelled_etcd
+
+    algorithm: Any = key_algorithm
+    with contextlib.ExitStack() as stack:
+        if env is None:
+            from kcp.bench.environment import management_cluster
+            from kcp.bench.progress import Progress
+
+            env = stack.enter_context(management_cluster(Progress(enabled=False)))
+        etcd = stack.enter_context(tunnelled_etcd(env))
+        direct = [etcd.direct_endpoint]
+        cached = naive = None
+        if etcd_access == "both":
+            cached = _run_cached(etcd.ca, direct, clusters, reconciles, algorithm)
+            naive = _run_naive(etcd.ca, direct, clusters, reconciles, algorithm)
+        kept = ModeResult(**run_tunnelled(etcd, clusters, reconciles, algorithm, "kept"))
+        capi = ModeResult(**run_tunnelled(etcd, clusters, reconciles, algorithm, "capi"))
+    return TrackerBenchmark(
+        clusters, reconciles, key_algorithm, 1, cached, naive, kept=kept, capi=capi
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -258,6 +391,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--etcd-members", type=int, default=1, choices=(1, 3), help="etcd members (1)"
+    )
+    parser.add_argument(
+        "--etcd-access",
+        default="both",
+        choices=ACCESS_CHOICES,
+        help="routes measured: direct (cached, naive), port-forward through an API server "
+        "(kept tunnels, a new one per reconcile as Cluster API), or both (default; one "
+        "member, a local management cluster is started)",
     )
 
 
@@ -278,6 +419,7 @@ def run(args: argparse.Namespace) -> int:
             args.reconciles,
             key_algorithm=args.key_algorithm,
             etcd_members=args.etcd_members,
+            etcd_access="direct" if args.etcd_members != 1 else args.etcd_access,
         )
     finally:
         structlog.configure(**previous)

@@ -4,7 +4,8 @@ Every benchmark cluster gets a workload cluster that is healthy and costs
 nothing to run: the management kube-apiserver plays every cluster's workload
 API server (each cluster's `-kubeconfig` Secret is an admin kubeconfig for it,
 and its `-ca` Secret the management CA), and it holds what a kubelet would
-report — one Node named after the shared etcd's member and the four
+report — one Node named after the shared etcd's member, its kubelet endpoint
+served by `kcp.bench.kubelet` (so port-forwards to its Pods work), and the four
 control-plane static Pods on it, Running and Ready, the etcd Pod advertising
 the shared etcd's client URL. Each cluster's one Machine points at that Node,
 so the reconciler sees one healthy, up-to-date control-plane Machine with a
@@ -27,6 +28,7 @@ KUBE_SYSTEM = "kube-system"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION = "kubeadm.kubernetes.io/etcd.advertise-client-urls"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+KUBELET_PORT = 10250
 
 
 def _now() -> str:
@@ -135,6 +137,9 @@ class SteadyWorkload:
                         {**_condition("Ready"), "lastHeartbeatTime": _now(), "reason": "Ready"}
                     ],
                     "addresses": [{"type": "InternalIP", "address": self.node_address}],
+                    # Where the API server proxies port-forwards to this Node's Pods
+                    # (`kcp.bench.kubelet` serves it).
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
                 }
             },
             subresource="status",

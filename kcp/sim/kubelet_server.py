@@ -30,7 +30,13 @@ from kcp.certs import KeyAlgorithm, KeyPair, Usage
 from kcp.sim.pki import APISERVER_KUBELET_CLIENT_CN, write_private
 from kcp.sim.process import SimProcess
 
-__all__ = ["KUBELET_PORT", "KubeletFiles", "KubeletServer", "write_kubelet_files"]
+__all__ = [
+    "KUBELET_PORT",
+    "KubeletFiles",
+    "KubeletServer",
+    "kubelet_argv",
+    "write_kubelet_files",
+]
 
 KUBELET_PORT = 10250
 _READY_TIMEOUT = 2.0
@@ -79,6 +85,27 @@ def write_kubelet_files(
     return files
 
 
+def kubelet_argv(
+    binary: Path,
+    *,
+    address: str,
+    files: KubeletFiles,
+    forwards: Mapping[str, str],
+    allowed_user: str = APISERVER_KUBELET_CLIENT_CN,
+) -> list[str]:
+    """The `kubelet-portforward` command line: serve on `address`, forward `forwards`."""
+    return [
+        str(binary),
+        f"--address={address}",
+        f"--port={KUBELET_PORT}",
+        f"--tls-cert-file={files.serving_crt}",
+        f"--tls-private-key-file={files.serving_key}",
+        f"--client-ca-file={files.ca_crt}",
+        f"--allowed-user={allowed_user}",
+        *(f"--forward={pod}={target}" for pod, target in sorted(forwards.items())),
+    ]
+
+
 class KubeletServer:
     """The `kubelet-portforward` process of one machine."""
 
@@ -124,13 +151,6 @@ class KubeletServer:
             return False
 
     def _argv(self) -> list[str]:
-        return [
-            str(self.binary),
-            f"--address={self.address}",
-            f"--port={KUBELET_PORT}",
-            f"--tls-cert-file={self.files.serving_crt}",
-            f"--tls-private-key-file={self.files.serving_key}",
-            f"--client-ca-file={self.files.ca_crt}",
-            f"--allowed-user={APISERVER_KUBELET_CLIENT_CN}",
-            *(f"--forward={pod}={target}" for pod, target in sorted(self.forwards.items())),
-        ]
+        return kubelet_argv(
+            self.binary, address=self.address, files=self.files, forwards=self.forwards
+        )

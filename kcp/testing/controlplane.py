@@ -26,6 +26,9 @@ from kcp.testing.processes import ManagedProcess, free_port, port_open, wait_unt
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "config" / "crd" / "bases"
 HOST = "127.0.0.1"
+KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
+"""Who the API server is to kubelets (port-forward, logs, exec), as kubeadm names it: a
+kubelet standing in for a Node of this cluster accepts this client certificate."""
 
 
 @dataclass
@@ -113,6 +116,10 @@ class LocalControlPlane:
         return self.work_dir / "kubeconfig"
 
     @property
+    def apiserver_pid(self) -> int | None:
+        return self._apiserver.pid if self._apiserver is not None else None
+
+    @property
     def pids(self) -> list[int]:
         return [p.pid for p in (self._etcd, self._apiserver) if p is not None and p.pid]
 
@@ -169,6 +176,12 @@ class LocalControlPlane:
                 "--allow-privileged=true",
                 f"--feature-gates=WatchList={gate}",
                 "--endpoint-reconciler-type=none",
+                # Port-forwards to Pods of Nodes a test registers reach their kubelets at the
+                # Node's InternalIP, verified against the cluster CA, as kubeadm sets it up.
+                f"--kubelet-client-certificate={tls / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={tls / 'apiserver-kubelet-client.key'}",
+                f"--kubelet-certificate-authority={tls / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
                 "--v=0",
                 *self.options.extra_apiserver_args,
             ],
@@ -313,6 +326,12 @@ class LocalControlPlane:
             ),
             "apiserver-etcd-client": certs.issue_certificate(
                 etcd_ca, common_name="kube-apiserver-etcd-client", algorithm=algorithm
+            ),
+            "apiserver-kubelet-client": certs.issue_certificate(
+                ca,
+                common_name=KUBELET_CLIENT_CN,
+                organizations=("kubeadm:cluster-admins",),
+                algorithm=algorithm,
             ),
         }
         for name, pair in files.items():

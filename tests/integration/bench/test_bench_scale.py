@@ -29,6 +29,9 @@ def test_scale_measures_both_sizes_with_one_key_per_cluster(
     json.dumps(result)
 
     assert result["controller"] in ("runtime+tracker", "kcp-run")
+    assert result["etcd_access"] == (
+        "port-forward" if result["controller"] == "kcp-run" else "direct"
+    )
     assert [p["clusters"] for p in result["points"]] == [2, 20]
     for point in result["points"]:
         for key in ("startup_seconds", "resync_seconds", "peak_rss_mib", "rss_mib"):
@@ -48,6 +51,13 @@ def test_scale_measures_both_sizes_with_one_key_per_cluster(
         assert point["resync_latency_ms"]["samples"] == point["clusters"]
         # The tracker in the controller generated exactly one etcd client key per cluster.
         assert point["controller_metrics"]["keys_generated"] == point["clusters"]
+        if result["etcd_access"] == "port-forward":
+            # etcd through the management API server and the Node's kubelet: the controller
+            # holds no connection to etcd's client port, and keeps its tunnels (one per
+            # cluster, plus a few replaced) rather than opening one per reconcile.
+            assert point["etcd_client_connections"] == 0
+            opened = point["controller_metrics"]["tunnels_opened"]
+            assert point["clusters"] <= opened <= 3 * point["clusters"] + 5, opened
 
     small, large = result["points"]
     growth = result["growth_ratio_n_over_n10"]

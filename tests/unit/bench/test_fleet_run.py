@@ -48,7 +48,20 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
         def stop(self) -> None:
             log.append("observer stopped")
 
+    class Kubelet:
+        @classmethod
+        def for_environment(cls, env: Any, etcd: Any) -> Kubelet:
+            log.append("kubelet")
+            return cls()
+
+        def __enter__(self) -> Kubelet:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            log.append("kubelet stopped")
+
     monkeypatch.setattr(fleet_run, "SharedEtcd", Etcd)
+    monkeypatch.setattr(fleet_run, "SharedKubelet", Kubelet)
     monkeypatch.setattr(fleet_run, "Fleet", Fleet)
     monkeypatch.setattr(fleet_run, "GenerationObserver", Observer)
     monkeypatch.setattr(fleet_run, "steady_workload", lambda env, etcd: "workload")
@@ -70,8 +83,11 @@ def test_set_up_then_torn_down_in_order(
     with fleet_run.watched_fleet(_Env(), "ns", controller) as (made, observer):  # type: ignore[arg-type]
         assert (type(made).__name__, type(observer).__name__) == ("Fleet", "Observer")
         calls.append("body")
+    # `kcp run` reaches etcd through port-forwards: the fleet's Node gets a kubelet.
+    kubelet = ["kubelet"] if controller == "kcp-run" else []
     assert calls == [
         ("etcd", standard_port),
+        *kubelet,
         ("fleet", "client", "ns", "ca", ["127.0.0.1:2379"], workload),
         "namespace",
         ("observer", "client", "ns"),
@@ -79,6 +95,7 @@ def test_set_up_then_torn_down_in_order(
         "body",
         "observer stopped",
         "fleet deleted",
+        *(f"{k} stopped" for k in kubelet),
         "etcd stopped",
     ]
 
@@ -87,7 +104,7 @@ def test_torn_down_when_the_measurement_fails(calls: list[Any]) -> None:
     failing = fleet_run.watched_fleet(_Env(), "ns", "kcp-run")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="measurement failed"), failing:
         raise RuntimeError("measurement failed")
-    assert calls[-3:] == ["observer stopped", "fleet deleted", "etcd stopped"]
+    assert calls[-4:] == ["observer stopped", "fleet deleted", "kubelet stopped", "etcd stopped"]
 
 
 def test_controller_and_clusters_from_arguments() -> None:

@@ -25,3 +25,24 @@ def test_this_process_threads_are_seen_by_name() -> None:
     finally:
         stop.set()
         worker.join()
+
+
+def test_the_peers_of_this_process_connections_are_seen_from_proc() -> None:
+    """What the reliability suite and `kcp bench scale` read to tell which servers a
+    controller holds connections to (an etcd client port, or only API servers)."""
+    import socket
+
+    from kcp.bench.procstat import tcp_connections
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    try:
+        # Both ends are this process's: the client's peer is the listener's port.
+        assert ("127.0.0.1", port) in tcp_connections()
+        assert tcp_connections(remote_port=port) == [("127.0.0.1", port)]
+        assert ("127.0.0.1", port) not in tcp_connections(remote_port=port + 1)
+    finally:
+        for sock in (client, accepted, listener):
+            sock.close()
