@@ -5,10 +5,8 @@ remediate once a MachineHealthCheck found it unhealthy
 (`HealthCheckSucceeded=False`) and left the remediation to its owner
 (`OwnerRemediated=False`). One Machine at a time, the "most broken" first,
 and only when no other remediation is waiting for its replacement. Retries
-are counted through the Machines: the replacement carries the
-`remediation-for` annotation, so a replacement that fails within
-`minHealthyPeriodSeconds` is a retry of the same remediation, allowed after
-`retryPeriodSeconds` and at most `maxRetry` times. Once the control plane is
+are counted through the Machines (`kcp.controlplane.remediation_retries`).
+Once the control plane is
 initialized a Machine is removed only if more than one exists, none is
 provisioning or being deleted, etcd's member list is known, another Machine
 keeps healthy control-plane components and the members left keep quorum.
@@ -18,47 +16,34 @@ Each refusal is an `OwnerRemediated` reason and message for the Machine.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Literal
 
 from kcp.api import conditions as c
 from kcp.api import labels
-from kcp.api.objects import MachineView, parse_time
+from kcp.api.objects import MachineView
 from kcp.controlplane.condition import Condition
+from kcp.controlplane.remediation_retries import (
+    RemediationData,
+    RemediationSettings,
+    check_retry_limits,
+    stale_in_progress,
+)
 from kcp.controlplane.scaling import can_remove_member, quorum
 from kcp.etcd import EtcdClusterStatus
 
 __all__ = [
-    "CANNOT_BE_REMEDIATED_REASON",
-    "DEFAULT_MIN_HEALTHY_PERIOD",
-    "MACHINE_DELETING_REASON",
-    "REMEDIATION_DEFERRED_REASON",
-    "RemediationData",
-    "RemediationSettings",
     "RemediationStep",
-    "RetryCheck",
-    "check_retry_limits",
-    "last_remediation",
     "needs_cleanup",
     "pick_machine_to_remediate",
     "plan_remediation",
     "remediating_condition",
     "replacement_problems",
-    "stale_in_progress",
     "to_be_remediated",
     "unhealthy",
 ]
-
-DEFAULT_MIN_HEALTHY_PERIOD = timedelta(hours=1)
-"""Cluster API's default `spec.remediation.minHealthyPeriodSeconds`."""
-
-# Reasons of the Machine's OwnerRemediated condition, as Cluster API's KCP sets them.
-CANNOT_BE_REMEDIATED_REASON = "CannotBeRemediated"
-REMEDIATION_DEFERRED_REASON = "RemediationDeferred"
-MACHINE_DELETING_REASON = "MachineDeleting"
 
 _COMPONENTS = (
     c.API_SERVER_POD_HEALTHY,
@@ -77,87 +62,6 @@ _REMEDIATE_MACHINE_ANNOTATION = "cluster.x-k8s.io/remediate-machine"
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class RemediationData:
-    """One remediation: the Machine removed, when, and how many retries led to it.
-
-    Kept in the KubeadmControlPlane's `remediation-in-progress` annotation until
-    the replacement exists, then in the replacement's `remediation-for`
-    annotation, both as Cluster API's JSON (`machine`, `timestamp`, `retryCount`).
-    """
-
-    machine: str
-    timestamp: datetime | None
-    retry_count: int = 0
-
-    def to_annotation(self) -> str:
-        stamp = c.rfc3339(self.timestamp) if self.timestamp is not None else None
-        return json.dumps(
-            {"machine": self.machine, "timestamp": stamp, "retryCount": self.retry_count},
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_annotation(cls, value: str) -> RemediationData:
-        """Parse an annotation's value; ValueError names what is wrong with it."""
-        try:
-            loaded = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"not JSON: {error}") from None
-        if not isinstance(loaded, Mapping):
-            raise ValueError("not a JSON object")
-        retries = loaded.get("retryCount", 0)
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ValueError(f"retryCount {retries!r} is not a whole number")
-        return cls(str(loaded.get("machine") or ""), parse_time(loaded.get("timestamp")), retries)
-
-    def to_status(self) -> dict[str, Any]:
-        """`status.lastRemediation` as Cluster API writes it."""
-        status: dict[str, Any] = {"machine": self.machine, "retryCount": self.retry_count}
-        if self.timestamp is not None:
-            status["time"] = c.rfc3339(self.timestamp)
-        return status
-
-
-def _annotation_data(annotations: Mapping[str, str], key: str) -> RemediationData | None:
-    value = annotations.get(key)
-    if value is None:
-        return None
-    try:
-        return RemediationData.from_annotation(value)
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class RemediationSettings:
-    """`spec.remediation` with Cluster API's defaults."""
-
-    max_retry: int | None = None
-    """None: retry forever."""
-    retry_period: timedelta = timedelta(0)
-    min_healthy_period: timedelta = DEFAULT_MIN_HEALTHY_PERIOD
-
-    @classmethod
-    def from_spec(cls, kcp: Mapping[str, Any]) -> RemediationSettings:
-        spec = (kcp.get("spec") or {}).get("remediation") or {}
-
-        def seconds(key: str) -> int | None:
-            value = spec.get(key)
-            return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-        min_healthy = seconds("minHealthyPeriodSeconds")
-        return cls(
-            max_retry=seconds("maxRetry"),
-            retry_period=timedelta(seconds=max(0, seconds("retryPeriodSeconds") or 0)),
-            min_healthy_period=(
-                DEFAULT_MIN_HEALTHY_PERIOD
-                if min_healthy is None
-                else timedelta(seconds=max(0, min_healthy))
-            ),
-        )
-
-
 def unhealthy(machine: MachineView) -> bool:
     """A MachineHealthCheck found the Machine unhealthy (whoever remediates it)."""
     return c.is_false(machine.raw, c.HEALTH_CHECK_SUCCEEDED)
@@ -174,18 +78,6 @@ def needs_cleanup(machine: MachineView) -> bool:
         not machine.is_deleting
         and c.is_true(machine.raw, c.HEALTH_CHECK_SUCCEEDED)
         and c.is_false(machine.raw, c.OWNER_REMEDIATED)
-    )
-
-
-def stale_in_progress(annotations: Mapping[str, str], machines: Sequence[MachineView]) -> bool:
-    """The KCP's `remediation-in-progress` outlived its replacement (a crash in between)."""
-    if labels.REMEDIATION_IN_PROGRESS_ANNOTATION not in annotations:
-        return False
-    data = _annotation_data(annotations, labels.REMEDIATION_IN_PROGRESS_ANNOTATION)
-    if data is None or data.timestamp is None:
-        return False
-    return any(
-        m.creation_timestamp is not None and m.creation_timestamp > data.timestamp for m in machines
     )
 
 
@@ -213,67 +105,6 @@ def pick_machine_to_remediate(machines: Sequence[MachineView]) -> MachineView | 
         candidates,
         key=lambda m: (_breakage(m), m.creation_timestamp or _EPOCH, m.name),
     )
-
-
-@dataclass(frozen=True)
-class RetryCheck:
-    """Whether retry limits allow remediating now, and the data to record if so."""
-
-    allowed: bool
-    data: RemediationData
-    reason: str = ""
-    message: str = ""
-
-
-def _duration(period: timedelta) -> str:
-    """A period as Go prints a `time.Duration` (`1h0m0s`, `30s`), as Cluster API's messages do."""
-    total = int(period.total_seconds())
-    hours, rest = divmod(total, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{seconds}s"
-    if minutes:
-        return f"{minutes}m{seconds}s"
-    return f"{seconds}s"
-
-
-def check_retry_limits(
-    machine: MachineView, settings: RemediationSettings, now: datetime
-) -> RetryCheck:
-    """Cluster API's retry rules, read from the Machine's `remediation-for` annotation.
-
-    A Machine that replaced another less than `min_healthy_period` ago is a
-    retry of that remediation: its count carries over, it waits out
-    `retry_period` since then, and stops once the count reached `max_retry`.
-    """
-    fresh = RemediationData(machine.name, now, 0)
-    last = _annotation_data(machine.annotations, labels.REMEDIATION_FOR_ANNOTATION)
-    if last is None:
-        return RetryCheck(True, fresh)
-    # Without a time, as if both periods had passed (Cluster API's choice too).
-    when = last.timestamp or now - 2 * max(settings.min_healthy_period, settings.retry_period)
-    if when + settings.min_healthy_period <= now:
-        return RetryCheck(True, fresh)  # a new problem, not a retry
-    data = RemediationData(machine.name, now, last.retry_count)
-    if when + settings.retry_period > now:
-        return RetryCheck(
-            False,
-            data,
-            REMEDIATION_DEFERRED_REASON,
-            "KubeadmControlPlane can't remediate this Machine because the operation already "
-            f"failed in the latest {_duration(settings.retry_period)} (RetryPeriodSeconds); "
-            f"Machine {last.machine} was remediated at {c.rfc3339(when)}",
-        )
-    if settings.max_retry is not None and data.retry_count >= settings.max_retry:
-        return RetryCheck(
-            False,
-            data,
-            CANNOT_BE_REMEDIATED_REASON,
-            "KubeadmControlPlane can't remediate this Machine because the operation already "
-            f"failed {data.retry_count} times (MaxRetry {settings.max_retry}); "
-            "remediation stops here: fix the cause, then delete the Machine to retry",
-        )
-    return RetryCheck(True, RemediationData(machine.name, now, data.retry_count + 1))
 
 
 @dataclass(frozen=True)
@@ -357,7 +188,7 @@ def plan_remediation(
         return RemediationStep(
             "wait",
             victim,
-            CANNOT_BE_REMEDIATED_REASON,
+            c.OWNER_REMEDIATED_CANNOT_BE_REMEDIATED_REASON,
             "KubeadmControlPlane can't remediate if current replicas are less or equal to 1",
         )
     provisioning = sorted(m.name for m in machines if not unhealthy(m) and m.node_name is None)
@@ -365,7 +196,7 @@ def plan_remediation(
         return RemediationStep(
             "wait",
             victim,
-            REMEDIATION_DEFERRED_REASON,
+            c.OWNER_REMEDIATED_DEFERRED_REASON,
             "KubeadmControlPlane waiting for control plane Machine provisioning to complete "
             f"before triggering remediation (provisioning: {', '.join(provisioning)})",
         )
@@ -374,7 +205,7 @@ def plan_remediation(
         return RemediationStep(
             "wait",
             victim,
-            REMEDIATION_DEFERRED_REASON,
+            c.OWNER_REMEDIATED_DEFERRED_REASON,
             "KubeadmControlPlane waiting for control plane Machine deletion to complete before "
             f"triggering remediation (deleting: {', '.join(deleting)})",
         )
@@ -382,19 +213,23 @@ def plan_remediation(
         return RemediationStep(
             "wait",
             victim,
-            REMEDIATION_DEFERRED_REASON,
+            c.OWNER_REMEDIATED_DEFERRED_REASON,
             "Failed to check etcd cluster health before remediation",
         )
     problem = _safety_problem(victim, machines, etcd, health)
     if problem is not None:
         return RemediationStep(
-            "wait", victim, CANNOT_BE_REMEDIATED_REASON, problem, blocked_by_safety=True
+            "wait",
+            victim,
+            c.OWNER_REMEDIATED_CANNOT_BE_REMEDIATED_REASON,
+            problem,
+            blocked_by_safety=True,
         )
     if not any(not unhealthy(m) for m in machines if m is not victim):
         return RemediationStep(
             "wait",
             victim,
-            CANNOT_BE_REMEDIATED_REASON,
+            c.OWNER_REMEDIATED_CANNOT_BE_REMEDIATED_REASON,
             "KubeadmControlPlane can't remediate this Machine because there is no healthy "
             "Machine to forward etcd leadership to",
             blocked_by_safety=True,
@@ -465,20 +300,3 @@ def remediating_condition(machines: Sequence[MachineView]) -> Condition:
         c.NOT_REMEDIATING_REASON,
         f"{noun} {shown} {verb} not healthy (not to be remediated by KubeadmControlPlane)",
     )
-
-
-def last_remediation(
-    kcp_annotations: Mapping[str, str], machines: Sequence[MachineView]
-) -> RemediationData | None:
-    """The remediation in progress, else the newest one a Machine's annotation records."""
-    current = _annotation_data(kcp_annotations, labels.REMEDIATION_IN_PROGRESS_ANNOTATION)
-    if current is not None:
-        return current
-    found = [
-        data
-        for m in machines
-        if (data := _annotation_data(m.annotations, labels.REMEDIATION_FOR_ANNOTATION))
-    ]
-    if not found:
-        return None
-    return max(found, key=lambda d: d.timestamp or _EPOCH)

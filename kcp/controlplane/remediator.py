@@ -22,14 +22,12 @@ from kcp.controlplane.client import ApiError
 from kcp.controlplane.condition import Condition
 from kcp.controlplane.membership import forward_leadership
 from kcp.controlplane.remediation import (
-    MACHINE_DELETING_REASON,
-    RemediationSettings,
     RemediationStep,
     needs_cleanup,
     plan_remediation,
     replacement_problems,
-    stale_in_progress,
 )
+from kcp.controlplane.remediation_retries import RemediationSettings, stale_in_progress
 from kcp.controlplane.scope import Scope, Step
 from kcp.controlplane.status import write_conditions
 from kcp.controlplane.workload import NotConnected
@@ -110,7 +108,7 @@ class Remediator(Step):
             reason=step.reason,
             why=step.message,
         )
-        if step.blocked_by_safety or step.reason != "RemediationDeferred":
+        if step.blocked_by_safety or step.reason != c.OWNER_REMEDIATED_DEFERRED_REASON:
             # A stable message: repeats add to one Event's count.
             self.recorder.warning(scope.kcp, "RemediationBlocked", step.message)
 
@@ -155,7 +153,9 @@ class Remediator(Step):
                 )
                 raise
         self.expectations.expect_deletion(scope.view.uid, machine.name)
-        self._owner_remediated(scope, machine, MACHINE_DELETING_REASON, "Machine is deleting")
+        self._owner_remediated(
+            scope, machine, c.OWNER_REMEDIATED_MACHINE_DELETING_REASON, "Machine is deleting"
+        )
         self._set_in_progress(scope, step.data.to_annotation())
         retry = f" (retry {step.data.retry_count})" if step.data.retry_count else ""
         self.recorder.normal(

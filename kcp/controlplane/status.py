@@ -23,7 +23,8 @@ from kcp.api.objects import KubeadmControlPlaneView, MachineView
 from kcp.controlplane.client import ApiError, Kube, ResourceLike
 from kcp.controlplane.condition import Condition, merge_conditions
 from kcp.controlplane.health import ControlPlaneHealth
-from kcp.controlplane.remediation import last_remediation, remediating_condition
+from kcp.controlplane.remediation import remediating_condition
+from kcp.controlplane.remediation_retries import last_remediation
 from kcp.controlplane.rollout import UpToDate
 from kcp.controlplane.scaling import Decision, quorum
 

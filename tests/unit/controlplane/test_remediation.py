@@ -11,16 +11,16 @@ from kcp.api import labels
 from kcp.api.objects import MachineView
 from kcp.controlplane.condition import Condition
 from kcp.controlplane.remediation import (
-    CANNOT_BE_REMEDIATED_REASON,
-    REMEDIATION_DEFERRED_REASON,
-    RemediationData,
-    RemediationSettings,
-    check_retry_limits,
-    last_remediation,
     pick_machine_to_remediate,
     plan_remediation,
     remediating_condition,
     replacement_problems,
+)
+from kcp.controlplane.remediation_retries import (
+    RemediationData,
+    RemediationSettings,
+    check_retry_limits,
+    last_remediation,
     stale_in_progress,
 )
 from kcp.controlplane.scaling import MachineState, decide
@@ -106,7 +106,7 @@ def test_removing_a_member_that_would_cost_quorum_is_refused_and_says_so() -> No
     machines = [_m("a", marked=True, healthy=False), _m("b", healthy=False), _m("c")]
     step = _plan(machines, etcd_status(["a", "b", "c"], unhealthy=["a", "b"]))
     assert step.action == "wait" and step.machine.name == "a"
-    assert step.reason == CANNOT_BE_REMEDIATED_REASON and step.blocked_by_safety
+    assert step.reason == c.OWNER_REMEDIATED_CANNOT_BE_REMEDIATED_REASON and step.blocked_by_safety
     assert "etcd quorum" in step.message
     assert "1 healthy of 2 members, fewer than the quorum of 2 (not healthy: b)" in step.message
 
@@ -149,7 +149,7 @@ def test_nothing_while_another_machine_is_deleting_or_provisioning() -> None:
     etcd = etcd_status(["a", "b", "c"], unhealthy=["a"])
     deleting = [_m("a", marked=True, healthy=False), _m("b"), _m("c"), _m("d", deleting=True)]
     step = _plan(deleting, etcd)
-    assert step.action == "wait" and step.reason == REMEDIATION_DEFERRED_REASON
+    assert step.action == "wait" and step.reason == c.OWNER_REMEDIATED_DEFERRED_REASON
     assert "deletion" in step.message and "d" in step.message
     provisioning = [_m("a", marked=True, healthy=False), _m("b"), _m("c"), _m("d", node=None)]
     step = _plan(provisioning, etcd)
@@ -175,7 +175,7 @@ def test_the_first_machine_that_never_initialized_the_cluster_is_remediated() ->
 def test_unknown_etcd_defers() -> None:
     machines = [_m("a", marked=True, healthy=False), _m("b"), _m("c")]
     step = _plan(machines, None)
-    assert step.action == "wait" and step.reason == REMEDIATION_DEFERRED_REASON
+    assert step.action == "wait" and step.reason == c.OWNER_REMEDIATED_DEFERRED_REASON
 
 
 def test_a_replacement_failing_soon_is_a_retry_and_counts() -> None:
@@ -189,7 +189,7 @@ def test_max_retry_stops_the_retries() -> None:
     settings = RemediationSettings(max_retry=1)
     retried = _m("a2", annotations=_replacement("a1", ago=timedelta(minutes=5), retries=1))
     check = check_retry_limits(retried, settings, NOW)
-    assert not check.allowed and check.reason == CANNOT_BE_REMEDIATED_REASON
+    assert not check.allowed and check.reason == c.OWNER_REMEDIATED_CANNOT_BE_REMEDIATED_REASON
     assert "already failed 1 times (MaxRetry 1)" in check.message
     machines = [
         _m(
@@ -216,7 +216,7 @@ def test_retry_period_defers_a_retry() -> None:
     settings = RemediationSettings(retry_period=timedelta(minutes=10))
     soon = _m("a2", annotations=_replacement("a1", ago=timedelta(minutes=5), retries=0))
     check = check_retry_limits(soon, settings, NOW)
-    assert not check.allowed and check.reason == REMEDIATION_DEFERRED_REASON
+    assert not check.allowed and check.reason == c.OWNER_REMEDIATED_DEFERRED_REASON
     assert "10m0s (RetryPeriodSeconds)" in check.message
     later = _m("a2", annotations=_replacement("a1", ago=timedelta(minutes=11), retries=0))
     assert check_retry_limits(later, settings, NOW).data.retry_count == 1
@@ -263,7 +263,12 @@ def test_remediating_condition_aggregates_owner_remediated() -> None:
         "a",
         extra=[
             condition(c.HEALTH_CHECK_SUCCEEDED, c.FALSE),
-            condition(c.OWNER_REMEDIATED, c.FALSE, CANNOT_BE_REMEDIATED_REASON, "quorum!"),
+            condition(
+                c.OWNER_REMEDIATED,
+                c.FALSE,
+                c.OWNER_REMEDIATED_CANNOT_BE_REMEDIATED_REASON,
+                "quorum!",
+            ),
         ],
     )
     found = remediating_condition([refused, _m("b")])
