@@ -136,6 +136,10 @@ class Remediator(Step):
                 return True
             if moved_to:
                 _log.info("Moved etcd leadership", machine=machine.name, leader=moved_to)
+        # Said before the delete: once deleting, core rewrites the Machine's status often.
+        self._owner_remediated(
+            scope, machine, c.OWNER_REMEDIATED_MACHINE_DELETING_REASON, "Machine is deleting"
+        )
         try:
             self.kube.delete(groups.MACHINE, machine.namespace, machine.name, uid=machine.uid)
         except ApiError as error:
@@ -153,9 +157,6 @@ class Remediator(Step):
                 )
                 raise
         self.expectations.expect_deletion(scope.view.uid, machine.name)
-        self._owner_remediated(
-            scope, machine, c.OWNER_REMEDIATED_MACHINE_DELETING_REASON, "Machine is deleting"
-        )
         self._set_in_progress(scope, step.data.to_annotation())
         retry = f" (retry {step.data.retry_count})" if step.data.retry_count else ""
         self.recorder.normal(
