@@ -110,7 +110,9 @@ class Remediator(Step):
         )
         if step.blocked_by_safety or step.reason != c.OWNER_REMEDIATED_DEFERRED_REASON:
             # A stable message: repeats add to one Event's count.
-            self.recorder.warning(scope.kcp, "RemediationBlocked", step.message)
+            name = step.machine.name
+            message = step.message if name in step.message else f"Machine {name}: {step.message}"
+            self.recorder.warning(scope.kcp, "RemediationBlocked", message)
 
     def _remediate(self, scope: Scope, step: RemediationStep) -> bool:
         machine = step.machine
