@@ -1,9 +1,9 @@
 """Shared fixtures: one real local control plane per test session, a namespace per test.
 
-`make test` runs the suite on a few pytest-xdist workers (`--dist loadgroup`): each
-worker has its own session (so its own local control plane), and this file puts
-every test in a group so that the tests sharing a module- or package-scoped fleet
-run on one worker, in order. The longest groups are sent first.
+`make test` runs the suite on a few pytest-xdist workers: each worker has its own
+session (so its own local control plane), and this file's scheduler sends the tests
+sharing a module- or package-scoped fleet to one worker, in order, the longest
+groups first.
 """
 
 from __future__ import annotations
@@ -51,8 +51,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords and not config.getoption("--soak"):
             item.add_marker(skip_soak)
-        item.add_marker(pytest.mark.xdist_group(_group(item.nodeid)))
     items.sort(key=_rank)  # stable: the order inside each group is kept
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Whole groups to a worker, in collection order (xdist's own `loadgroup` needs marks
+    it renames test ids for, which pytest 9 no longer allows)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FleetScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return FleetScheduling(config, log)
 
 
 @pytest.hookimpl(optionalhook=True)
