@@ -518,10 +518,10 @@ class SimMachine:
         now = time.monotonic()
         if now - self._last_heartbeat < self.cluster.ctx.options.node_lease_renew_interval:
             return
-        self._last_heartbeat = now
         if self.cluster.server_url is not None:
             self.kubelet.kube = self.workload()
             self.kubelet.heartbeat()
+            self._last_heartbeat = now  # a failed renewal is tried again at the next sync
 
     def _start(self, component: Component) -> None:
         if component is Component.ETCD and self.etcd is not None:
