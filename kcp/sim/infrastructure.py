@@ -324,8 +324,11 @@ class LocalMachineReconciler(_LocalReconciler[SimMachine]):
         sim.heal()
         states = sim.container_states()
         try:
-            sim.report(states)
             sim.heartbeat()
+        except (ApiError, OSError, ProvisionError) as error:
+            sim.log.debug("kubelet heartbeat failed", error=str(error))
+        try:
+            sim.report(states)
         except (ApiError, OSError, ProvisionError) as error:
             sim.log.debug("kubelet report failed", error=str(error))
         self._monitor_nodes(sim)
