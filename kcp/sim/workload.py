@@ -290,6 +290,7 @@ class Kubelet:
         if node is None:
             return
         renew_lease(self.kube, self.node_name, str(node["metadata"]["uid"]), now)
+        self._forget_stale_reports()
         ready = next(
             (
                 x.get("status")
@@ -306,6 +307,25 @@ class Kubelet:
                 {"status": node_status(self.node_name, self.address, self.version, now)},
                 subresource="status",
             )
+
+    def _forget_stale_reports(self) -> None:
+        """Compare what the API server holds with what was sent, as a kubelet's status manager
+        does: a report a late, older request overwrote is sent again at the next sync."""
+        pods = self.kube.list(
+            POD, SYSTEM_NAMESPACE, field_selector=f"spec.nodeName={self.node_name}"
+        )
+        held = {str(p["metadata"]["name"]): p for p in pods}
+        for component, sent in list(self._sent.items()):
+            statuses = ((held.get(f"{component}-{self.node_name}") or {}).get("status") or {}).get(
+                "containerStatuses"
+            ) or [{}]
+            server = statuses[0]
+            if (server.get("ready"), server.get("started"), server.get("restartCount")) != (
+                sent.ready,
+                sent.running,
+                sent.restarts,
+            ):
+                self._sent.pop(component, None)
 
     def sync(self, states: dict[str, ContainerState]) -> None:
         """Report pod states that changed since last reported."""
