@@ -9,7 +9,9 @@ controller (and so its own metrics):
   that create no Machine): its HA cluster must keep its three Machines with no
   rollout over 3 minutes, and its clusters must reuse their etcd tunnels over 5;
 - the *life* fleet holds a second copy of the HA sample, which meanwhile scales
-  down and up, upgrades, and loses a Machine to `kubectl delete machine`.
+  down and up, upgrades, loses a Machine to `kubectl delete machine`, and then,
+  watched by a MachineHealthCheck, machines whose node agent died: remediated one
+  at a time, refused when quorum is at stake, no longer retried after maxRetry.
 
 Running the life fleet's changes inside the steady fleet's windows keeps the
 module's wall time near the longest window instead of their sum (the machines
@@ -19,6 +21,7 @@ take a while to start on two cores). Every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -46,6 +49,7 @@ from kcp.testing.controlplane import LocalControlPlane
 from kcp.tracker.identity import ClusterKey
 from kcp.tracker.options import TrackerOptions
 from kcp.tracker.tracker import Tracker
+from tests.reliability.conftest import SUMMARY
 
 sim_module = pytest.importorskip("kcp.sim.simulator")
 faults = pytest.importorskip("kcp.sim.faults")
@@ -58,6 +62,8 @@ HA, SINGLE = "ha", "single"
 HA_KCP, SINGLE_KCP = "ha-control-plane", "single-control-plane"
 PROVISION_TIMEOUT = 420.0
 """Seconds for Machines to come up: each starts a real etcd and kube-apiserver (two cores)."""
+NODE_GRACE = 20.0
+"""Seconds without a renewed Lease before the life fleet's Nodes are marked unreachable."""
 
 
 @dataclass
@@ -86,14 +92,16 @@ def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float =
 
 
 @contextlib.contextmanager
-def _fleet(control_plane: LocalControlPlane, role: str) -> Iterator[Env]:
+def _fleet(control_plane: LocalControlPlane, role: str, **sim_settings: Any) -> Iterator[Env]:
     """A namespace with its own simulator (and Cluster API controllers) and kcp controller."""
     namespace = f"kcp-{role}-{uuid.uuid4().hex[:6]}"
     admin = Kube(control_plane.api_client())
     admin.create(groups.NAMESPACE, None, {"metadata": {"name": namespace}})
     sim = sim_module.Simulator(
         control_plane.api_client(),
-        sim_options.SimOptions(namespace=namespace, kubeconfig=control_plane.kubeconfig_path),
+        sim_options.SimOptions(
+            namespace=namespace, kubeconfig=control_plane.kubeconfig_path, **sim_settings
+        ),
     )
     sim.start()
     api = control_plane.api_client()
@@ -144,8 +152,13 @@ def steady(control_plane: LocalControlPlane) -> Iterator[Env]:
 
 @pytest.fixture(scope="module")
 def life(control_plane: LocalControlPlane) -> Iterator[Env]:
-    """The fleet that changes: a copy of the HA sample that scales, upgrades, loses Machines."""
-    with _fleet(control_plane, "life") as env:
+    """The fleet that changes: a copy of the HA sample that scales, upgrades, loses Machines.
+
+    Its Nodes go unreachable NODE_GRACE seconds after their kubelet dies (kube-controller-
+    manager waits 40 s by default), so that remediation is quick to watch."""
+    with _fleet(
+        control_plane, "life", node_monitor_grace_period=NODE_GRACE, node_lease_renew_interval=5.0
+    ) as env:
         yield env
 
 
@@ -795,6 +808,201 @@ def test_kubectl_delete_machine_leaves_exactly_the_machines_members(life: Env) -
     print(
         f"members == Machines {matched:.0f}s after the delete ({len(members)} each; "
         f"{seen[0]} -> {seen[-1]}), 3 healthy after {healed:.0f}s"
+    )
+
+
+# -- remediation, driven by Cluster API's MachineHealthCheck -------------------------------
+
+MHC_TIMEOUT = 5
+"""Seconds a Node may stay unreachable before the MachineHealthCheck marks its Machine."""
+REMEDIATION_TIMEOUT = 240.0
+"""Seconds from a dead node agent until the Machine is gone (grace, MHC, drain, member)."""
+
+
+def _machine(env: Env, name: str) -> dict[str, Any] | None:
+    return next((m for m in _machines(env, HA) if m["metadata"]["name"] == name), None)
+
+
+def _health_check_passes(env: Env, name: str) -> bool:
+    return _condition(_machine(env, name), c.HEALTH_CHECK_SUCCEEDED).get("status") == c.TRUE
+
+
+def _newest(env: Env) -> str:
+    machines = sorted(_machines(env, HA), key=lambda m: m["metadata"]["creationTimestamp"])
+    return str(machines[-1]["metadata"]["name"])
+
+
+def _remediation_for(env: Env, name: str) -> dict[str, Any]:
+    value = (
+        ((_machine(env, name) or {}).get("metadata") or {})
+        .get("annotations", {})
+        .get(labels.REMEDIATION_FOR_ANNOTATION)
+    )
+    return dict(json.loads(value)) if value else {}
+
+
+def _remediated(env: Env, victim: str) -> Any:
+    """Wait until `victim` is gone and 3 healthy members are back; seconds to each."""
+    started = time.monotonic()
+    _wait(
+        f"Machine {victim} to be remediated (deleted)",
+        lambda: _machine(env, victim) is None,
+        REMEDIATION_TIMEOUT,
+        1.0,
+    )
+    gone = time.monotonic() - started
+    _wait("3 healthy members again", lambda: _available(env, HA_KCP, 3, HA), 240, 2.0)
+    return gone, time.monotonic() - started
+
+
+def test_machine_whose_node_agent_died_is_remediated_keeping_quorum(life: Env) -> None:
+    """A real MachineHealthCheck watches the life fleet's control plane. One machine's node
+    agent and processes are killed: its Node goes unreachable, the MachineHealthCheck marks
+    the Machine, kcp deletes it (its etcd member goes from the pre-terminate hook) and the
+    scale up replaces it, with quorum sampled the whole time."""
+    env = life
+    _wait("3 healthy members to start from", lambda: _available(env, HA_KCP, 3, HA), 120, 2.0)
+    env.kube.merge_patch(
+        groups.KUBEADM_CONTROL_PLANE,
+        env.namespace,
+        HA_KCP,
+        {"spec": {"remediation": {"maxRetry": 1, "retryPeriodSeconds": 0}}},
+    )
+    check = {
+        "apiVersion": "cluster.x-k8s.io/v1beta2",
+        "kind": "MachineHealthCheck",
+        "metadata": {"name": HA_KCP, "namespace": env.namespace},
+        "spec": {
+            "clusterName": HA,
+            "selector": {"matchLabels": {labels.MACHINE_CONTROL_PLANE_LABEL: ""}},
+            "checks": {
+                "unhealthyNodeConditions": [
+                    {"type": "Ready", "status": status, "timeoutSeconds": MHC_TIMEOUT}
+                    for status in (c.UNKNOWN, c.FALSE)
+                ]
+            },
+        },
+    }
+    env.kube.create(
+        env.kube.resource_for("cluster.x-k8s.io", "MachineHealthCheck"), env.namespace, check
+    )
+    victim = sorted(m["metadata"]["name"] for m in _machines(env, HA))[0]
+    with QuorumWatch(env, HA) as watch:
+        env.sim.kill_node(env.namespace, victim)
+        gone, healed = _remediated(env, victim)
+    assert watch.samples > 0 and watch.violations == [], watch.violations
+    assert watch.max_members <= 3
+    replacement = _newest(env)
+    assert _remediation_for(env, replacement) | {"timestamp": None} == {
+        "machine": victim,
+        "timestamp": None,
+        "retryCount": 0,
+    }
+    last = (_kcp(env, HA_KCP) or {})["status"]["lastRemediation"]
+    assert (last["machine"], last["retryCount"]) == (victim, 0)
+    reasons = _event_reasons(env)
+    assert any(victim in m for m in reasons.get("MachineRemediation", [])), reasons
+    assert any(victim in m for m in reasons.get("EtcdMemberRemoved", [])), reasons
+    assert _condition(_kcp(env, HA_KCP), c.REMEDIATING).get("status") == c.FALSE
+    print(
+        f"dead node agent: Machine {victim} deleted after {gone:.0f}s, replaced by "
+        f"{replacement}, 3 healthy after {healed:.0f}s ({watch.samples} quorum samples)"
+    )
+    SUMMARY.faults.append("node agent and processes killed (remediated)")
+    SUMMARY.notes.append(
+        f"remediation:          dead machine replaced, 3 healthy after {healed:.0f}s, "
+        f"quorum kept over {watch.samples} samples"
+    )
+
+
+def test_two_dead_of_three_are_not_remediated_and_the_condition_says_why(life: Env) -> None:
+    """Two of three machines lose their node agent and API server, and one its etcd member
+    too (with both members dead quorum would be lost, the Nodes could not even be marked):
+    both are marked, neither can go without risking quorum (their members cannot be
+    reached), Remediating and an Event say so, and nothing is deleted. Back one by one, they
+    pass the health check and kcp drops its refusal."""
+    env = life
+    _wait("3 healthy members to start from", lambda: _available(env, HA_KCP, 3, HA), 120, 2.0)
+    before = {m["metadata"]["uid"] for m in _machines(env, HA)}
+    oldest = sorted(_machines(env, HA), key=lambda m: m["metadata"]["creationTimestamp"])
+    dead, deaf = (str(m["metadata"]["name"]) for m in oldest[:2])
+    started = time.monotonic()
+
+    def refused() -> Any:
+        condition = _condition(_kcp(env, HA_KCP), c.REMEDIATING)
+        ok = condition.get("status") == c.TRUE and "quorum" in condition.get("message", "")
+        return condition if ok else False
+
+    with QuorumWatch(env, HA) as watch:
+        env.sim.kill_node(env.namespace, dead)
+        env.sim.kill_node(env.namespace, deaf, keep=(faults.Component.ETCD,))
+        condition = _wait("Remediating to say why nothing is remediated", refused, 180, 1.0)
+        said = time.monotonic() - started
+        time.sleep(5)  # more reconciles: still nothing deleted
+        assert {m["metadata"]["uid"] for m in _machines(env, HA)} == before
+        # The kubelets come back first: each Node is Ready, the health check passes again.
+        for name in (dead, deaf):
+            env.sim.restore(env.namespace, name, faults.Component.KUBELET)
+            _wait(
+                f"{name} to pass the health check", lambda n=name: _health_check_passes(env, n), 120
+            )
+        for name in (dead, deaf):
+            env.sim.restore_node(env.namespace, name)
+        _wait("3 healthy members again", lambda: _available(env, HA_KCP, 3, HA), 240, 2.0)
+        _wait(
+            "Remediating to be False",
+            lambda: _condition(_kcp(env, HA_KCP), c.REMEDIATING).get("status") == c.FALSE,
+            60,
+        )
+    assert {m["metadata"]["uid"] for m in _machines(env, HA)} == before
+    assert watch.violations == [], watch.violations
+    for name in (dead, deaf):
+        assert _condition(_machine(env, name), c.OWNER_REMEDIATED) == {}
+    blocked = _event_reasons(env).get("RemediationBlocked", [])
+    assert any("quorum" in m for m in blocked), blocked
+    print(f"two dead: refused after {said:.0f}s: {condition['message']}")
+    SUMMARY.faults.append("two of three node agents killed (remediation refused)")
+    SUMMARY.notes.append(
+        f"remediation:          refused with two of three dead ({said:.0f}s to say why), "
+        "nothing deleted"
+    )
+
+
+def test_remediation_retries_stop_after_max_retry(life: Env) -> None:
+    """spec.remediation.maxRetry is 1. The replacement made by the first remediation dies
+    too: that is retry 1, and its own replacement says so. When that one dies as well, kcp
+    stops: OwnerRemediated and Remediating say MaxRetry, and the Machine stays."""
+    env = life
+    _wait("3 healthy members to start from", lambda: _available(env, HA_KCP, 3, HA), 120, 2.0)
+    first = _newest(env)
+    assert _remediation_for(env, first).get("retryCount") == 0
+    with QuorumWatch(env, HA) as watch:
+        env.sim.kill_node(env.namespace, first)
+        _, healed = _remediated(env, first)
+        second = _newest(env)
+        assert _remediation_for(env, second).get("retryCount") == 1
+        assert (_kcp(env, HA_KCP) or {})["status"]["lastRemediation"]["retryCount"] == 1
+        before = {m["metadata"]["uid"] for m in _machines(env, HA)}
+        started = time.monotonic()
+        env.sim.kill_node(env.namespace, second)
+
+        def stopped() -> Any:
+            owner = _condition(_machine(env, second), c.OWNER_REMEDIATED)
+            return owner if "MaxRetry" in owner.get("message", "") else False
+
+        owner = _wait("kcp to stop retrying", stopped, 180, 1.0)
+        said = time.monotonic() - started
+        time.sleep(5)
+        assert {m["metadata"]["uid"] for m in _machines(env, HA)} == before
+        remediating = _condition(_kcp(env, HA_KCP), c.REMEDIATING)
+        assert remediating.get("status") == c.TRUE and "MaxRetry" in remediating["message"]
+        env.sim.restore_node(env.namespace, second)
+        _wait("3 healthy members again", lambda: _available(env, HA_KCP, 3, HA), 240, 2.0)
+    assert watch.violations == [], watch.violations
+    print(f"retry 1 healed after {healed:.0f}s; stopped after {said:.0f}s: {owner['message']}")
+    SUMMARY.faults.append("replacement's node agent killed twice (retry, then maxRetry)")
+    SUMMARY.notes.append(
+        f"remediation:          retry 1 healed in {healed:.0f}s, then stopped at maxRetry 1"
     )
 
 
