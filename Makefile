@@ -24,6 +24,14 @@ system-deps:
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+	@# Every kube-apiserver and Cluster API manager watches its certificate files with
+	@# inotify; the suite's parallel workers run dozens at once, past the default 128.
+	@if [ "$$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 1024)" -lt 1024 ]; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		echo "raising fs.inotify.max_user_instances to 1024"; \
+		echo 1024 | $$SUDO tee /proc/sys/fs/inotify/max_user_instances >/dev/null || \
+			echo "could not raise fs.inotify.max_user_instances: run make test with TEST_WORKERS=1"; \
+	fi
 	@command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || \
 		{ echo "the Go toolchain (>= 1.24) is needed to build kube-apiserver/kubectl/etcd once; install it from https://go.dev/dl"; exit 1; }
 
