@@ -23,26 +23,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 FIRST = (
-    "tests/reliability/",
+    "tests/reliability",
     "tests/integration/controlplane/test_controlplane.py",
     "tests/integration/test_dev.py",
     "tests/integration/sim/",
     "tests/integration/deploy/test_rbac.py",
+    "tests/reliability/test_tracker_leaks.py",
 )
 """Where the longest groups are (several minutes each): started first, so that they run
 side by side and the short ones fill in around them."""
 RELIABILITY_SUMMARY = "reliability_summary"
-_worker_summaries: list[list[str]] = []
+_worker_summaries: list[dict[str, Any]] = []
+FLEETLESS = ("tests/reliability/test_tracker_leaks.py",)
+"""Reliability modules that use none of the package's fleet: a group of their own."""
 
 
 def _group(nodeid: str) -> str:
     """One fleet, one group: the reliability package shares its fleet; a module its own."""
     path = nodeid.split("::", 1)[0]
-    return "tests/reliability" if path.startswith("tests/reliability/") else path
+    if path.startswith("tests/reliability/") and path not in FLEETLESS:
+        return "tests/reliability"
+    return path
 
 
 def _rank(item: pytest.Item) -> int:
-    return next((i for i, prefix in enumerate(FIRST) if item.nodeid.startswith(prefix)), len(FIRST))
+    """Where the item's group is in `FIRST` (a group's name, or a folder ending in /)."""
+    group = _group(item.nodeid)
+    return next(
+        (
+            i
+            for i, first in enumerate(FIRST)
+            if group == first or (first.endswith("/") and group.startswith(first))
+        ),
+        len(FIRST),
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -70,15 +84,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """Under xdist: keep what a worker's reliability session summarised, to print it here."""
-    lines = (getattr(node, "workeroutput", None) or {}).get(RELIABILITY_SUMMARY)
-    if lines:
-        _worker_summaries.append(list(lines))
+    part = (getattr(node, "workeroutput", None) or {}).get(RELIABILITY_SUMMARY)
+    if part:
+        _worker_summaries.append(part)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for lines in _worker_summaries:
+    if _worker_summaries:
+        from tests.reliability.summary import Summary
+
         terminalreporter.section("reliability summary")
-        for line in lines:
+        for line in Summary.merged(_worker_summaries).lines():
             terminalreporter.write_line(line)
 
 

@@ -16,10 +16,8 @@ inputs tried, leaks found) is printed by `pytest_terminal_summary`.
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -31,6 +29,7 @@ from tests.conftest import RELIABILITY_SUMMARY
 from tests.reliability import harness
 from tests.reliability.fleet import Fleet
 from tests.reliability.rbac import service_account_kubeconfig
+from tests.reliability.summary import Summary
 
 FLEET_TUNING: dict[str, Any] = {
     # Requeue delays of a few seconds instead of Cluster API's 5/10/20/60 s, a health probe
@@ -49,36 +48,6 @@ FLEET_TUNING: dict[str, Any] = {
 CLUSTERS = ("victim", "bystander")
 
 
-@dataclass
-class Summary:
-    """What the suite did, printed at the end of the session."""
-
-    faults: list[str] = field(default_factory=list)
-    kills: int = 0
-    kills_mid_transition: int = 0
-    bad_inputs: list[str] = field(default_factory=list)
-    admission_rejected: list[str] = field(default_factory=list)
-    leaks: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-
-    def empty(self) -> bool:
-        return not (self.faults or self.bad_inputs or self.leaks or self.notes)
-
-    def lines(self) -> list[str]:
-        return [
-            f"faults injected:      {len(self.faults)} ({', '.join(self.faults) or '-'})",
-            f"kills survived:       {self.kills} SIGKILLs of kcp run "
-            f"({self.kills_mid_transition} during a scale or rollout step)",
-            f"bad inputs tried:     {len(self.bad_inputs)} reached the controller, "
-            f"{len(self.admission_rejected)} refused by the API server",
-            f"leaks found:          {len(self.leaks)}"
-            + (f" ({'; '.join(self.leaks)})" if self.leaks else ""),
-            *self.notes,
-            f"reliability runtime:  {time.monotonic() - self.started:.0f}s",
-        ]
-
-
 SUMMARY = Summary()
 
 
@@ -94,7 +63,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     (tests/conftest.py); a worker's own terminal summary is never shown."""
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None and not SUMMARY.empty():
-        workeroutput[RELIABILITY_SUMMARY] = SUMMARY.lines()
+        workeroutput[RELIABILITY_SUMMARY] = SUMMARY.finished()
 
 
 @pytest.fixture(scope="session")
