@@ -4,6 +4,12 @@ Each `KcpProcess` keeps one log file for all its incarnations (what the
 security tests scan), collects the private keys and etcd client certificates
 its incarnations report over a pipe (see `kcp_child.py`), and notes every exit
 it did not cause: a controller that dies on its own fails the suite.
+
+It also records, per incarnation, which way etcd was reached (`EtcdRoutes`):
+every TCP peer the process connected to (reported by `kcp_child.py`) and, once
+every two seconds from outside (`/proc/<pid>/fd` and `/proc/<pid>/net/tcp`), its open
+connections to an etcd client port — none in `port-forward` mode, where etcd is
+reached only through tunnels via the workload API servers.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kcp.bench.procstat import tcp_connections
 from kcp.testing.processes import free_port
 
 CHILD = Path(__file__).with_name("kcp_child.py")
@@ -38,6 +45,41 @@ class ReportedKey:
     pkcs8_der: bytes = field(repr=False)
     by: str
     process: str
+
+
+ETCD_CLIENT_PORT = 2379
+"""Where every etcd member of the suite (the simulated machines') serves its clients."""
+ETCD_ACCESS_ENV = "KCP_RELIABILITY_ETCD_ACCESS"
+"""`direct` runs the suite's controllers with `--etcd-access=direct` (to compare timings;
+the route check of test_security.py then fails, as it should)."""
+ROUTE_SAMPLE_INTERVAL = 2.0
+"""Seconds between looks at a controller's sockets (a look reads the kernel's whole TCP
+table: tens of milliseconds on a busy machine)."""
+
+
+@dataclass
+class EtcdRoutes:
+    """How one incarnation reached etcd: what it connected to and what it held open."""
+
+    incarnation: int
+    etcd_access: str
+    connects: set[str] = field(default_factory=set)
+    """Every TCP `host:port` the process connected to (`socket.connect` in `kcp_child.py`:
+    Python's sockets, which the gateway transport, the tunnels and the API clients use)."""
+    samples: int = 0
+    sampled_from: float = 0.0
+    sampled_to: float = 0.0
+    """Wall-clock span of the samples of open sockets."""
+    etcd_sockets: dict[str, int] = field(default_factory=dict)
+    """Open connections to an etcd client port seen in the samples: peer -> samples."""
+
+    @property
+    def etcd_connects(self) -> list[str]:
+        return sorted(p for p in self.connects if p.endswith(f":{ETCD_CLIENT_PORT}"))
+
+    @property
+    def reached_etcd_directly(self) -> bool:
+        return bool(self.etcd_connects or self.etcd_sockets)
 
 
 @dataclass
@@ -60,6 +102,7 @@ class KcpProcess:
         extra_args: list[str] | None = None,
         tuning: dict[str, Any] | None = None,
         verbosity: int = 1,
+        etcd_access: str | None = None,
     ) -> None:
         self.name = name
         self.kubeconfig = kubeconfig
@@ -68,6 +111,9 @@ class KcpProcess:
         self.extra_args = list(extra_args or [])
         self.tuning = tuning
         self.verbosity = verbosity
+        self.etcd_access = etcd_access or os.environ.get(ETCD_ACCESS_ENV, "port-forward")
+        """`--etcd-access` of the next incarnation (the default: through port-forwards)."""
+        self.routes: list[EtcdRoutes] = []
         self.log_path = work_dir / f"{name}.log"
         self.health_port = free_port()
         self.metrics_port = free_port()
@@ -106,7 +152,7 @@ class KcpProcess:
             f"--health-addr=127.0.0.1:{self.health_port}",
             f"--metrics-bind-addr=127.0.0.1:{self.metrics_port}",
             f"--v={self.verbosity}",
-            "--etcd-access=direct",  # the simulated machines serve no kubelet port-forward yet
+            f"--etcd-access={self.etcd_access}",
             *self.extra_args,
         ]
 
@@ -143,13 +189,21 @@ class KcpProcess:
             )
         os.close(write_end)
         _live.add(self)
+        routes = EtcdRoutes(self.incarnation, self.etcd_access)
+        self.routes.append(routes)
         self._reader = threading.Thread(
             target=self._read_reports,
-            args=(os.fdopen(read_end, "r", encoding="ascii"),),
+            args=(os.fdopen(read_end, "r", encoding="ascii"), routes),
             name=f"{self.name}-reports",
             daemon=True,
         )
         self._reader.start()
+        threading.Thread(
+            target=self._sample_routes,
+            args=(self._popen, routes),
+            name=f"{self.name}-routes",
+            daemon=True,
+        ).start()
         if wait:
             self.wait_ready(timeout)
 
@@ -239,7 +293,23 @@ class KcpProcess:
 
     # -- what it reports -------------------------------------------------------------------
 
-    def _read_reports(self, pipe: Any) -> None:
+    def _sample_routes(self, popen: subprocess.Popen[bytes], routes: EtcdRoutes) -> None:
+        """Every few seconds while `popen` runs: its open connections to etcd client ports."""
+        while popen.poll() is None:
+            try:
+                peers = tcp_connections(popen.pid, remote_port=ETCD_CLIENT_PORT)
+            except OSError:
+                return  # exited
+            now = time.time()
+            routes.sampled_from = routes.sampled_from or now
+            routes.sampled_to = now
+            routes.samples += 1
+            for host, port in peers:
+                peer = f"{host}:{port}"
+                routes.etcd_sockets[peer] = routes.etcd_sockets.get(peer, 0) + 1
+            time.sleep(ROUTE_SAMPLE_INTERVAL)
+
+    def _read_reports(self, pipe: Any, routes: EtcdRoutes) -> None:
         with pipe:
             for line in pipe:
                 with contextlib.suppress(ValueError, KeyError):
@@ -252,6 +322,8 @@ class KcpProcess:
                         )
                     elif record["type"] == "etcd-client-certificate":
                         self.etcd_client_certificates.append(record["cert_pem"])
+                    elif record["type"] == "connect":
+                        routes.connects.add(record["peer"])
 
     # -- observing -------------------------------------------------------------------------
 

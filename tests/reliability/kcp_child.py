@@ -11,7 +11,11 @@
 2. ``KCP_RELIABILITY_CRASH_AFTER_CREATE=<Kind>`` is a failpoint: the process
    SIGKILLs itself right after it created its first object of that kind, as a
    crash at exactly that point would.
-3. ``KCP_RELIABILITY_TUNING`` (JSON ``{"reconciler": {...}, "tracker": {...}}``)
+3. Every TCP peer the process connects a Python socket to (``socket.connect`` and
+   ``connect_ex``: the etcd gateway transport, the port-forward tunnels, the API
+   clients) is reported once, as ``{"type": "connect", "peer": "host:port"}``: the
+   suite shows from these that in port-forward mode kcp never dials an etcd member.
+4. ``KCP_RELIABILITY_TUNING`` (JSON ``{"reconciler": {...}, "tracker": {...}}``)
    shortens requeue delays and probe intervals so that a 4-minute suite sees
    many reconciles; what is tuned is printed once at start-up. Everything else
    (the flags, the manager, the informers, the tracker) is `kcp run` unchanged.
@@ -105,6 +109,32 @@ def _install_key_hooks() -> None:
     CertificateCache.issue = report_issue  # type: ignore[method-assign]
 
 
+def _install_connect_hook() -> None:
+    import socket
+
+    seen: set[str] = set()
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def report(sock: socket.socket, address: Any) -> None:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or not isinstance(address, tuple):
+            return
+        peer = f"{address[0]}:{address[1]}"
+        if peer not in seen:
+            seen.add(peer)
+            _send({"type": "connect", "peer": peer})
+
+    def reporting_connect(self: socket.socket, address: Any) -> None:
+        report(self, address)
+        connect(self, address)
+
+    def reporting_connect_ex(self: socket.socket, address: Any) -> int:
+        report(self, address)
+        return connect_ex(self, address)
+
+    socket.socket.connect = reporting_connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = reporting_connect_ex  # type: ignore[method-assign,assignment]
+
+
 def _install_failpoint(kind: str) -> None:
     from kcp.controlplane.client import Kube
 
@@ -176,6 +206,7 @@ def main() -> int:
     if fd:
         _report = os.fdopen(int(fd), "w", encoding="ascii")
     _install_key_hooks()
+    _install_connect_hook()
     crash = os.environ.get(CRASH_ENV)
     if crash:
         _install_failpoint(crash)

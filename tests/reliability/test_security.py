@@ -371,3 +371,76 @@ def test_kcp_needs_no_permission_beyond_config_rbac(fleet: Fleet, summary: Summa
         f"({transient} 403s only while the API server restarted)"
     )
     assert refused == []
+
+
+def _direct_routes() -> dict[str, str]:
+    """`process#incarnation` -> what it reached etcd with, of every port-forward incarnation
+    that connected to an etcd client port or held a connection to one."""
+    return {
+        f"{process.name}#{routes.incarnation}": (
+            f"connected to {routes.etcd_connects}, held {routes.etcd_sockets}"
+        )
+        for process in harness.ALL
+        for routes in process.routes
+        if routes.etcd_access == "port-forward" and routes.reached_etcd_directly
+    }
+
+
+def test_kcp_reaches_etcd_only_through_port_forwards(fleet: Fleet, summary: Summary) -> None:
+    """In `port-forward` mode (the default) no `kcp run` of the suite connected to an etcd
+    client port, nor held a connection to one, over its whole run — while the fleet's
+    clusters reached Available, scaled, rolled out and had members killed: etcd was
+    reached only through tunnels via the workload API servers. An incarnation started
+    with `--etcd-access=direct` is then seen connected to the members (the check can fail).
+
+    Every connect of the processes' Python sockets is reported by `kcp_child.py`; their
+    open sockets are sampled every two seconds from /proc (gRPC's own, if any, too).
+    """
+    fleet.wait_available("bystander", 1, timeout=120)
+    kcp = fleet.kcp
+    tunnelled = [
+        routes
+        for process in harness.ALL
+        for routes in process.routes
+        if routes.etcd_access == "port-forward"
+    ]
+    samples = sum(routes.samples for routes in tunnelled)
+    connects = set().union(*(routes.connects for routes in tunnelled))
+    opened = sum(kcp.metric_samples("kcp_tracker_tunnels_opened_total").values())
+    span = max(r.sampled_to for r in tunnelled) - min(r.sampled_from for r in tunnelled)
+    print(
+        f"port-forward: {len(tunnelled)} incarnations, {samples} socket samples over "
+        f"{span:.0f}s, {len(connects)} distinct peers connected to; the fleet's kcp opened "
+        f"{opened:.0f} tunnels in its current incarnation"
+    )
+    direct_in_port_forward = _direct_routes()
+    assert opened > 0, "the fleet's kcp reached its clusters without a tunnel"
+    assert samples >= span / harness.ROUTE_SAMPLE_INTERVAL / 2, "too few socket samples"
+    assert connects, "kcp_child.py reported no connection at all: is the hook in place?"
+
+    kcp.stop()
+    kcp.etcd_access = "direct"
+    try:
+        kcp.start()
+        generation = fleet.touch("bystander")
+        fleet.observed("bystander", generation, timeout=60)
+        direct = kcp.routes[-1]
+        wait_for(
+            "the direct incarnation's connections to etcd to be seen",
+            lambda: direct.etcd_connects and direct.etcd_sockets,
+            timeout=30,
+        )
+    finally:
+        kcp.stop()
+        kcp.etcd_access = "port-forward"
+        kcp.start()
+    print(
+        f"direct: connected to {direct.etcd_connects}, held {direct.etcd_sockets} "
+        f"in {direct.samples} samples"
+    )
+    summary.notes.append(
+        f"etcd route:           {len(tunnelled)} port-forward incarnation(s), {samples} socket "
+        f"samples over {span:.0f}s, {len(direct_in_port_forward)} reached etcd directly; "
+        f"a direct incarnation did ({len(direct.etcd_connects)} member(s))"
+    )
+    assert direct_in_port_forward == {}
