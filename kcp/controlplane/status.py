@@ -278,7 +278,8 @@ def compute_status(inputs: StatusInputs) -> tuple[dict[str, Any], list[Condition
     if version is not None:
         fields["version"] = version
     remediation = last_remediation(kcp.annotations, machines)
-    if remediation is not None:
+    if remediation is not None and remediation.machine and remediation.timestamp is not None:
+        # The CRD requires all three fields: an annotation someone mangled is not reported.
         fields["lastRemediation"] = remediation.to_status()
     up, down = _scaling(inputs, desired)
     computed: list[Condition] = [
