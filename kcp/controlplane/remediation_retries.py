@@ -119,12 +119,13 @@ class RemediationSettings:
 
 
 def stale_in_progress(annotations: Mapping[str, str], machines: Sequence[MachineView]) -> bool:
-    """The KCP's `remediation-in-progress` outlived its replacement (a crash in between)."""
+    """The KCP's `remediation-in-progress` outlived its replacement (a crash in between), or
+    cannot be read (someone edited it): either way it should go, or it would block forever."""
     if labels.REMEDIATION_IN_PROGRESS_ANNOTATION not in annotations:
         return False
     data = _annotation_data(annotations, labels.REMEDIATION_IN_PROGRESS_ANNOTATION)
     if data is None or data.timestamp is None:
-        return False
+        return True  # unreadable, it cannot tell which replacement it waits for: drop it
     return any(
         m.creation_timestamp is not None and m.creation_timestamp > data.timestamp for m in machines
     )

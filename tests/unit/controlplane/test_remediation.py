@@ -300,6 +300,8 @@ def test_a_stale_in_progress_annotation_is_recognised() -> None:
     }
     assert stale_in_progress(annotations, [_m("b", age=timedelta(minutes=1))])
     assert not stale_in_progress(annotations, [_m("b", age=timedelta(minutes=30))])
+    assert stale_in_progress({IN_PROGRESS: "not json"}, [_m("b")])
+    assert not stale_in_progress({}, [_m("b")])
 
 
 def test_the_replacement_passes_relaxed_checks_with_one_more_failure() -> None:
