@@ -370,8 +370,8 @@ def _run_with_tunnels(
         if etcd_access == "both":
             cached = _run_cached(etcd.ca, direct, clusters, reconciles, algorithm)
             naive = _run_naive(etcd.ca, direct, clusters, reconciles, algorithm)
-        kept = ModeResult(**run_tunnelled(etcd, clusters, reconciles, algorithm, "kept"))
-        capi = ModeResult(**run_tunnelled(etcd, clusters, reconciles, algorithm, "capi"))
+        tunnelled = run_tunnelled(etcd, clusters, reconciles, algorithm)
+        kept, capi = ModeResult(**tunnelled["kept"]), ModeResult(**tunnelled["capi"])
     return TrackerBenchmark(
         clusters, reconciles, key_algorithm, 1, cached, naive, kept=kept, capi=capi
     )
