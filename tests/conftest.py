@@ -9,6 +9,7 @@ groups first.
 from __future__ import annotations
 
 import contextlib
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 FIRST = (
+    "tests/integration/controlplane/test_lifecycle.py",
     "tests/reliability",
     "tests/integration/controlplane/test_controlplane.py",
     "tests/integration/test_dev.py",
@@ -89,12 +91,31 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         _worker_summaries.append(part)
 
 
+def _own_summary() -> dict[str, Any] | None:
+    """This process's reliability summary, if any test added to it."""
+    module = sys.modules.get("tests.reliability.summary")
+    if module is None or module.SUMMARY.empty():
+        return None
+    return dict(module.SUMMARY.finished())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On an xdist worker: hand the summary to the controller (a worker's terminal summary
+    is never shown)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    part = _own_summary()
+    if workeroutput is not None and part is not None:
+        workeroutput[RELIABILITY_SUMMARY] = part
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _worker_summaries:
+    own = _own_summary()
+    parts = _worker_summaries or ([own] if own else [])
+    if parts:
         from tests.reliability.summary import Summary
 
         terminalreporter.section("reliability summary")
-        for line in Summary.merged(_worker_summaries).lines():
+        for line in Summary.merged(parts).lines():
             terminalreporter.write_line(line)
 
 

@@ -10,7 +10,7 @@ modules that do not need them yet (bad input before any Machine exists)
 overlap with it; everything stops when the package's last test is done.
 
 At the end of the session the summary (faults injected, kills survived, bad
-inputs tried, leaks found) is printed by `pytest_terminal_summary`.
+inputs tried, leaks found) is printed by tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ import pytest
 from kcp.api import groups
 from kcp.controlplane.client import ApiError, Kube
 from kcp.testing.controlplane import LocalControlPlane
-from tests.conftest import RELIABILITY_SUMMARY
 from tests.reliability import harness
 from tests.reliability.fleet import Fleet
 from tests.reliability.rbac import service_account_kubeconfig
-from tests.reliability.summary import Summary
+from tests.reliability.summary import SUMMARY, Summary
 
 FLEET_TUNING: dict[str, Any] = {
     # Requeue delays of a few seconds instead of Cluster API's 5/10/20/60 s, a health probe
@@ -46,24 +45,6 @@ FLEET_TUNING: dict[str, Any] = {
     "tracker": {"probe_interval": 2.0, "connecting_backoff": 1.0},
 }
 CLUSTERS = ("victim", "bystander")
-
-
-SUMMARY = Summary()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not SUMMARY.empty():
-        terminalreporter.section("reliability summary")
-        for line in SUMMARY.lines():
-            terminalreporter.write_line(line)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """On an xdist worker: hand the summary to the controller, which prints it
-    (tests/conftest.py); a worker's own terminal summary is never shown."""
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None and not SUMMARY.empty():
-        workeroutput[RELIABILITY_SUMMARY] = SUMMARY.finished()
 
 
 @pytest.fixture(scope="session")

@@ -57,3 +57,7 @@ class Summary:
             *self.notes,
             f"reliability runtime:  {self._runtime():.0f}s",
         ]
+
+
+SUMMARY = Summary()
+"""This process's summary: the reliability suite's and the e2e modules' cases add to it."""
