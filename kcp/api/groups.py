@@ -57,6 +57,9 @@ class Resource:
 KUBEADM_CONTROL_PLANE = Resource(
     CONTROLPLANE_GROUP, VERSION, "KubeadmControlPlane", "kubeadmcontrolplanes"
 )
+KUBEADM_CONTROL_PLANE_TEMPLATE = Resource(
+    CONTROLPLANE_GROUP, VERSION, "KubeadmControlPlaneTemplate", "kubeadmcontrolplanetemplates"
+)
 CLUSTER = Resource(CLUSTER_GROUP, VERSION, "Cluster", "clusters")
 MACHINE = Resource(CLUSTER_GROUP, VERSION, "Machine", "machines")
 KUBEADM_CONFIG = Resource(BOOTSTRAP_GROUP, VERSION, "KubeadmConfig", "kubeadmconfigs")
@@ -76,6 +79,7 @@ LEASE = Resource("coordination.k8s.io", "v1", "Lease", "leases")
 
 CUSTOM_RESOURCES: tuple[Resource, ...] = (
     KUBEADM_CONTROL_PLANE,
+    KUBEADM_CONTROL_PLANE_TEMPLATE,
     LOCAL_CLUSTER,
     LOCAL_MACHINE,
     LOCAL_MACHINE_TEMPLATE,

@@ -25,6 +25,7 @@ from .manifests import (
 )
 
 KCP_CRD = "kubeadmcontrolplanes.controlplane.cluster.x-k8s.io"
+KCP_TEMPLATE_CRD = "kubeadmcontrolplanetemplates.controlplane.cluster.x-k8s.io"
 OVERLAYS = ["config/default", "config/debug"]
 CLUSTER_SCOPED = ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding")
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
@@ -71,6 +72,7 @@ def test_default_renders_only_what_kcp_owns(default: list[Manifest]) -> None:
     assert objects == {
         ("Namespace", NAMESPACE),
         ("CustomResourceDefinition", KCP_CRD),
+        ("CustomResourceDefinition", KCP_TEMPLATE_CRD),
         ("ServiceAccount", "kcp-controller-manager"),
         ("ClusterRole", "kcp-manager-role"),
         ("ClusterRoleBinding", "kcp-manager-rolebinding"),
@@ -84,8 +86,9 @@ def test_default_renders_only_what_kcp_owns(default: list[Manifest]) -> None:
         assert labels.get("app.kubernetes.io/name") == "kcp", manifest["metadata"]["name"]
         if manifest["kind"] not in CLUSTER_SCOPED:
             assert manifest["metadata"]["namespace"] == NAMESPACE
-    crd = find(default, "CustomResourceDefinition")
-    assert crd["metadata"]["labels"]["cluster.x-k8s.io/v1beta2"] == "v1beta2"
+    for name in (KCP_CRD, KCP_TEMPLATE_CRD):
+        crd = find(default, "CustomResourceDefinition", name)
+        assert crd["metadata"]["labels"]["cluster.x-k8s.io/v1beta2"] == "v1beta2"
 
 
 def test_bindings_name_the_prefixed_service_account_and_roles(default: list[Manifest]) -> None:

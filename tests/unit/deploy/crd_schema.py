@@ -164,3 +164,56 @@ def _disagreements(path: str, reference: Schema, ours: Schema) -> Iterator[Findi
     required = sorted(set(ours.get("required") or ()) - set(reference.get("required") or ()))
     if required:
         yield Finding(path, f"ours requires {required}, Cluster API does not")
+
+
+# -- both ways: does ours accept exactly what the reference does? -----------------------
+
+# Keywords that say nothing about what the API server accepts or stores.
+_WORDING = frozenset({"description", "example", "externalDocs", "title"})
+_NESTED = frozenset({"properties", "items", "additionalProperties"})
+VALIDATIONS = "x-kubernetes-validations"
+
+
+def _rules(node: Schema) -> list[dict[str, Any]]:
+    """CEL rules without their messages (ours are reworded; only the wording differs)."""
+    return [
+        {k: v for k, v in rule.items() if k not in ("message", "messageExpression")}
+        for rule in node.get(VALIDATIONS) or ()
+    ]
+
+
+def _keywords(node: Schema) -> dict[str, Any]:
+    found = {k: v for k, v in node.items() if k not in _WORDING | _NESTED | {VALIDATIONS}}
+    if "required" in found:
+        found["required"] = sorted(found["required"])
+    if node.get(VALIDATIONS):
+        found[VALIDATIONS] = _rules(node)
+    return found
+
+
+def differences(reference: Schema, ours: Schema, path: str = "") -> list[Finding]:
+    """Every difference between the two schemas but wording, field by field, both ways.
+
+    Types, formats, enums, required, bounds, patterns, defaults, list and map
+    types, CEL rules, int-or-string and which nodes keep unknown fields: each
+    changes what the API server accepts or stores.
+    """
+    found: list[Finding] = []
+    at = path or "(root)"
+    theirs, mine = _keywords(reference), _keywords(ours)
+    for key in sorted(theirs.keys() | mine.keys()):
+        if theirs.get(key) != mine.get(key):
+            found.append(
+                Finding(at, f"{key} is {mine.get(key)!r}, Cluster API's {theirs.get(key)!r}")
+            )
+    reference_steps = dict(_children(reference))
+    ours_steps = dict(_children(ours))
+    for step in sorted(reference_steps.keys() | ours_steps.keys()):
+        child_path = _join(path, step)
+        if step not in ours_steps:
+            found.append(Finding(child_path, "only in Cluster API's schema"))
+        elif step not in reference_steps:
+            found.append(Finding(child_path, "only in ours"))
+        else:
+            found.extend(differences(reference_steps[step], ours_steps[step], child_path))
+    return found
