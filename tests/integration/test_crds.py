@@ -44,16 +44,19 @@ def api(api_client: Any) -> client.CustomObjectsApi:
 
 
 def _create(
-    api: client.CustomObjectsApi, resource: Resource, namespace: str, body: dict[str, Any]
+    api: client.CustomObjectsApi,
+    resource: Resource,
+    namespace: str,
+    body: dict[str, Any],
+    field_validation: str | None = "Strict",
 ) -> dict[str, Any]:
-    """Create with strict field validation: a field the schema would drop fails the test."""
+    """Create with strict field validation: a field the schema would drop fails the test.
+
+    `field_validation=None` sends none, as kcp's own client and most controllers do.
+    """
+    strictness = {} if field_validation is None else {"field_validation": field_validation}
     created: dict[str, Any] = api.create_namespaced_custom_object(
-        resource.group,
-        resource.version,
-        namespace,
-        resource.plural,
-        body,
-        field_validation="Strict",
+        resource.group, resource.version, namespace, resource.plural, body, **strictness
     )
     return created
 
@@ -68,12 +71,15 @@ def _get(
 
 
 def _rejection(
-    api: client.CustomObjectsApi, namespace: str, body: dict[str, Any]
+    api: client.CustomObjectsApi,
+    namespace: str,
+    body: dict[str, Any],
+    field_validation: str | None = "Strict",
 ) -> dict[str, Any]:
     """The API server's Status for a refused create; the test fails if it is accepted."""
     resource = groups.KUBEADM_CONTROL_PLANE
     with pytest.raises(client.ApiException) as refused:
-        _create(api, resource, namespace, body)
+        _create(api, resource, namespace, body, field_validation)
     assert refused.value.status == 422, refused.value.body
     status: dict[str, Any] = json.loads(refused.value.body)
     assert status["kind"] == "Status"
@@ -141,14 +147,14 @@ def test_samples_round_trip_intact(api: client.CustomObjectsApi, namespace: str)
         assert got["spec"] == doc["spec"], f"{doc['kind']}/{doc['metadata']['name']}"
 
 
-def test_unknown_kubeadm_config_fields_survive(
-    api: client.CustomObjectsApi, namespace: str
-) -> None:
+def test_every_kind_of_spec_field_round_trips(api: client.CustomObjectsApi, namespace: str) -> None:
     kubeadm_config_spec = {
         "clusterConfiguration": {
             "featureGates": {"ControlPlaneKubeletLocalMode": True},
             "certificateValidityPeriodDays": 365,
-            "etcd": {"local": {"dataDir": "/var/lib/etcd", "extraArgs": [{"name": "a"}]}},
+            "etcd": {
+                "local": {"dataDir": "/var/lib/etcd", "extraArgs": [{"name": "a", "value": ""}]}
+            },
             "apiServer": {"extraEnvs": [{"name": "X", "value": "1"}]},
         },
         "initConfiguration": {"bootstrapTokens": [{"token": "abcdef.0123456789abcdef"}]},
@@ -167,7 +173,7 @@ def test_unknown_kubeadm_config_fields_survive(
         "bootCommands": ["echo boot"],
         "ignition": {"containerLinuxConfig": {"additionalConfig": "systemd: {}"}},
     }
-    body = kubeadm_control_plane("unknown-fields", kubeadmConfigSpec=kubeadm_config_spec)
+    body = kubeadm_control_plane("all-fields", kubeadmConfigSpec=kubeadm_config_spec)
     body["spec"]["remediation"] = {
         "maxRetry": 3,
         "retryPeriodSeconds": 60,
@@ -183,7 +189,7 @@ def test_unknown_kubeadm_config_fields_survive(
     body["spec"]["machineTemplate"]["spec"]["deletion"] = {"nodeDrainTimeoutSeconds": 0}
     resource = groups.KUBEADM_CONTROL_PLANE
     _create(api, resource, namespace, copy.deepcopy(body))
-    got = _get(api, resource, namespace, "unknown-fields")
+    got = _get(api, resource, namespace, "all-fields")
     assert got["spec"] == body["spec"]
 
 
@@ -477,6 +483,128 @@ def test_local_machine_and_kubeadm_config_status(
 
 
 # -- validation -------------------------------------------------------------------------
+
+
+# spec.kubeadmConfigSpec is typed as Cluster API types it: a mistake is refused when the
+# KubeadmControlPlane is written, not later when kcp creates its KubeadmConfigs.
+
+KUBEADM = "spec.kubeadmConfigSpec"
+
+
+@pytest.mark.parametrize(
+    ("kubeadm_config_spec", "field"),
+    [
+        pytest.param(
+            {"clusterConfiguration": {"apiServer": {"certSANs": ["a"], "extraArg": []}}},
+            f"{KUBEADM}.clusterConfiguration.apiServer.extraArg",
+            id="misspelled",
+        ),
+        pytest.param(
+            {"format": "cloud-config", "preKubeadmCommand": ["echo pre"]},
+            f"{KUBEADM}.preKubeadmCommand",
+            id="misspelled-top-level",
+        ),
+        # v1beta1 kept this timeout here; v1beta2 has initConfiguration.timeouts.
+        pytest.param(
+            {
+                "clusterConfiguration": {
+                    "apiServer": {"certSANs": ["a"], "timeoutForControlPlane": "4m"}
+                }
+            },
+            f"{KUBEADM}.clusterConfiguration.apiServer.timeoutForControlPlane",
+            id="v1beta1-field",
+        ),
+    ],
+)
+def test_a_misspelled_kubeadm_config_field_is_refused_with_its_name(
+    api: client.CustomObjectsApi,
+    namespace: str,
+    kubeadm_config_spec: dict[str, Any],
+    field: str,
+) -> None:
+    resource = groups.KUBEADM_CONTROL_PLANE
+    body = kubeadm_control_plane("typo", kubeadmConfigSpec=kubeadm_config_spec)
+    # Strict field validation, as kubectl create/apply/edit send by default.
+    with pytest.raises(client.ApiException) as refused:
+        _create(api, resource, namespace, copy.deepcopy(body))
+    assert refused.value.status == 400, refused.value.body
+    assert f'unknown field "{field}"' in json.loads(refused.value.body)["message"]
+    with pytest.raises(client.ApiException) as missing:
+        _get(api, resource, namespace, "typo")
+    assert missing.value.status == 404
+
+    # A client that asks for no strictness gets the object without the field, and a
+    # warning naming it: never a KubeadmControlPlane whose typo kcp would copy on.
+    _, _, headers = api.create_namespaced_custom_object_with_http_info(
+        resource.group,
+        resource.version,
+        namespace,
+        resource.plural,
+        body,
+        field_validation="Warn",
+    )
+    assert f'unknown field \\"{field}\\"' in headers.get("Warning", "")
+    stored = _get(api, resource, namespace, "typo")
+    parent, _, name = field.removeprefix("spec.").rpartition(".")
+    node = stored["spec"]
+    for part in parent.split("."):
+        node = node.get(part, {})
+    assert name not in node
+
+
+@pytest.mark.parametrize(
+    ("kubeadm_config_spec", "field", "says"),
+    [
+        pytest.param(
+            {"initConfiguration": {"nodeRegistration": {"kubeletExtraArgs": {"v": "2"}}}},
+            f"{KUBEADM}.initConfiguration.nodeRegistration.kubeletExtraArgs",
+            'must be of type array: "object"',
+            id="v1beta1-map-of-args",
+        ),
+        pytest.param(
+            {"clusterConfiguration": {"apiServer": {"extraArgs": {"v": "2"}}}},
+            f"{KUBEADM}.clusterConfiguration.apiServer.extraArgs",
+            'must be of type array: "object"',
+            id="v1beta1-map-of-extra-args",
+        ),
+        pytest.param(
+            {"format": "cloudinit"},
+            f"{KUBEADM}.format",
+            'supported values: "cloud-config", "ignition"',
+            id="enum",
+        ),
+        pytest.param(
+            {"files": [{"content": "x"}]},
+            f"{KUBEADM}.files[0].path",
+            "Required value",
+            id="required",
+        ),
+        pytest.param(
+            {
+                "clusterConfiguration": {
+                    "scheduler": {
+                        "extraArgs": [{"name": "v", "value": "1"}, {"name": "v", "value": "2"}]
+                    }
+                }
+            },
+            f"{KUBEADM}.clusterConfiguration.scheduler.extraArgs",
+            "names must be unique",
+            id="cel-rule",
+        ),
+    ],
+)
+def test_a_wrongly_shaped_kubeadm_config_is_refused_with_the_field_named(
+    api: client.CustomObjectsApi,
+    namespace: str,
+    kubeadm_config_spec: dict[str, Any],
+    field: str,
+    says: str,
+) -> None:
+    body = kubeadm_control_plane("misshapen", kubeadmConfigSpec=kubeadm_config_spec)
+    # Refused by the schema, whatever field validation the client asks for.
+    status = _rejection(api, namespace, body, field_validation=None)
+    assert field in {cause[0] for cause in _causes(status)}, status["message"]
+    assert says in status["message"]
 
 
 def test_negative_replicas_rejected(api: client.CustomObjectsApi, namespace: str) -> None:

@@ -715,6 +715,24 @@ REJECTED: list[Rejected] = [
         _kcp_with("r3", spec_set("machineTemplate.spec.infrastructureRef.name", None)),
     ),
     Rejected(
+        "kubeadm-v1beta1-extra-args",
+        "kubeletExtraArgs written as v1beta1's map instead of v1beta2's list of name/value",
+        "spec.kubeadmConfigSpec.joinConfiguration.nodeRegistration.kubeletExtraArgs",
+        _kcp_with(
+            "r4",
+            spec_set(
+                "kubeadmConfigSpec.joinConfiguration.nodeRegistration.kubeletExtraArgs",
+                {"eviction-hard": "nodefs.available<0%"},
+            ),
+        ),
+    ),
+    Rejected(
+        "kubeadm-format-unknown",
+        "kubeadmConfigSpec.format: cloudinit (not cloud-config or ignition)",
+        "spec.kubeadmConfigSpec.format",
+        _kcp_with("r5", spec_set("kubeadmConfigSpec.format", "cloudinit")),
+    ),
+    Rejected(
         "name-too-long",
         "a 254-character KubeadmControlPlane name",
         "name",

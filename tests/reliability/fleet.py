@@ -96,7 +96,6 @@ def cluster_objects(
                 }
             }
         },
-        "kubeadmConfigSpec": {"clusterConfiguration": {}},
     }
     objects: list[tuple[Any, dict[str, Any]]] = [
         (

@@ -87,7 +87,6 @@ def _create(fleet: Fleet, case: BadInput) -> Created:
                     }
                 }
             },
-            "kubeadmConfigSpec": {},
         }
         case.spec(spec)
     options: dict[str, Any] = {"kcp": kcp, "with_template": case.with_template}

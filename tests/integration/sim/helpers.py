@@ -151,7 +151,6 @@ def build_cluster(
                         }
                     }
                 },
-                "kubeadmConfigSpec": {},
             },
         },
     )
