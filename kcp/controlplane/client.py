@@ -23,6 +23,7 @@ from kcp.runtime.listing import ApiError, ResourceKind
 __all__ = ["ApiError", "Kube", "ResourceLike", "resource_kind"]
 
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 DEFAULT_TIMEOUT = (10.0, 30.0)
 """(connect, read) seconds for every request."""
 
@@ -187,6 +188,27 @@ class Kube:
             query=[("fieldManager", self.field_manager)],
             body=dict(patch),
             content_type=MERGE_PATCH,
+        )
+
+    def apply(
+        self,
+        resource: ResourceLike,
+        namespace: str | None,
+        name: str,
+        obj: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Server-side apply `obj` as this client's field manager, taking over conflicting fields.
+
+        The fields kcp applied before and leaves out now are removed unless another
+        manager owns them too. A `metadata.uid` in `obj` makes it fail (404 or 409)
+        instead of creating the object when that incarnation is gone.
+        """
+        return self.request(
+            "PATCH",
+            _path(resource, namespace, name),
+            query=[("fieldManager", self.field_manager), ("force", "true")],
+            body=dict(obj),
+            content_type=APPLY_PATCH,
         )
 
     def delete(

@@ -3,20 +3,22 @@
 The infrastructure machine is cloned from the template named by
 `spec.machineTemplate.spec.infrastructureRef`, whatever its kind (handled as an
 unstructured dict, its kind being the template's without the `Template`
-suffix). All three objects share one name, `<kcp>-<5 random characters>`, and
-carry the control-plane labels; the Machine also carries Cluster API's KCP
-pre-terminate hook. As in Cluster API, the KubeadmControlPlane controls the
-Machine, but only owns the KubeadmConfig and the infrastructure machine:
-Cluster API's Machine controller then replaces that reference with the
-Machine as their controller. When a later step fails, the objects already
-created are deleted again.
+suffix). All three objects share one name, rendered from
+`spec.machineNaming.template` (`kcp.controlplane.naming`; by default
+`<kcp>-<5 random characters>`), and carry the control-plane labels; the
+Machine also carries Cluster API's KCP pre-terminate hook. As in Cluster API,
+the KubeadmControlPlane controls the Machine, but only owns the KubeadmConfig
+and the infrastructure machine: Cluster API's Machine controller then replaces
+that reference with the Machine as their controller. When a later step fails,
+the objects already created are deleted again. Right after each create, kcp
+hands the fields it keeps in place over to its later applies
+(`kcp.controlplane.managed_fields`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,21 +28,27 @@ from kcp.api import groups, labels
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView
 from kcp.controlplane.client import ApiError, Kube
 from kcp.controlplane.kubeadm_config import desired_kubeadm_config_spec
+from kcp.controlplane.managed_fields import MACHINE_IN_PLACE_FIELDS, release_fields
+from kcp.controlplane.naming import (
+    MachineNamingError,
+    machine_naming_template,
+    render_machine_name,
+)
 from kcp.controlplane.secrets import controller_reference, owner_reference
 
 __all__ = [
     "MANDATORY_READINESS_GATES",
+    "MachineNameCollision",
     "MachineTemplateError",
     "create_machine",
-    "generate_name",
+    "desired_deletion",
+    "desired_readiness_gates",
+    "desired_taints",
     "kubeadm_config_object",
+    "machine_labels",
     "machine_object",
 ]
 
-_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-"""The characters Kubernetes' `generateName` uses (no vowels: no accidental words)."""
-_SUFFIX_LENGTH = 5
-_MAX_NAME_PREFIX = 63 - _SUFFIX_LENGTH - 1
 TEMPLATE_SUFFIX = "Template"
 
 MANDATORY_READINESS_GATES: tuple[str, ...] = (
@@ -54,17 +62,17 @@ MANDATORY_READINESS_GATES: tuple[str, ...] = (
 
 
 class MachineTemplateError(Exception):
-    """The infrastructure template cannot be used; the message says what to fix."""
+    """The machine template (infrastructure reference, naming template) cannot be used; the
+    message says what to fix."""
 
 
-def generate_name(prefix: str) -> str:
-    """`<prefix>-<5 random characters>`, the prefix shortened to keep a valid label value."""
-    base = prefix[:_MAX_NAME_PREFIX].rstrip("-.")
-    suffix = "".join(secrets.choice(_NAME_ALPHABET) for _ in range(_SUFFIX_LENGTH))
-    return f"{base}-{suffix}"
+class MachineNameCollision(MachineTemplateError):
+    """An object already has the name rendered for a new Machine; the next try renders another."""
 
 
-def _machine_labels(kcp: KubeadmControlPlaneView, cluster_name: str) -> dict[str, str]:
+def machine_labels(kcp: KubeadmControlPlaneView, cluster_name: str) -> dict[str, str]:
+    """Labels of a control-plane Machine, its KubeadmConfig and infrastructure machine: the
+    template's, with Cluster API's control-plane labels (and kcp's watch filter) forced."""
     result = labels.control_plane_machine_labels(
         kcp.name, cluster_name, kcp.machine_template_labels
     )
@@ -83,7 +91,7 @@ def kubeadm_config_object(
         "metadata": {
             "name": name,
             "namespace": kcp.namespace,
-            "labels": _machine_labels(kcp, cluster_name),
+            "labels": machine_labels(kcp, cluster_name),
             "annotations": dict(kcp.machine_template_annotations),
             "ownerReferences": [owner_reference(kcp.raw)],
         },
@@ -119,20 +127,51 @@ def infra_machine_object(
     annotations.update(kcp.machine_template_annotations)
     annotations[labels.TEMPLATE_CLONED_FROM_NAME_ANNOTATION] = ref.name
     annotations[labels.TEMPLATE_CLONED_FROM_GROUPKIND_ANNOTATION] = ref.group_kind
-    machine_labels = {str(k): str(v) for k, v in (template_meta.get("labels") or {}).items()}
-    machine_labels.update(_machine_labels(kcp, cluster_name))
+    infra_labels = {str(k): str(v) for k, v in (template_meta.get("labels") or {}).items()}
+    infra_labels.update(machine_labels(kcp, cluster_name))
     return {
         "apiVersion": template.get("apiVersion"),
         "kind": kind[: -len(TEMPLATE_SUFFIX)],
         "metadata": {
             "name": name,
             "namespace": kcp.namespace,
-            "labels": machine_labels,
+            "labels": infra_labels,
             "annotations": annotations,
             "ownerReferences": [owner_reference(kcp.raw)],
         },
         "spec": copy.deepcopy(dict(inner.get("spec") or {})),
     }
+
+
+def _template_spec(kcp: KubeadmControlPlaneView) -> Mapping[str, Any]:
+    spec = ((kcp.raw.get("spec") or {}).get("machineTemplate") or {}).get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def desired_readiness_gates(kcp: KubeadmControlPlaneView) -> list[dict[str, Any]]:
+    """The template's readiness gates, then kcp's mandatory ones it lacks; each type once."""
+    gates: list[dict[str, Any]] = []
+    present: set[Any] = set()
+    for gate in _template_spec(kcp).get("readinessGates") or []:
+        if isinstance(gate, Mapping) and gate.get("conditionType") not in present:
+            gates.append(copy.deepcopy(dict(gate)))
+            present.add(gate.get("conditionType"))
+    gates.extend({"conditionType": t} for t in MANDATORY_READINESS_GATES if t not in present)
+    return gates
+
+
+def desired_deletion(kcp: KubeadmControlPlaneView) -> dict[str, Any]:
+    """`spec.deletion` of a Machine: the template's node drain, volume detach and node
+    deletion timeouts (only those set)."""
+    deletion = _template_spec(kcp).get("deletion")
+    if not isinstance(deletion, Mapping):
+        return {}
+    return {k: copy.deepcopy(v) for k, v in deletion.items() if v is not None}
+
+
+def desired_taints(kcp: KubeadmControlPlaneView) -> list[dict[str, Any]]:
+    taints = _template_spec(kcp).get("taints")
+    return [copy.deepcopy(dict(t)) for t in taints or [] if isinstance(t, Mapping)]
 
 
 def machine_object(
@@ -143,10 +182,6 @@ def machine_object(
     infra: Mapping[str, Any],
     failure_domain: str | None,
 ) -> dict[str, Any]:
-    template_spec = (kcp.raw.get("spec") or {}).get("machineTemplate", {}).get("spec") or {}
-    gates = [dict(g) for g in template_spec.get("readinessGates") or []]
-    present = {g.get("conditionType") for g in gates}
-    gates.extend({"conditionType": t} for t in MANDATORY_READINESS_GATES if t not in present)
     infra_api_version = str(infra.get("apiVersion") or "")
     annotations = dict(kcp.machine_template_annotations)
     ref = kcp.infrastructure_ref
@@ -175,20 +210,22 @@ def machine_object(
             "kind": infra.get("kind"),
             "name": name,
         },
-        "readinessGates": gates,
+        "readinessGates": desired_readiness_gates(kcp),
     }
     if failure_domain:
         spec["failureDomain"] = failure_domain
-    for key in ("deletion", "taints"):
-        if template_spec.get(key):
-            spec[key] = copy.deepcopy(template_spec[key])
+    deletion, taints = desired_deletion(kcp), desired_taints(kcp)
+    if deletion:
+        spec["deletion"] = deletion
+    if taints:
+        spec["taints"] = taints
     return {
         "apiVersion": groups.MACHINE.api_version,
         "kind": groups.MACHINE.kind,
         "metadata": {
             "name": name,
             "namespace": kcp.namespace,
-            "labels": _machine_labels(kcp, cluster_name),
+            "labels": machine_labels(kcp, cluster_name),
             "annotations": annotations,
             "ownerReferences": [controller_reference(kcp.raw)],
         },
@@ -236,7 +273,12 @@ def create_machine(
             "spec.machineTemplate.spec.infrastructureRef does not exist; create it or fix "
             "the reference"
         )
-    name = generate_name(kcp.name)
+    try:
+        name = render_machine_name(
+            machine_naming_template(kcp), cluster_name=cluster.name, kcp_name=kcp.name
+        )
+    except MachineNamingError as error:
+        raise MachineTemplateError(str(error)) from None
     infra = infra_machine_object(kcp, cluster.name, name, template)
     try:
         infra_kind = kube.resource_for(ref.api_group, str(infra["kind"]))
@@ -247,22 +289,32 @@ def create_machine(
         ) from None
     created: list[tuple[Any, str]] = []
     try:
-        kube.create(infra_kind, kcp.namespace, infra)
+        written = kube.create(infra_kind, kcp.namespace, infra)
         created.append((infra_kind, name))
-        kube.create(
+        release_fields(kube, infra_kind, written)
+        written = kube.create(
             groups.KUBEADM_CONFIG,
             kcp.namespace,
             kubeadm_config_object(kcp, cluster.name, name, init=init),
         )
         created.append((groups.KUBEADM_CONFIG, name))
-        kube.create(
+        release_fields(kube, groups.KUBEADM_CONFIG, written)
+        written = kube.create(
             groups.MACHINE,
             kcp.namespace,
             machine_object(kcp, cluster.name, name, infra=infra, failure_domain=failure_domain),
         )
-    except ApiError:
+    except ApiError as error:
         for resource, created_name in reversed(created):
             with contextlib.suppress(ApiError):
                 kube.delete(resource, kcp.namespace, created_name)
+        if error.status == 409 and error.reason == "AlreadyExists":
+            raise MachineNameCollision(
+                f"the name {name} rendered from spec.machineNaming.template for a new Machine "
+                f"is taken ({error.message or 'already exists'}); kcp retries with another "
+                "random part, but if this repeats make the template's fixed text unique to "
+                "this control plane, e.g. with {{ .kubeadmControlPlane.name }}"
+            ) from None
         raise
+    release_fields(kube, groups.MACHINE, written, MACHINE_IN_PLACE_FIELDS)
     return CreatedMachine(name, str(infra["kind"]), failure_domain)

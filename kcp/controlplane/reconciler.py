@@ -31,6 +31,7 @@ from kcp.controlplane.echoes import OwnWrites
 from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.expectations import Expectations
 from kcp.controlplane.expiry import recorded_expiry
+from kcp.controlplane.inplace import InPlace
 from kcp.controlplane.inspection import Inspection
 from kcp.controlplane.kubeconfig import reconcile_kubeconfig
 from kcp.controlplane.lifecycle import (
@@ -91,6 +92,7 @@ class KubeadmControlPlaneReconciler(Step):
         )
         self.clock = clock or (lambda: datetime.now(UTC))
         self.inspection = Inspection(self.services)
+        self.in_place = InPlace(self.services)
         self.operations = Operations(self.services)
         self.bookkeeping = MemberBookkeeping(self.services)
         self.orphans = Orphans(self.services)
@@ -228,6 +230,8 @@ class KubeadmControlPlaneReconciler(Step):
             self._waiting_health(scope, "Waiting for Cluster spec.controlPlaneEndpoint to be set")
             return
         self._kubeconfig(scope, endpoint)
+        # Labels, annotations, timeouts, readiness gates: to existing Machines, no rollout.
+        self.in_place.sync(scope)
         self._compare(scope)
         self.inspection.inspect(scope)
         if self.bookkeeping.reconcile(scope):
@@ -332,6 +336,7 @@ class KubeadmControlPlaneReconciler(Step):
             self.expectations.forget(view.uid)
             self.orphans.forget(view.uid)
             self.upgrade.forget(view.uid)
+            self.in_place.forget(view.uid)
             self._forget_failures(view.uid)
             if cluster is not None:
                 with contextlib.suppress(ValueError):

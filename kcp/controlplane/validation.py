@@ -8,6 +8,7 @@ condition and an Event, and keeps the Machines it has.
 from __future__ import annotations
 
 from kcp.api.objects import KubeadmControlPlaneView
+from kcp.controlplane.naming import naming_problem
 
 __all__ = ["MAX_REPLICAS", "validate_spec"]
 
@@ -58,4 +59,7 @@ def validate_spec(kcp: KubeadmControlPlaneView, *, max_replicas: int = MAX_REPLI
             "spec.machineTemplate.spec.infrastructureRef is missing or incomplete; set its "
             "apiGroup, kind and name"
         )
+    naming = naming_problem(kcp)
+    if naming:
+        problems.append(naming)
     return problems

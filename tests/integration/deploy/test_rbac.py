@@ -54,7 +54,11 @@ USED: dict[Permission, str] = {
     (BOOTSTRAP, "kubeadmconfigs", "list"): "controlplane/controller.py kubeadmconfigs informer",
     (BOOTSTRAP, "kubeadmconfigs", "watch"): "controlplane/controller.py kubeadmconfigs informer",
     (BOOTSTRAP, "kubeadmconfigs", "create"): "controlplane/machines.py create_machine",
-    (BOOTSTRAP, "kubeadmconfigs", "patch"): "controlplane/inspection.py expiry annotation",
+    (BOOTSTRAP, "kubeadmconfigs", "patch"): (
+        "controlplane/inspection.py expiry annotation; controlplane/inplace.py apply; "
+        "controlplane/managed_fields.py"
+    ),
+    (BOOTSTRAP, "kubeadmconfigs", "get"): "controlplane/managed_fields.py re-read on conflict",
     (BOOTSTRAP, "kubeadmconfigs", "delete"): (
         "controlplane/machines.py create_machine undo; controlplane/orphans.py"
     ),
@@ -66,7 +70,10 @@ USED: dict[Permission, str] = {
         "controlplane/status.py write_conditions re-read on conflict; controlplane/orphans.py"
     ),
     (CAPI, "machines", "create"): "controlplane/machines.py create_machine",
-    (CAPI, "machines", "patch"): "controlplane/reconciler.py pre-terminate hook release",
+    (CAPI, "machines", "patch"): (
+        "controlplane/reconciler.py pre-terminate hook release; controlplane/inplace.py apply; "
+        "controlplane/managed_fields.py"
+    ),
     (CAPI, "machines", "delete"): "controlplane/reconciler.py scale down, remediation",
     (CAPI, "machines/status", "patch"): "controlplane/reconciler.py machine conditions",
     (CONTROLPLANE, "kubeadmcontrolplanes", "list"): "controlplane/controller.py informer",
@@ -85,6 +92,9 @@ USED: dict[Permission, str] = {
         "controlplane/machines.py create_machine undo; controlplane/orphans.py"
     ),
     (INFRASTRUCTURE, "*", "list"): "controlplane/orphans.py finds unreferenced ones",
+    (INFRASTRUCTURE, "*", "patch"): (
+        "controlplane/inplace.py applies labels; controlplane/managed_fields.py"
+    ),
 }
 
 # In kcp's own namespace only (leader_election_role.yaml).

@@ -38,6 +38,8 @@ class FakeKube:
         self._uid = itertools.count(1)
         self.calls: list[tuple[str, str, str]] = []
         self.fail_create: set[str] = set()
+        self.applied: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.field_manager = "kcp-test"
 
     def _key(
         self, resource: ResourceLike, namespace: str | None, name: str
@@ -113,6 +115,41 @@ class FakeKube:
         ):
             del self.objects[key]
             return copy.deepcopy(updated)
+        return self.put(updated)
+
+    def apply(
+        self,
+        resource: ResourceLike,
+        namespace: str | None,
+        name: str,
+        obj: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Server-side apply, simplified: labels, annotations and spec keys kcp applied before
+        and leaves out now are removed; the rest is merged (lists replaced)."""
+        self.calls.append(("apply", resource.kind, name))
+        key = self._key(resource, namespace, name)
+        current = self.objects.get(key)
+        uid = (obj.get("metadata") or {}).get("uid")
+        if current is None:
+            raise ApiError(404, "NotFound", "not found")
+        if uid and current["metadata"]["uid"] != uid:
+            raise ApiError(409, "Conflict", "uid precondition failed")
+        applied = copy.deepcopy(dict(obj))
+        previous = self.applied.get(key, {})
+        updated = copy.deepcopy(current)
+        for section, path in (("labels", "metadata"), ("annotations", "metadata")):
+            target = updated.setdefault(path, {}).setdefault(section, {})
+            for gone in set((previous.get(path) or {}).get(section) or {}) - set(
+                (applied.get(path) or {}).get(section) or {}
+            ):
+                target.pop(gone, None)
+            target.update((applied.get(path) or {}).get(section) or {})
+        if "spec" in applied or "spec" in previous:
+            spec = updated.setdefault("spec", {})
+            for gone in set(previous.get("spec") or {}) - set(applied.get("spec") or {}):
+                spec.pop(gone, None)
+            spec.update(applied.get("spec") or {})
+        self.applied[key] = applied
         return self.put(updated)
 
     def delete(
