@@ -2,14 +2,15 @@
 API's core and CABPK, the controller in-process.
 
 Both Cluster API samples come up; then the fleet is mostly watched: its HA cluster must
-keep its three Machines with no rollout over 3 minutes (a killed etcd member, add-on and
-version changes that create no Machine included), and its clusters must reuse their etcd
-tunnels over 5. The changing fleet is in test_lifecycle.py, on another worker.
+keep its three Machines with no rollout over 3 minutes (a killed etcd member, a label and
+a timeout changed in place, add-on and version changes that create no Machine included), and
+its clusters must reuse their etcd tunnels over 5. The changing fleet is in test_lifecycle.py, on another worker.
 Every wait is bounded.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -80,6 +81,12 @@ def test_cluster_api_samples_become_available(steady: Env) -> None:
     )
     assert len(members) == 3
     _wait("the single sample to be Available", lambda: _available(env, SINGLE_KCP, 1, SINGLE), 120)
+    # The single sample names its Machines with spec.machineNaming.template.
+    [single_machine] = _machines(env, SINGLE)
+    named = single_machine["metadata"]["name"]
+    assert re.fullmatch(rf"{SINGLE}-cp-[bcdfghjklmnpqrstvwxz2456789]{{5}}", named), named
+    assert single_machine["spec"]["bootstrap"]["configRef"]["name"] == named
+    assert single_machine["spec"]["infrastructureRef"]["name"] == named
     ha = _kcp(env, HA_KCP)
     assert ha is not None
     assert ha["metadata"]["finalizers"] == [labels.KUBEADM_CONTROL_PLANE_FINALIZER]
@@ -179,6 +186,60 @@ def test_dead_etcd_member_is_named_while_other_clusters_keep_reconciling(steady:
     env.tunnels = TunnelWindow(env)
 
 
+def test_a_template_label_reaches_every_machine_in_place(steady: Env) -> None:
+    """A label and an annotation added to machineTemplate.metadata, and a drain timeout, reach
+    the HA cluster's 3 Machines, their KubeadmConfigs and LocalMachines within a minute; the
+    Machines are the same ones (the stability watch fails on any new Machine or rollout)."""
+    env = steady
+    machines = _machines(env, HA)
+    uids = {m["metadata"]["name"]: m["metadata"]["uid"] for m in machines}
+    assert len(uids) == 3
+    local_machine = env.kube.resource_for(groups.INFRASTRUCTURE_GROUP, "LocalMachine")
+    started = time.monotonic()
+    env.kube.merge_patch(
+        groups.KUBEADM_CONTROL_PLANE,
+        env.namespace,
+        HA_KCP,
+        {
+            "spec": {
+                "machineTemplate": {
+                    "metadata": {
+                        "labels": {"kcp.test/in-place": "yes"},
+                        "annotations": {"kcp.test/in-place": "yes"},
+                    },
+                    "spec": {"deletion": {"nodeDrainTimeoutSeconds": 600}},
+                }
+            }
+        },
+    )
+
+    def carries(obj: dict[str, Any] | None) -> bool:
+        metadata = (obj or {}).get("metadata") or {}
+        return (
+            (metadata.get("labels") or {}).get("kcp.test/in-place") == "yes"
+            and (metadata.get("annotations") or {}).get("kcp.test/in-place") == "yes"
+            and (metadata.get("labels") or {}).get("environment") == "demo"
+        )
+
+    def propagated() -> dict[str, str] | None:
+        found = {m["metadata"]["name"]: m for m in _machines(env, HA)}
+        if not all(
+            carries(m) and (m["spec"].get("deletion") or {}).get("nodeDrainTimeoutSeconds") == 600
+            for m in found.values()
+        ):
+            return None
+        for name in found:
+            for resource in (groups.KUBEADM_CONFIG, local_machine):
+                if not carries(env.kube.get(resource, env.namespace, name)):
+                    return None
+        return {name: m["metadata"]["uid"] for name, m in found.items()}
+
+    seen = _wait("the new label on every Machine, KubeadmConfig and LocalMachine", propagated, 60)
+    print(f"template label on all 3 Machines in place after {time.monotonic() - started:.1f}s")
+    assert seen == uids, "in place: the same three Machines"
+    assert _condition(_kcp(env, HA_KCP), c.ROLLING_OUT).get("status") == c.FALSE
+
+
 COREDNS_INSTALLED = "registry.k8s.io/coredns/coredns:v1.12.1"
 """What kubeadm 1.34 installs, and so the simulated `kubeadm init`."""
 
@@ -264,9 +325,9 @@ def test_skip_annotations_leave_coredns_and_kube_proxy_alone(steady: Env) -> Non
 def test_settled_cluster_keeps_exactly_its_machines_with_no_rollout(steady: Env) -> None:
     """Beside the real core and CABPK (which write back into every KubeadmConfig) a settled
     3-replica cluster keeps its three Machines over a 3-minute window: nothing looks out of
-    date, nothing rolls out. The window spans a killed etcd member (which must not start a
-    rollout either) and the add-on and version changes of the tests above on the single
-    cluster."""
+    date, nothing rolls out. The window spans a killed etcd member and a machineTemplate label
+    and drain timeout changed in place (neither must start a rollout) and the add-on and
+    version changes of the tests above on the single cluster."""
     watch = steady.stability
     assert watch is not None, "the samples test did not start the watch"
     try:
