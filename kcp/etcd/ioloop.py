@@ -295,6 +295,16 @@ class TunnelLoop:
 
     def _settle(self, tunnel: Tunnel) -> None:
         """Apply what a step did: sockets to let go, registrations, counts."""
+        failure = tunnel.failure
+        listener = tunnel.listener
+        if (
+            tunnel.ended
+            and failure is not None
+            and not failure.ours
+            and isinstance(listener, Listener)
+        ):
+            # Before the sockets close: whoever their closing wakes (gRPC) reads it next.
+            listener.last = failure
         for sock in tunnel.discarded:
             self._set(sock, 0, None)
             sock.close()
@@ -325,8 +335,6 @@ class TunnelLoop:
             self._notify("tunnel_closed")
         if failure is not None and not failure.ours:
             self._notify("tunnel_failed", failure.reason)
-            if isinstance(tunnel.listener, Listener):
-                tunnel.listener.last = failure
 
     def _notify(self, event: str, *args: str) -> None:
         if self._observer is None:
