@@ -224,8 +224,9 @@ class GatewayConnection:
         # Under TLS 1.3 the server judges our certificate after the handshake has
         # completed for us; its alert is lost with the connection it closes.
         return EtcdTLSError(
-            f"{where} failed: the member closed a fresh connection before answering, which "
-            f"is how etcd refuses a client certificate under TLS 1.3 ({_REFUSED}) [{exc}]",
+            f"{where} failed: the server refused our client certificate (the member closed a "
+            "fresh connection before answering, which is how etcd refuses one under TLS 1.3; "
+            f"{_REFUSED}) [{exc}]",
             endpoint=self.endpoint,
         )
 
