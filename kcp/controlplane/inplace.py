@@ -129,8 +129,10 @@ def contains(current: Any, desired: Any) -> bool:
     """Whether `current` already has everything `desired` sets (objects: every key; lists:
     every item), i.e. applying `desired` would add or change nothing."""
     if isinstance(desired, Mapping):
+        # An empty object or list sets nothing: the API server drops it when empty anyway.
         return isinstance(current, Mapping) and all(
-            key in current and contains(current[key], value) for key, value in desired.items()
+            contains(current[key], value) if key in current else value in ({}, [])
+            for key, value in desired.items()
         )
     if isinstance(desired, list):
         return isinstance(current, list) and all(

@@ -4,8 +4,8 @@ API's core and CABPK, the controller in-process.
 Both Cluster API samples come up; then the fleet is mostly watched: its HA cluster must
 keep its three Machines with no rollout over 3 minutes (a killed etcd member, a label and
 a timeout changed in place, add-on and version changes that create no Machine included), and
-its clusters must reuse their etcd tunnels over 5. The changing fleet is in test_lifecycle.py, on another worker.
-Every wait is bounded.
+its clusters must reuse their etcd tunnels over 5. The changing fleet is in
+test_lifecycle.py, on another worker. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -188,8 +188,9 @@ def test_dead_etcd_member_is_named_while_other_clusters_keep_reconciling(steady:
 
 def test_a_template_label_reaches_every_machine_in_place(steady: Env) -> None:
     """A label and an annotation added to machineTemplate.metadata, and a drain timeout, reach
-    the HA cluster's 3 Machines, their KubeadmConfigs and LocalMachines within a minute; the
-    Machines are the same ones (the stability watch fails on any new Machine or rollout)."""
+    the HA cluster's 3 Machines, their KubeadmConfigs and LocalMachines within a minute, and a
+    label removed from it leaves them; the Machines are the same ones (the stability watch
+    fails on any new Machine or rollout)."""
     env = steady
     machines = _machines(env, HA)
     uids = {m["metadata"]["name"]: m["metadata"]["uid"] for m in machines}
@@ -238,6 +239,28 @@ def test_a_template_label_reaches_every_machine_in_place(steady: Env) -> None:
     print(f"template label on all 3 Machines in place after {time.monotonic() - started:.1f}s")
     assert seen == uids, "in place: the same three Machines"
     assert _condition(_kcp(env, HA_KCP), c.ROLLING_OUT).get("status") == c.FALSE
+
+    # Removed from the template, a label goes too: the one just added and the one the
+    # Machines were created with (kcp handed its create-time claim over to its applies).
+    env.kube.merge_patch(
+        groups.KUBEADM_CONTROL_PLANE,
+        env.namespace,
+        HA_KCP,
+        {"spec": {"machineTemplate": {"metadata": {"labels": {"environment": None}}}}},
+    )
+
+    def removed() -> bool:
+        for name in uids:
+            for resource in (groups.MACHINE, groups.KUBEADM_CONFIG, local_machine):
+                obj_labels = (
+                    (env.kube.get(resource, env.namespace, name) or {}).get("metadata") or {}
+                ).get("labels") or {}
+                if "environment" in obj_labels or labels.CLUSTER_NAME_LABEL not in obj_labels:
+                    return False
+        return True
+
+    _wait("the removed label to be gone from every Machine and its objects", removed, 60)
+    assert {m["metadata"]["name"]: m["metadata"]["uid"] for m in _machines(env, HA)} == uids
 
 
 COREDNS_INSTALLED = "registry.k8s.io/coredns/coredns:v1.12.1"

@@ -187,6 +187,23 @@ def test_contains_tells_whether_an_apply_would_change_anything() -> None:
     assert not contains(current, {"metadata": {"labels": {"a": "2"}}})
     assert not contains(current, {"spec": {"g": [{"t": "z"}]}})
     assert not contains(current, {"metadata": {"annotations": {"a": "1"}}})
+    # The API server keeps no empty map: no annotations to apply are no annotations at all.
+    assert contains(current, {"metadata": {"labels": {"a": "1"}, "annotations": {}}})
+
+
+def test_an_object_others_keep_changing_is_not_applied_again() -> None:
+    kube = _fleet(names=("a",))
+    for kind in ("KubeadmConfig", "LocalMachine"):
+        del kube.objects[(kind, NS, "a")]["metadata"]["annotations"]
+    reconciler = _reconciler(kube)
+    reconciler.in_place.sync(_scope(kube))
+    for _ in range(3):  # e.g. CABPK and core writing into the KubeadmConfig while it boots
+        obj = _get(kube, KUBEADM_CONFIG, "a")
+        obj["spec"]["written"] = obj["metadata"]["resourceVersion"]
+        kube.put(obj)
+        kube.calls.clear()
+        reconciler.in_place.sync(_scope(kube))
+        assert _applies(kube) == []
 
 
 # -- propagation -------------------------------------------------------------------------
