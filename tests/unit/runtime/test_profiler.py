@@ -25,11 +25,6 @@ def get(url: str, timeout: float = 30) -> tuple[int, bytes, str]:
             return response.status, response.read(), response.headers["Content-Type"]
     except urllib.error.HTTPError as error:
         return error.code, error.read(), error.headers["Content-Type"]
-    except ConnectionResetError:
-        # Seen once on a pytest-xdist worker, right after a py-spy thread dump of this very
-        # process (not explained yet): the GET is asked once more; a second reset fails.
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read(), response.headers["Content-Type"]
 
 
 @pytest.fixture
