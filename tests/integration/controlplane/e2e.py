@@ -27,7 +27,7 @@ from kcp.api import groups, labels
 from kcp.controlplane.client import Kube
 from kcp.controlplane.controller import ControlPlaneController, setup
 from kcp.controlplane.reconciler import ReconcilerOptions
-from kcp.etcd import EtcdTimeouts, cluster_status
+from kcp.etcd import EtcdClient, EtcdClusterStatus, EtcdTimeouts, cluster_status, move_leader
 from kcp.runtime.manager import Manager
 from kcp.runtime.metrics import new_registry
 from kcp.runtime.options import ManagerOptions
@@ -156,17 +156,54 @@ def _machines(env: Env, cluster: str) -> list[dict[str, Any]]:
     ]
 
 
-def _etcd_members(env: Env, cluster: str) -> list[str]:
+def _etcd_status(env: Env, cluster: str) -> EtcdClusterStatus | None:
     sim_cluster = env.sim.cluster(env.namespace, cluster)
     if sim_cluster is None or sim_cluster.etcd_tls is None:
-        return []
+        return None
     endpoints = sim_cluster.etcd_endpoints()
     if not endpoints:
-        return []
-    status = cluster_status(
+        return None
+    return cluster_status(
         endpoints, tls=sim_cluster.etcd_tls, timeouts=EtcdTimeouts(dial=3.0, call=3.0)
     )
-    return sorted(m.name for m in status.members)
+
+
+def _etcd_members(env: Env, cluster: str) -> list[str]:
+    status = _etcd_status(env, cluster)
+    return sorted(m.name for m in status.members) if status else []
+
+
+def _etcd_leader_node(env: Env, cluster: str) -> str | None:
+    """The Node whose etcd member leads now (members are named after their Node)."""
+    status = _etcd_status(env, cluster)
+    if status is None or status.leader_id is None:
+        return None
+    return next((m.name for m in status.members if m.id == status.leader_id), None)
+
+
+def _spare_the_leader(env: Env, cluster: str, node: str) -> None:
+    """Before a test kills `node`'s etcd, hand leadership to another member if it leads.
+
+    A dead leader means an election: a moment in which no member sees a leader, which a
+    QuorumWatch rightly counts. The fault a test injects should not be that moment."""
+    status = _etcd_status(env, cluster)
+    assert status is not None, f"no etcd member of {cluster} runs"
+    by_name = {m.name: m.id for m in status.members if not m.is_learner}
+    if status.leader_id is None or status.leader_id != by_name.get(node):
+        return
+    target = next(i for name, i in by_name.items() if name != node)
+    sim_cluster = env.sim.cluster(env.namespace, cluster)
+    timeouts = EtcdTimeouts(dial=3.0, call=5.0)
+    clients = [
+        EtcdClient.open(e, sim_cluster.etcd_tls, timeouts=timeouts)
+        for e in sim_cluster.etcd_endpoints()
+    ]
+    try:
+        move_leader(clients, target)
+    finally:
+        for client in clients:
+            client.close()
+    _wait(f"etcd leadership to leave {node}", lambda: _etcd_leader_node(env, cluster) != node, 30)
 
 
 def _available(env: Env, name: str, replicas: int, cluster: str) -> Any:

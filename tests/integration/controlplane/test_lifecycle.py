@@ -32,6 +32,7 @@ from tests.integration.controlplane.e2e import (
     _available,
     _condition,
     _delete_clusters,
+    _etcd_leader_node,
     _etcd_members,
     _event_reasons,
     _fleet,
@@ -40,6 +41,7 @@ from tests.integration.controlplane.e2e import (
     _machines,
     _refuse_version,
     _scale,
+    _spare_the_leader,
     _wait,
     _workload_get,
     _workload_image,
@@ -242,6 +244,12 @@ REMEDIATION_TIMEOUT = 240.0
 """Seconds from a dead node agent until the Machine is gone (grace, MHC, drain, member)."""
 
 
+def _node_of(env: Env, machine: str) -> str:
+    found = _machine(env, machine)
+    assert found is not None, f"no Machine {machine}"
+    return str(found["status"]["nodeRef"]["name"])
+
+
 def _machine(env: Env, name: str) -> dict[str, Any] | None:
     return next((m for m in _machines(env, HA) if m["metadata"]["name"] == name), None)
 
@@ -312,7 +320,9 @@ def test_dead_machine_is_remediated_once_then_retries_stop_at_max_retry(life: En
     env.kube.create(
         env.kube.resource_for("cluster.x-k8s.io", "MachineHealthCheck"), env.namespace, check
     )
-    victim = sorted(m["metadata"]["name"] for m in _machines(env, HA))[0]
+    victim = sorted(_machines(env, HA), key=lambda m: m["metadata"]["name"])[0]
+    _spare_the_leader(env, HA, victim["status"]["nodeRef"]["name"])
+    victim = victim["metadata"]["name"]
     with QuorumWatch(env, HA) as watch:
         env.sim.kill_node(env.namespace, victim)
         gone, healed = _remediated(env, victim)
@@ -342,6 +352,7 @@ def test_dead_machine_is_remediated_once_then_retries_stop_at_max_retry(life: En
 
     with QuorumWatch(env, HA) as watch:
         before = {m["metadata"]["uid"] for m in _machines(env, HA)}
+        _spare_the_leader(env, HA, _node_of(env, replacement))
         started = time.monotonic()
         env.sim.kill_node(env.namespace, replacement)
 
@@ -379,8 +390,11 @@ def test_two_dead_of_three_are_not_remediated_and_the_condition_says_why(life: E
     env = life
     _wait("3 healthy members to start from", lambda: _available(env, HA_KCP, 3, HA), 120, 2.0)
     before = {m["metadata"]["uid"] for m in _machines(env, HA)}
-    oldest = sorted(_machines(env, HA), key=lambda m: m["metadata"]["creationTimestamp"])
-    dead, deaf = (str(m["metadata"]["name"]) for m in oldest[:2])
+    # The leader keeps running: killing it would start an election, a moment in which no
+    # member sees a leader, which the quorum watch would rightly count against this test.
+    leader = _wait("an etcd leader", lambda: _etcd_leader_node(env, HA), 30, 1.0)
+    followers = [m for m in _machines(env, HA) if _node_of(env, m["metadata"]["name"]) != leader]
+    dead, deaf = (str(m["metadata"]["name"]) for m in followers[:2])
     started = time.monotonic()
 
     def refused() -> Any:

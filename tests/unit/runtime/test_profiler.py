@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -80,15 +81,35 @@ def test_seconds_and_format_are_validated(server: OpsServer) -> None:
         assert body.strip()
 
 
+def _listener_state(server: OpsServer) -> str:
+    """What the server's listening socket is now, for a failure message: once, on an xdist
+    worker, the request after a py-spy dump was reset (cause not known yet)."""
+    fd = server._server.socket.fileno()  # diagnosis only
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}") if fd >= 0 else "closed"
+    except OSError as error:
+        target = f"unreadable ({error})"
+    threads = sorted(t.name for t in threading.enumerate())
+    return f"listener fd {fd} -> {target}; {len(threads)} threads: {threads}"
+
+
 def test_threads_dump_lists_named_threads(server: OpsServer) -> None:
     stop = threading.Event()
     parked = threading.Thread(target=stop.wait, name="parked-for-dump", daemon=True)
     parked.start()
+    fd = server._server.socket.fileno()  # diagnosis only
+    before = os.readlink(f"/proc/self/fd/{fd}")
     try:
         status, body, _ = get(server.url + "/debug/pprof/threads")
         assert status == 200
         assert "MainThread" in body.decode()
-        status, body, _ = get(server.url + "/debug/pprof/threads?source=python")
+        try:
+            status, body, _ = get(server.url + "/debug/pprof/threads?source=python")
+        except OSError as error:
+            pytest.fail(
+                f"{error!r} after a py-spy dump; listener was {before}, now "
+                f"{_listener_state(server)}"
+            )
         assert status == 200
         text = body.decode()
         assert '"parked-for-dump"' in text and "test_threads_dump_lists_named_threads" in text
