@@ -10,8 +10,8 @@ The mapping helpers build that kind of handler in two steps, as
 controller-runtime's `handler.EnqueueRequestForOwner` does: describe the mapping
 (`enqueue_owner("KubeadmControlPlane", "controlplane.cluster.x-k8s.io")`), then
 `bind` it to the controller's enqueue function, which receives
-`kcp.runtime.controller.ObjectKey`s (`bind_keys` passes plain `(namespace, name)`
-tuples instead; mappers produce those tuples). On MODIFIED both the old and the
+`kcp.runtime.controller.ObjectKey`s (mappers produce plain `(namespace, name)`
+tuples). On MODIFIED both the old and the
 new object are mapped, so a Machine that moves from one owner to another wakes both.
 """
 
@@ -141,15 +141,6 @@ class EnqueueMapping:
         def handle(event_type: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
             for namespace, name in self.keys_for(event_type, obj, old):
                 enqueue(ObjectKey(namespace, name))
-
-        return handle
-
-    def bind_keys(self, enqueue: Enqueue) -> EventHandler:
-        """An event handler calling `enqueue((namespace, name))` for every key."""
-
-        def handle(event_type: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-            for key in self.keys_for(event_type, obj, old):
-                enqueue(key)
 
         return handle
 

@@ -119,9 +119,6 @@ class LeaderElector:
         """True while the election thread campaigns or leads."""
         return self._thread is not None and self._thread.is_alive()
 
-    def wait_for_leadership(self, timeout: float | None = None) -> bool:
-        return self._leading.wait(timeout)
-
     def start(self) -> None:
         """Run the election on a daemon thread until `stop()` or the Lease is lost."""
         if self._thread is not None:

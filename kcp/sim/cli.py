@@ -1,9 +1,9 @@
 """`kcp sim`: the local infrastructure provider in the foreground, with a live status table.
 
 Standalone it starts its own management cluster and applies `config/samples/`;
-with `--kubeconfig` it serves an existing one (e.g. `kcp envtest`'s). Until the
-KubeadmControlPlane controller exists nothing creates Machines by itself; the
-`kcp dev` command will add it through `kcp.sim.dev.run_dev(controller_factory)`.
+with `--kubeconfig` it serves an existing one (e.g. `kcp envtest`'s). It runs no
+KubeadmControlPlane controller: Machines appear once one runs beside it (`kcp run`),
+or use `kcp dev`, which starts both (`kcp.sim.dev.run_dev(controller_factory)`).
 """
 
 from __future__ import annotations

@@ -154,12 +154,6 @@ class CertificateCache:
             self._cache[(cluster, ca.fingerprint, key.serial)] = issued
         return issued
 
-    def get_or_issue(
-        self, cluster: ClusterKey, ca: EtcdCA, key: ClusterPrivateKey
-    ) -> IssuedCertificate:
-        found = self.get(cluster, ca, key)
-        return found if found is not None else self.issue(cluster, ca, key)
-
     def drop_cluster(self, cluster: ClusterKey) -> int:
         """Forget every certificate of the cluster; returns how many."""
         with self._lock:

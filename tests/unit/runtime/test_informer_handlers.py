@@ -55,10 +55,10 @@ def test_enqueue_self_binds_object_keys() -> None:
 
 
 def test_enqueue_self_for_cluster_scoped_objects() -> None:
-    seen: list[tuple[str, str]] = []
+    seen: list[ObjectKey] = []
     node = {"metadata": {"name": "node-1"}}
-    enqueue_self().bind_keys(seen.append)("DELETED", node, None)
-    assert seen == [("", "node-1")]
+    enqueue_self().bind(seen.append)("DELETED", node, None)
+    assert seen == [ObjectKey("", "node-1")]
 
 
 def test_enqueue_owner_follows_the_controller_reference_of_that_kind_and_group() -> None:
