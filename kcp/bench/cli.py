@@ -18,6 +18,10 @@ SUITES: dict[str, tuple[str, str]] = {
     "memory": ("kcp.bench.memory", "controller peak RSS with big Secrets: metadata vs full cache"),
     "scale": ("kcp.bench.scale", "one controller, N/10 then N clusters: resync, CPU, RSS, threads"),
     "profile": ("kcp.bench.profile", "py-spy profile at 100 clusters: key generation share"),
+    "versus": (
+        "kcp.bench.versus",
+        "kcp vs Cluster API's KCP controller, each on a fresh identical fleet of real machines",
+    ),
     "all": ("kcp.bench.combined", "every scenario: one JSON (--json) and one plot (--plot)"),
 }
 """Suite name -> (module, one-line help)."""

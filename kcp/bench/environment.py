@@ -67,7 +67,10 @@ def quiet_logging() -> None:
 
 @contextlib.contextmanager
 def management_cluster(
-    progress: Progress, *, keep_logs: Path | None = None
+    progress: Progress,
+    *,
+    keep_logs: Path | None = None,
+    apiserver_args: Sequence[str] = (),
 ) -> Iterator[BenchEnvironment]:
     """Start a local kube-apiserver + etcd (WatchList on) for the benchmarks, then stop it.
 
@@ -78,7 +81,13 @@ def management_cluster(
 
     work_dir = Path(tempfile.mkdtemp(prefix="kcp-bench-"))
     progress.step("starting the management cluster (kube-apiserver + etcd)")
-    plane = LocalControlPlane(ControlPlaneOptions(watch_list=True, work_dir=work_dir / "plane"))
+    plane = LocalControlPlane(
+        ControlPlaneOptions(
+            watch_list=True,
+            work_dir=work_dir / "plane",
+            extra_apiserver_args=list(apiserver_args),
+        )
+    )
     plane.start()
     try:
         yield BenchEnvironment(plane=plane, work_dir=work_dir)

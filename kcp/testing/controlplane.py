@@ -283,6 +283,33 @@ class LocalControlPlane:
         finally:
             client.close()
 
+    def kubeconfig_for(self, user: str, *, groups: tuple[str, ...] = ("system:masters",)) -> Path:
+        """A kubeconfig (written beside the admin's) for client certificate user `user`.
+
+        Each of two controllers under comparison gets its own user, so the API server's
+        audit log tells their requests apart whatever client library they use.
+        """
+        tls = self.work_dir / "pki"
+        ca = certs.load_key_pair(
+            (tls / "ca.crt").read_bytes(), (tls / "ca.key").read_bytes(), require_ca=True
+        )
+        pair = certs.issue_certificate(
+            ca, common_name=user, organizations=groups, algorithm="ecdsa-p256"
+        )
+        path = self.work_dir / f"kubeconfig-{user}"
+        _write_private(
+            path,
+            certs.build_kubeconfig(
+                cluster_name="kcp-envtest",
+                server=self.server_url,
+                ca_pem=ca.cert_pem,
+                client_cert_pem=pair.cert_pem,
+                client_key_pem=pair.key_pem,
+                user_name=user,
+            ),
+        )
+        return path
+
     # -- internals --------------------------------------------------------------------
 
     def _apiserver_ready(self) -> bool:

@@ -1,0 +1,288 @@
+"""`kcp bench versus`: kcp against Cluster API's own KubeadmControlPlane controller.
+
+Both reconcile the same kind, so each gets its own fresh, identical fleet: a
+namespace with its own simulator (real etcd members and kube-apiservers per
+Machine, Cluster API's core and CABPK beside it) on one local management
+cluster whose API server writes an audit log. 10 clusters: one with 3
+control-plane replicas (the rollout), the rest with 1 (one of them is scaled
+up to 3). Scenarios, in order: create and settle; steady state over a fixed
+window; a label added to every machine template (both controllers propagate
+it to the Machines in place); a version rollout of the 3-replica cluster; a
+scale-up 1 -> 3. etcd quorum is sampled every 2 s throughout.
+
+By default the contenders run side by side, phase by phase (a barrier between
+phases), so both see the same machine load; `--one-at-a-time` runs them one
+after the other. CPU, RSS and threads are per process, from `/proc`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kcp.bench import procstat
+from kcp.bench.environment import BenchEnvironment, management_cluster
+from kcp.bench.progress import Progress
+from kcp.bench.runner import Scenario, add_common_arguments, run_scenarios
+from kcp.bench.versus_counts import AUDIT_POLICY, AuditCounter
+from kcp.bench.versus_fleet import CONTENDERS, ClusterShape, Contender, QuorumWatch, RealFleet
+from kcp.bench.versus_phases import (
+    Window,
+    change_every_cluster,
+    rollout,
+    scale_up,
+    settle,
+    steady,
+)
+from kcp.bench.versus_report import render
+
+__all__ = ["PHASES", "VersusSettings", "add_arguments", "measure", "run", "scenario", "summary"]
+
+PHASES = ("settle", "steady", "change", "rollout", "scale_up")
+ROLLOUT_CLUSTER, SCALE_CLUSTER = "v00", "v01"
+
+
+@dataclass(frozen=True)
+class VersusSettings:
+    clusters: int = 10
+    contenders: tuple[str, ...] = ("kcp", "capi", "capi-tuned")
+    steady_seconds: float = 60.0
+    settle_timeout: float = 600.0
+    change_timeout: float = 120.0
+    rollout_timeout: float = 420.0
+    together: bool = True
+    """Contenders side by side, phase by phase; False: one after the other."""
+    keep_logs: Path | None = None
+
+    @classmethod
+    def quick(cls) -> VersusSettings:
+        return cls(
+            contenders=("kcp", "capi"),
+            steady_seconds=20.0,
+            settle_timeout=150.0,
+            change_timeout=45.0,
+            rollout_timeout=120.0,
+        )
+
+    def shapes(self) -> list[ClusterShape]:
+        return [
+            ClusterShape(f"v{i:02d}", 3 if f"v{i:02d}" == ROLLOUT_CLUSTER else 1)
+            for i in range(self.clusters)
+        ]
+
+
+@contextlib.contextmanager
+def audited_cluster(
+    progress: Progress, users: list[str], keep_logs: Path | None
+) -> Iterator[tuple[BenchEnvironment, AuditCounter]]:
+    """A management cluster whose API server logs the requests of `users` (only)."""
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="kcp-versus-audit-") as directory:
+        policy = Path(directory) / "policy.yaml"
+        policy.write_text(AUDIT_POLICY.format(users=json.dumps(users)))
+        log = Path(directory) / "audit.log"
+        args = [f"--audit-policy-file={policy}", f"--audit-log-path={log}"]
+        with management_cluster(progress, keep_logs=keep_logs, apiserver_args=args) as env:
+            yield env, AuditCounter(log)
+
+
+def _phase_plan(
+    settings: VersusSettings, observer: Any
+) -> list[tuple[str, Callable[[Window], dict[str, Any]]]]:
+    return [
+        ("settle", lambda w: settle(w, settings.shapes(), settings.settle_timeout)),
+        ("steady", lambda w: steady(w, settings.steady_seconds)),
+        ("change", lambda w: change_every_cluster(w, observer, settings.change_timeout)),
+        ("rollout", lambda w: rollout(w, ROLLOUT_CLUSTER, settings.rollout_timeout)),
+        ("scale_up", lambda w: scale_up(w, SCALE_CLUSTER, 3, settings.rollout_timeout)),
+    ]
+
+
+def _error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def run_contender(
+    env: BenchEnvironment,
+    audit: AuditCounter,
+    contender: Contender,
+    settings: VersusSettings,
+    *,
+    sync: Callable[[str], None],
+    progress: Progress,
+) -> dict[str, Any]:
+    """Every phase against a fresh fleet for `contender`; a failed phase records its error."""
+    from kcp.bench.observer import GenerationObserver
+
+    result: dict[str, Any] = {
+        "contender": contender.name,
+        "description": contender.description,
+        "flags": list(contender.args),
+        "phases": {},
+    }
+    fleet = RealFleet(env, contender)
+    result["namespace"] = fleet.namespace
+    try:
+        fleet.start()
+    except Exception as error:
+        fleet.stop()
+        result["error"] = _error(error)
+        for phase in PHASES:
+            sync(phase)
+            result["phases"][phase] = {"error": f"the controller did not start: {_error(error)}"}
+        return result
+    quorum = QuorumWatch(fleet).start()
+    observer = GenerationObserver(env.api_client(), fleet.namespace)
+    try:
+        observer.start()
+        for phase, run_phase in _phase_plan(settings, observer):
+            sync(phase)
+            progress.note(f"versus {contender.name}: {phase}")
+            try:
+                result["phases"][phase] = run_phase(Window.open(fleet, quorum, audit))
+            except Exception as error:
+                progress.note(f"versus {contender.name}: {phase} failed: {error}")
+                result["phases"][phase] = {
+                    "error": _error(error),
+                    "traceback": traceback.format_exc(limit=4),
+                }
+        result["peak_rss_mib"] = round(procstat.sample(fleet.pid).peak_rss / procstat.MIB, 1)
+        result["quorum_samples"], result["quorum_lost_samples"] = quorum.snapshot()
+        result["quorum_lost"] = list(quorum.lost)
+    finally:
+        observer.stop()
+        quorum.stop()
+        fleet.stop()
+    return result
+
+
+def measure(settings: VersusSettings, progress: Progress) -> dict[str, Any]:
+    contenders = [CONTENDERS[name] for name in settings.contenders]
+    users = [c.user for c in contenders]
+    started = time.monotonic()
+    with audited_cluster(progress, users, settings.keep_logs) as (env, audit):
+        progress.step(
+            f"versus: {len(contenders)} controllers, {settings.clusters} clusters each, "
+            + ("side by side" if settings.together else "one at a time")
+        )
+        if settings.together:
+            results = _side_by_side(env, audit, contenders, settings, progress)
+        else:
+            results = [
+                run_contender(env, audit, c, settings, sync=lambda _phase: None, progress=progress)
+                for c in contenders
+            ]
+    return {
+        "clusters": settings.clusters,
+        "shapes": {s.name: s.replicas for s in settings.shapes()},
+        "together": settings.together,
+        "steady_seconds": settings.steady_seconds,
+        "contenders": results,
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "fleet": (
+            "per controller: its own namespace, simulator and Cluster API core + CABPK; every "
+            "Machine a real etcd member and kube-apiserver on loopback; one management API "
+            "server (audit log by user) shared by all"
+        ),
+    }
+
+
+def _side_by_side(
+    env: BenchEnvironment,
+    audit: AuditCounter,
+    contenders: list[Contender],
+    settings: VersusSettings,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    barrier = threading.Barrier(len(contenders))
+    phase_limit = settings.settle_timeout + settings.rollout_timeout + 120.0
+
+    def sync(_phase: str) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=phase_limit)
+
+    results: list[dict[str, Any] | None] = [None] * len(contenders)
+
+    def work(index: int, contender: Contender) -> None:
+        try:
+            results[index] = run_contender(
+                env, audit, contender, settings, sync=sync, progress=progress
+            )
+        except Exception as error:
+            barrier.abort()
+            results[index] = {"contender": contender.name, "error": _error(error), "phases": {}}
+
+    threads = [
+        threading.Thread(target=work, args=(i, c), name=f"versus-{c.name}", daemon=True)
+        for i, c in enumerate(contenders)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [r for r in results if r is not None]
+
+
+def summary(result: dict[str, Any]) -> str:
+    title = (
+        f"versus: kcp vs Cluster API's KCP, {result['clusters']} clusters each on real "
+        f"simulated machines ({'side by side' if result['together'] else 'one at a time'}; "
+        f"steady window {result['steady_seconds']:.0f} s; {result['wall_seconds']:.0f} s)"
+    )
+    return "\n".join([render(result["contenders"], title), f"  fleet: {result['fleet']}"])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--contenders",
+        nargs="+",
+        choices=tuple(CONTENDERS),
+        default=None,
+        help="controllers to compare (kcp capi capi-tuned; --quick: kcp capi)",
+    )
+    parser.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="run the contenders one after the other instead of side by side",
+    )
+    parser.add_argument("--steady-seconds", type=float, default=None, help="steady window")
+    parser.add_argument(
+        "--clusters", type=int, default=None, help="clusters per fleet (10; at least 2)"
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> VersusSettings:
+    settings = VersusSettings.quick() if args.quick else VersusSettings()
+    changes: dict[str, Any] = {}
+    if getattr(args, "contenders", None):
+        changes["contenders"] = tuple(args.contenders)
+    if getattr(args, "one_at_a_time", False):
+        changes["together"] = False
+    if getattr(args, "clusters", None):
+        changes["clusters"] = max(2, args.clusters)
+    if getattr(args, "steady_seconds", None):
+        changes["steady_seconds"] = args.steady_seconds
+    if getattr(args, "json", None) is not None:
+        changes["keep_logs"] = args.json.with_name(f"{args.json.stem}.logs") / "versus"
+    return replace(settings, **changes)
+
+
+def scenario(settings: VersusSettings) -> Scenario:
+    """Its own management cluster (with an audit log): it needs none from the runner."""
+    return Scenario(
+        "versus", lambda _env, progress: measure(settings, progress), summary, needs_cluster=False
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_scenarios(args, [scenario(settings_from_args(args))])

@@ -1,0 +1,150 @@
+"""Counting what two controllers do from outside them, the same way for both.
+
+- Requests to the management API server: its audit log (JSON lines), one
+  request per `auditID`, grouped by the authenticated user (each controller
+  gets a client certificate of its own, whatever client library it uses).
+- Port-forwards opened to the workload clusters' Pods: the node agents' logs
+  (the simulated kubelet logs one `"Port-forward"` line per connection the
+  workload API server makes to it), split by Pod (etcd or kube-apiserver).
+- Reconciles and goroutines: the Prometheus text both controllers serve.
+
+Counters read files incrementally (offset per file), so they cost little when
+polled every few seconds and a window's count is the difference of two totals.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+__all__ = [
+    "AUDIT_POLICY",
+    "AuditCounter",
+    "PortForwardCounter",
+    "audit_requests",
+    "metric_value",
+    "port_forwards",
+]
+
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  users: {users}
+- level: None
+"""
+"""An audit policy (format with `users`, a JSON list) logging only the controllers' users."""
+
+PORT_FORWARD_MARK = '"Port-forward"'
+
+
+def audit_requests(lines: Iterable[str], seen: set[str] | None = None) -> Counter[str]:
+    """Requests per user in audit log `lines` (a watch logs two stages: counted once).
+
+    `seen` carries the audit IDs already counted across calls; lines that are not
+    complete JSON events are skipped.
+    """
+    seen = set() if seen is None else seen
+    counts: Counter[str] = Counter()
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        audit_id = str(event.get("auditID") or "")
+        if not audit_id or audit_id in seen:
+            continue
+        seen.add(audit_id)
+        user = (event.get("user") or {}).get("username")
+        if user:
+            counts[str(user)] += 1
+    return counts
+
+
+def port_forwards(lines: Iterable[str]) -> Counter[str]:
+    """Port-forward connections in kubelet log `lines`, by component (`etcd`, `kube-apiserver`)."""
+    counts: Counter[str] = Counter()
+    for line in lines:
+        if PORT_FORWARD_MARK not in line:
+            continue
+        _, _, rest = line.partition('pod="')
+        pod = rest.split('"', 1)[0].rpartition("/")[2]
+        for component in ("etcd", "kube-apiserver"):
+            if pod.startswith(f"{component}-"):
+                counts[component] += 1
+                break
+        else:
+            counts["other"] += 1
+    return counts
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of samples `name` in Prometheus text whose labels include `labels` (0 if none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += float(sample.value)
+    return total
+
+
+class _TailCounter:
+    """Totals over growing files, read from where the last poll stopped (whole lines only)."""
+
+    def __init__(self) -> None:
+        self._offsets: dict[Path, int] = {}
+        self._lock = threading.Lock()
+
+    def _new_lines(self, path: Path) -> list[str]:
+        offset = self._offsets.get(path, 0)
+        try:
+            with path.open("rb") as file:
+                file.seek(offset)
+                data = file.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self._offsets[path] = offset + end
+        return data[:end].decode(errors="replace").splitlines()
+
+
+class AuditCounter(_TailCounter):
+    """Requests per user in one audit log file, totalled since it was created."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._seen: set[str] = set()
+        self._totals: Counter[str] = Counter()
+
+    def totals(self) -> dict[str, int]:
+        with self._lock:
+            self._totals.update(audit_requests(self._new_lines(self.path), self._seen))
+            return dict(self._totals)
+
+
+class PortForwardCounter(_TailCounter):
+    """Port-forwards per component in the kubelet logs `paths()` names now.
+
+    Call `poll()` often: a machine's log goes with the machine, so what it logged
+    since the last poll is lost when it is deleted.
+    """
+
+    def __init__(self, paths: Callable[[], Iterable[Path]]) -> None:
+        super().__init__()
+        self._paths = paths
+        self._totals: Counter[str] = Counter()
+
+    def poll(self) -> dict[str, int]:
+        with self._lock:
+            for path in self._paths():
+                self._totals.update(port_forwards(self._new_lines(path)))
+            return dict(self._totals)

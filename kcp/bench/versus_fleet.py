@@ -1,0 +1,398 @@
+"""One contender of `kcp bench versus` and the fleet of real simulated machines it reconciles.
+
+A `RealFleet` is a namespace of its own on the shared management cluster with
+its own simulator (`kcp.sim`: every Machine a real etcd member and
+kube-apiserver on loopback, with Cluster API's core and CABPK scoped to the
+namespace), and one KubeadmControlPlane controller scoped to it: `kcp run` or
+Cluster API's `kubeadm-control-plane-manager`. The controller authenticates as
+a user of its own (`kcp-bench-<contender>`), so the API server's audit log
+counts its requests apart from everyone else's. Two contenders never share a
+namespace: both reconcile the same kind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kcp.api import conditions as cond
+from kcp.api import groups
+from kcp.api.labels import CLUSTER_NAME_LABEL
+from kcp.bench.environment import BenchEnvironment, child_env
+from kcp.bench.versus_counts import PortForwardCounter, metric_value
+from kcp.testing.processes import ManagedProcess, free_port, wait_until
+
+__all__ = ["CONTENDERS", "ClusterShape", "Contender", "QuorumWatch", "RealFleet"]
+
+HOST = "127.0.0.1"
+VERSION = "v1.34.4"
+KCP_CONTROLLER = "kubeadmcontrolplane"
+"""The `controller` label of both controllers' KubeadmControlPlane reconciles."""
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A controller under comparison, at the flags it is started with."""
+
+    name: str
+    program: str
+    """"kcp" (`kcp run`) or "capi" (Cluster API's kubeadm-control-plane-manager)."""
+    args: tuple[str, ...] = ()
+    """Flags beyond the ones every run needs (kubeconfig, namespace, endpoints)."""
+    description: str = ""
+
+    @property
+    def user(self) -> str:
+        return f"kcp-bench-{self.name}"
+
+
+CONTENDERS: dict[str, Contender] = {
+    "kcp": Contender("kcp", "kcp", description="kcp run, default flags"),
+    "capi": Contender("capi", "capi", description="Cluster API v1.13.6 KCP, default flags"),
+    "capi-tuned": Contender(
+        "capi-tuned",
+        "capi",
+        (
+            "--kube-api-qps=500",
+            "--kube-api-burst=1000",
+            "--clustercache-client-qps=100",
+            "--clustercache-client-burst=200",
+        ),
+        "Cluster API KCP, client QPS/burst raised as for scale runs",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    name: str
+    replicas: int
+
+
+_KUBEADM_CONFIG_SPEC: dict[str, Any] = {
+    "clusterConfiguration": {"apiServer": {"certSANs": ["localhost", "127.0.0.1"]}},
+    "initConfiguration": {
+        "nodeRegistration": {
+            "kubeletExtraArgs": [
+                {"name": "eviction-hard", "value": "nodefs.available<0%,imagefs.available<0%"}
+            ]
+        }
+    },
+}
+_KUBEADM_CONFIG_SPEC["joinConfiguration"] = copy.deepcopy(_KUBEADM_CONFIG_SPEC["initConfiguration"])
+
+
+def cluster_objects(shape: ClusterShape) -> list[tuple[groups.Resource, dict[str, Any]]]:
+    """Cluster, LocalCluster, LocalMachineTemplate and KubeadmControlPlane, as users write."""
+    name = shape.name
+    infra = groups.INFRASTRUCTURE_GROUP
+    return [
+        (
+            groups.CLUSTER,
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "clusterNetwork": {
+                        "pods": {"cidrBlocks": ["192.168.0.0/16"]},
+                        "services": {"cidrBlocks": ["10.128.0.0/12"]},
+                        "serviceDomain": "cluster.local",
+                    },
+                    "infrastructureRef": {"apiGroup": infra, "kind": "LocalCluster", "name": name},
+                    "controlPlaneRef": {
+                        "apiGroup": groups.CONTROLPLANE_GROUP,
+                        "kind": "KubeadmControlPlane",
+                        "name": name,
+                    },
+                },
+            },
+        ),
+        (groups.LOCAL_CLUSTER, {"metadata": {"name": name}, "spec": {}}),
+        (
+            groups.LOCAL_MACHINE_TEMPLATE,
+            {"metadata": {"name": name}, "spec": {"template": {"spec": {}}}},
+        ),
+        (
+            groups.KUBEADM_CONTROL_PLANE,
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "replicas": shape.replicas,
+                    "version": VERSION,
+                    "machineTemplate": {
+                        "spec": {
+                            "infrastructureRef": {
+                                "apiGroup": infra,
+                                "kind": "LocalMachineTemplate",
+                                "name": name,
+                            }
+                        }
+                    },
+                    "kubeadmConfigSpec": copy.deepcopy(_KUBEADM_CONFIG_SPEC),
+                },
+            },
+        ),
+    ]
+
+
+def is_available(kcp: dict[str, Any]) -> bool:
+    """Available=True with every desired replica ready and up to date."""
+    spec, status = kcp.get("spec") or {}, kcp.get("status") or {}
+    want = spec.get("replicas")
+    available = cond.get_condition(kcp, cond.AVAILABLE) or {}
+    return (
+        available.get("status") == cond.TRUE
+        and status.get("readyReplicas") == want
+        and status.get("upToDateReplicas") == want
+        and status.get("replicas") == want
+    )
+
+
+def not_available_reason(kcp: dict[str, Any]) -> str:
+    status = kcp.get("status") or {}
+    available = cond.get_condition(kcp, cond.AVAILABLE) or {}
+    return (
+        f"{kcp['metadata']['name']}: Available={available.get('status')} "
+        f"({available.get('reason')}: {str(available.get('message') or '')[:160]}), "
+        f"replicas {status.get('replicas')}/{(kcp.get('spec') or {}).get('replicas')} "
+        f"ready {status.get('readyReplicas')} upToDate {status.get('upToDateReplicas')}"
+    )
+
+
+@dataclass
+class _Controller:
+    pid: int
+    metrics_url: str
+    stop: Callable[[], None]
+    log_path: Path
+
+
+class RealFleet:
+    """The contender's controller and simulator in a fresh namespace; `stop()` ends both."""
+
+    def __init__(self, env: BenchEnvironment, contender: Contender) -> None:
+        from kcp.controlplane.client import Kube
+
+        self.env = env
+        self.contender = contender
+        self.namespace = env.unique(f"versus-{contender.name}")
+        self.work_dir = env.work_dir / "versus" / contender.name
+        self.kube = Kube(env.api_client(), field_manager="kcp-bench")
+        self.sim: Any = None
+        self.controller: _Controller | None = None
+        self.port_forwards = PortForwardCounter(self.kubelet_logs)
+
+    def start(self) -> None:
+        from kcp.sim import options as sim_options
+        from kcp.sim import simulator as sim_module
+
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.kube.create(groups.NAMESPACE, None, {"metadata": {"name": self.namespace}})
+        self.sim = sim_module.Simulator(
+            self.env.api_client(),
+            sim_options.SimOptions(
+                namespace=self.namespace,
+                kubeconfig=self.env.kubeconfig,
+                work_dir=self.work_dir / "sim",
+            ),
+        )
+        self.sim.start()
+        kubeconfig = self.env.plane.kubeconfig_for(self.contender.user)
+        if self.contender.program == "kcp":
+            self.controller = self._start_kcp(kubeconfig)
+        else:
+            self.controller = self._start_capi(kubeconfig)
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+        if self.sim is not None:
+            self.sim.stop()
+            self.sim = None
+
+    def _start_kcp(self, kubeconfig: Path) -> _Controller:
+        health, metrics = free_port(HOST), free_port(HOST)
+        log_path = self.work_dir / "kcp-run.log"
+        process = ManagedProcess(
+            f"kcp-run-{self.contender.name}",
+            [
+                sys.executable,
+                "-m",
+                "kcp",
+                "run",
+                f"--kubeconfig={kubeconfig}",
+                f"--namespace={self.namespace}",
+                f"--health-addr={HOST}:{health}",
+                f"--metrics-bind-addr={HOST}:{metrics}",
+                *self.contender.args,
+            ],
+            log_path=log_path,
+            env=child_env(),
+        )
+        process.start()
+
+        def ready() -> bool:
+            url = f"http://{HOST}:{health}/readyz"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+
+        try:
+            wait_until(ready, timeout=60, what="kcp run /readyz", process=process)
+        except BaseException:
+            process.stop()
+            raise
+        assert process.pid is not None
+        return _Controller(
+            process.pid,
+            f"http://{HOST}:{metrics}/metrics",
+            lambda: process.stop(timeout=35),
+            log_path,
+        )
+
+    def _start_capi(self, kubeconfig: Path) -> _Controller:
+        from kcp.testing.capi import KUBEADM_CONTROL_PLANE, CapiOptions, ClusterAPIProcesses
+
+        processes = ClusterAPIProcesses(
+            kubeconfig,
+            CapiOptions(
+                controllers=(KUBEADM_CONTROL_PLANE,),
+                namespace=self.namespace,
+                work_dir=self.work_dir / "capi",
+                verbosity=0,
+                extra_args={KUBEADM_CONTROL_PLANE: list(self.contender.args)},
+            ),
+        )
+        processes.start()
+        return _Controller(
+            processes.pids()[KUBEADM_CONTROL_PLANE],
+            processes.metrics_url(KUBEADM_CONTROL_PLANE),
+            processes.stop,
+            processes.log_paths()[KUBEADM_CONTROL_PLANE],
+        )
+
+    # -- reading ----------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        assert self.controller is not None
+        return self.controller.pid
+
+    def metrics_text(self) -> str:
+        assert self.controller is not None
+        with urllib.request.urlopen(self.controller.metrics_url, timeout=5) as response:  # noqa: S310
+            return str(response.read().decode())
+
+    def reconciles(self) -> float:
+        """KubeadmControlPlane reconciles so far (`controller_runtime_reconcile_total`)."""
+        return metric_value(
+            self.metrics_text(), "controller_runtime_reconcile_total", controller=KCP_CONTROLLER
+        )
+
+    def goroutines(self) -> int | None:
+        """`go_goroutines` for a Go controller; None for kcp."""
+        if self.contender.program != "capi":
+            return None
+        return int(metric_value(self.metrics_text(), "go_goroutines"))
+
+    def control_planes(self) -> dict[str, dict[str, Any]]:
+        return {
+            str(o["metadata"]["name"]): o
+            for o in self.kube.list(groups.KUBEADM_CONTROL_PLANE, self.namespace)
+        }
+
+    def machines(self) -> list[dict[str, Any]]:
+        return list(self.kube.list(groups.MACHINE, self.namespace))
+
+    def machines_of(self, cluster: str) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in self.machines()
+            if (m["metadata"].get("labels") or {}).get(CLUSTER_NAME_LABEL) == cluster
+        ]
+
+    def kubelet_logs(self) -> list[Path]:
+        if self.sim is None:
+            return []
+        paths: list[Path] = []
+        with contextlib.suppress(Exception):
+            for sim_cluster in self.sim.clusters():
+                for machine in list(sim_cluster.machines.values()):
+                    paths.append(machine.dir / "logs" / "kubelet.log")
+        return paths
+
+    # -- writing ----------------------------------------------------------------------
+
+    def create(self, shapes: list[ClusterShape]) -> None:
+        for shape in shapes:
+            for resource, obj in cluster_objects(shape):
+                body = {
+                    "apiVersion": resource.api_version,
+                    "kind": resource.kind,
+                    **obj,
+                }
+                self.kube.create(resource, self.namespace, body)
+
+    def patch_control_plane(self, name: str, patch: dict[str, Any]) -> int:
+        """Merge-patch a KubeadmControlPlane; its new `metadata.generation`."""
+        patched = self.kube.merge_patch(groups.KUBEADM_CONTROL_PLANE, self.namespace, name, patch)
+        return int((patched.get("metadata") or {}).get("generation") or 0)
+
+
+@dataclass
+class QuorumWatch:
+    """Samples every cluster's etcd quorum (and polls the port-forward counter) every 2 s."""
+
+    fleet: RealFleet
+    interval: float = 2.0
+    samples: int = 0
+    lost: list[str] = field(default_factory=list)
+    """`<seconds since start> <cluster> healthy/members` of samples without quorum."""
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _started: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> QuorumWatch:
+        self._thread = threading.Thread(target=self._run, name="versus-quorum", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(15)
+
+    def snapshot(self) -> tuple[int, int]:
+        """(samples, samples without quorum) so far."""
+        with self._lock:
+            return self.samples, len(self.lost)
+
+    def _run(self) -> None:
+        from kcp.sim.dashboard import etcd_members
+
+        while not self._stop.wait(self.interval):
+            self.fleet.port_forwards.poll()
+            sim = self.fleet.sim
+            if sim is None:
+                continue
+            with contextlib.suppress(Exception):
+                for sim_cluster in sim.clusters():
+                    members = etcd_members(sim_cluster)
+                    if not members:
+                        continue
+                    healthy = sum(1 for m in members if m.healthy)
+                    with self._lock:
+                        self.samples += 1
+                        if 2 * healthy <= len(members):
+                            self.lost.append(
+                                f"{time.monotonic() - self._started:.0f}s {sim_cluster.name} "
+                                f"{healthy}/{len(members)}"
+                            )

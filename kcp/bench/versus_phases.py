@@ -1,0 +1,267 @@
+"""The scenarios of `kcp bench versus`, run against one contender's `RealFleet`.
+
+Each phase returns its figures as a dict, or raises `PhaseError` with what went
+wrong (the caller records it; the next phase still runs). A `Window` measures
+the contender over a phase from outside: CPU from `/proc`, reconciles from its
+metrics, requests from the management API server's audit log by its user,
+port-forwards from the node agents' logs, etcd quorum samples.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from kcp.bench import procstat
+from kcp.bench.observer import GenerationObserver, percentile
+from kcp.bench.versus_counts import AuditCounter
+from kcp.bench.versus_fleet import (
+    ClusterShape,
+    QuorumWatch,
+    RealFleet,
+    is_available,
+    not_available_reason,
+)
+
+__all__ = [
+    "CHANGE_LABEL",
+    "UPGRADE_VERSION",
+    "PhaseError",
+    "Window",
+    "change_every_cluster",
+    "rollout",
+    "scale_up",
+    "settle",
+    "steady",
+]
+
+CHANGE_LABEL = "bench.kcp.x-k8s.io/change"
+"""Set in every KubeadmControlPlane's `spec.machineTemplate.metadata.labels`: both
+controllers propagate it to the Machines in place (no rollout)."""
+UPGRADE_VERSION = "v1.34.5"
+_POLL = 1.0
+
+
+class PhaseError(RuntimeError):
+    """A phase could not finish: clusters not Available, a change never observed."""
+
+
+@dataclass
+class Window:
+    """What the contender did between `open()` and `close()`."""
+
+    fleet: RealFleet
+    quorum: QuorumWatch
+    audit: AuditCounter
+    started: float
+    cpu: float
+    reconciles: float
+    requests: int
+    port_forwards: dict[str, int]
+    quorum_at: tuple[int, int]
+
+    @classmethod
+    def open(cls, fleet: RealFleet, quorum: QuorumWatch, audit: AuditCounter) -> Window:
+        return cls(
+            fleet,
+            quorum,
+            audit,
+            time.monotonic(),
+            procstat.cpu_seconds(fleet.pid),
+            fleet.reconciles(),
+            audit.totals().get(fleet.contender.user, 0),
+            fleet.port_forwards.poll(),
+            quorum.snapshot(),
+        )
+
+    def close(self) -> dict[str, Any]:
+        wall = time.monotonic() - self.started
+        cpu = procstat.cpu_seconds(self.fleet.pid) - self.cpu
+        reconciles = self.fleet.reconciles() - self.reconciles
+        requests = self.audit.totals().get(self.fleet.contender.user, 0) - self.requests
+        forwards = self.fleet.port_forwards.poll()
+        samples, lost = self.quorum.snapshot()
+        minutes = wall / 60.0
+        return {
+            "window_seconds": round(wall, 1),
+            "cpu_cores": round(cpu / wall, 3),
+            "reconciles": int(reconciles),
+            "cpu_ms_per_reconcile": round(1000 * cpu / reconciles, 2) if reconciles >= 1 else None,
+            "requests_per_minute": round(requests / minutes, 1),
+            "port_forwards_per_minute": round(
+                (sum(forwards.values()) - sum(self.port_forwards.values())) / minutes, 1
+            ),
+            "port_forwards_by_pod": {
+                k: v - self.port_forwards.get(k, 0) for k, v in forwards.items()
+            },
+            "quorum_samples": samples - self.quorum_at[0],
+            "quorum_lost_samples": lost - self.quorum_at[1],
+        }
+
+
+def _wait_available(fleet: RealFleet, timeout: float, what: str) -> float:
+    """Seconds until every control plane is Available; PhaseError with the laggards' state."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        planes = fleet.control_planes()
+        pending = [p for p in planes.values() if not is_available(p)]
+        if planes and not pending:
+            return time.monotonic() - started
+        if time.monotonic() > deadline:
+            reasons = "; ".join(not_available_reason(p) for p in pending[:3])
+            raise PhaseError(
+                f"{what}: {len(pending)} of {len(planes)} control planes not Available after "
+                f"{timeout:.0f}s: {reasons}"
+            )
+        time.sleep(_POLL)
+
+
+def _latency_ms(seen: dict[str, float], sent: dict[str, float]) -> dict[str, float]:
+    values = [1000 * (seen[n] - sent[n]) for n in seen]
+    return {
+        "p50": round(percentile(values, 0.50), 1),
+        "p99": round(percentile(values, 0.99), 1),
+        "samples": len(values),
+    }
+
+
+def settle(window: Window, shapes: list[ClusterShape], timeout: float) -> dict[str, Any]:
+    """Create the clusters; every control plane Available."""
+    window.fleet.create(shapes)
+    seconds = _wait_available(window.fleet, timeout, "create and settle")
+    return {"seconds_to_available": round(seconds, 1), **window.close()}
+
+
+def steady(window: Window, seconds: float) -> dict[str, Any]:
+    """Nothing changes for `seconds`; then the process's size."""
+    time.sleep(seconds)
+    figures = window.close()
+    fleet = window.fleet
+    sample = procstat.sample(fleet.pid)
+    figures.update(threads=sample.threads, goroutines=fleet.goroutines())
+    _wait_available(fleet, 10.0, "after the steady window")
+    return figures
+
+
+def change_every_cluster(
+    window: Window, observer: GenerationObserver, timeout: float
+) -> dict[str, Any]:
+    """A label in every machine template: status (observedGeneration) and Machines follow."""
+    fleet = window.fleet
+    token = uuid.uuid4().hex[:8]
+    before = {m["metadata"]["name"] for m in fleet.machines()}
+    names = sorted(fleet.control_planes())
+    sent: dict[str, float] = {}
+    targets: dict[str, int] = {}
+    for name in names:
+        sent[name] = time.monotonic()
+        targets[name] = fleet.patch_control_plane(
+            name, {"spec": {"machineTemplate": {"metadata": {"labels": {CHANGE_LABEL: token}}}}}
+        )
+    try:
+        observed = observer.wait_observed(targets, timeout)
+    except TimeoutError as error:
+        raise PhaseError(f"status never reflected the change: {error}") from error
+    labelled: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(labelled) < len(names):
+        now = time.monotonic()
+        by_cluster: dict[str, list[dict[str, Any]]] = {}
+        for machine in fleet.machines():
+            cluster = (machine["spec"] or {}).get("clusterName", "")
+            by_cluster.setdefault(cluster, []).append(machine)
+        for name in names:
+            machines = by_cluster.get(name, [])
+            if (
+                name not in labelled
+                and machines
+                and all(
+                    (m["metadata"].get("labels") or {}).get(CHANGE_LABEL) == token for m in machines
+                )
+            ):
+                labelled[name] = now
+        if now > deadline:
+            raise PhaseError(
+                f"the label reached the Machines of {len(labelled)} of {len(names)} clusters "
+                f"in {timeout:.0f}s"
+            )
+        time.sleep(0.25)
+    figures = window.close()
+    created = {m["metadata"]["name"] for m in fleet.machines()} - before
+    _wait_available(fleet, 30.0, "after the change")
+    return {
+        "status_latency_ms": _latency_ms(observed, sent),
+        "machines_latency_ms": _latency_ms(labelled, sent),
+        "machines_created": len(created),
+        **figures,
+    }
+
+
+def _converge(
+    window: Window,
+    cluster: str,
+    patch: dict[str, Any],
+    done: Any,
+    *,
+    timeout: float,
+    what: str,
+) -> dict[str, Any]:
+    fleet = window.fleet
+    before = {m["metadata"]["name"] for m in fleet.machines_of(cluster)}
+    seen = set(before)
+    started = time.monotonic()
+    fleet.patch_control_plane(cluster, patch)
+    deadline = started + timeout
+    while True:
+        time.sleep(_POLL)
+        machines = fleet.machines_of(cluster)
+        seen |= {m["metadata"]["name"] for m in machines}
+        plane = fleet.control_planes().get(cluster)
+        if plane is not None and is_available(plane) and done(plane, machines):
+            break
+        if time.monotonic() > deadline:
+            state = not_available_reason(plane) if plane else "gone"
+            raise PhaseError(
+                f"{what} of {cluster} not finished after {timeout:.0f}s "
+                f"({len(seen - before)} Machines created): {state}"
+            )
+    seconds = time.monotonic() - started
+    return {"seconds": round(seconds, 1), "machines_created": len(seen - before), **window.close()}
+
+
+def rollout(window: Window, cluster: str, timeout: float) -> dict[str, Any]:
+    """A version upgrade: every Machine replaced, one at a time (maxSurge 1)."""
+
+    def done(plane: dict[str, Any], machines: list[dict[str, Any]]) -> bool:
+        replicas = (plane.get("spec") or {}).get("replicas")
+        return len(machines) == replicas and all(
+            (m.get("spec") or {}).get("version") == UPGRADE_VERSION for m in machines
+        )
+
+    return _converge(
+        window,
+        cluster,
+        {"spec": {"version": UPGRADE_VERSION}},
+        done,
+        timeout=timeout,
+        what="the rollout",
+    )
+
+
+def scale_up(window: Window, cluster: str, replicas: int, timeout: float) -> dict[str, Any]:
+    """One control plane scaled up: new Machines join the etcd cluster."""
+
+    def done(plane: dict[str, Any], machines: list[dict[str, Any]]) -> bool:
+        return len(machines) == replicas
+
+    return _converge(
+        window,
+        cluster,
+        {"spec": {"replicas": replicas}},
+        done,
+        timeout=timeout,
+        what="the scale-up",
+    )

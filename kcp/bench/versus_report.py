@@ -1,0 +1,132 @@
+"""The one table of `kcp bench versus`: every measure, per contender, and kcp's ratio to each.
+
+Rows are (scenario, measure); columns the contenders in the order run, then
+`kcp/<other>` for every other contender. A scenario a contender failed shows
+`FAILED` in its cells and its error below the table — never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kcp.bench import table
+
+__all__ = ["MEASURES", "cell", "comparison_rows", "render"]
+
+MEASURES: tuple[tuple[str, str, str], ...] = (
+    ("create+settle", "settle", "seconds_to_available"),
+    ("create+settle", "settle", "cpu_cores"),
+    ("create+settle", "settle", "requests_per_minute"),
+    ("create+settle", "settle", "port_forwards_per_minute"),
+    ("steady", "steady", "cpu_cores"),
+    ("steady", "steady", "cpu_ms_per_reconcile"),
+    ("steady", "steady", "reconciles"),
+    ("steady", "steady", "requests_per_minute"),
+    ("steady", "steady", "port_forwards_per_minute"),
+    ("steady", "steady", "threads"),
+    ("steady", "steady", "goroutines"),
+    ("change all", "change", "status_latency_ms.p50"),
+    ("change all", "change", "status_latency_ms.p99"),
+    ("change all", "change", "machines_latency_ms.p50"),
+    ("change all", "change", "machines_latency_ms.p99"),
+    ("change all", "change", "cpu_cores"),
+    ("change all", "change", "cpu_ms_per_reconcile"),
+    ("change all", "change", "requests_per_minute"),
+    ("change all", "change", "port_forwards_per_minute"),
+    ("change all", "change", "machines_created"),
+    ("rollout 3 cp", "rollout", "seconds"),
+    ("rollout 3 cp", "rollout", "machines_created"),
+    ("rollout 3 cp", "rollout", "cpu_cores"),
+    ("rollout 3 cp", "rollout", "requests_per_minute"),
+    ("rollout 3 cp", "rollout", "port_forwards_per_minute"),
+    ("scale-up 1->3", "scale_up", "seconds"),
+    ("scale-up 1->3", "scale_up", "machines_created"),
+    ("scale-up 1->3", "scale_up", "cpu_cores"),
+    ("whole run", "", "peak_rss_mib"),
+    ("whole run", "", "quorum_lost_samples"),
+    ("whole run", "", "quorum_samples"),
+)
+"""(scenario label, phase key in the results ("" for the whole run), measure path)."""
+
+_LABELS = {
+    "seconds_to_available": "seconds to Available",
+    "cpu_cores": "CPU cores",
+    "cpu_ms_per_reconcile": "CPU ms / reconcile",
+    "reconciles": "reconciles",
+    "requests_per_minute": "mgmt API requests / min",
+    "port_forwards_per_minute": "port-forwards / min",
+    "threads": "OS threads",
+    "goroutines": "goroutines",
+    "status_latency_ms.p50": "change->status p50 ms",
+    "status_latency_ms.p99": "change->status p99 ms",
+    "machines_latency_ms.p50": "change->Machines p50 ms",
+    "machines_latency_ms.p99": "change->Machines p99 ms",
+    "machines_created": "Machines created",
+    "seconds": "seconds",
+    "peak_rss_mib": "peak RSS MiB",
+    "quorum_lost_samples": "etcd samples w/o quorum",
+    "quorum_samples": "etcd quorum samples",
+}
+
+FAILED = "FAILED"
+
+
+def cell(result: dict[str, Any], phase: str, path: str) -> float | str | None:
+    """A contender's figure, FAILED if the phase failed, None if not measured."""
+    source: Any = result if not phase else (result.get("phases") or {}).get(phase)
+    if source is None:
+        return None
+    if phase and "error" in source:
+        return FAILED
+    for part in path.split("."):
+        if not isinstance(source, dict):
+            return None
+        source = source.get(part)
+    if isinstance(source, bool) or not isinstance(source, int | float):
+        return None
+    return float(source)
+
+
+def _ratio(mine: float | str | None, theirs: float | str | None) -> str:
+    if not isinstance(mine, float) or not isinstance(theirs, float):
+        return "-"
+    if theirs == 0:
+        return "-" if mine == 0 else "inf"
+    return f"{mine / theirs:.2f}"
+
+
+def comparison_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """One row per measure: label, each contender's value, then kcp/<other> ratios."""
+    names = [r["contender"] for r in results]
+    mine = results[names.index("kcp")] if "kcp" in names else None
+    others = [r for r in results if r is not mine]
+    rows: list[list[str]] = []
+    for scenario, phase, path in MEASURES:
+        values = [cell(r, phase, path) for r in results]
+        if all(v is None for v in values):
+            continue
+        row = [f"{scenario}: {_LABELS.get(path, path)}"]
+        row += [table.fmt(v, 2 if isinstance(v, float) and abs(v) < 10 else 1) for v in values]
+        if mine is not None:
+            own = cell(mine, phase, path)
+            row += [_ratio(own, cell(other, phase, path)) for other in others]
+        rows.append(row)
+    return rows
+
+
+def render(results: Sequence[dict[str, Any]], title: str) -> str:
+    names = [r["contender"] for r in results]
+    headers = ["measure", *names]
+    if "kcp" in names:
+        headers += [f"kcp/{n}" for n in names if n != "kcp"]
+    lines = [table.render(title, headers, comparison_rows(results))]
+    for result in results:
+        if result.get("error"):
+            lines.append(f"  {result['contender']}: FAILED to start: {result['error']}")
+        for phase, figures in (result.get("phases") or {}).items():
+            if "error" in figures:
+                lines.append(f"  {result['contender']} {phase}: FAILED: {figures['error']}")
+        for lost in (result.get("quorum_lost") or [])[:5]:
+            lines.append(f"  {result['contender']}: etcd without quorum at {lost}")
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""`kcp bench versus`: counting from audit and kubelet logs, metrics, and the ratio table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kcp.bench.versus_counts import (
+    AuditCounter,
+    PortForwardCounter,
+    audit_requests,
+    metric_value,
+    port_forwards,
+)
+from kcp.bench.versus_report import FAILED, cell, comparison_rows, render
+
+
+def _event(audit_id: str, user: str, stage: str = "ResponseComplete") -> str:
+    return json.dumps(
+        {"auditID": audit_id, "stage": stage, "user": {"username": user}, "verb": "get"}
+    )
+
+
+def test_audit_counts_each_request_once_per_user() -> None:
+    lines = [
+        _event("a", "kcp-bench-kcp", "ResponseStarted"),  # a watch: two stages, one request
+        _event("a", "kcp-bench-kcp"),
+        _event("b", "kcp-bench-capi"),
+        _event("c", "kcp-bench-capi"),
+        '{"auditID": "d", "user": {"usern',  # a line cut short
+    ]
+    assert audit_requests(lines) == {"kcp-bench-kcp": 1, "kcp-bench-capi": 2}
+
+
+def test_audit_counter_reads_only_whole_new_lines(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    log.write_text(_event("a", "u") + "\n" + _event("b", "u")[:10])
+    counter = AuditCounter(log)
+    assert counter.totals() == {"u": 1}
+    with log.open("a") as file:
+        file.write(_event("b", "u")[10:] + "\n" + _event("a", "u", "ResponseStarted") + "\n")
+    assert counter.totals() == {"u": 2}
+
+
+def test_port_forwards_by_pod(tmp_path: Path) -> None:
+    lines = [
+        'I1207 04:50:01.1   12 main.go:203] "Port-forward" pod="kube-system/etcd-m1" user="x"',
+        'I1207 04:50:01.2   12 main.go:203] "Port-forward" pod="kube-system/kube-apiserver-m1"',
+        'I1207 04:50:01.3   12 main.go:145] "Forwarding" pod="kube-system/etcd-m1" port=2379',
+    ]
+    assert port_forwards(lines) == {"etcd": 1, "kube-apiserver": 1}
+    log = tmp_path / "kubelet.log"
+    log.write_text("\n".join(lines) + "\n")
+    counter = PortForwardCounter(lambda: [log, tmp_path / "gone.log"])
+    assert counter.poll() == {"etcd": 1, "kube-apiserver": 1}
+    assert counter.poll() == {"etcd": 1, "kube-apiserver": 1}
+
+
+def test_metric_value_filters_by_label() -> None:
+    text = "\n".join(
+        [
+            "# TYPE controller_runtime_reconcile_total counter",
+            'controller_runtime_reconcile_total{controller="kubeadmcontrolplane",result="ok"} 7',
+            'controller_runtime_reconcile_total{controller="kubeadmcontrolplane",result="x"} 2',
+            'controller_runtime_reconcile_total{controller="clustercache",result="ok"} 50',
+            "# TYPE go_goroutines gauge",
+            "go_goroutines 312",
+        ]
+    )
+    reconciles = "controller_runtime_reconcile_total"
+    assert metric_value(text, reconciles, controller="kubeadmcontrolplane") == 9
+    assert metric_value(text, "go_goroutines") == 312
+    assert metric_value(text, "absent") == 0
+
+
+def _result(name: str, cores: float, *, failed: bool = False) -> dict[str, object]:
+    steady: dict[str, object] = {"error": "boom"} if failed else {"cpu_cores": cores}
+    return {"contender": name, "phases": {"steady": steady}, "peak_rss_mib": 100.0}
+
+
+def test_table_gives_kcp_over_each_other_and_marks_failures() -> None:
+    results = [_result("kcp", 0.05), _result("capi", 0.2), _result("capi-tuned", 0.0, failed=True)]
+    assert cell(results[2], "steady", "cpu_cores") == FAILED
+    rows = {row[0]: row[1:] for row in comparison_rows(results)}
+    assert rows["steady: CPU cores"] == ["0.05", "0.20", FAILED, "0.25", "-"]
+    assert rows["whole run: peak RSS MiB"] == ["100.0", "100.0", "100.0", "1.00", "1.00"]
+    assert "rollout 3 cp: seconds" not in rows  # measured by nobody: no row
+    text = render(results, "title")
+    assert "kcp/capi" in text.splitlines()[1]
+    assert "capi-tuned steady: FAILED: boom" in text
