@@ -215,7 +215,6 @@ def _run_cached(
         capacity=max(clusters, 1000),
         key_algorithm=algorithm,
         probe_interval=None,  # measure reconciles, not background probes
-        etcd_channels=max(256, clusters * len(endpoints) + 16),
     )
     tracker = Tracker(secrets, options, registry=CollectorRegistry())
     try:

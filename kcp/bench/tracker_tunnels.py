@@ -99,8 +99,6 @@ def run_tunnelled(
         capacity=max(clusters, 1000),
         key_algorithm=algorithm,
         probe_interval=None,  # measure reconciles, not background probes
-        etcd_channels=max(256, clusters * len(endpoints) + 16),
-        tunnels_max=max(512, 2 * clusters * len(endpoints) + 16),
     )
     tracker = Tracker(secrets, options, registry=CollectorRegistry())
     try:

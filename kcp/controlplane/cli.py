@@ -26,6 +26,8 @@ DEFAULT_ETCD_CALL_TIMEOUT = 15.0
 # (tests/unit/controlplane/test_cli.py checks they agree).
 ETCD_ACCESS_CHOICES = ("port-forward", "direct")
 DEFAULT_ETCD_ACCESS = "port-forward"
+# TrackerOptions.etcd_connections_max, likewise.
+DEFAULT_ETCD_CONNECTIONS_MAX = 4096
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,9 +69,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: port-forward)",
     )
     parser.add_argument(
+        "--etcd-connections-max",
+        type=_positive,
+        default=DEFAULT_ETCD_CONNECTIONS_MAX,
+        metavar="N",
+        help="etcd connections kept open at most, each with its port-forward tunnel: kcp "
+        "keeps one per etcd member of the clusters it tracks (plus an eighth), up to N, and "
+        "fewer if half the open-file limit cannot hold them (three descriptors each); past "
+        "N the least recently used are closed and re-opened when needed (default: 4096)",
+    )
+    parser.add_argument(
         "--v", type=int, default=0, metavar="LEVEL", help="log verbosity: 0 info, 1+ debug"
     )
     add_manager_arguments(parser)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def management_api_client(kubeconfig: str | None, *, connections: int) -> Any:
@@ -99,10 +118,12 @@ def run(args: argparse.Namespace) -> int:
     from kcp.runtime.logging import configure_logging, get_logger
     from kcp.runtime.malloc import limit_malloc_arenas
     from kcp.runtime.manager import Manager
+    from kcp.runtime.openfiles import raise_open_files_limit
     from kcp.tracker.options import TrackerOptions
     from kcp.tracker.tracker import Tracker
 
     limit_malloc_arenas()  # before any thread starts
+    raise_open_files_limit()  # before the tracker sizes its connections by it
     configure_logging(args.v)
     log = get_logger("kcp.run")
     options = options_from_args(args)
@@ -110,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         etcd_dial_timeout=args.etcd_dial_timeout_duration,
         etcd_call_timeout=args.etcd_call_timeout_duration,
         etcd_transport=args.etcd_transport,
+        etcd_connections_max=args.etcd_connections_max,
     )
     api_client = management_api_client(
         args.kubeconfig, connections=connection_pool_size(options.concurrency, tracker_options)

@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_TUNNELS = 512
-"""Tunnels kept open at most: twice the default channel pool, for gRPC's extra dials."""
+"""Tunnels kept open at most unless told: twice the default channel pool, for gRPC's extra
+dials (the tracker resizes its loop with its pool, ``kcp.tracker.sizing``)."""
 DEFAULT_KEEPALIVE = 30.0
 """Seconds of silence after which an open tunnel is pinged (load balancers in front of
 API servers drop idle connections after a few minutes)."""
@@ -84,6 +85,8 @@ class TunnelStats:
     evicted: int
     listeners: int
     running: bool
+    max_open: int = DEFAULT_MAX_TUNNELS
+    """The bound now (``TunnelLoop.resize`` changes it)."""
 
 
 class Listener:
@@ -127,9 +130,7 @@ class TunnelLoop:
         observer: TunnelObserver | None = None,
         name: str = "kcp-tunnels",
     ) -> None:
-        if max_tunnels < 1:
-            raise ValueError(f"a tunnel loop keeps at least one tunnel, not {max_tunnels}")
-        self.max_tunnels = max_tunnels
+        self.max_tunnels = _at_least_one(max_tunnels)
         self.keepalive = keepalive
         self.keepalive_timeout = keepalive_timeout
         self._observer = observer
@@ -187,6 +188,11 @@ class TunnelLoop:
         """Close, soon and without waiting, every tunnel and listener opened for ``owner``."""
         self.submit(("close_owner", owner))
 
+    def resize(self, max_tunnels: int) -> None:
+        """Keep at most ``max_tunnels`` open from now on. A smaller bound closes nothing at
+        once: the least recently active go when the next tunnel opens."""
+        self.max_tunnels = _at_least_one(max_tunnels)  # read by the loop's thread only
+
     def stats(self) -> TunnelStats:
         with self._lock:
             return TunnelStats(
@@ -197,6 +203,7 @@ class TunnelLoop:
                 evicted=self._evicted,
                 listeners=len(self._listeners),
                 running=self._thread is not None and self._thread.is_alive(),
+                max_open=self.max_tunnels,
             )
 
     def close(self, timeout: float = 5.0) -> None:
@@ -457,3 +464,9 @@ class TunnelLoop:
         self._selector.close()
         self._wake_read.close()
         self._wake_write.close()
+
+
+def _at_least_one(max_tunnels: int) -> int:
+    if max_tunnels < 1:
+        raise ValueError(f"a tunnel loop keeps at least one tunnel, not {max_tunnels}")
+    return max_tunnels

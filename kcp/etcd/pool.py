@@ -32,7 +32,8 @@ from kcp.etcd.timeouts import EtcdTimeouts
 __all__ = ["DEFAULT_MAX_CHANNELS", "ChannelKey", "ChannelPool", "PoolStats"]
 
 DEFAULT_MAX_CHANNELS = 256
-"""Open channels kept at most; size it above the endpoints reconciled concurrently."""
+"""Open channels kept at most unless told; size it above the endpoints in use (the
+tracker resizes its pool as its fleet changes, ``kcp.tracker.sizing``)."""
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,7 @@ class ChannelPool:
         channel_options: tuple[tuple[str, Any], ...] = (),
         transport: Transport = "grpc",
     ) -> None:
-        if max_size < 1:
-            raise ValueError(f"a channel pool holds at least one channel, not {max_size}")
-        self.max_size = max_size
+        self.max_size = _at_least_one(max_size)
         self.timeouts = timeouts or EtcdTimeouts()
         self._channel_options = channel_options
         self.transport: Transport = transport
@@ -114,6 +113,13 @@ class ChannelPool:
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._connections
+
+    def resize(self, max_size: int) -> None:
+        """Keep at most ``max_size`` connections from now on. A smaller bound closes nothing
+        at once: the least recently used go when the next connection is opened."""
+        bound = _at_least_one(max_size)
+        with self._lock:
+            self.max_size = bound
 
     def get(self, endpoint: str, tls: EtcdTLS, *, dialer: Dialer | None = None) -> EtcdConnection:
         """The open connection for (``endpoint``, ``tls``) by ``dialer``'s route, opening one
@@ -192,3 +198,9 @@ class ChannelPool:
         for connection in closing:
             connection.close()
         return len(closing)
+
+
+def _at_least_one(max_size: int) -> int:
+    if max_size < 1:
+        raise ValueError(f"a channel pool holds at least one channel, not {max_size}")
+    return max_size

@@ -3,7 +3,8 @@
 Keys and certificates are cached per cluster (see ``keys`` and ``certificates``);
 channels live in a bounded ``ChannelPool`` shared by all clusters, and the
 port-forward tunnels under them on one ``TunnelLoop`` (one thread, started with
-the first tunnel; bounded too). Each cluster's
+the first tunnel; bounded too). Both bounds follow the members of the clusters
+tracked (``resize``, ``kcp.tracker.sizing``) unless the options pin them. Each cluster's
 entry remembers the certificates it handed out, so that their channels can be
 closed when a certificate is superseded twice over, the cluster goes down, or it
 is evicted. Closing a gRPC channel can block ~0.2 s (gRPC's connectivity poll),
@@ -12,7 +13,8 @@ so that happens on a background thread, never on a caller's or an informer's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from kcp.etcd import ChannelPool, EtcdTimeouts, EtcdTLS, TunnelLoop
@@ -23,6 +25,7 @@ from kcp.tracker.keys import ClusterPrivateKey, KeyCache
 from kcp.tracker.metrics import TrackerMetrics
 from kcp.tracker.options import TrackerOptions
 from kcp.tracker.secrets import EtcdCA
+from kcp.tracker.sizing import connection_bounds, open_files_limit
 
 __all__ = ["Credentials"]
 
@@ -51,16 +54,31 @@ class Credentials:
             metrics=metrics,
         )
         self.timeouts = EtcdTimeouts(dial=options.etcd_dial_timeout, call=options.etcd_call_timeout)
+        self._options = options
+        self._open_files = open_files_limit()
+        self._sizing_lock = threading.Lock()
+        bounds = connection_bounds(0, options, open_files=self._open_files)
+        self._own_pool = pool is None
         self.pool = pool or ChannelPool(
-            options.etcd_channels, timeouts=self.timeouts, transport=options.etcd_transport
+            bounds.channels, timeouts=self.timeouts, transport=options.etcd_transport
         )
         self.tunnels = TunnelLoop(
-            max_tunnels=options.tunnels_max,
+            max_tunnels=bounds.tunnels,
             keepalive=options.tunnel_keepalive,
             keepalive_timeout=options.probe_timeout,
             observer=metrics,
         )
         self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcp-tracker-close")
+
+    def resize(self, members: Callable[[], int]) -> None:
+        """Bound the pool (unless it was handed in) and the tunnels for the ``members()`` etcd
+        members in use; called whenever the tracker's clusters or their endpoints change
+        (``members`` is read under this method's lock, so the last change is what holds)."""
+        with self._sizing_lock:
+            bounds = connection_bounds(members(), self._options, open_files=self._open_files)
+            if self._own_pool:
+                self.pool.resize(bounds.channels)
+            self.tunnels.resize(bounds.tunnels)
 
     def ensure_key(self, entry: ClusterEntry) -> ClusterPrivateKey | None:
         """The cluster's key, generated here if it has none (CPU-heavy: workers only).

@@ -117,19 +117,30 @@ class TrackerOptions:
     etcd_call_timeout: float = 15.0
     """Seconds a reconciler's etcd call waits for its answer (``--etcd-call-timeout-duration``)."""
 
-    etcd_channels: int = 256
-    """Open etcd connections kept at most (LRU); re-opening one is cheap, the key is cached."""
+    etcd_channels: int | None = None
+    """Open etcd connections kept at most (LRU); None follows the fleet: the members of the
+    clusters tracked now, plus headroom, up to ``etcd_connections_max`` (see
+    ``kcp.tracker.sizing``). A bound below the members in use makes every reconcile and
+    probe of a cluster whose connection was dropped open a new one (through a new
+    port-forward, with two TLS handshakes): pin it only to measure that."""
+
+    etcd_connections_max: int = 4096
+    """The most etcd connections kept when ``etcd_channels`` follows the fleet
+    (``--etcd-connections-max``): about 1,300 clusters of three members. Lowered, with
+    the tunnels, to fit half the process's open-file limit (a port-forwarded connection
+    holds three descriptors)."""
 
     etcd_transport: Transport = "gateway"
     """How etcd is reached (``--etcd-transport``): ``"gateway"``, etcd's JSON gateway over
     HTTP/1.1 on the caller's thread, or ``"grpc"``, whose C core keeps an event-engine
     thread pool that grows with dialling load and does not shrink while busy."""
 
-    tunnels_max: int = 512
+    tunnels_max: int | None = None
     """Port-forward tunnels kept open at most, over all clusters (least recently used closed
-    first; a closed one is re-opened when next needed). One per etcd member in use, plus a
-    few while connections are replaced; with ``etcd_transport="grpc"`` allow twice the
-    ``etcd_channels``. No thread per tunnel: one I/O thread serves them all."""
+    first; a closed one is re-opened when next needed). None follows the etcd connections'
+    bound: one tunnel per connection (two with ``etcd_transport="grpc"``, which may dial
+    again while a connection is replaced) and a few for short-lived ones (a Machine's API
+    server certificate read). No thread per tunnel: one I/O thread serves them all."""
 
     tunnel_keepalive: float | None = 30.0
     """Seconds of silence after which an open tunnel is pinged; one that does not answer
@@ -165,8 +176,12 @@ class TrackerOptions:
             problems.append("connecting_backoff_max must be at least connecting_backoff")
         if self.failure_threshold < 1:
             problems.append("failure_threshold must be at least 1")
-        if self.tunnels_max < 1:
-            problems.append("tunnels_max must be at least 1")
+        for name in ("etcd_channels", "tunnels_max"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{name} must be at least 1 (or None to follow the fleet)")
+        if self.etcd_connections_max < 1:
+            problems.append("etcd_connections_max must be at least 1")
         if self.tunnel_keepalive is not None and self.tunnel_keepalive <= 0:
             problems.append("tunnel_keepalive must be positive (or None for no pings)")
         if self.probe_workers < 1:

@@ -46,6 +46,12 @@ from kcp.tracker.workload import WorkloadClient
 
 __all__ = ["Tracker"]
 
+
+def _members(endpoints: tuple[str, ...]) -> int:
+    """The etcd members a cluster counts for: its endpoints, one while none are known."""
+    return max(len(endpoints), 1)
+
+
 _SECRET_SUFFIXES = ("-etcd", "-kubeconfig")
 _TOMBSTONE_TTL = 3600.0
 """Seconds an evicted cluster's key is remembered so that lookups do not re-track it."""
@@ -81,6 +87,9 @@ class Tracker:
         self._by_name: dict[tuple[str, str], ClusterKey] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._members = 0
+        """etcd members of the tracked clusters (one for a cluster with no endpoints known):
+        what the etcd connections and tunnels are bounded by (``kcp.tracker.sizing``)."""
         # UIDs never come back: a lookup for an evicted cluster (a reconcile that raced the
         # deletion) must not start tracking it again and generate a key for nothing.
         self._tombstones: TTLCache[ClusterKey, bool] = TTLCache(
@@ -229,6 +238,8 @@ class Tracker:
             workload, entry.workload = entry.workload, None
             generations, entry.tls_history = entry.tls_history, []
             endpoints = set(entry.endpoints)
+            members = _members(entry.endpoints)
+        self._count_members(-members)
         with entry.used_lock:
             endpoints |= entry.used_endpoints
         self._credentials.forget(key, endpoints, generations)
@@ -344,6 +355,8 @@ class Tracker:
             self._entries[key] = entry
             self._by_name[key.namespaced_name] = key
             self.metrics.cluster_added(key)
+            self._members += _members(entry.endpoints)  # none known yet
+        self._count_members(0)
         entry.log.info("tracking cluster")
         self._scheduler.schedule(key)
         return entry
@@ -353,12 +366,24 @@ class Tracker:
         if not wanted:
             return
         with entry.lock:
-            if wanted == entry.endpoints:
+            if wanted == entry.endpoints or entry.evicted:
                 return
+            change = _members(wanted) - _members(entry.endpoints)
             entry.endpoints = wanted
             connecting = entry.state == "connecting"
+        self._count_members(change)
         if connecting:
             self._kick(entry, backing_off_too=True)
+
+    def _count_members(self, change: int) -> None:
+        """Add ``change`` to the members in use and bound connections and tunnels by them."""
+        with self._lock:
+            self._members += change
+        self._credentials.resize(self._members_now)
+
+    def _members_now(self) -> int:
+        with self._lock:
+            return self._members
 
     def _kick(self, entry: ClusterEntry, *, backing_off_too: bool = False) -> None:
         """Ask for a check soon, at most once per ``connecting_retry_after``, and not

@@ -119,7 +119,8 @@ def test_etcd_access_reaches_the_reconciler(monkeypatch: pytest.MonkeyPatch) -> 
 
     class _Tracker:
         @classmethod
-        def for_api_client(cls, *args: object, **kwargs: object) -> _Tracker:
+        def for_api_client(cls, api_client: object, options: object, **kwargs: object) -> _Tracker:
+            seen["tracker_options"] = options
             return cls()
 
         def close(self) -> None:
@@ -135,3 +136,13 @@ def test_etcd_access_reaches_the_reconciler(monkeypatch: pytest.MonkeyPatch) -> 
     for mode in ("direct", "port-forward"):
         assert run_cli.run(_parse("--etcd-access", mode)) == 0
         assert seen["options"].etcd_access == mode
+    assert run_cli.run(_parse("--etcd-connections-max", "300")) == 0
+    assert seen["tracker_options"].etcd_connections_max == 300
+
+
+def test_etcd_connections_max_defaults_to_the_trackers() -> None:
+    from kcp.tracker import TrackerOptions
+
+    assert _parse().etcd_connections_max == TrackerOptions().etcd_connections_max
+    with pytest.raises(SystemExit):
+        _parse("--etcd-connections-max", "0")

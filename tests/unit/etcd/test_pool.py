@@ -141,3 +141,20 @@ def _b(value: bytes | str) -> bytes:
 def test_pool_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least one"):
         ChannelPool(max_size=0)
+
+
+def test_a_resized_pool_trims_the_least_recently_used_when_it_next_opens(ca: KeyPair) -> None:
+    pool = ChannelPool(max_size=3)
+    tls = _tls(ca)
+    a, b, c = (pool.get(f"127.0.0.1:{port}", tls) for port in (1001, 1002, 1003))
+    pool.resize(2)
+    assert len(pool) == 3 and not a.closed  # nothing closed at once
+    d = pool.get("127.0.0.1:1004", tls)
+    assert a.closed and b.closed and not c.closed and not d.closed
+    assert pool.stats().max_size == 2
+    pool.resize(10)
+    pool.get("127.0.0.1:1005", tls)
+    assert len(pool) == 3
+    with pytest.raises(ValueError, match="at least one"):
+        pool.resize(0)
+    pool.close_all()

@@ -267,6 +267,26 @@ def test_tunnels_are_bounded_least_recently_used_first(
         loop.close()
 
 
+def test_a_smaller_bound_closes_the_least_recent_when_the_next_tunnel_opens(
+    server: ForwardingServer, api_ca: KeyPair
+) -> None:
+    with contextlib.closing(TunnelLoop(max_tunnels=3)) as loop:
+        dialer = dialer_for(loop, server.url, api_ca)
+        kept = [dialer.connect(f"kube-system/echo-{i}:7", 5) for i in range(3)]
+        loop.resize(2)
+        assert loop.stats().max_open == 2
+        assert echo(kept[0].sock, b"still") == b"still"  # nothing closed at once
+        newest = dialer.connect("kube-system/echo-1:7", 5)
+        for dialed in kept[1:]:
+            dialed.sock.settimeout(5)
+            assert dialed.sock.recv(1) == b""
+        assert echo(kept[0].sock, b"recent") == b"recent"
+        assert echo(newest.sock, b"new") == b"new"
+        assert (loop.stats().open, loop.stats().evicted) == (2, 2)
+        with pytest.raises(ValueError, match="at least one"):
+            loop.resize(0)
+
+
 def test_closing_a_dialer_closes_its_tunnels_and_no_other(
     loop: TunnelLoop, server: ForwardingServer, api_ca: KeyPair
 ) -> None:

@@ -24,6 +24,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert 4 <= options.probe_workers <= 8
     assert options.client_common_name == CAPI_ETCD_CLIENT_COMMON_NAME == "cluster-api.x-k8s.io"
     assert (options.etcd_dial_timeout, options.etcd_call_timeout) == (10.0, 15.0)
+    assert (options.etcd_channels, options.tunnels_max) == (None, None)  # follow the fleet
+    assert options.etcd_connections_max == 4096
 
 
 def test_cache_sizes_follow_capacity_unless_given() -> None:
@@ -46,6 +48,9 @@ def test_cache_sizes_follow_capacity_unless_given() -> None:
         ({"key_ttl": 0.0}, "key_ttl"),
         ({"connecting_backoff": 0.0}, "connecting_backoff"),
         ({"connecting_backoff": 5.0, "connecting_backoff_max": 1.0}, "connecting_backoff_max"),
+        ({"etcd_channels": 0}, "etcd_channels"),
+        ({"tunnels_max": 0}, "tunnels_max"),
+        ({"etcd_connections_max": 0}, "etcd_connections_max"),
     ],
 )
 def test_invalid_options_are_refused_with_the_field_named(
