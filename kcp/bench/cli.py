@@ -22,7 +22,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "kcp.bench.versus",
         "kcp vs Cluster API's KCP controller, each on a fresh identical fleet of real machines",
     ),
-    "all": ("kcp.bench.combined", "every scenario: one JSON (--json) and one plot (--plot)"),
+    "all": (
+        "kcp.bench.combined",
+        "every scenario (versus not with --quick): one JSON (--json) and one plot (--plot)",
+    ),
 }
 """Suite name -> (module, one-line help)."""
 

@@ -3,7 +3,10 @@
 In order: `tracker` (reconcile CPU, cached vs naive, for N = 10, 100 and 1000
 clusters; `--quick`: 10 and 100; at N = 100 also through port-forwards via the
 management API server, kept tunnels vs Cluster API's new tunnel per reconcile),
-`memory`, `scale` and `profile`, all against one local management cluster. The
+`memory`, `scale` and `profile`, all against one local management cluster, then
+`versus` (kcp against Cluster API's KCP on real simulated machines, on a management
+cluster of its own with an audit log; left out of `--quick`, which it would more than
+double, unless named in `--only`). The
 JSON has one object per scenario under its name; `tracker` is the N = 100 run
 (the acceptance point) with every N under `tracker.sweep`.
 """
@@ -14,7 +17,7 @@ import argparse
 from dataclasses import replace
 from typing import Any
 
-from kcp.bench import memory, profile, scale, table
+from kcp.bench import memory, profile, scale, table, versus
 from kcp.bench.controller import CONTROLLERS
 from kcp.bench.environment import BenchEnvironment
 from kcp.bench.progress import Progress
@@ -118,9 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=("tracker", "memory", "scale", "profile"),
+        choices=("tracker", "memory", "scale", "profile", "versus"),
         default=None,
-        help="run only these scenarios",
+        help="run only these scenarios (versus: not in --quick unless named here)",
     )
     parser.add_argument(
         "--controller",
@@ -142,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         scale.scenario(scale_settings),
         profile.scenario(profile_settings),
     ]
+    if not quick or (args.only and "versus" in args.only):
+        scenarios.append(versus.scenario(versus.settings_from_args(args)))
     if args.only:
         scenarios = [s for s in scenarios if s.name in args.only]
     return run_scenarios(args, scenarios)

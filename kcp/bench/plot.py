@@ -142,6 +142,31 @@ def _profile_panel(ax: Any, profile: dict[str, Any]) -> None:
     ax.set_title(f"Profile at {profile['clusters']} clusters (key generation {steady:.2f} %)")
 
 
+def _versus_panel(ax: Any, versus: dict[str, Any]) -> None:
+    from kcp.bench.versus_report import ratios
+
+    contenders = versus["contenders"]
+    others = [r["contender"] for r in contenders if r["contender"] != "kcp"]
+    labels: list[str] = []
+    for index, other in enumerate(others):
+        found = ratios(contenders, other)
+        if not labels:
+            labels = [label for label, _ in found]
+        positions = [
+            labels.index(label) + 0.8 * index / max(1, len(others))
+            for label, _ in found
+            if label in labels
+        ]
+        values = [value for label, value in found if label in labels]
+        ax.plot(values, positions, "o", label=f"kcp / {other}")
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("kcp / Cluster API's KCP (below 1: kcp lower)")
+    ax.set_title(f"versus: {versus['clusters']} clusters on real simulated machines")
+    ax.legend(fontsize=7)
+
+
 _PANELS: list[tuple[str, Panel]] = [
     ("tracker", _tracker_panel),
     ("memory", _memory_panel),
@@ -149,6 +174,7 @@ _PANELS: list[tuple[str, Panel]] = [
     ("scale", _scale_memory_panel),
     ("scale", _scale_cpu_panel),
     ("profile", _profile_panel),
+    ("versus", _versus_panel),
 ]
 
 

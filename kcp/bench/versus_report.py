@@ -12,7 +12,7 @@ from typing import Any
 
 from kcp.bench import table
 
-__all__ = ["MEASURES", "cell", "comparison_rows", "render"]
+__all__ = ["MEASURES", "PLOTTED", "cell", "comparison_rows", "ratios", "render"]
 
 MEASURES: tuple[tuple[str, str, str], ...] = (
     ("create+settle", "settle", "seconds_to_available"),
@@ -71,6 +71,20 @@ _LABELS = {
 
 FAILED = "FAILED"
 
+PLOTTED: tuple[tuple[str, str], ...] = (
+    ("steady", "cpu_cores"),
+    ("steady", "cpu_ms_per_reconcile"),
+    ("steady", "requests_per_minute"),
+    ("steady", "port_forwards_per_minute"),
+    ("change", "status_latency_ms.p50"),
+    ("change", "status_latency_ms.p99"),
+    ("change", "cpu_cores"),
+    ("rollout", "seconds"),
+    ("scale_up", "seconds"),
+    ("", "peak_rss_mib"),
+)
+"""The measures the plot shows as kcp/other ratios."""
+
 
 def cell(result: dict[str, Any], phase: str, path: str) -> float | str | None:
     """A contender's figure, FAILED if the phase failed, None if not measured."""
@@ -113,6 +127,20 @@ def comparison_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
             row += [_ratio(own, cell(other, phase, path)) for other in others]
         rows.append(row)
     return rows
+
+
+def ratios(results: Sequence[dict[str, Any]], other: str) -> list[tuple[str, float]]:
+    """(label, kcp/other) for each plotted measure both have a positive figure for."""
+    by_name = {r["contender"]: r for r in results}
+    mine, theirs = by_name.get("kcp"), by_name.get(other)
+    if mine is None or theirs is None:
+        return []
+    found: list[tuple[str, float]] = []
+    for phase, path in PLOTTED:
+        a, b = cell(mine, phase, path), cell(theirs, phase, path)
+        if isinstance(a, float) and isinstance(b, float) and a > 0 and b > 0:
+            found.append((f"{phase or 'run'}: {_LABELS.get(path, path)}", a / b))
+    return found
 
 
 def render(results: Sequence[dict[str, Any]], title: str) -> str:
