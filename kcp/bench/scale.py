@@ -117,6 +117,8 @@ _METRICS = {
     "etcd_channel_pool_size": "kcp_bench_etcd_channels_max_size",
     "tunnels_opened": "kcp_tracker_tunnels_opened_total",
     "tunnels_open": "kcp_tracker_tunnels_open",
+    "tunnels_max": "kcp_tracker_tunnels_max",
+    "etcd_connections_max": "kcp_tracker_etcd_connections_max",
 }
 """Figures read from the controller's /metrics at the end of a point (absent ones left out)."""
 

@@ -26,6 +26,9 @@ apart for the tunnel modes). ``cpu_ratio`` is naive over cached CPU per
 reconcile in steady state; ``cpu_ratio_including_warmup`` spreads the cached
 mode's one-off key generation over the ``R`` reconciles measured;
 ``capi_over_kept`` and ``kept_over_direct`` compare the tunnel modes.
+``kib_per_connection`` (cached and kept) is the RSS one more kept connection adds,
+direct or with its tunnel (``kcp.bench.connmemory``); ``kept_over_direct_memory``
+is their ratio.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class ModeResult:
     """Port-forwards opened over the measured reconciles (tunnel modes)."""
     server_cpu_ms_per_reconcile: float | None = None
     """CPU of the API server and the kubelet per reconcile (tunnel modes)."""
+    kib_per_connection: float | None = None
+    """RSS one kept connection adds, with its tunnel if any (``kcp.bench.connmemory``;
+    cached and kept modes)."""
 
     def as_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -70,6 +76,8 @@ class ModeResult:
             found["tunnels_opened"] = self.tunnels_opened
         if self.server_cpu_ms_per_reconcile is not None:
             found["server_cpu_ms_per_reconcile"] = round(self.server_cpu_ms_per_reconcile, 4)
+        if self.kib_per_connection is not None:
+            found["kib_per_connection"] = round(self.kib_per_connection, 1)
         return found
 
 
@@ -121,6 +129,15 @@ class TrackerBenchmark:
     def capi_over_direct(self) -> float | None:
         return _ratio(self.capi, self.cached)
 
+    @property
+    def kept_over_direct_memory(self) -> float | None:
+        """RSS per kept connection, through a tunnel over direct."""
+        kept = self.kept.kib_per_connection if self.kept else None
+        direct = self.cached.kib_per_connection if self.cached else None
+        if kept is None or direct is None:
+            return None
+        return kept / max(direct, 1e-9)
+
     def modes(self) -> list[tuple[str, ModeResult]]:
         found = (
             ("cached", self.cached),
@@ -145,6 +162,7 @@ class TrackerBenchmark:
             "capi_over_kept": self.capi_over_kept,
             "kept_over_direct": self.kept_over_direct,
             "capi_over_direct": self.capi_over_direct,
+            "kept_over_direct_memory": self.kept_over_direct_memory,
         }
         result.update({k: round(v, 2) for k, v in ratios.items() if v is not None})
         return {"tracker": result}
@@ -155,15 +173,18 @@ class TrackerBenchmark:
             f"{self.key_algorithm} client keys, etcd with {self.etcd_members} member(s), "
             f"etcd access {self.access}",
             f"{'mode':<8} {'route':<13} {'keys generated':>15} {'CPU ms/reconcile':>17} "
-            f"{'wall ms/reconcile':>18} {'tunnels opened':>15} {'server CPU ms/rec':>18}",
+            f"{'wall ms/reconcile':>18} {'tunnels opened':>15} {'server CPU ms/rec':>18} "
+            f"{'KiB/connection':>15}",
         ]
         for name, mode in self.modes():
             tunnels = "-" if mode.tunnels_opened is None else str(mode.tunnels_opened)
             server = mode.server_cpu_ms_per_reconcile
+            kib = mode.kib_per_connection
             rows.append(
                 f"{name:<8} {_ROUTES[name]:<13} {mode.keys_generated:>15} "
                 f"{mode.cpu_ms_per_reconcile:>17.3f} {mode.wall_ms_per_reconcile:>18.3f} "
-                f"{tunnels:>15} {'-' if server is None else f'{server:.3f}':>18}"
+                f"{tunnels:>15} {'-' if server is None else f'{server:.3f}':>18} "
+                f"{'-' if kib is None else f'{kib:.1f}':>15}"
             )
         if self.cpu_ratio is not None and self.cached is not None:
             rows.append(
@@ -180,6 +201,12 @@ class TrackerBenchmark:
             rows.append(
                 f"CPU ratio kept/direct: {self.kept_over_direct:.2f}; "
                 f"capi/direct: {self.capi_over_direct:.1f}"
+            )
+        memory = self.kept_over_direct_memory
+        if memory is not None and self.kept is not None and self.cached is not None:
+            rows.append(
+                f"RSS per kept connection: {self.kept.kib_per_connection:.1f} KiB through a "
+                f"tunnel, {self.cached.kib_per_connection:.1f} KiB direct (x{memory:.2f})"
             )
         return "\n".join(rows)
 
@@ -203,7 +230,9 @@ def _run_cached(
 ) -> ModeResult:
     from prometheus_client import CollectorRegistry
 
+    from kcp.bench.connmemory import kept_connection_kib
     from kcp.certs import key_pair_to_secret_data
+    from kcp.etcd import DIRECT
     from kcp.tracker import ClusterKey, InMemorySecrets, NotConnected, Tracker, TrackerOptions
 
     secrets = InMemorySecrets()
@@ -245,11 +274,16 @@ def _run_cached(
                     raise RuntimeError(f"etcd unhealthy for {key}: {status.errors}")
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         total = clusters * reconciles
+        tls = [tracker.etcd_access(key, endpoints).tls for key in keys]
+        kib = kept_connection_kib(
+            tls, endpoints[0], dialer=DIRECT, transport=options.etcd_transport
+        )
         return ModeResult(
             keys_generated=tracker.stats().keys_generated,
             cpu_ms_per_reconcile=cpu * 1000 / total,
             wall_ms_per_reconcile=wall * 1000 / total,
             warmup_cpu_ms=warmup_cpu * 1000,
+            kib_per_connection=kib,
         )
     finally:
         tracker.close()

@@ -84,6 +84,7 @@ def run_tunnelled(
     measured keeping its tunnels, then opening one per reconcile."""
     from prometheus_client import CollectorRegistry
 
+    from kcp.bench.connmemory import kept_connection_kib, tunnel_dialer
     from kcp.certs import key_pair_to_secret_data
     from kcp.etcd import EtcdClient, cluster_status
     from kcp.tracker import ClusterKey, InMemorySecrets, NotConnected, Tracker, TrackerOptions
@@ -168,6 +169,11 @@ def run_tunnelled(
                 "tunnels_opened": tracker.tunnel_stats().opened - opened_before,
                 "server_cpu_ms_per_reconcile": servers * 1000 / total,
             }
+        tls = [tracker.etcd_access(key, endpoints).tls for key in keys]
+        with tunnel_dialer(etcd.kubeconfig, 2 * clusters + 16) as dialer:
+            found["kept"]["kib_per_connection"] = kept_connection_kib(
+                tls, etcd.pod_endpoint, dialer=dialer, transport=options.etcd_transport
+            )
         return found
     finally:
         tracker.close()

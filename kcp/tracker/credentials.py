@@ -55,6 +55,7 @@ class Credentials:
         )
         self.timeouts = EtcdTimeouts(dial=options.etcd_dial_timeout, call=options.etcd_call_timeout)
         self._options = options
+        self._metrics = metrics
         self._open_files = open_files_limit()
         self._sizing_lock = threading.Lock()
         bounds = connection_bounds(0, options, open_files=self._open_files)
@@ -68,6 +69,7 @@ class Credentials:
             keepalive_timeout=options.probe_timeout,
             observer=metrics,
         )
+        metrics.bounds(self.pool.max_size, bounds.tunnels)
         self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcp-tracker-close")
 
     def resize(self, members: Callable[[], int]) -> None:
@@ -79,6 +81,7 @@ class Credentials:
             if self._own_pool:
                 self.pool.resize(bounds.channels)
             self.tunnels.resize(bounds.tunnels)
+            self._metrics.bounds(self.pool.max_size, bounds.tunnels)
 
     def ensure_key(self, entry: ClusterEntry) -> ClusterPrivateKey | None:
         """The cluster's key, generated here if it has none (CPU-heavy: workers only).

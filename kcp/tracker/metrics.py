@@ -111,6 +111,18 @@ class _Families:
             "Port-forward tunnels open now (bounded by the tunnel loop's maximum)",
             registry=registry,
         )
+        self.tunnels_max = Gauge(
+            "kcp_tracker_tunnels_max",
+            "Port-forward tunnels kept open at most now (follows the etcd members of the "
+            "tracked clusters, up to --etcd-connections-max)",
+            registry=registry,
+        )
+        self.etcd_connections_max = Gauge(
+            "kcp_tracker_etcd_connections_max",
+            "etcd connections kept open at most now (one per etcd member of the tracked "
+            "clusters and an eighth more, up to --etcd-connections-max)",
+            registry=registry,
+        )
         self.tunnels_failed = Counter(
             "kcp_tracker_tunnels_failed_total",
             "Port-forward tunnels that could not be opened or broke, by reason (not_found: "
@@ -210,6 +222,11 @@ class TrackerMetrics:
 
     def connection(self, key: ClusterKey, up: bool) -> None:
         self._f.connection_up.labels(key.namespace, key.name).set(1 if up else 0)
+
+    def bounds(self, etcd_connections: int, tunnels: int) -> None:
+        """The bounds the tracker sized its connections and tunnels to (``kcp.tracker.sizing``)."""
+        self._f.etcd_connections_max.set(etcd_connections)
+        self._f.tunnels_max.set(tunnels)
 
     # The tunnel loop's observer (called on its thread).
 

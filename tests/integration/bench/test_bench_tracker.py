@@ -73,5 +73,9 @@ def test_bench_tracker_through_port_forwards_keeps_its_tunnels(
     assert found["capi"]["tunnels_opened"] == 3 * 2  # one per reconcile and member
     assert found["capi_over_kept"] > 1
     assert found["kept_over_direct"] > 0
+    for mode in ("cached", "kept"):  # RSS per kept connection (page-sized steps: any sign)
+        assert isinstance(found[mode]["kib_per_connection"], float), mode
+    assert "kept_over_direct_memory" in found
     table = result.table()
     assert "capi/kept" in table and "kept/direct" in table
+    assert "RSS per kept connection" in table

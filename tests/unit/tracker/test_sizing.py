@@ -62,9 +62,11 @@ def test_the_open_file_limit_is_read() -> None:
     assert limit is None or limit > 0
 
 
-def _tracker(pool: ChannelPool | None = None) -> Tracker:
+def _tracker(pool: ChannelPool | None = None, registry: CollectorRegistry | None = None) -> Tracker:
     options = TrackerOptions(probe_interval=None, key_algorithm="ecdsa-p256")
-    return Tracker(InMemorySecrets(), options, registry=CollectorRegistry(), etcd_pool=pool)
+    return Tracker(
+        InMemorySecrets(), options, registry=registry or CollectorRegistry(), etcd_pool=pool
+    )
 
 
 def _keys(count: int) -> list[ClusterKey]:
@@ -72,7 +74,8 @@ def _keys(count: int) -> list[ClusterKey]:
 
 
 def test_the_tracker_sizes_its_pool_and_tunnels_by_the_clusters_it_holds() -> None:
-    with _tracker() as tracker:
+    registry = CollectorRegistry()
+    with _tracker(registry=registry) as tracker:
         open_files = open_files_limit()
 
         def expect(members: int) -> ConnectionBounds:
@@ -84,6 +87,10 @@ def test_the_tracker_sizes_its_pool_and_tunnels_by_the_clusters_it_holds() -> No
             tracker.track(key)  # endpoints not known yet: one member each
         assert tracker.etcd_pool.max_size == expect(200).channels
         assert tracker.tunnel_stats().max_open == expect(200).tunnels
+        assert registry.get_sample_value("kcp_tracker_etcd_connections_max") == (
+            expect(200).channels
+        )
+        assert registry.get_sample_value("kcp_tracker_tunnels_max") == expect(200).tunnels
 
         three = [f"kube-system/etcd-n{i}:2379" for i in range(3)]
         for key in keys[:100]:
