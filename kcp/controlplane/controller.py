@@ -5,7 +5,8 @@ Watched kinds and what a change means:
 - KubeadmControlPlane (filtered by `--watch-filter`): reconcile it.
 - Cluster (filtered too): reconcile the control plane its `spec.controlPlaneRef`
   names; a deleted Cluster is evicted from the tracker at once.
-- Machine: reconcile the KubeadmControlPlane that controls it.
+- Machine: reconcile the KubeadmControlPlane that controls it; a control-plane
+  Machine no controller owns wakes its Cluster's control plane, which adopts it.
 - KubeadmConfig: cached for rollout comparisons; wakes its control plane too:
   the KubeadmControlPlane that owns it, or, once Cluster API's Machine
   controller has made the Machine its controller instead, the one that
@@ -48,6 +49,7 @@ __all__ = [
     "cluster_to_control_plane",
     "kubeadm_config_to_control_plane",
     "machine_cluster_index",
+    "machine_to_control_plane",
     "secret_to_control_plane",
     "setup",
 ]
@@ -157,6 +159,34 @@ def secret_to_control_plane(cache: InformerCache) -> Any:
     return keys
 
 
+def _labelled_cluster_control_plane(cache: InformerCache, obj: Mapping[str, Any]) -> list[Key]:
+    """The control plane of the Cluster a control-plane-labelled object names by label."""
+    metadata = obj.get("metadata") or {}
+    obj_labels = metadata.get("labels") or {}
+    cluster_name = obj_labels.get(labels.CLUSTER_NAME_LABEL)
+    if labels.MACHINE_CONTROL_PLANE_LABEL not in obj_labels or not cluster_name:
+        return []
+    cluster = cache.cluster(str(metadata.get("namespace") or ""), str(cluster_name))
+    return cluster_to_control_plane(dict(cluster)) if cluster is not None else []
+
+
+def machine_to_control_plane(cache: InformerCache) -> Any:
+    """A Machine maps to the control plane that controls it; a control-plane Machine no
+    controller owns, to its Cluster's control plane (which may adopt it)."""
+    controllers = owner_keys(groups.KUBEADM_CONTROL_PLANE.kind, groups.CONTROLPLANE_GROUP)
+
+    def keys(obj: dict[str, Any]) -> list[Key]:
+        found = list(controllers(obj))
+        if found:
+            return found
+        refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+        if any(ref.get("controller") for ref in refs):
+            return []
+        return _labelled_cluster_control_plane(cache, obj)
+
+    return keys
+
+
 def kubeadm_config_to_control_plane(cache: InformerCache) -> Any:
     """A KubeadmConfig maps to the control plane of its Machine, whoever owns it now.
 
@@ -179,13 +209,7 @@ def kubeadm_config_to_control_plane(cache: InformerCache) -> Any:
                 found.extend(machine_controller(dict(machine)))
         if found:
             return list(dict.fromkeys(found))
-        metadata = obj.get("metadata") or {}
-        obj_labels = metadata.get("labels") or {}
-        cluster_name = obj_labels.get(labels.CLUSTER_NAME_LABEL)
-        if labels.MACHINE_CONTROL_PLANE_LABEL not in obj_labels or not cluster_name:
-            return []
-        cluster = cache.cluster(str(metadata.get("namespace") or ""), str(cluster_name))
-        return cluster_to_control_plane(dict(cluster)) if cluster is not None else []
+        return _labelled_cluster_control_plane(cache, obj)
 
     return keys
 
@@ -258,8 +282,7 @@ def setup(
     handler = getattr(tracker, "cluster_event_handler", None)
     if callable(handler):
         clusters.add_handler(handler())
-    owner = enqueue_owner(groups.KUBEADM_CONTROL_PLANE.kind, groups.CONTROLPLANE_GROUP)
-    machines.add_handler(owner.bind(enqueue))
+    machines.add_handler(map_to(machine_to_control_plane(cache)).bind(enqueue))
     configs.add_handler(map_to(kubeadm_config_to_control_plane(cache)).bind(enqueue))
     secrets.add_handler(map_to(secret_to_control_plane(cache)).bind(enqueue))
     secret_handler = getattr(tracker, "secret_event_handler", None)

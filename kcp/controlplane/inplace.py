@@ -15,6 +15,8 @@ To stay cheap, an object is applied only when what kcp would apply changed since
 kcp last applied it (and after a restart once, as Cluster API does), or when
 the cache shows it lost some of it; a KubeadmConfig or infrastructure machine
 not found is skipped (the next reconcile sees it, or it is gone with its Machine).
+An object Cluster API's KCP applied before kcp took over is handed over on kcp's
+first apply (`kcp.controlplane.managed_fields`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ from kcp.controlplane.machines import (
     desired_readiness_gates,
     desired_taints,
     machine_labels,
+)
+from kcp.controlplane.managed_fields import (
+    CLUSTER_API_KCP_MANAGERS,
+    MACHINE_IN_PLACE_FIELDS,
+    METADATA_FIELDS,
+    release_fields,
 )
 from kcp.controlplane.scope import Scope, Services, Step
 from kcp.runtime.logging import get_logger
@@ -233,6 +241,18 @@ class InPlace(Step):
             return None
         after[key] = (fingerprint, version)
         _log.info("Updated in place", kind=config["kind"], name=metadata["name"], machine_key=key)
+        # Taken over from Cluster API's KCP: what it applied is kcp's alone from now on.
+        paths = (
+            MACHINE_IN_PLACE_FIELDS if config["kind"] == groups.MACHINE.kind else METADATA_FIELDS
+        )
+        release_fields(
+            self.kube,
+            resource,
+            written,
+            paths,
+            managers=CLUSTER_API_KCP_MANAGERS,
+            operations=("Apply", "Update"),
+        )
         return written
 
     def _sync_machine(

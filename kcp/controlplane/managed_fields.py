@@ -8,18 +8,24 @@ Right after creating an object kcp therefore drops the `Update` entry's claim on
 those fields (as Cluster API does for its KubeadmConfigs and infrastructure
 machines); its first in-place apply (`kcp.controlplane.inplace`) claims them as
 kcp's again, this time as the applier.
+
+A control plane taken over from Cluster API's KCP has its Machines, KubeadmConfigs
+and infrastructure machines applied by Cluster API's field managers
+(`CLUSTER_API_KCP_MANAGERS`); kcp's first apply to each drops their claims on
+the same fields, or a label later removed from the template would stay forever.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from kcp.controlplane.client import ApiError, Kube, ResourceLike
 from kcp.runtime.logging import get_logger
 
 __all__ = [
+    "CLUSTER_API_KCP_MANAGERS",
     "MACHINE_IN_PLACE_FIELDS",
     "METADATA_FIELDS",
     "release_fields",
@@ -44,32 +50,59 @@ MACHINE_IN_PLACE_FIELDS: tuple[FieldPath, ...] = (
 )
 """What kcp keeps in place on a Machine."""
 
+CLUSTER_API_KCP_MANAGERS = ("capi-kubeadmcontrolplane", "capi-kubeadmcontrolplane-metadata")
+"""The field managers of Cluster API's KCP (v1.12 and later): the first applies Machines and
+creates KubeadmConfigs and infrastructure machines, the second keeps their labels and
+annotations."""
+
 _ATTEMPTS = 3
 
 
+def _drop(fields: dict[str, Any], path: FieldPath) -> bool:
+    """Remove `path` from a FieldsV1 tree, and the parents it leaves empty (an empty `{}`
+    under a key would mean owning that key); whether it was there."""
+    parents: list[dict[str, Any]] = [fields]
+    for key in path[:-1]:
+        child = parents[-1].get(key)
+        if not isinstance(child, dict):
+            return False
+        parents.append(child)
+    if path[-1] not in parents[-1]:
+        return False
+    del parents[-1][path[-1]]
+    for depth in range(len(parents) - 1, 0, -1):
+        if parents[depth]:
+            break
+        del parents[depth - 1][path[depth - 1]]
+    return True
+
+
 def without_fields(
-    managed_fields: Sequence[Mapping[str, Any]], manager: str, paths: Sequence[FieldPath]
+    managed_fields: Sequence[Mapping[str, Any]],
+    managers: str | Collection[str],
+    paths: Sequence[FieldPath],
+    *,
+    operations: Collection[str] = ("Update",),
 ) -> list[dict[str, Any]] | None:
-    """`managed_fields` with `manager`'s `Update` entry (main resource) no longer owning
-    `paths`; None when it owns none of them (nothing to change)."""
+    """`managed_fields` with the entries of `managers` for `operations` (main resource) no
+    longer owning `paths` (an entry left owning nothing goes); None when they own none of
+    them (nothing to change)."""
+    wanted = {managers} if isinstance(managers, str) else set(managers)
     result: list[dict[str, Any]] = []
     changed = False
     for entry in managed_fields:
         copied = copy.deepcopy(dict(entry))
         fields = copied.get("fieldsV1")
         if (
-            copied.get("manager") == manager
-            and copied.get("operation") == "Update"
+            copied.get("manager") in wanted
+            and copied.get("operation") in operations
             and not copied.get("subresource")
             and isinstance(fields, dict)
         ):
-            for path in paths:
-                parent: Any = fields
-                for key in path[:-1]:
-                    parent = parent.get(key) if isinstance(parent, dict) else None
-                if isinstance(parent, dict) and path[-1] in parent:
-                    del parent[path[-1]]
-                    changed = True
+            touched = [_drop(fields, path) for path in paths]
+            changed = changed or any(touched)
+            if any(touched) and not fields:
+                continue
         result.append(copied)
     return result if changed else None
 
@@ -79,9 +112,13 @@ def release_fields(
     resource: ResourceLike,
     created: Mapping[str, Any],
     paths: Sequence[FieldPath] = METADATA_FIELDS,
+    *,
+    managers: str | Collection[str] | None = None,
+    operations: Collection[str] = ("Update",),
 ) -> None:
-    """Drop kcp's create-time claim on `paths` of the object `created` (as returned by the
-    create); never raises: if it fails, only a later removal from the template stays undone."""
+    """Drop kcp's create-time claim (or that of `managers` for `operations`) on `paths` of the
+    object `created` (as returned by the create or an apply); never raises: if it fails, only
+    a later removal from the template stays undone."""
     obj: Mapping[str, Any] | None = created
     metadata = created.get("metadata") or {}
     namespace, name = metadata.get("namespace"), str(metadata.get("name") or "")
@@ -92,7 +129,16 @@ def release_fields(
         if current.get("uid") != metadata.get("uid"):
             return  # another incarnation
         entries = current.get("managedFields")
-        managed = without_fields(entries, kube.field_manager, paths) if entries else None
+        managed = (
+            without_fields(
+                entries,
+                kube.field_manager if managers is None else managers,
+                paths,
+                operations=operations,
+            )
+            if entries
+            else None
+        )
         if managed is None:
             return
         try:

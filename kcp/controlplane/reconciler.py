@@ -24,6 +24,7 @@ from kcp.api import conditions as c
 from kcp.api import groups
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
 from kcp.certs import CertificateError
+from kcp.controlplane.adoption import ADOPTION_FAILED_REASON, Adoption
 from kcp.controlplane.certificates import load_cluster_ca, reconcile_certificates
 from kcp.controlplane.client import ApiError, Kube
 from kcp.controlplane.condition import Condition
@@ -93,6 +94,7 @@ class KubeadmControlPlaneReconciler(Step):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.inspection = Inspection(self.services)
         self.in_place = InPlace(self.services)
+        self.adoption = Adoption(self.services)
         self.operations = Operations(self.services)
         self.bookkeeping = MemberBookkeeping(self.services)
         self.orphans = Orphans(self.services)
@@ -145,7 +147,12 @@ class KubeadmControlPlaneReconciler(Step):
                 paused_only=True,
             )
             return Result()
-        return self._reconcile(kcp, cluster, now)
+        adoption = self.adoption.adopt(kcp, cluster.name)
+        if adoption.pending:
+            # Decide nothing on a Machine set the cache does not show owned yet.
+            requeue = self.options.cache_requeue if adoption.adopted else None
+            return Result(requeue_after=requeue or self.options.waiting_requeue)
+        return self._reconcile(kcp, cluster, now, adoption.refused)
 
     # -- normal reconcile -------------------------------------------------------------
 
@@ -154,7 +161,13 @@ class KubeadmControlPlaneReconciler(Step):
             kcp, self.cache.cluster_machines(kcp.namespace, cluster_name)
         )
 
-    def _reconcile(self, kcp: dict[str, Any], cluster: ClusterView, now: datetime) -> Result:
+    def _reconcile(
+        self,
+        kcp: dict[str, Any],
+        cluster: ClusterView,
+        now: datetime,
+        adoption_refused: tuple[str, ...] = (),
+    ) -> Result:
         view = KubeadmControlPlaneView(kcp)
         machines = self._machines(view, cluster.name)
         waiting = self.expectations.pending(view.uid, {m.name: m.raw for m in machines})
@@ -166,6 +179,7 @@ class KubeadmControlPlaneReconciler(Step):
             cluster=cluster,
             machines=machines,
             now=now,
+            adoption_refused=adoption_refused,
             status=StatusInputs(
                 kcp=view,
                 cluster_name=cluster.name,
@@ -201,6 +215,8 @@ class KubeadmControlPlaneReconciler(Step):
                 scope.status.extra += (
                     Condition.unknown(c.ROLLING_OUT, "InvalidSpec", version_problem),
                 )
+        if scope.adoption_refused:
+            self._refuse_adoption(scope)
         cluster = scope.cluster
         # The Machine cache has caught up with kcp's own writes (expectations): what a
         # create_machine interrupted by a crash left behind can be told from the rest.
@@ -236,7 +252,7 @@ class KubeadmControlPlaneReconciler(Step):
         self.inspection.inspect(scope)
         if self.bookkeeping.reconcile(scope):
             return  # etcd's member list changed: decide on what the next reconcile reads
-        if problems:
+        if problems or scope.adoption_refused:
             return
         if self.remediator.reconcile(scope):
             return  # an unhealthy Machine is being deleted: its replacement comes next
@@ -262,6 +278,19 @@ class KubeadmControlPlaneReconciler(Step):
         if decision.action == "none" and scope.status.initialized:
             self.upgrade.update_addons(scope)
             self.inspection.record_certificate_expiries(scope)
+
+    def _refuse_adoption(self, scope: Scope) -> None:
+        """A Machine of the cluster kcp cannot adopt: no Machine is created or deleted, and
+        the scaling and rollout conditions say why."""
+        refused = list(scope.adoption_refused)
+        self._user_error(scope, ADOPTION_FAILED_REASON, refused)
+        message = "\n".join(refused)
+        taken = {x.type for x in scope.status.extra}
+        scope.status.extra += tuple(
+            Condition.unknown(kind, ADOPTION_FAILED_REASON, message)
+            for kind in (c.SCALING_UP, c.SCALING_DOWN, c.ROLLING_OUT)
+            if kind not in taken
+        )
 
     def _waiting_health(self, scope: Scope, message: str) -> None:
         scope.status.health_conditions = (

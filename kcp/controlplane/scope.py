@@ -93,6 +93,9 @@ class Scope:
     machines: list[MachineView]
     now: datetime
     status: StatusInputs
+    adoption_refused: tuple[str, ...] = ()
+    """Why Machines of the cluster cannot be adopted (`kcp.controlplane.adoption`): while
+    any is, no Machine is created or deleted."""
     workload: WorkloadCluster | None = None
     endpoints: tuple[str, ...] = ()
     etcd: EtcdClusterStatus | None = None

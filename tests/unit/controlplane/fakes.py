@@ -10,6 +10,8 @@ from typing import Any
 from kcp.api import labels
 from kcp.api.groups import Resource, find
 from kcp.controlplane.client import ApiError, ResourceLike
+from kcp.controlplane.events import EventRecorder
+from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.etcd import DIRECT, EtcdClusterStatus, Member, MemberHealth, MemberStatus
 from kcp.tracker.errors import NotConnected
 from kcp.tracker.identity import ClusterKey
@@ -350,4 +352,19 @@ def etcd_status(
     )
     return EtcdClusterStatus(
         leader_id=leader if names else None, members=members, health=health, alarms=(), errors=()
+    )
+
+
+def reconciler_on(
+    kube: FakeKube, tracker: FakeTracker | None = None
+) -> KubeadmControlPlaneReconciler:
+    """A reconciler reading and writing `kube`, on the tests' clock, with no expectation wait."""
+    return KubeadmControlPlaneReconciler(
+        kube,  # type: ignore[arg-type]
+        FakeCache(kube),
+        tracker or FakeTracker(),
+        recorder=EventRecorder(kube),  # type: ignore[arg-type]
+        options=ReconcilerOptions(expectation_timeout=0.0),
+        clock=lambda: NOW,
+        workload_api=lambda api: api,
     )

@@ -9,6 +9,7 @@ from kcp.controlplane.controller import (
     cluster_to_control_plane,
     kubeadm_config_to_control_plane,
     machine_cluster_index,
+    machine_to_control_plane,
     secret_to_control_plane,
 )
 from kcp.runtime.handlers import map_to
@@ -129,3 +130,30 @@ def test_kubeadm_config_of_an_uncached_machine_maps_through_its_cluster() -> Non
     assert mapper(_config("b", unseen)) == [("ns", "cp")]
     # A worker's config (no control-plane label) wakes no control plane.
     assert mapper(_config("w", machine("w"), control_plane=False)) == []
+
+
+def test_an_unowned_control_plane_machine_wakes_its_clusters_control_plane() -> None:
+    """So that it is adopted without waiting for a resync."""
+    mapper = machine_to_control_plane(
+        _Cache({("ns", "c1"): cluster()})  # type: ignore[arg-type]
+    )
+    owned = machine("a", owner_uid="other-kcp")
+    assert mapper(owned) == [("ns", "cp")]  # by its controller reference
+    orphan = machine("b")
+    del orphan["metadata"]["ownerReferences"]
+    assert mapper(orphan) == [("ns", "cp")]  # by its Cluster
+    controlled = machine("c")
+    controlled["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "cluster.x-k8s.io/v1beta2",
+            "kind": "MachineSet",
+            "name": "ms",
+            "uid": "ms-uid",
+            "controller": True,
+        }
+    ]
+    assert mapper(controlled) == []  # someone else's
+    worker = machine("w")
+    del worker["metadata"]["ownerReferences"]
+    del worker["metadata"]["labels"][labels.MACHINE_CONTROL_PLANE_LABEL]
+    assert mapper(worker) == []

@@ -10,7 +10,6 @@ from kcp.api import labels
 from kcp.api.groups import KUBEADM_CONFIG, LOCAL_MACHINE, MACHINE
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
 from kcp.controlplane.client import ApiError, ResourceLike
-from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.inplace import (
     contains,
     deleting_machine_patch,
@@ -22,12 +21,11 @@ from kcp.controlplane.managed_fields import (
     release_fields,
     without_fields,
 )
-from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.controlplane.rollout import machine_up_to_date
 from kcp.controlplane.scope import Scope
 from kcp.controlplane.status import StatusInputs
 from tests.unit.controlplane.builders import NOW, cluster, kcp, machine
-from tests.unit.controlplane.fakes import FakeCache, FakeKube, FakeTracker
+from tests.unit.controlplane.fakes import FakeKube, FakeTracker, reconciler_on
 from tests.unit.controlplane.test_reconciler import KEY, _running_control_plane
 
 NS = "ns"
@@ -81,20 +79,6 @@ def _fleet(names: tuple[str, ...] = ("a", "b", "c"), **template: Any) -> FakeKub
         kube.put(_owned("KubeadmConfig", "bootstrap.cluster.x-k8s.io/v1beta2", name))
         kube.put(_owned("LocalMachine", "infrastructure.cluster.x-k8s.io/v1beta2", name))
     return kube
-
-
-def _reconciler(
-    kube: FakeKube, tracker: FakeTracker | None = None
-) -> KubeadmControlPlaneReconciler:
-    return KubeadmControlPlaneReconciler(
-        kube,  # type: ignore[arg-type]
-        FakeCache(kube),
-        tracker or FakeTracker(),
-        recorder=EventRecorder(kube),  # type: ignore[arg-type]
-        options=ReconcilerOptions(expectation_timeout=0.0),
-        clock=lambda: NOW,
-        workload_api=lambda api: api,
-    )
 
 
 def _scope(kube: FakeKube) -> Scope:
@@ -195,7 +179,7 @@ def test_an_object_others_keep_changing_is_not_applied_again() -> None:
     kube = _fleet(names=("a",))
     for kind in ("KubeadmConfig", "LocalMachine"):
         del kube.objects[(kind, NS, "a")]["metadata"]["annotations"]
-    reconciler = _reconciler(kube)
+    reconciler = reconciler_on(kube)
     reconciler.in_place.sync(_scope(kube))
     for _ in range(3):  # e.g. CABPK and core writing into the KubeadmConfig while it boots
         obj = _get(kube, KUBEADM_CONFIG, "a")
@@ -211,7 +195,7 @@ def test_an_object_others_keep_changing_is_not_applied_again() -> None:
 
 def test_a_new_template_label_reaches_machines_configs_and_infra_machines_once() -> None:
     kube = _fleet()
-    reconciler = _reconciler(kube)
+    reconciler = reconciler_on(kube)
     reconciler.in_place.sync(_scope(kube))  # kcp claims what it applies (once, as after a start)
     kube.calls.clear()
     reconciler.in_place.sync(_scope(kube))
@@ -243,7 +227,7 @@ def test_a_new_template_label_reaches_machines_configs_and_infra_machines_once()
 
 def test_a_label_removed_from_the_template_is_removed_in_place() -> None:
     kube = _fleet(labels_={"old": "1"})
-    reconciler = _reconciler(kube)
+    reconciler = reconciler_on(kube)
     reconciler.in_place.sync(_scope(kube))
     _set_template(kube, labels_={"new": "2"})
     reconciler.in_place.sync(_scope(kube))
@@ -255,7 +239,7 @@ def test_a_label_removed_from_the_template_is_removed_in_place() -> None:
 
 def test_timeouts_and_readiness_gates_reach_existing_machines() -> None:
     kube = _fleet()
-    reconciler = _reconciler(kube)
+    reconciler = reconciler_on(kube)
     _set_template(
         kube,
         deletion={"nodeDrainTimeoutSeconds": 60, "nodeVolumeDetachTimeoutSeconds": 30},
@@ -270,7 +254,7 @@ def test_timeouts_and_readiness_gates_reach_existing_machines() -> None:
 
 def test_a_machine_that_lost_a_label_gets_it_back() -> None:
     kube = _fleet(labels_={"env": "prod"})
-    reconciler = _reconciler(kube)
+    reconciler = reconciler_on(kube)
     reconciler.in_place.sync(_scope(kube))
     obj = _get(kube, MACHINE, "a")
     del obj["metadata"]["labels"]["env"]
@@ -287,7 +271,7 @@ def test_a_deleting_machine_gets_only_its_timeouts() -> None:
     gone["metadata"]["finalizers"] = ["machine.cluster.x-k8s.io"]
     kube.put(gone)
     _set_template(kube, labels_={"late": "label"}, deletion={"nodeDrainTimeoutSeconds": 10})
-    _reconciler(kube).in_place.sync(_scope(kube))
+    reconciler_on(kube).in_place.sync(_scope(kube))
     obj = _get(kube, MACHINE, "a")
     assert obj["spec"]["deletion"] == {"nodeDrainTimeoutSeconds": 10}
     assert "late" not in obj["metadata"]["labels"]
@@ -308,7 +292,7 @@ def test_missing_or_vanishing_objects_are_skipped_and_retried() -> None:
     kube = _fleet(names=("a", "b"))
     del kube.objects[("LocalMachine", NS, "a")]
     del kube.objects[("KubeadmConfig", NS, "b")]
-    reconciler = _reconciler(kube)
+    reconciler = reconciler_on(kube)
     _set_template(kube, labels_={"x": "y"})
     reconciler.in_place.sync(_scope(kube))
     assert _get(kube, MACHINE, "a")["metadata"]["labels"]["x"] == "y"
@@ -322,7 +306,7 @@ def test_missing_or_vanishing_objects_are_skipped_and_retried() -> None:
     vanishing.objects = copy.deepcopy(kube.objects)
     _set_template(vanishing, labels_={"x": "z"})
     scope = _scope(vanishing)
-    _reconciler(vanishing).in_place.sync(scope)  # no exception, no event
+    reconciler_on(vanishing).in_place.sync(scope)  # no exception, no event
     assert not vanishing.of_kind("Event")
     assert scope.requeue is None
 
@@ -336,7 +320,7 @@ def test_a_failed_apply_is_an_event_and_a_requeue_not_an_exception() -> None:
     kube.objects = copy.deepcopy(_fleet(names=("a",)).objects)
     _set_template(kube, labels_={"x": "y"})
     scope = _scope(kube)
-    _reconciler(kube).in_place.sync(scope)
+    reconciler_on(kube).in_place.sync(scope)
     reasons = {e["reason"] for e in kube.of_kind("Event")}
     assert reasons == {"FailedInPlaceUpdate"}
     assert scope.requeue is not None
@@ -356,7 +340,7 @@ def test_a_reconcile_of_a_healthy_control_plane_propagates_with_no_rollout() -> 
     kube.put(cluster())
     tracker = FakeTracker()
     _running_control_plane(kube, tracker, ["a", "b", "c"])
-    reconciler = _reconciler(kube, tracker)
+    reconciler = reconciler_on(kube, tracker)
     reconciler.reconcile(KEY)
     _set_template(kube, labels_={"in-place": "yes"}, deletion={"nodeDrainTimeoutSeconds": 9})
     kube.calls.clear()

@@ -10,7 +10,6 @@ import pytest
 from kcp.api import conditions as c
 from kcp.api.objects import KubeadmControlPlaneView
 from kcp.controlplane.client import ResourceLike
-from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.naming import (
     DEFAULT_TEMPLATE,
     MachineNamingError,
@@ -19,11 +18,10 @@ from kcp.controlplane.naming import (
     random_string,
     render_machine_name,
 )
-from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.controlplane.validation import validate_spec
 from kcp.runtime.controller import ObjectKey
-from tests.unit.controlplane.builders import NOW, cluster, kcp
-from tests.unit.controlplane.fakes import FakeCache, FakeKube, FakeTracker
+from tests.unit.controlplane.builders import cluster, kcp
+from tests.unit.controlplane.fakes import FakeKube, reconciler_on
 
 KEY = ObjectKey("ns", "cp")
 RANDOM = re.compile(r"[bcdfghjklmnpqrstvwxz2456789]{5}")
@@ -111,21 +109,9 @@ def _fleet(obj: dict[str, Any], kube: FakeKube | None = None) -> FakeKube:
     return kube
 
 
-def _reconciler(kube: FakeKube) -> KubeadmControlPlaneReconciler:
-    return KubeadmControlPlaneReconciler(
-        kube,  # type: ignore[arg-type]
-        FakeCache(kube),
-        FakeTracker(),
-        recorder=EventRecorder(kube),  # type: ignore[arg-type]
-        options=ReconcilerOptions(expectation_timeout=0.0),
-        clock=lambda: NOW,
-        workload_api=lambda api: api,
-    )
-
-
 def test_the_first_machine_and_its_objects_are_named_by_the_template() -> None:
     kube = _fleet(_with_template("{{ .cluster.name }}-cp-{{ .random }}", replicas=1))
-    _reconciler(kube).reconcile(KEY)
+    reconciler_on(kube).reconcile(KEY)
     [machine] = kube.of_kind("Machine")
     name = machine["metadata"]["name"]
     assert re.fullmatch(r"c1-cp-" + RANDOM.pattern, name), name
@@ -135,7 +121,7 @@ def test_the_first_machine_and_its_objects_are_named_by_the_template() -> None:
 
 def test_a_bad_template_is_a_condition_and_an_event_and_creates_nothing() -> None:
     kube = _fleet(_with_template("{{ .cluster.name }}-cp", replicas=1))
-    result = _reconciler(kube).reconcile(KEY)
+    result = reconciler_on(kube).reconcile(KEY)
     assert not kube.of_kind("Machine") and not kube.of_kind("LocalMachine")
     [obj] = kube.of_kind("KubeadmControlPlane")
     scaling = c.get_condition(obj, c.SCALING_UP)
@@ -159,7 +145,7 @@ class _Taken(FakeKube):
 
 def test_a_taken_name_is_reported_and_retried_not_raised() -> None:
     kube = _fleet(_with_template("{{ .cluster.name }}-{{ .random }}", replicas=1), _Taken())
-    result = _reconciler(kube).reconcile(KEY)
+    result = reconciler_on(kube).reconcile(KEY)
     assert not kube.of_kind("Machine") and not kube.of_kind("KubeadmConfig")
     warnings = [e["message"] for e in kube.of_kind("Event") if e["type"] == "Warning"]
     assert any("is taken" in m and "spec.machineNaming.template" in m for m in warnings), warnings
