@@ -195,15 +195,24 @@ def reconcile_certificates(
 
 
 def _adopt(kube: Kube, secret: Mapping[str, Any], kcp: Mapping[str, Any], kcp_uid: str) -> bool:
-    """Make KCP the controller of a Cluster API-typed Secret that has none, as Cluster API does.
+    """Make KCP the controller of a Cluster API-typed Secret, as Cluster API does: one that has
+    no controller, or another one (the KubeadmConfig of a Machine that ran `kubeadm init` on
+    its own generated it, say).
 
     Secrets of another type (a user's own) are left exactly as they are.
     """
     # A metadata-only copy has no type: adoption waits for a live read.
-    if secret.get("type") != CLUSTER_SECRET_TYPE or controller_of(secret) is not None:
+    controller = controller_of(secret)
+    if secret.get("type") != CLUSTER_SECRET_TYPE or (
+        controller is not None and controller.get("uid") == kcp_uid
+    ):
         return False
     metadata = secret.get("metadata") or {}
-    refs = [dict(r) for r in metadata.get("ownerReferences") or [] if r.get("uid") != kcp_uid]
+    refs = [
+        dict(r)
+        for r in metadata.get("ownerReferences") or []
+        if r.get("uid") != kcp_uid and not r.get("controller")
+    ]
     refs.append(controller_reference(kcp))
     kube.merge_patch(
         SECRET,

@@ -46,11 +46,15 @@ Permission = tuple[str, str, str]
 USED: dict[Permission, str] = {
     (CORE, "events", "create"): "controlplane/events.py EventRecorder",
     (CORE, "events", "patch"): "controlplane/events.py EventRecorder: a repeat bumps count",
-    (CORE, "secrets", "list"): "controlplane/controller.py secrets informer (metadata only)",
+    (CORE, "secrets", "list"): (
+        "controlplane/controller.py secrets informer (metadata only); controlplane/adoption.py"
+    ),
     (CORE, "secrets", "watch"): "controlplane/controller.py secrets informer (metadata only)",
     (CORE, "secrets", "get"): "controlplane/secrets.py live read; tracker/secrets.py CA reads",
     (CORE, "secrets", "create"): "controlplane/certificates.py, controlplane/kubeconfig.py",
-    (CORE, "secrets", "patch"): "controlplane/kubeconfig.py rotation, certificates.py adoption",
+    (CORE, "secrets", "patch"): (
+        "controlplane/kubeconfig.py rotation, certificates.py and adoption.py adoption"
+    ),
     (BOOTSTRAP, "kubeadmconfigs", "list"): "controlplane/controller.py kubeadmconfigs informer",
     (BOOTSTRAP, "kubeadmconfigs", "watch"): "controlplane/controller.py kubeadmconfigs informer",
     (BOOTSTRAP, "kubeadmconfigs", "create"): "controlplane/machines.py create_machine",
@@ -58,7 +62,9 @@ USED: dict[Permission, str] = {
         "controlplane/inspection.py expiry annotation; controlplane/inplace.py apply; "
         "controlplane/managed_fields.py"
     ),
-    (BOOTSTRAP, "kubeadmconfigs", "get"): "controlplane/managed_fields.py re-read on conflict",
+    (BOOTSTRAP, "kubeadmconfigs", "get"): (
+        "controlplane/managed_fields.py re-read on conflict; controlplane/adoption.py"
+    ),
     (BOOTSTRAP, "kubeadmconfigs", "delete"): (
         "controlplane/machines.py create_machine undo; controlplane/orphans.py"
     ),
@@ -72,13 +78,15 @@ USED: dict[Permission, str] = {
     (CAPI, "machines", "create"): "controlplane/machines.py create_machine",
     (CAPI, "machines", "patch"): (
         "controlplane/reconciler.py pre-terminate hook release; controlplane/inplace.py apply; "
-        "controlplane/managed_fields.py"
+        "controlplane/managed_fields.py; controlplane/adoption.py owner reference"
     ),
     (CAPI, "machines", "delete"): "controlplane/reconciler.py scale down, remediation",
     (CAPI, "machines/status", "patch"): "controlplane/reconciler.py machine conditions",
     (CONTROLPLANE, "kubeadmcontrolplanes", "list"): "controlplane/controller.py informer",
     (CONTROLPLANE, "kubeadmcontrolplanes", "watch"): "controlplane/controller.py informer",
-    (CONTROLPLANE, "kubeadmcontrolplanes", "get"): "controlplane/status.py re-read on conflict",
+    (CONTROLPLANE, "kubeadmcontrolplanes", "get"): (
+        "controlplane/status.py re-read on conflict; controlplane/adoption.py live read"
+    ),
     (CONTROLPLANE, "kubeadmcontrolplanes", "patch"): (
         "controlplane/lifecycle.py finalizer; controlplane/remediator.py annotation"
     ),

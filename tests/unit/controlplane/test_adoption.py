@@ -3,6 +3,7 @@ KCP adopts them."""
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
@@ -12,6 +13,7 @@ from kcp.api import conditions as c
 from kcp.api import labels
 from kcp.api.groups import KUBEADM_CONTROL_PLANE, MACHINE, SECRET
 from kcp.api.objects import KubeadmControlPlaneView, MachineView
+from kcp.certs import key_pair_to_secret_data, new_certificate_authority
 from kcp.controlplane.adoption import (
     ADOPTION_FAILED_REASON,
     adoption_candidates,
@@ -26,7 +28,7 @@ from kcp.controlplane.managed_fields import (
     without_fields,
 )
 from kcp.runtime.controller import ObjectKey
-from tests.unit.controlplane.builders import KCP_UID, cluster, kcp, machine
+from tests.unit.controlplane.builders import KCP_UID, NOW, cluster, kcp, machine
 from tests.unit.controlplane.fakes import FakeCache, FakeKube, reconciler_on
 
 KEY = ObjectKey("ns", "cp")
@@ -256,3 +258,23 @@ def test_a_control_plane_being_deleted_adopts_nothing() -> None:
     reconciler.reconcile(KEY)
     assert _controller_uid(kube.get(MACHINE, "ns", "a")) is None
     assert len(kube.of_kind("Machine")) == 1
+
+
+def test_a_certificate_another_object_controls_becomes_the_control_planes() -> None:
+    """Cluster API's rule for its own Secret type: the KubeadmControlPlane is the controller
+    of the cluster's certificates, whoever generated them."""
+    kube = FakeKube()
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    config = kube.put(_config("a"))
+    ca = new_certificate_authority("kubernetes", now=NOW)
+    secret = _secret("c1-ca", config)
+    secret["data"] = {
+        k: base64.b64encode(v).decode() for k, v in key_pair_to_secret_data(ca).items()
+    }
+    kube.put(secret)
+    reconciler_on(kube).reconcile(KEY)
+    adopted = kube.get(SECRET, "ns", "c1-ca")
+    assert _controller_uid(adopted) == KCP_UID
+    assert adopted is not None and len(adopted["metadata"]["ownerReferences"]) == 1
+    assert adopted["data"] == secret["data"]
