@@ -25,6 +25,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 FIRST = (
     "tests/integration/controlplane/test_lifecycle.py",
+    "tests/reliability/test_faults.py",
     "tests/reliability",
     "tests/integration/controlplane/test_controlplane.py",
     "tests/integration/test_dev.py",
@@ -36,14 +37,16 @@ FIRST = (
 side by side and the short ones fill in around them."""
 RELIABILITY_SUMMARY = "reliability_summary"
 _worker_summaries: list[dict[str, Any]] = []
-FLEETLESS = ("tests/reliability/test_tracker_leaks.py",)
-"""Reliability modules that use none of the package's fleet: a group of their own."""
+OWN_GROUP = ("tests/reliability/test_tracker_leaks.py", "tests/reliability/test_faults.py")
+"""Reliability modules in a group of their own: the tracker's leak loop uses no fleet; the
+fault module is half of the package's work, so it gets a fleet of its own (a package-scoped
+fixture is per worker) and runs beside the other half instead of after it."""
 
 
 def _group(nodeid: str) -> str:
     """One fleet, one group: the reliability package shares its fleet; a module its own."""
     path = nodeid.split("::", 1)[0]
-    if path.startswith("tests/reliability/") and path not in FLEETLESS:
+    if path.startswith("tests/reliability/") and path not in OWN_GROUP:
         return "tests/reliability"
     return path
 
