@@ -37,8 +37,7 @@ from kcp.bench.versus_fleet import CONTENDERS, ClusterShape, Contender, QuorumWa
 from kcp.bench.versus_phases import (
     Window,
     change_every_cluster,
-    rollout,
-    scale_up,
+    rollout_and_scale_up,
     settle,
     steady,
 )
@@ -46,7 +45,7 @@ from kcp.bench.versus_report import render
 
 __all__ = ["PHASES", "VersusSettings", "add_arguments", "measure", "run", "scenario", "summary"]
 
-PHASES = ("settle", "steady", "change", "rollout", "scale_up")
+PHASES = ("settle", "steady", "change", "rollout_scale_up")
 ROLLOUT_CLUSTER, SCALE_CLUSTER = "v00", "v01"
 
 
@@ -102,8 +101,16 @@ def _phase_plan(
         ("settle", lambda w: settle(w, settings.shapes(), settings.settle_timeout)),
         ("steady", lambda w: steady(w, settings.steady_seconds)),
         ("change", lambda w: change_every_cluster(w, observer, settings.change_timeout)),
-        ("rollout", lambda w: rollout(w, ROLLOUT_CLUSTER, settings.rollout_timeout)),
-        ("scale_up", lambda w: scale_up(w, SCALE_CLUSTER, 3, settings.rollout_timeout)),
+        (
+            "rollout_scale_up",
+            lambda w: rollout_and_scale_up(
+                w,
+                rollout_cluster=ROLLOUT_CLUSTER,
+                scale_cluster=SCALE_CLUSTER,
+                replicas=3,
+                timeout=settings.rollout_timeout,
+            ),
+        ),
     ]
 
 

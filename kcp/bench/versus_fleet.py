@@ -136,6 +136,11 @@ def cluster_objects(shape: ClusterShape) -> list[tuple[groups.Resource, dict[str
                         }
                     },
                     "kubeadmConfigSpec": copy.deepcopy(_KUBEADM_CONFIG_SPEC),
+                    # What Cluster API's defaulting webhook writes (none runs here); its
+                    # controller rolls nothing out without it.
+                    "rollout": {
+                        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}
+                    },
                 },
             },
         ),
@@ -156,14 +161,20 @@ def is_available(kcp: dict[str, Any]) -> bool:
 
 
 def not_available_reason(kcp: dict[str, Any]) -> str:
+    """Replicas and the conditions that say why a control plane is not (yet) where wanted."""
     status = kcp.get("status") or {}
     available = cond.get_condition(kcp, cond.AVAILABLE) or {}
-    return (
+    parts = [
         f"{kcp['metadata']['name']}: Available={available.get('status')} "
         f"({available.get('reason')}: {str(available.get('message') or '')[:160]}), "
         f"replicas {status.get('replicas')}/{(kcp.get('spec') or {}).get('replicas')} "
         f"ready {status.get('readyReplicas')} upToDate {status.get('upToDateReplicas')}"
-    )
+    ]
+    for kind in (cond.ROLLING_OUT, cond.SCALING_UP, cond.SCALING_DOWN):
+        found = cond.get_condition(kcp, kind) or {}
+        if found.get("status") == cond.TRUE:
+            parts.append(f"{kind}: {str(found.get('message') or '')[:200]}")
+    return "; ".join(parts)
 
 
 @dataclass

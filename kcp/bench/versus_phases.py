@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,7 @@ __all__ = [
     "PhaseError",
     "Window",
     "change_every_cluster",
-    "rollout",
-    "scale_up",
+    "rollout_and_scale_up",
     "settle",
     "steady",
 ]
@@ -200,68 +200,79 @@ def change_every_cluster(
     }
 
 
-def _converge(
+@dataclass
+class _Convergence:
+    """One control plane driven to a new state: when it got there, and the Machines made."""
+
+    cluster: str
+    done: Callable[[dict[str, Any], list[dict[str, Any]]], bool]
+    before: set[str]
+    seen: set[str]
+    seconds: float | None = None
+    last_state: str = ""
+
+    def figures(self, timeout: float, what: str) -> dict[str, Any]:
+        created = len(self.seen - self.before)
+        if self.seconds is None:
+            return {
+                "error": f"{what} of {self.cluster} not finished after {timeout:.0f}s "
+                f"({created} Machines created): {self.last_state}"
+            }
+        return {"seconds": round(self.seconds, 1), "machines_created": created}
+
+
+def rollout_and_scale_up(
     window: Window,
-    cluster: str,
-    patch: dict[str, Any],
-    done: Any,
     *,
+    rollout_cluster: str,
+    scale_cluster: str,
+    replicas: int,
     timeout: float,
-    what: str,
 ) -> dict[str, Any]:
+    """At once: a version upgrade of one control plane (every Machine replaced, maxSurge 1)
+    and a scale-up of another (new Machines join its etcd). Each is timed on its own; the
+    window's figures cover both."""
     fleet = window.fleet
-    before = {m["metadata"]["name"] for m in fleet.machines_of(cluster)}
-    seen = set(before)
-    started = time.monotonic()
-    fleet.patch_control_plane(cluster, patch)
-    deadline = started + timeout
-    while True:
-        time.sleep(_POLL)
-        machines = fleet.machines_of(cluster)
-        seen |= {m["metadata"]["name"] for m in machines}
-        plane = fleet.control_planes().get(cluster)
-        if plane is not None and is_available(plane) and done(plane, machines):
-            break
-        if time.monotonic() > deadline:
-            state = not_available_reason(plane) if plane else "gone"
-            raise PhaseError(
-                f"{what} of {cluster} not finished after {timeout:.0f}s "
-                f"({len(seen - before)} Machines created): {state}"
-            )
-    seconds = time.monotonic() - started
-    return {"seconds": round(seconds, 1), "machines_created": len(seen - before), **window.close()}
 
-
-def rollout(window: Window, cluster: str, timeout: float) -> dict[str, Any]:
-    """A version upgrade: every Machine replaced, one at a time (maxSurge 1)."""
-
-    def done(plane: dict[str, Any], machines: list[dict[str, Any]]) -> bool:
-        replicas = (plane.get("spec") or {}).get("replicas")
-        return len(machines) == replicas and all(
+    def upgraded(plane: dict[str, Any], machines: list[dict[str, Any]]) -> bool:
+        return len(machines) == (plane.get("spec") or {}).get("replicas") and all(
             (m.get("spec") or {}).get("version") == UPGRADE_VERSION for m in machines
         )
 
-    return _converge(
-        window,
-        cluster,
-        {"spec": {"version": UPGRADE_VERSION}},
-        done,
-        timeout=timeout,
-        what="the rollout",
-    )
-
-
-def scale_up(window: Window, cluster: str, replicas: int, timeout: float) -> dict[str, Any]:
-    """One control plane scaled up: new Machines join the etcd cluster."""
-
-    def done(plane: dict[str, Any], machines: list[dict[str, Any]]) -> bool:
+    def scaled(_plane: dict[str, Any], machines: list[dict[str, Any]]) -> bool:
         return len(machines) == replicas
 
-    return _converge(
-        window,
-        cluster,
-        {"spec": {"replicas": replicas}},
-        done,
-        timeout=timeout,
-        what="the scale-up",
-    )
+    targets: dict[str, tuple[_Convergence, dict[str, Any], str]] = {}
+    for key, cluster, done, patch, what in (
+        ("rollout", rollout_cluster, upgraded, {"version": UPGRADE_VERSION}, "the rollout"),
+        ("scale_up", scale_cluster, scaled, {"replicas": replicas}, "the scale-up"),
+    ):
+        names = {m["metadata"]["name"] for m in fleet.machines_of(cluster)}
+        targets[key] = (_Convergence(cluster, done, names, set(names)), {"spec": patch}, what)
+    started = time.monotonic()
+    for convergence, patch, _what in targets.values():
+        fleet.patch_control_plane(convergence.cluster, patch)
+    deadline = started + timeout
+    pending = [t[0] for t in targets.values()]
+    while pending and time.monotonic() < deadline:
+        time.sleep(_POLL)
+        planes, machines = fleet.control_planes(), fleet.machines()
+        for convergence in list(pending):
+            mine = [m for m in machines if _cluster_of(m) == convergence.cluster]
+            convergence.seen |= {m["metadata"]["name"] for m in mine}
+            plane = planes.get(convergence.cluster)
+            if plane is None:
+                convergence.last_state = "the KubeadmControlPlane is gone"
+                continue
+            convergence.last_state = not_available_reason(plane)
+            if is_available(plane) and convergence.done(plane, mine):
+                convergence.seconds = time.monotonic() - started
+                pending.remove(convergence)
+    figures = window.close()
+    for key, (convergence, _patch, what) in targets.items():
+        figures[key] = convergence.figures(timeout, what)
+    return figures
+
+
+def _cluster_of(machine: dict[str, Any]) -> str:
+    return str((machine.get("spec") or {}).get("clusterName") or "")

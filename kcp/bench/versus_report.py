@@ -35,14 +35,14 @@ MEASURES: tuple[tuple[str, str, str], ...] = (
     ("change all", "change", "requests_per_minute"),
     ("change all", "change", "port_forwards_per_minute"),
     ("change all", "change", "machines_created"),
-    ("rollout 3 cp", "rollout", "seconds"),
-    ("rollout 3 cp", "rollout", "machines_created"),
-    ("rollout 3 cp", "rollout", "cpu_cores"),
-    ("rollout 3 cp", "rollout", "requests_per_minute"),
-    ("rollout 3 cp", "rollout", "port_forwards_per_minute"),
-    ("scale-up 1->3", "scale_up", "seconds"),
-    ("scale-up 1->3", "scale_up", "machines_created"),
-    ("scale-up 1->3", "scale_up", "cpu_cores"),
+    ("rollout 3 cp", "rollout_scale_up", "rollout.seconds"),
+    ("rollout 3 cp", "rollout_scale_up", "rollout.machines_created"),
+    ("scale-up 1->3", "rollout_scale_up", "scale_up.seconds"),
+    ("scale-up 1->3", "rollout_scale_up", "scale_up.machines_created"),
+    ("rollout+scale-up", "rollout_scale_up", "cpu_cores"),
+    ("rollout+scale-up", "rollout_scale_up", "cpu_ms_per_reconcile"),
+    ("rollout+scale-up", "rollout_scale_up", "requests_per_minute"),
+    ("rollout+scale-up", "rollout_scale_up", "port_forwards_per_minute"),
     ("whole run", "", "peak_rss_mib"),
     ("whole run", "", "quorum_lost_samples"),
     ("whole run", "", "quorum_samples"),
@@ -63,7 +63,10 @@ _LABELS = {
     "machines_latency_ms.p50": "change->Machines p50 ms",
     "machines_latency_ms.p99": "change->Machines p99 ms",
     "machines_created": "Machines created",
-    "seconds": "seconds",
+    "rollout.seconds": "seconds",
+    "scale_up.seconds": "seconds",
+    "rollout.machines_created": "Machines created",
+    "scale_up.machines_created": "Machines created",
     "peak_rss_mib": "peak RSS MiB",
     "quorum_lost_samples": "etcd samples w/o quorum",
     "quorum_samples": "etcd quorum samples",
@@ -79,8 +82,8 @@ PLOTTED: tuple[tuple[str, str], ...] = (
     ("change", "status_latency_ms.p50"),
     ("change", "status_latency_ms.p99"),
     ("change", "cpu_cores"),
-    ("rollout", "seconds"),
-    ("scale_up", "seconds"),
+    ("rollout_scale_up", "rollout.seconds"),
+    ("rollout_scale_up", "scale_up.seconds"),
     ("", "peak_rss_mib"),
 )
 """The measures the plot shows as kcp/other ratios."""
@@ -91,11 +94,11 @@ def cell(result: dict[str, Any], phase: str, path: str) -> float | str | None:
     source: Any = result if not phase else (result.get("phases") or {}).get(phase)
     if source is None:
         return None
-    if phase and "error" in source:
-        return FAILED
     for part in path.split("."):
         if not isinstance(source, dict):
             return None
+        if phase and "error" in source:
+            return FAILED
         source = source.get(part)
     if isinstance(source, bool) or not isinstance(source, int | float):
         return None
@@ -139,7 +142,8 @@ def ratios(results: Sequence[dict[str, Any]], other: str) -> list[tuple[str, flo
     for phase, path in PLOTTED:
         a, b = cell(mine, phase, path), cell(theirs, phase, path)
         if isinstance(a, float) and isinstance(b, float) and a > 0 and b > 0:
-            found.append((f"{phase or 'run'}: {_LABELS.get(path, path)}", a / b))
+            scenario = next(m[0] for m in MEASURES if m[1:] == (phase, path))
+            found.append((f"{scenario}: {_LABELS.get(path, path)}", a / b))
     return found
 
 
@@ -153,8 +157,18 @@ def render(results: Sequence[dict[str, Any]], title: str) -> str:
         if result.get("error"):
             lines.append(f"  {result['contender']}: FAILED to start: {result['error']}")
         for phase, figures in (result.get("phases") or {}).items():
-            if "error" in figures:
-                lines.append(f"  {result['contender']} {phase}: FAILED: {figures['error']}")
+            for part, found in [(phase, figures), *_parts(phase, figures)]:
+                if "error" in found:
+                    lines.append(f"  {result['contender']} {part}: FAILED: {found['error']}")
         for lost in (result.get("quorum_lost") or [])[:5]:
             lines.append(f"  {result['contender']}: etcd without quorum at {lost}")
     return "\n".join(lines)
+
+
+def _parts(phase: str, figures: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The sub-scenarios a phase measured together (rollout and scale-up)."""
+    return [
+        (f"{phase}.{k}", v)
+        for k, v in figures.items()
+        if isinstance(v, dict) and k != "port_forwards_by_pod"
+    ]

@@ -88,3 +88,31 @@ def test_table_gives_kcp_over_each_other_and_marks_failures() -> None:
     text = render(results, "title")
     assert "kcp/capi" in text.splitlines()[1]
     assert "capi-tuned steady: FAILED: boom" in text
+
+
+def test_a_failed_part_of_a_phase_is_failed_and_listed() -> None:
+    kcp = {
+        "contender": "kcp",
+        "phases": {
+            "rollout_scale_up": {
+                "cpu_cores": 0.1,
+                "rollout": {"seconds": 90.0, "machines_created": 3},
+                "scale_up": {"seconds": 40.0, "machines_created": 2},
+            }
+        },
+    }
+    capi = {
+        "contender": "capi",
+        "phases": {
+            "rollout_scale_up": {
+                "cpu_cores": 0.2,
+                "rollout": {"error": "not finished"},
+                "scale_up": {"seconds": 50.0, "machines_created": 2},
+            }
+        },
+    }
+    rows = {row[0]: row[1:] for row in comparison_rows([kcp, capi])}
+    assert rows["rollout 3 cp: seconds"] == ["90.0", FAILED, "-"]
+    assert rows["scale-up 1->3: seconds"] == ["40.0", "50.0", "0.80"]
+    assert rows["rollout+scale-up: CPU cores"] == ["0.10", "0.20", "0.50"]
+    assert "capi rollout_scale_up.rollout: FAILED: not finished" in render([kcp, capi], "t")
