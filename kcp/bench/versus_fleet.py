@@ -188,7 +188,9 @@ class _Controller:
 class RealFleet:
     """The contender's controller and simulator in a fresh namespace; `stop()` ends both."""
 
-    def __init__(self, env: BenchEnvironment, contender: Contender) -> None:
+    def __init__(
+        self, env: BenchEnvironment, contender: Contender, *, machine_concurrency: int = 3
+    ) -> None:
         from kcp.controlplane.client import Kube
 
         self.env = env
@@ -199,6 +201,7 @@ class RealFleet:
         self.sim: Any = None
         self.controller: _Controller | None = None
         self.port_forwards = PortForwardCounter(self.kubelet_logs)
+        self.machine_concurrency = machine_concurrency
 
     def start(self) -> None:
         from kcp.sim import options as sim_options
@@ -212,6 +215,7 @@ class RealFleet:
                 namespace=self.namespace,
                 kubeconfig=self.env.kubeconfig,
                 work_dir=self.work_dir / "sim",
+                machine_concurrency=self.machine_concurrency,
             ),
         )
         self.sim.start()
@@ -359,10 +363,10 @@ class RealFleet:
 
 @dataclass
 class QuorumWatch:
-    """Samples every cluster's etcd quorum (and polls the port-forward counter) every 2 s."""
+    """Samples every cluster's etcd quorum (and polls the port-forward counter) every 3 s."""
 
     fleet: RealFleet
-    interval: float = 2.0
+    interval: float = 3.0
     samples: int = 0
     lost: list[str] = field(default_factory=list)
     """`<seconds since start> <cluster> healthy/members` of samples without quorum."""
