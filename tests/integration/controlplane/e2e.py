@@ -30,7 +30,7 @@ from kcp.controlplane.reconciler import ReconcilerOptions
 from kcp.etcd import EtcdClient, EtcdClusterStatus, EtcdTimeouts, cluster_status, move_leader
 from kcp.runtime.manager import Manager
 from kcp.runtime.metrics import new_registry
-from kcp.runtime.options import ManagerOptions
+from kcp.runtime.options import WATCH_FILTER_LABEL, ManagerOptions
 from kcp.sim import options as sim_options
 from kcp.sim import simulator as sim_module
 from kcp.testing.controlplane import LocalControlPlane
@@ -58,6 +58,8 @@ class Env:
     created_clusters: set[str] = field(default_factory=set)
     stability: StabilityWatch | None = None
     tunnels: TunnelWindow | None = None
+    watch_filter: str | None = None
+    """The fleet's kcp reconciles only what carries this `--watch-filter` label (None: all)."""
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
@@ -72,19 +74,20 @@ def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float =
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 
 
+@dataclass
+class KcpInstance:
+    """One kcp controller (manager, tracker, metrics) running in the test process."""
+
+    tracker: Tracker
+    controller: ControlPlaneController
+    registry: Any
+
+
 @contextlib.contextmanager
-def _fleet(control_plane: LocalControlPlane, role: str, **sim_settings: Any) -> Iterator[Env]:
-    """A namespace with its own simulator (and Cluster API controllers) and kcp controller."""
-    namespace = f"kcp-{role}-{uuid.uuid4().hex[:6]}"
-    admin = Kube(control_plane.api_client())
-    admin.create(groups.NAMESPACE, None, {"metadata": {"name": namespace}})
-    sim = sim_module.Simulator(
-        control_plane.api_client(),
-        sim_options.SimOptions(
-            namespace=namespace, kubeconfig=control_plane.kubeconfig_path, **sim_settings
-        ),
-    )
-    sim.start()
+def _run_kcp(
+    control_plane: LocalControlPlane, namespace: str, *, watch_filter: str | None = None
+) -> Iterator[KcpInstance]:
+    """kcp on `namespace` (and on `--watch-filter` objects only, if given), stopped after."""
     api = control_plane.api_client()
     registry = new_registry(process_collectors=False)
     manager = Manager(
@@ -92,6 +95,7 @@ def _fleet(control_plane: LocalControlPlane, role: str, **sim_settings: Any) -> 
             health_addr="0",
             metrics_bind_addr="0",
             namespace=namespace,
+            watch_filter=watch_filter,
             concurrency=4,
             kube_api_qps=200,
             kube_api_burst=300,
@@ -115,10 +119,43 @@ def _fleet(control_plane: LocalControlPlane, role: str, **sim_settings: Any) -> 
     )
     manager.start()
     try:
-        yield Env(namespace, admin, sim, tracker, controller, registry)
+        yield KcpInstance(tracker, controller, registry)
     finally:
         manager.stop(timeout=10)
         tracker.close()
+
+
+@contextlib.contextmanager
+def _fleet(
+    control_plane: LocalControlPlane,
+    role: str,
+    *,
+    watch_filter: str | None = None,
+    **sim_settings: Any,
+) -> Iterator[Env]:
+    """A namespace with its own simulator (and Cluster API controllers) and kcp controller."""
+    namespace = f"kcp-{role}-{uuid.uuid4().hex[:6]}"
+    admin = Kube(control_plane.api_client())
+    admin.create(groups.NAMESPACE, None, {"metadata": {"name": namespace}})
+    sim = sim_module.Simulator(
+        control_plane.api_client(),
+        sim_options.SimOptions(
+            namespace=namespace, kubeconfig=control_plane.kubeconfig_path, **sim_settings
+        ),
+    )
+    sim.start()
+    try:
+        with _run_kcp(control_plane, namespace, watch_filter=watch_filter) as kcp:
+            yield Env(
+                namespace,
+                admin,
+                sim,
+                kcp.tracker,
+                kcp.controller,
+                kcp.registry,
+                watch_filter=watch_filter,
+            )
+    finally:
         sim.stop()
         with contextlib.suppress(Exception):  # the test control plane goes away anyway
             admin.delete(groups.NAMESPACE, None, namespace)
@@ -127,16 +164,26 @@ def _fleet(control_plane: LocalControlPlane, role: str, **sim_settings: Any) -> 
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _apply_sample(env: Env, filename: str) -> None:
-    for document in yaml.safe_load_all((SAMPLES / filename).read_text()):
-        if not document:
-            continue
-        document["metadata"]["namespace"] = env.namespace
+def _sample(filename: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((SAMPLES / filename).read_text()) if d]
+
+
+def _apply(env: Env, documents: list[dict[str, Any]], watch_filter: str | None) -> None:
+    """Create `documents` in the fleet's namespace, each labelled for `watch_filter` if set."""
+    for document in documents:
+        metadata = document["metadata"]
+        metadata["namespace"] = env.namespace
+        if watch_filter:
+            metadata.setdefault("labels", {})[WATCH_FILTER_LABEL] = watch_filter
         group, _, _version = str(document["apiVersion"]).rpartition("/")
         resource = env.kube.resource_for(group, document["kind"])
         env.kube.create(resource, env.namespace, document)
-        if document["kind"] == "Cluster":
-            env.created_clusters.add(document["metadata"]["name"])
+
+
+def _apply_sample(env: Env, filename: str) -> None:
+    documents = _sample(filename)
+    _apply(env, documents, env.watch_filter)
+    env.created_clusters.update(d["metadata"]["name"] for d in documents if d["kind"] == "Cluster")
 
 
 def _kcp(env: Env, name: str) -> dict[str, Any] | None:

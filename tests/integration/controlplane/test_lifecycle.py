@@ -3,6 +3,10 @@ and CABPK, scales 3 -> 1 -> 3, upgrades (kubeadm-config and add-ons following), 
 a skipped minor version, loses a Machine to `kubectl delete machine`, and is remediated
 with a real MachineHealthCheck (and refused when quorum is at stake, and stopped after
 maxRetry). Quorum is sampled throughout. Every wait is bounded.
+
+Meanwhile Cluster API's own KubeadmControlPlane controller brings up a second cluster in
+the same namespace (the two controllers kept apart by `--watch-filter`), and kcp takes it
+over: Cluster API's controller stopped, kcp started with the same flags.
 """
 
 from __future__ import annotations
@@ -46,9 +50,14 @@ from tests.integration.controlplane.e2e import (
     _workload_get,
     _workload_image,
 )
+from tests.integration.controlplane.takeover import TAKEOVER, Takeover
 from tests.reliability.summary import SUMMARY
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+LIFE = "life"
+"""The fleet's kcp reconciles the objects labelled `cluster.x-k8s.io/watch-filter=life`;
+Cluster API's KCP those labelled `capi`, until kcp takes them over (`takeover.py`)."""
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +67,23 @@ def life(control_plane: LocalControlPlane) -> Iterator[Env]:
     Its Nodes go unreachable NODE_GRACE seconds after their kubelet dies (kube-controller-
     manager waits 40 s by default), so that remediation is quick to watch."""
     with _fleet(
-        control_plane, "life", node_monitor_grace_period=NODE_GRACE, node_lease_renew_interval=5.0
+        control_plane,
+        "life",
+        watch_filter=LIFE,
+        node_monitor_grace_period=NODE_GRACE,
+        node_lease_renew_interval=5.0,
     ) as env:
         yield env
+
+
+@pytest.fixture(scope="module")
+def takeover(life: Env, control_plane: LocalControlPlane) -> Iterator[Takeover]:
+    """Cluster API's own KCP beside the fleet, the cluster it makes, and kcp's takeover."""
+    run = Takeover(life, control_plane)
+    try:
+        yield run
+    finally:
+        run.stop()
 
 
 def test_a_copy_of_the_ha_sample_becomes_available(life: Env) -> None:
@@ -74,6 +97,17 @@ def test_a_copy_of_the_ha_sample_becomes_available(life: Env) -> None:
     )
     assert len(members) == 3
     print(f"HA sample available after {time.monotonic() - started:.0f}s")
+
+
+def test_cluster_apis_own_kcp_starts_a_second_cluster(life: Env, takeover: Takeover) -> None:
+    """Cluster API's KCP (`--watch-filter=capi`; the fleet's kcp has `life`) creates a second
+    cluster while the HA cluster scales; kcp takes it over in the background meanwhile."""
+    takeover.start()
+    _wait(
+        "Cluster API's KCP to create the takeover cluster's first Machine",
+        lambda: _machines(life, TAKEOVER),
+        120,
+    )
 
 
 def test_scale_down_to_one_keeps_quorum(life: Env) -> None:
@@ -187,6 +221,16 @@ def test_a_skipped_minor_version_a_webhook_would_refuse_rolls_nothing_out(life: 
     assert "allowed versions: v1.34.5 or a later v1.34 patch release, or any v1.35" in skipped
     assert any("v1.36.0 skips a minor version" in m for m in _event_reasons(life)["InvalidSpec"])
     assert _kubeadm_cluster_configuration(life, HA)["kubernetesVersion"] == "v1.34.5"
+
+
+def test_kcp_took_over_the_cluster_cluster_apis_kcp_made(takeover: Takeover) -> None:
+    """The second cluster, made Available with 3 Machines by Cluster API's KCP, was handed
+    to kcp (Cluster API's controller stopped, kcp started with the same flags): kcp reported
+    it Available within a minute, replaced no Machine, changed no certificate Secret, moved
+    a label change on Machines Cluster API's field managers labelled, then scaled it 3 -> 1,
+    rolled the last Machine out to a new version and deleted the cluster (`takeover.py`)."""
+    for line in takeover.finish(timeout=600):
+        print(line)
 
 
 MEMBERS_MATCH_TIMEOUT = 120.0
