@@ -5,7 +5,8 @@ a scale down, a rollout, `kubectl delete machine` or a remediation — core
 drains its Node and then waits on the hook; here leadership moves away from
 its member if that leads, the member is removed through another member, and
 the hook is released so that core tears the machine down. A member no
-Machine backs is removed when that is safe. Nothing is ever removed that
+Machine backs is removed when that is safe, and never while a Machine of the
+cluster could not be adopted (it may be that Machine's). Nothing is ever removed that
 would cost etcd its quorum: the condition that covers it says why instead.
 `kcp.controlplane.bookkeeping` decides; this module acts.
 """
@@ -86,7 +87,8 @@ class MemberBookkeeping(Step):
         if not scope.machines:
             return False
         self.ensure_hooks(scope)
-        if self._unbacked(scope):
+        # A Machine kcp refused to adopt backs a member kcp cannot see: remove none.
+        if not scope.adoption_refused and self._unbacked(scope):
             return True
         self._pre_terminate(scope)
         return False

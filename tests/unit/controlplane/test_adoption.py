@@ -29,7 +29,14 @@ from kcp.controlplane.managed_fields import (
 )
 from kcp.runtime.controller import ObjectKey
 from tests.unit.controlplane.builders import KCP_UID, NOW, cluster, kcp, machine
-from tests.unit.controlplane.fakes import FakeCache, FakeKube, reconciler_on
+from tests.unit.controlplane.fakes import (
+    FakeCache,
+    FakeKube,
+    FakeTracker,
+    etcd_status,
+    reconciler_on,
+)
+from tests.unit.controlplane.test_reconciler import _running_control_plane
 
 KEY = ObjectKey("ns", "cp")
 
@@ -278,3 +285,23 @@ def test_a_certificate_another_object_controls_becomes_the_control_planes() -> N
     assert _controller_uid(adopted) == KCP_UID
     assert adopted is not None and len(adopted["metadata"]["ownerReferences"]) == 1
     assert adopted["data"] == secret["data"]
+
+
+def test_the_member_of_a_machine_that_cannot_be_adopted_is_kept() -> None:
+    """The refused Machine's etcd member is backed by a Machine kcp does not own: kcp must
+    not remove it as a member no Machine backs."""
+    kube, tracker = FakeKube(), FakeTracker()
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    skewed = kube.get(MACHINE, "ns", "c")
+    assert skewed is not None
+    skewed["metadata"]["ownerReferences"] = []
+    skewed["spec"]["version"] = "v1.32.0"
+    kube.put(skewed)
+    tracker.etcd = etcd_status(["a", "b", "c"])
+    reconciler_on(kube, tracker).reconcile(KEY)
+    assert tracker.etcd_calls == []
+    assert len(kube.of_kind("Machine")) == 3
+    scaling = c.get_condition(kube.get(KUBEADM_CONTROL_PLANE, "ns", "cp"), c.SCALING_UP)
+    assert scaling is not None and scaling["reason"] == ADOPTION_FAILED_REASON
