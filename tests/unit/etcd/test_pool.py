@@ -158,3 +158,16 @@ def test_a_resized_pool_trims_the_least_recently_used_when_it_next_opens(ca: Key
     with pytest.raises(ValueError, match="at least one"):
         pool.resize(0)
     pool.close_all()
+
+
+def test_gateway_connections_with_the_same_material_share_one_tls_context(ca: KeyPair) -> None:
+    """An OpenSSL context with a client pair costs as much memory as an idle connection:
+    a cluster's members, asked with one certificate, share one."""
+    pool = ChannelPool(transport="gateway")
+    tls, renewed = _tls(ca), _tls(ca)
+    first = pool.get("127.0.0.1:1001", tls)
+    second = pool.get("127.0.0.1:1002", tls)
+    other = pool.get("127.0.0.1:1001", renewed)
+    assert first._context is second._context  # type: ignore[union-attr]
+    assert other._context is not first._context  # type: ignore[union-attr]
+    pool.close_all()
