@@ -4,7 +4,8 @@ Cluster API's KCP (the pinned module's binary) runs on the fleet's namespace wit
 `--watch-filter=capi` while the fleet's kcp reconciles only its own label; it brings up a
 second cluster, a renamed copy of the HA sample. Then, as a user switching over would, the
 test stops it and starts kcp with the same flags, and checks what kcp does with what Cluster
-API made. All of that runs in a thread, so that it overlaps the fleet's own tests instead of
+API made; at the end kcp adopts (or refuses) a Machine that lost its controller reference.
+All of that runs in a thread, so that it overlaps the fleet's own tests instead of
 adding to them; `Takeover.finish` waits for it and raises what failed.
 """
 
@@ -78,6 +79,15 @@ def _cluster_secrets(env: Env) -> dict[str, tuple[str, Any]]:
 
 def _machine_uids(env: Env) -> dict[str, str]:
     return {m["metadata"]["name"]: m["metadata"]["uid"] for m in _machines(env, TAKEOVER)}
+
+
+def _events(env: Env, reason: str) -> list[str]:
+    """Messages of the takeover control plane's Events with `reason`."""
+    return [
+        str(e.get("message"))
+        for e in env.kube.list(groups.EVENT, env.namespace)
+        if (e.get("involvedObject") or {}).get("name") == TAKEOVER_KCP and e.get("reason") == reason
+    ]
 
 
 def _patch(env: Env, spec: dict[str, Any]) -> None:
@@ -195,6 +205,7 @@ class Takeover:
             self._relabel(env, machines)
             self._scale_down(taken, machines)
             self._roll_out(env, secrets)
+            self._orphan_and_adopt(env)
             self._delete(env)
 
     def _relabel(self, env: Env, machines: dict[str, str]) -> None:
@@ -243,6 +254,62 @@ class Takeover:
         for name in CERTIFICATES:
             assert after[name] == secrets[name], name
         self.report.append(f"kcp: rolled out to v1.34.5 in {time.monotonic() - started:.0f}s")
+
+    def _orphan_and_adopt(self, env: Env) -> None:
+        """The Machine kcp made loses its controller reference (as a KubeadmControlPlane
+        deleted with `--cascade=orphan` leaves it) and runs, it says, a version two minors
+        back: kcp refuses to adopt it, says why, and makes or deletes no Machine. With its
+        version back, kcp adopts it: the same Machine, controlled by the KubeadmControlPlane."""
+        [machine] = _machines(env, TAKEOVER)
+        metadata = machine["metadata"]
+        name, uid = metadata["name"], metadata["uid"]
+        control_plane = _kcp(env, TAKEOVER_KCP) or {}
+        started = time.monotonic()
+        env.kube.merge_patch(
+            groups.MACHINE,
+            env.namespace,
+            name,
+            {
+                "metadata": {
+                    "ownerReferences": [
+                        r for r in metadata.get("ownerReferences") or [] if not r.get("controller")
+                    ],
+                    "resourceVersion": metadata["resourceVersion"],
+                },
+                "spec": {"version": "v1.32.5"},
+            },
+        )
+
+        def refused() -> Any:
+            found = _condition(_kcp(env, TAKEOVER_KCP), c.SCALING_UP)
+            ok = found.get("reason") == "AdoptionFailed" and "v1.32.5" in found.get("message", "")
+            return found if ok else False
+
+        said = _wait("kcp to say why it does not adopt the Machine", refused, 60, 0.5)
+        assert f"Machine {env.namespace}/{name} cannot be adopted" in said["message"]
+        time.sleep(3)  # more reconciles: nothing made or deleted meanwhile
+        assert [m["metadata"]["uid"] for m in _machines(env, TAKEOVER)] == [uid]
+        assert _events(env, "AdoptionFailed")
+        env.kube.merge_patch(groups.MACHINE, env.namespace, name, {"spec": {"version": "v1.34.5"}})
+
+        def adopted() -> bool:
+            found = _machines(env, TAKEOVER)
+            refs = [r for m in found for r in m["metadata"].get("ownerReferences") or []]
+            return [m["metadata"]["uid"] for m in found] == [uid] and any(
+                r.get("controller") and r.get("uid") == control_plane["metadata"]["uid"]
+                for r in refs
+            )
+
+        _wait("kcp to adopt the Machine", adopted, 60, 0.5)
+        _wait(
+            "the adopted control plane to be Available",
+            lambda: _available(env, TAKEOVER_KCP, 1, TAKEOVER),
+            60,
+        )
+        assert _events(env, "MachinesAdopted")
+        self.report.append(
+            f"kcp: refused, then adopted an orphaned Machine in {time.monotonic() - started:.0f}s"
+        )
 
     def _delete(self, env: Env) -> None:
         started = time.monotonic()

@@ -228,7 +228,8 @@ def test_kcp_took_over_the_cluster_cluster_apis_kcp_made(takeover: Takeover) -> 
     to kcp (Cluster API's controller stopped, kcp started with the same flags): kcp reported
     it Available within a minute, replaced no Machine, changed no certificate Secret, moved
     a label change on Machines Cluster API's field managers labelled, then scaled it 3 -> 1,
-    rolled the last Machine out to a new version and deleted the cluster (`takeover.py`)."""
+    rolled the last Machine out to a new version, refused and then adopted it once orphaned,
+    and deleted the cluster (`takeover.py`)."""
     for line in takeover.finish(timeout=600):
         print(line)
 
