@@ -119,6 +119,16 @@ def _wait_available(fleet: RealFleet, timeout: float, what: str) -> float:
         time.sleep(_POLL)
 
 
+def _still_available(fleet: RealFleet, timeout: float, what: str) -> dict[str, str]:
+    """{} if every control plane is Available within `timeout`, else why not (the phase's
+    figures are kept: they were measured, on a fleet not all Available)."""
+    try:
+        _wait_available(fleet, timeout, what)
+    except PhaseError as error:
+        return {"available_error": str(error)}
+    return {}
+
+
 def _latency_ms(seen: dict[str, float], sent: dict[str, float]) -> dict[str, float]:
     values = [1000 * (seen[n] - sent[n]) for n in seen]
     return {
@@ -142,7 +152,7 @@ def steady(window: Window, seconds: float) -> dict[str, Any]:
     fleet = window.fleet
     sample = procstat.sample(fleet.pid)
     figures.update(threads=sample.threads, goroutines=fleet.goroutines())
-    _wait_available(fleet, 10.0, "after the steady window")
+    figures.update(_still_available(fleet, 10.0, "after the steady window"))
     return figures
 
 
@@ -191,8 +201,8 @@ def change_every_cluster(
         time.sleep(0.25)
     figures = window.close()
     created = {m["metadata"]["name"] for m in fleet.machines()} - before
-    _wait_available(fleet, 30.0, "after the change")
     return {
+        **_still_available(fleet, 30.0, "after the change"),
         "status_latency_ms": _latency_ms(observed, sent),
         "machines_latency_ms": _latency_ms(labelled, sent),
         "machines_created": len(created),

@@ -2,7 +2,8 @@
 
 Rows are (scenario, measure); columns the contenders in the order run, then
 `kcp/<other>` for every other contender. A scenario a contender failed shows
-`FAILED` in its cells and its error below the table — never dropped.
+`FAILED` in its cells and its error below the table — never dropped; figures measured
+while some control plane was not Available carry a `!`, and the reason is listed.
 """
 
 from __future__ import annotations
@@ -124,7 +125,11 @@ def comparison_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
         if all(v is None for v in values):
             continue
         row = [f"{scenario}: {_LABELS.get(path, path)}"]
-        row += [table.fmt(v, 2 if isinstance(v, float) and abs(v) < 10 else 1) for v in values]
+        row += [
+            table.fmt(v, 2 if isinstance(v, float) and abs(v) < 10 else 1)
+            + ("!" if phase and "available_error" in (r.get("phases") or {}).get(phase, {}) else "")
+            for r, v in zip(results, values, strict=True)
+        ]
         if mine is not None:
             own = cell(mine, phase, path)
             row += [_ratio(own, cell(other, phase, path)) for other in others]
@@ -160,6 +165,11 @@ def render(results: Sequence[dict[str, Any]], title: str) -> str:
             for part, found in [(phase, figures), *_parts(phase, figures)]:
                 if "error" in found:
                     lines.append(f"  {result['contender']} {part}: FAILED: {found['error']}")
+                if "available_error" in found:
+                    lines.append(
+                        f"  {result['contender']} {part} (figures marked !): "
+                        f"{found['available_error']}"
+                    )
         for lost in (result.get("quorum_lost") or [])[:5]:
             lines.append(f"  {result['contender']}: etcd without quorum at {lost}")
     return "\n".join(lines)

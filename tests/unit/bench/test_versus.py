@@ -116,3 +116,11 @@ def test_a_failed_part_of_a_phase_is_failed_and_listed() -> None:
     assert rows["scale-up 1->3: seconds"] == ["40.0", "50.0", "0.80"]
     assert rows["rollout+scale-up: CPU cores"] == ["0.10", "0.20", "0.50"]
     assert "capi rollout_scale_up.rollout: FAILED: not finished" in render([kcp, capi], "t")
+
+
+def test_figures_measured_on_a_fleet_not_all_available_are_marked() -> None:
+    kcp = {"contender": "kcp", "phases": {"steady": {"cpu_cores": 0.1, "available_error": "v00"}}}
+    capi = {"contender": "capi", "phases": {"steady": {"cpu_cores": 0.2}}}
+    rows = {row[0]: row[1:] for row in comparison_rows([kcp, capi])}
+    assert rows["steady: CPU cores"] == ["0.10!", "0.20", "0.50"]
+    assert "kcp steady (figures marked !): v00" in render([kcp, capi], "t")
