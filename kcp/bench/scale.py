@@ -145,7 +145,9 @@ def _measure_point(
     if reconciled_before:  # from the previous point: change them so this controller must act
         bumped, _ = _bump_many(fleet, reconciled_before)
         targets.update(bumped)
-    timeout = 120.0 + 0.5 * size
+    # A bound for a stuck run, not a figure: on 2 shared cores under a load of 20-30 a
+    # thousand clusters took more than 620 s to start (a key each, on the probe workers).
+    timeout = 300.0 + 1.5 * size
     process = start_controller(
         controller,
         env,
