@@ -90,7 +90,10 @@ PLOTTED: tuple[tuple[str, str], ...] = (
 """The measures the plot shows as kcp/other ratios."""
 
 
-def cell(result: dict[str, Any], phase: str, path: str) -> float | str | None:
+Figure = float | int | str | None
+
+
+def cell(result: dict[str, Any], phase: str, path: str) -> Figure:
     """A contender's figure, FAILED if the phase failed, None if not measured."""
     source: Any = result if not phase else (result.get("phases") or {}).get(phase)
     if source is None:
@@ -103,11 +106,17 @@ def cell(result: dict[str, Any], phase: str, path: str) -> float | str | None:
         source = source.get(part)
     if isinstance(source, bool) or not isinstance(source, int | float):
         return None
-    return float(source)
+    return source
 
 
-def _ratio(mine: float | str | None, theirs: float | str | None) -> str:
-    if not isinstance(mine, float) or not isinstance(theirs, float):
+def _number(value: Figure) -> str:
+    if isinstance(value, float):
+        return table.fmt(value, 3 if abs(value) < 1 else 2 if abs(value) < 10 else 1)
+    return table.fmt(value)
+
+
+def _ratio(mine: Figure, theirs: Figure) -> str:
+    if isinstance(mine, str | None) or isinstance(theirs, str | None):
         return "-"
     if theirs == 0:
         return "-" if mine == 0 else "inf"
@@ -126,7 +135,7 @@ def comparison_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
             continue
         row = [f"{scenario}: {_LABELS.get(path, path)}"]
         row += [
-            table.fmt(v, 2 if isinstance(v, float) and abs(v) < 10 else 1)
+            _number(v)
             + ("!" if phase and "available_error" in (r.get("phases") or {}).get(phase, {}) else "")
             for r, v in zip(results, values, strict=True)
         ]
@@ -146,7 +155,7 @@ def ratios(results: Sequence[dict[str, Any]], other: str) -> list[tuple[str, flo
     found: list[tuple[str, float]] = []
     for phase, path in PLOTTED:
         a, b = cell(mine, phase, path), cell(theirs, phase, path)
-        if isinstance(a, float) and isinstance(b, float) and a > 0 and b > 0:
+        if isinstance(a, int | float) and isinstance(b, int | float) and a > 0 and b > 0:
             scenario = next(m[0] for m in MEASURES if m[1:] == (phase, path))
             found.append((f"{scenario}: {_LABELS.get(path, path)}", a / b))
     return found

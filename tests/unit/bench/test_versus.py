@@ -82,7 +82,7 @@ def test_table_gives_kcp_over_each_other_and_marks_failures() -> None:
     results = [_result("kcp", 0.05), _result("capi", 0.2), _result("capi-tuned", 0.0, failed=True)]
     assert cell(results[2], "steady", "cpu_cores") == FAILED
     rows = {row[0]: row[1:] for row in comparison_rows(results)}
-    assert rows["steady: CPU cores"] == ["0.05", "0.20", FAILED, "0.25", "-"]
+    assert rows["steady: CPU cores"] == ["0.050", "0.200", FAILED, "0.25", "-"]
     assert rows["whole run: peak RSS MiB"] == ["100.0", "100.0", "100.0", "1.00", "1.00"]
     assert "rollout 3 cp: seconds" not in rows  # measured by nobody: no row
     text = render(results, "title")
@@ -113,8 +113,9 @@ def test_a_failed_part_of_a_phase_is_failed_and_listed() -> None:
     }
     rows = {row[0]: row[1:] for row in comparison_rows([kcp, capi])}
     assert rows["rollout 3 cp: seconds"] == ["90.0", FAILED, "-"]
+    assert rows["rollout 3 cp: Machines created"] == ["3", FAILED, "-"]
     assert rows["scale-up 1->3: seconds"] == ["40.0", "50.0", "0.80"]
-    assert rows["rollout+scale-up: CPU cores"] == ["0.10", "0.20", "0.50"]
+    assert rows["rollout+scale-up: CPU cores"] == ["0.100", "0.200", "0.50"]
     assert "capi rollout_scale_up.rollout: FAILED: not finished" in render([kcp, capi], "t")
 
 
@@ -122,5 +123,5 @@ def test_figures_measured_on_a_fleet_not_all_available_are_marked() -> None:
     kcp = {"contender": "kcp", "phases": {"steady": {"cpu_cores": 0.1, "available_error": "v00"}}}
     capi = {"contender": "capi", "phases": {"steady": {"cpu_cores": 0.2}}}
     rows = {row[0]: row[1:] for row in comparison_rows([kcp, capi])}
-    assert rows["steady: CPU cores"] == ["0.10!", "0.20", "0.50"]
+    assert rows["steady: CPU cores"] == ["0.100!", "0.200", "0.50"]
     assert "kcp steady (figures marked !): v00" in render([kcp, capi], "t")
