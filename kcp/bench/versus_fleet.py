@@ -219,7 +219,7 @@ class RealFleet:
             ),
         )
         self.sim.start()
-        kubeconfig = self.env.plane.kubeconfig_for(self.contender.user)
+        kubeconfig, _ = self.env.plane.kubeconfig_for(self.contender.user)
         if self.contender.program == "kcp":
             self.controller = self._start_kcp(kubeconfig)
         else:

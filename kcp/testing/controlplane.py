@@ -283,20 +283,28 @@ class LocalControlPlane:
         finally:
             client.close()
 
-    def kubeconfig_for(self, user: str, *, groups: tuple[str, ...] = ("system:masters",)) -> Path:
-        """A kubeconfig (written beside the admin's) for client certificate user `user`.
+    def kubeconfig_for(
+        self,
+        user: str,
+        *,
+        groups: tuple[str, ...] = ("system:masters",),
+        algorithm: certs.KeyAlgorithm = "ecdsa-p256",
+        path: Path | None = None,
+    ) -> tuple[Path, certs.KeyPair]:
+        """A kubeconfig for client certificate user `user` (a fresh key), and that key pair.
 
-        Each of two controllers under comparison gets its own user, so the API server's
-        audit log tells their requests apart whatever client library they use.
+        Written to `path`, or beside the admin's. Each of two controllers under comparison
+        gets its own user, so the API server's audit log tells their requests apart
+        whatever client library they use.
         """
         tls = self.work_dir / "pki"
         ca = certs.load_key_pair(
             (tls / "ca.crt").read_bytes(), (tls / "ca.key").read_bytes(), require_ca=True
         )
         pair = certs.issue_certificate(
-            ca, common_name=user, organizations=groups, algorithm="ecdsa-p256"
+            ca, common_name=user, organizations=groups, algorithm=algorithm
         )
-        path = self.work_dir / f"kubeconfig-{user}"
+        path = path or self.work_dir / f"kubeconfig-{user}"
         _write_private(
             path,
             certs.build_kubeconfig(
@@ -308,7 +316,7 @@ class LocalControlPlane:
                 user_name=user,
             ),
         )
-        return path
+        return path, pair
 
     # -- internals --------------------------------------------------------------------
 

@@ -37,26 +37,7 @@ def _ready(url: str) -> bool:
 
 def _admin_kubeconfig(plane: LocalControlPlane, path: Path) -> certs.KeyPair:
     """A kubeconfig embedding a fresh RSA-2048 admin key that exists nowhere else."""
-    pki = plane.work_dir / "pki"
-    ca = certs.load_key_pair(
-        (pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes(), require_ca=True
-    )
-    admin = certs.issue_certificate(
-        ca,
-        common_name="kcp-run-kubeconfig-test",
-        organizations=("system:masters",),
-        algorithm="rsa-2048",
-    )
-    path.touch(mode=0o600)
-    path.write_bytes(
-        certs.build_kubeconfig(
-            cluster_name="management",
-            server=plane.server_url,
-            ca_pem=ca.cert_pem,
-            client_cert_pem=admin.cert_pem,
-            client_key_pem=admin.key_pem,
-        )
-    )
+    _, admin = plane.kubeconfig_for("kcp-run-kubeconfig-test", algorithm="rsa-2048", path=path)
     return admin
 
 
