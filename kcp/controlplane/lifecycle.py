@@ -17,7 +17,7 @@ from typing import Any
 from kcp.api import conditions as c
 from kcp.api import groups, labels
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
-from kcp.controlplane.client import Kube
+from kcp.controlplane.client import ApiError, Kube
 
 __all__ = [
     "DeletionPlan",
@@ -64,9 +64,15 @@ def remove_finalizer(kube: Kube, kcp: Mapping[str, Any]) -> bool:
     present = list((kcp.get("metadata") or {}).get("finalizers") or [])
     if labels.KUBEADM_CONTROL_PLANE_FINALIZER not in present:
         return False
-    _patch_finalizers(
-        kube, kcp, [f for f in present if f != labels.KUBEADM_CONTROL_PLANE_FINALIZER]
-    )
+    try:
+        _patch_finalizers(
+            kube, kcp, [f for f in present if f != labels.KUBEADM_CONTROL_PLANE_FINALIZER]
+        )
+    except ApiError as error:
+        # A reconcile from a cache that has not seen the deletion yet: the object is
+        # gone, so is the finalizer.
+        if not error.not_found:
+            raise
     return True
 
 

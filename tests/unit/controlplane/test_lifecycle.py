@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+from typing import cast
+
+import pytest
+
 from kcp.api import conditions as c
 from kcp.api import labels
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
-from kcp.controlplane.lifecycle import is_paused, owned_control_plane_machines, plan_deletion
+from kcp.controlplane.client import ApiError, Kube
+from kcp.controlplane.lifecycle import (
+    is_paused,
+    owned_control_plane_machines,
+    plan_deletion,
+    remove_finalizer,
+)
 from tests.unit.controlplane.builders import cluster, kcp, machine
+from tests.unit.controlplane.fakes import FakeKube
 
 
 def test_pause_by_cluster_or_annotation() -> None:
@@ -39,3 +51,24 @@ def test_deletion_waits_for_workers_then_deletes_control_plane() -> None:
     assert deleting.to_delete == ("a",)
     assert deleting.message == "Deleting 2 Machines"
     assert plan_deletion([], []).done
+
+
+def test_removing_the_finalizer_of_an_object_already_gone_is_done_not_an_error() -> None:
+    """A reconcile from a cache that has not seen the deletion yet patches a deleted object."""
+    stale = kcp()
+    stale["metadata"]["finalizers"] = [labels.KUBEADM_CONTROL_PLANE_FINALIZER]
+    fake = FakeKube()
+    assert remove_finalizer(cast(Kube, fake), stale) is True
+    assert fake.calls == [("patch", "KubeadmControlPlane", stale["metadata"]["name"])]
+
+
+def test_removing_the_finalizer_still_reports_other_errors() -> None:
+    current = kcp()
+    current["metadata"]["finalizers"] = [labels.KUBEADM_CONTROL_PLANE_FINALIZER]
+    fake = FakeKube()
+    stored = fake.put(copy.deepcopy(current))
+    stale = copy.deepcopy(stored)
+    fake.put(stored)  # a newer resourceVersion: the stale object's patch conflicts
+    with pytest.raises(ApiError) as raised:
+        remove_finalizer(cast(Kube, fake), stale)
+    assert raised.value.status == 409
