@@ -38,8 +38,8 @@ RELIABILITY_SUMMARY = "reliability_summary"
 _worker_summaries: list[dict[str, Any]] = []
 OWN_GROUP = ("tests/reliability/test_tracker_leaks.py",)
 """Reliability modules in a group of their own: the tracker's leak loop uses no fleet. (A
-fleet of its own for the fault module, to run the package's halves side by side, made the
-suite slower on 2 cores: 1000 s against 748-781 s, its second fleet's processes competing.)"""
+fleet of its own for the fault module, to run the package's halves side by side, was tried:
+on 2 cores the second fleet's processes compete with every other group for the CPU.)"""
 
 
 def _group(nodeid: str) -> str:
