@@ -87,7 +87,8 @@ def test_controllers_start_only_after_informers_sync_and_readyz_follows() -> Non
         assert reconciled == []  # no worker before the caches are synced
         informer.synced.set()
         wait_for(lambda: reconciled == [ObjectKey("ns", "a")])
-        assert manager.controllers_running
+        # The workers may reconcile before the thread that started them marks them started.
+        wait_for(lambda: manager.controllers_running)
         assert status(health.url + "/readyz") == (200, "ok")
         metrics = manager.server("metrics")
         assert metrics is not None
