@@ -186,18 +186,7 @@ def test_a_leader_that_cannot_renew_stops_leading(
     only.start()
     wait_for(only.is_leader, 10, "leadership")
     # Someone else takes the Lease by force (as after a long pause of ours).
-    api = client.CoordinationV1Api(api_client)
-    for _ in range(10):  # the leader's own renewal may land between our read and write
-        lease = api.read_namespaced_lease("election", namespace)
-        lease.spec.holder_identity = "usurper"
-        try:
-            api.replace_namespaced_lease("election", namespace, lease)
-            break
-        except client.ApiException as error:
-            if error.status != 409:
-                raise
-    else:
-        pytest.fail("could not take the Lease: every write conflicted with a renewal")
+    _usurp(api_client, namespace, "election")
     took = wait_for(lost.is_set, 3 * RENEW_DEADLINE, "leadership to be given up")
     assert not only.is_leader()
     assert took <= RENEW_DEADLINE + 2 * RETRY_PERIOD + 0.5
@@ -282,19 +271,23 @@ def test_losing_the_lease_ends_the_run_with_exit_code_1(api_client: Any, namespa
     mgr.start()
     try:
         wait_for(lambda: mgr.controllers_running, 10, "leadership")
-        api = client.CoordinationV1Api(api_client)
-        for _attempt in range(10):  # the leader may renew between our read and write
-            lease = api.read_namespaced_lease("kcp-test", namespace)
-            lease.spec.holder_identity = "usurper"
-            try:
-                api.replace_namespaced_lease("kcp-test", namespace, lease)
-                break
-            except client.ApiException as error:
-                if error.status != 409:
-                    raise
-        else:
-            pytest.fail("the Lease kept changing under the usurper")
+        _usurp(api_client, namespace, "kcp-test")
         assert mgr.wait(timeout=3 * RENEW_DEADLINE)
         assert mgr.exit_code == 1
     finally:
         mgr.stop(timeout=5)
+
+
+def _usurp(api_client: Any, namespace: str, lease_name: str) -> None:
+    """Take the Lease by force, as another process would after a long pause of ours."""
+    api = client.CoordinationV1Api(api_client)
+    for _attempt in range(10):  # the leader's own renewal may land between read and write
+        lease = api.read_namespaced_lease(lease_name, namespace)
+        lease.spec.holder_identity = "usurper"
+        try:
+            api.replace_namespaced_lease(lease_name, namespace, lease)
+            return
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+    pytest.fail(f"could not take Lease {lease_name}: every write conflicted with a renewal")
