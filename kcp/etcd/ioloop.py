@@ -284,11 +284,14 @@ class TunnelLoop:
             return
         now = time.monotonic()
         readable, writable = bool(mask & _READ), bool(mask & _WRITE)
+        payloads = tunnel.payloads
         if kind == "raw":
             self._guarded(tunnel, tunnel.on_raw, readable, writable, now)
         else:
             self._guarded(tunnel, tunnel.on_local, readable, writable, now)
-        if tunnel in self._tunnels:
+        if tunnel.payloads != payloads and tunnel in self._tunnels:
+            # Only payload counts as use: a late port prefix or a pong must not make an
+            # idle tunnel look recent.
             self._tunnels.move_to_end(tunnel)
 
     def _guarded(self, tunnel: Tunnel, step: Callable[..., None], *args: Any) -> None:

@@ -110,6 +110,9 @@ class Tunnel:
         self.settled = threading.Event()
         self.was_open = False
         self.last_received = 0.0
+        self.payloads = 0
+        """Payload chunks moved either way: what "recently used" means (pings and the
+        kubelet's port prefixes do not count)."""
         self.ping_sent: float | None = None
         self.to_raw = bytearray()
         self.to_local = bytearray()
@@ -419,6 +422,7 @@ class Tunnel:
         data = data[skip:]
         if channel == DATA_CHANNEL:
             if data and self.local is not None:
+                self.payloads += 1
                 self.to_local += data
                 self._send_local()
             return
@@ -456,6 +460,7 @@ class Tunnel:
             self.state = "closing"
             self.deadline = self._now + 1.0
             return
+        self.payloads += 1
         self._ws_send(BytesMessage(data=bytes([DATA_CHANNEL]) + data))
 
     def _send_local(self) -> None:

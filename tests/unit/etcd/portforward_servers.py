@@ -39,12 +39,14 @@ ECHO = "echo"
 @dataclass
 class ForwardingServer:
     """The fake API server + kubelet; `forwards` maps (namespace, pod, port) to
-    "host:port" or "echo"; pods in `refused` get a 403; `token` (if set) is required."""
+    "host:port" or "echo"; pods in `refused` get a 403; `token` (if set) is required;
+    a pod in `prefixes_held` gets its port prefixes only once that event is set."""
 
     ca: KeyPair
     forwards: dict[tuple[str, str, int], str] = field(default_factory=dict)
     refused: set[str] = field(default_factory=set)
     token: str | None = None
+    prefixes_held: dict[str, threading.Event] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     connections: list[ServerConnection] = field(default_factory=list)
     _server: Server | None = None
@@ -142,6 +144,9 @@ class ForwardingServer:
         assert found is not None
         namespace, pod, port = found
         prefix = struct.pack("<H", port)
+        held = self.prefixes_held.get(pod)
+        if held is not None:
+            held.wait(10)
         websocket.send(b"\x00" + prefix)
         websocket.send(b"\x01" + prefix)
         target = self.forwards.get((namespace, pod, port))

@@ -267,6 +267,23 @@ def test_tunnels_are_bounded_least_recently_used_first(
         loop.close()
 
 
+def test_a_late_port_prefix_does_not_make_an_idle_tunnel_recent(
+    server: ForwardingServer, api_ca: KeyPair
+) -> None:
+    held = server.prefixes_held["echo-1"] = threading.Event()
+    with contextlib.closing(TunnelLoop(max_tunnels=2)) as loop:
+        dialer = dialer_for(loop, server.url, api_ca)
+        first = dialer.connect("kube-system/echo-0:7", 5)
+        idle = dialer.connect("kube-system/echo-1:7", 5)
+        assert echo(first.sock, b"recent") == b"recent"
+        held.set()  # the kubelet's prefixes for the idle tunnel arrive after first's use
+        time.sleep(0.5)
+        dialer.connect("kube-system/echo-2:7", 5)
+        idle.sock.settimeout(5)
+        assert idle.sock.recv(1) == b""
+        assert echo(first.sock, b"kept") == b"kept"
+
+
 def test_a_smaller_bound_closes_the_least_recent_when_the_next_tunnel_opens(
     server: ForwardingServer, api_ca: KeyPair
 ) -> None:
