@@ -40,6 +40,7 @@ from kcp.runtime.controller import Controller, ObjectKey
 from kcp.runtime.handlers import Key, enqueue_owner, enqueue_self, map_to, owner_keys
 from kcp.runtime.informer import Informer
 from kcp.runtime.manager import Manager
+from kcp.runtime.ratelimit import ItemExponentialRateLimiter, default_controller_rate_limiter
 from kcp.runtime.store import label_index_value
 
 __all__ = [
@@ -258,8 +259,16 @@ def setup(
     )
     cache = InformerCache(kcps, clusters, machines, configs, secrets)
     kube = kube or Kube(api_client, field_manager="kcp-controller")
+    # One failure history per key: the queue retries exceptions by it, the reconciler backs
+    # off user errors by it, and a success forgets it for both.
+    failures = ItemExponentialRateLimiter()
     reconciler = KubeadmControlPlaneReconciler(
-        kube, cache, tracker, recorder=recorder or EventRecorder(kube), options=options
+        kube,
+        cache,
+        tracker,
+        recorder=recorder or EventRecorder(kube),
+        options=options,
+        failures=failures,
     )
 
     def known_keys() -> list[ObjectKey]:
@@ -268,7 +277,12 @@ def setup(
             for o in kcps.list()
         ]
 
-    controller = manager.new_controller(CONTROLLER_NAME, reconciler, keys=known_keys)
+    controller = manager.new_controller(
+        CONTROLLER_NAME,
+        reconciler,
+        keys=known_keys,
+        rate_limiter=default_controller_rate_limiter(failures),
+    )
     enqueue = controller.enqueue
     enqueue_kcp = enqueue_self().bind(enqueue)
     own_writes = reconciler.own_writes

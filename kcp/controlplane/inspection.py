@@ -105,8 +105,8 @@ class Inspection(Step):
             etcd_reason=etcd_reason,
             etcd_endpoints=by_machine,
         )
-        if nodes is not None and not scope.status.initialized:
-            scope.status.initialized = self._kubeadm_init_completed(scope, workload)
+        if nodes is not None and not scope.initialized:
+            scope.initialized = self._kubeadm_init_completed(scope, workload)
         self._write_machine_conditions(scope)
 
     def _kubeadm_init_completed(self, scope: Scope, workload: WorkloadCluster) -> bool:

@@ -18,7 +18,7 @@ from kcp.api.objects import MachineView
 from kcp.controlplane.client import ApiError
 from kcp.controlplane.machines import MachineTemplateError, create_machine
 from kcp.controlplane.membership import forward_leadership
-from kcp.controlplane.scaling import Decision, MachineState, can_remove_member
+from kcp.controlplane.scaling import Action, Decision, MachineState, can_remove_member
 from kcp.controlplane.scope import Scope, Step
 from kcp.controlplane.workload import NotConnected
 from kcp.etcd import EtcdError
@@ -79,17 +79,17 @@ class Operations(Step):
         return states
 
     def act(self, scope: Scope, decision: Decision) -> None:
-        if decision.action in ("init", "scale_up"):
+        if decision.action.creates_machine:
             self._create(scope, decision)
-        elif decision.action == "scale_down" and decision.machine is not None:
+        elif decision.action == Action.SCALE_DOWN and decision.machine is not None:
             self._scale_down(scope, decision)
-        elif decision.action == "wait":
+        elif decision.action == Action.WAIT:
             _log.info(
                 "Waiting for control plane to pass preflight checks",
                 reason=decision.reason,
                 blocked=list(decision.blocked),
             )
-            if decision.blocked and not any("being deleted" in b for b in decision.blocked):
+            if decision.blocked and not decision.waits_for_deletion:
                 self.recorder.warning(
                     scope.kcp,
                     "ControlPlaneUnhealthy",
@@ -100,7 +100,7 @@ class Operations(Step):
 
     def _create(self, scope: Scope, decision: Decision) -> None:
         view = scope.view
-        init = decision.action == "init"
+        init = decision.action == Action.INIT
         try:
             created = create_machine(
                 self.kube, view, scope.cluster, init=init, failure_domain=decision.failure_domain
@@ -110,7 +110,7 @@ class Operations(Step):
                 scope, "FailedInitialization" if init else "FailedScaleUp", [str(error)]
             )
             blocked = (str(error),)
-            scope.status.decision = Decision("wait", decision.reason, blocked=blocked)
+            scope.decision = Decision(Action.WAIT, decision.reason, blocked=blocked)
             return
         except ApiError as error:
             reason = "FailedInitialization" if init else "FailedScaleUp"
@@ -143,8 +143,8 @@ class Operations(Step):
         machine = next(m for m in scope.machines if m.name == decision.machine)
         if machine.node_name is not None:
             if scope.workload is None or scope.etcd is None:
-                scope.status.decision = Decision(
-                    "wait",
+                scope.decision = Decision(
+                    Action.WAIT,
                     decision.reason,
                     machine=machine.name,
                     blocked=("etcd cannot be reached to move its leadership away first",),
@@ -153,8 +153,8 @@ class Operations(Step):
                 return
             ok, why = can_remove_member(scope.etcd, machine.node_name)
             if not ok:
-                scope.status.decision = Decision(
-                    "wait", decision.reason, machine=machine.name, blocked=(why,)
+                scope.decision = Decision(
+                    Action.WAIT, decision.reason, machine=machine.name, blocked=(why,)
                 )
                 scope.requeue_in(self.options.waiting_requeue)
                 return

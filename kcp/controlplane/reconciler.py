@@ -5,7 +5,8 @@ informer caches, then runs the phases in Cluster API's order — certificates,
 kubeconfig, health, etcd member bookkeeping, remediation, one scaling or
 rollout step — and ends by writing the status. Each phase records what it
 learned; errors a user can cause become a
-condition, an Event and a requeue with backoff, never an exception loop. A
+condition, an Event and a requeue with backoff, never an exception loop: the backoff
+comes from the failures the controller's work queue keeps for the key. A
 workload cluster the tracker cannot serve right now makes the reconcile return
 at once with a requeue: a worker never waits on a cluster.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
-import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -47,16 +47,17 @@ from kcp.controlplane.operations import Operations
 from kcp.controlplane.orphans import Orphans
 from kcp.controlplane.remediator import Remediator
 from kcp.controlplane.rollout import infra_cloned_from, machine_up_to_date
-from kcp.controlplane.scaling import decide
+from kcp.controlplane.scaling import Action, decide
 from kcp.controlplane.scope import Cache, ReconcilerOptions, Scope, Services, Step
 from kcp.controlplane.secrets import SecretStore
-from kcp.controlplane.status import StatusInputs, compute_status, write_conditions
+from kcp.controlplane.status import compute_status, write_conditions
 from kcp.controlplane.upgrade import WorkloadUpgrade
 from kcp.controlplane.validation import validate_spec
 from kcp.controlplane.versions import version_change_problem
 from kcp.controlplane.workload import TrackerLike
 from kcp.runtime.controller import ObjectKey, Result
 from kcp.runtime.logging import get_logger
+from kcp.runtime.ratelimit import ItemExponentialRateLimiter
 from kcp.tracker.identity import ClusterKey
 
 __all__ = ["Cache", "KubeadmControlPlaneReconciler", "ReconcilerOptions"]
@@ -77,7 +78,9 @@ class KubeadmControlPlaneReconciler(Step):
         options: ReconcilerOptions | None = None,
         clock: Callable[[], datetime] | None = None,
         workload_api: Callable[[Any], Kube] | None = None,
+        failures: ItemExponentialRateLimiter | None = None,
     ) -> None:
+        """`failures` is the per-item history of the controller's queue (its own otherwise)."""
         settings = options or ReconcilerOptions()
         super().__init__(
             Services(
@@ -102,8 +105,9 @@ class KubeadmControlPlaneReconciler(Step):
         self.upgrade = WorkloadUpgrade(self.services)
         self.own_writes = OwnWrites()
         """Our status writes, so that their watch events do not enqueue again."""
-        self._failures: dict[str, int] = {}
-        self._failures_lock = threading.Lock()
+        self._user_error_backoff = (failures or ItemExponentialRateLimiter()).with_delays(
+            settings.error_backoff_initial, settings.error_backoff_max
+        )
 
     def __call__(self, key: ObjectKey) -> Result:
         return self.reconcile(key)
@@ -135,17 +139,15 @@ class KubeadmControlPlaneReconciler(Step):
             kcp = patched
         now = self.clock()
         if is_paused(view, cluster):
-            self._write_status(
-                StatusInputs(
-                    kcp=KubeadmControlPlaneView(kcp),
-                    cluster_name=cluster.name,
-                    machines=self._machines(KubeadmControlPlaneView(kcp), cluster.name),
-                    initialized=view.control_plane_initialized,
-                    paused=True,
-                ),
-                now,
-                paused_only=True,
+            paused = Scope(
+                kcp=kcp,
+                cluster=cluster,
+                machines=self._machines(KubeadmControlPlaneView(kcp), cluster.name),
+                now=now,
+                initialized=view.control_plane_initialized,
+                paused=True,
             )
+            self._write_status(paused, paused_only=True)
             return Result()
         adoption = self.adoption.adopt(kcp, cluster.name)
         if adoption.pending:
@@ -179,21 +181,13 @@ class KubeadmControlPlaneReconciler(Step):
             cluster=cluster,
             machines=machines,
             now=now,
+            initialized=view.control_plane_initialized,
             adoption_refused=adoption_refused,
-            status=StatusInputs(
-                kcp=view,
-                cluster_name=cluster.name,
-                machines=machines,
-                initialized=view.control_plane_initialized,
-            ),
         )
         try:
             self._phases(scope)
         finally:
-            scope.status.machines = scope.machines
-            scope.status.up_to_date = scope.up_to_date
-            scope.status.health = scope.health
-            self._write_status(scope.status, now)
+            self._write_status(scope)
         return self._result(scope)
 
     def _phases(self, scope: Scope) -> None:
@@ -207,14 +201,12 @@ class KubeadmControlPlaneReconciler(Step):
             problems.append(version_problem)
         if problems:
             self._user_error(scope, "InvalidSpec", problems)
-            scope.status.extra = (
+            scope.extra = (
                 Condition.unknown(c.SCALING_UP, "InvalidSpec", "\n".join(problems)),
                 Condition.unknown(c.SCALING_DOWN, "InvalidSpec", "\n".join(problems)),
             )
             if version_problem:
-                scope.status.extra += (
-                    Condition.unknown(c.ROLLING_OUT, "InvalidSpec", version_problem),
-                )
+                scope.extra += (Condition.unknown(c.ROLLING_OUT, "InvalidSpec", version_problem),)
         if scope.adoption_refused:
             self._refuse_adoption(scope)
         cluster = scope.cluster
@@ -230,7 +222,7 @@ class KubeadmControlPlaneReconciler(Step):
             may_generate=not scope.machines and not view.control_plane_initialized,
             now=scope.now,  # the reconcile's clock, so what it issues next is consistent
         )
-        scope.status.certificates = certificates.condition
+        scope.certificates = certificates.condition
         for name in certificates.created:
             _log.info("Created cluster certificate Secret", secret=name)
         if certificates.problems:
@@ -264,18 +256,14 @@ class KubeadmControlPlaneReconciler(Step):
             certificates_available=certificates.available,
             replacement_preflight=self.remediator.replacement_preflight(scope),
         )
-        scope.status.decision = decision
+        scope.decision = decision
         # A joining Machine reads kubeadm-config: bring it to the spec before each rollout step.
-        if (
-            decision.rollout
-            and scope.status.initialized
-            and not self.upgrade.prepare_rollout(scope)
-        ):
+        if decision.rollout and scope.initialized and not self.upgrade.prepare_rollout(scope):
             return
         self.operations.act(scope, decision)
-        if decision.action in ("init", "scale_up") and scope.status.decision is decision:
+        if decision.action.creates_machine and scope.decision is decision:
             self.remediator.replacement_created(scope)
-        if decision.action == "none" and scope.status.initialized:
+        if decision.action == Action.NONE and scope.initialized:
             self.upgrade.update_addons(scope)
             self.inspection.record_certificate_expiries(scope)
 
@@ -285,15 +273,15 @@ class KubeadmControlPlaneReconciler(Step):
         refused = list(scope.adoption_refused)
         self._user_error(scope, ADOPTION_FAILED_REASON, refused)
         message = "\n".join(refused)
-        taken = {x.type for x in scope.status.extra}
-        scope.status.extra += tuple(
+        taken = {x.type for x in scope.extra}
+        scope.extra += tuple(
             Condition.unknown(kind, ADOPTION_FAILED_REASON, message)
             for kind in (c.SCALING_UP, c.SCALING_DOWN, c.ROLLING_OUT)
             if kind not in taken
         )
 
     def _waiting_health(self, scope: Scope, message: str) -> None:
-        scope.status.health_conditions = (
+        scope.health_conditions = (
             Condition.unknown(c.ETCD_CLUSTER_HEALTHY, c.INSPECTION_FAILED_REASON, message),
             Condition.unknown(
                 c.CONTROL_PLANE_COMPONENTS_HEALTHY, c.INSPECTION_FAILED_REASON, message
@@ -366,7 +354,6 @@ class KubeadmControlPlaneReconciler(Step):
             self.orphans.forget(view.uid)
             self.upgrade.forget(view.uid)
             self.in_place.forget(view.uid)
-            self._forget_failures(view.uid)
             if cluster is not None:
                 with contextlib.suppress(ValueError):
                     self.tracker.evict(ClusterKey.from_object(cluster.raw))
@@ -389,43 +376,32 @@ class KubeadmControlPlaneReconciler(Step):
             self.recorder.normal(
                 kcp, "Deleting", f"Deleting control plane Machines {', '.join(plan.to_delete)}"
             )
-        self._write_status(
-            StatusInputs(
-                kcp=view,
-                cluster_name=cluster_name or "",
-                machines=machines,
-                initialized=view.control_plane_initialized,
-                deleting_reason=plan.reason,
-                deleting_message=plan.message,
-            ),
-            now,
+        deleting = Scope(
+            kcp=kcp,
+            cluster=cluster or _gone(view.namespace, cluster_name),
+            machines=machines,
+            now=now,
+            initialized=view.control_plane_initialized,
+            deleting_reason=plan.reason,
+            deleting_message=plan.message,
         )
+        self._write_status(deleting)
         return Result(requeue_after=self.options.waiting_requeue)
 
     # -- bookkeeping ------------------------------------------------------------------
 
-    def _forget_failures(self, uid: str) -> None:
-        with self._failures_lock:
-            self._failures.pop(uid, None)
-
     def _result(self, scope: Scope) -> Result:
-        uid = scope.view.uid
         if scope.user_errors:
-            with self._failures_lock:
-                failures = self._failures.get(uid, 0) + 1
-                self._failures[uid] = failures
-            delay = min(
-                self.options.error_backoff_max,
-                self.options.error_backoff_initial * 2 ** (failures - 1),
-            )
-            scope.requeue_in(delay)
-        else:
-            self._forget_failures(uid)
+            # A failure like an exception, on a slower curve: one more in the key's history,
+            # which the controller keeps (`backed_off`) until a reconcile succeeds.
+            key = ObjectKey(scope.view.namespace, scope.view.name)
+            scope.requeue_in(self._user_error_backoff.when(key))
+            return Result(requeue_after=scope.requeue, backed_off=True)
         if scope.requeue is None:
             healthy = scope.health is not None and (
                 scope.health.etcd_cluster.is_true and scope.health.components.is_true
             )
-            if not scope.status.initialized:
+            if not scope.initialized:
                 scope.requeue_in(self.options.not_initialized_requeue)
             elif not healthy:
                 scope.requeue_in(self.options.unhealthy_requeue)
@@ -434,21 +410,19 @@ class KubeadmControlPlaneReconciler(Step):
                 scope.requeue_in(self.options.health_requeue * (1.0 + jitter))
         return Result(requeue_after=scope.requeue)
 
-    def _write_status(
-        self, inputs: StatusInputs, now: datetime, *, paused_only: bool = False
-    ) -> None:
-        fields, conditions = compute_status(inputs)
+    def _write_status(self, scope: Scope, *, paused_only: bool = False) -> None:
+        fields, conditions = compute_status(scope)
         if paused_only:
             conditions = [x for x in conditions if x.type == c.PAUSED]
             fields = {}
         try:
-            with self.own_writes.writing(inputs.kcp.raw):
+            with self.own_writes.writing(scope.kcp):
                 write_conditions(
                     self.kube,
                     groups.KUBEADM_CONTROL_PLANE,
-                    inputs.kcp.raw,
+                    scope.kcp,
                     conditions,
-                    now=now,
+                    now=scope.now,
                     fields=fields,
                     on_written=self.own_writes.record,
                 )
@@ -456,3 +430,8 @@ class KubeadmControlPlaneReconciler(Step):
             if error.not_found:
                 return
             raise
+
+
+def _gone(namespace: str, name: str | None) -> ClusterView:
+    """The Cluster a control plane being deleted belonged to, once the Cluster is gone."""
+    return ClusterView({"metadata": {"namespace": namespace, "name": name or ""}})

@@ -54,7 +54,7 @@ class Remediator(Step):
         step = plan_remediation(
             machines=scope.machines,
             kcp_annotations=scope.view.annotations,
-            initialized=scope.status.initialized,
+            initialized=scope.initialized,
             settings=RemediationSettings.from_spec(scope.kcp),
             now=scope.now,
             etcd=scope.etcd,
@@ -117,7 +117,7 @@ class Remediator(Step):
     def _remediate(self, scope: Scope, step: RemediationStep) -> bool:
         machine = step.machine
         assert machine is not None and step.data is not None
-        if scope.status.initialized and machine.node_name and scope.workload and scope.etcd:
+        if scope.initialized and machine.node_name and scope.workload and scope.etcd:
             try:
                 moved_to = forward_leadership(
                     scope.workload, scope.endpoints, scope.etcd, machine, scope.machines

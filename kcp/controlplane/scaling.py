@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 from kcp.etcd import EtcdClusterStatus
 
 __all__ = [
+    "Action",
     "Decision",
     "MachineState",
     "can_remove_member",
@@ -52,11 +54,25 @@ class MachineState:
     """One of its control-plane Pods is not healthy (prefer it when removing outdated ones)."""
 
 
+class Action(StrEnum):
+    """The kinds of step `decide` takes (the values are what logs show)."""
+
+    INIT = "init"
+    SCALE_UP = "scale_up"
+    SCALE_DOWN = "scale_down"
+    WAIT = "wait"
+    NONE = "none"
+
+    @property
+    def creates_machine(self) -> bool:
+        return self in (Action.INIT, Action.SCALE_UP)
+
+
 @dataclass(frozen=True)
 class Decision:
-    """One step: `init`, `scale_up`, `scale_down`, `wait` or `none`."""
+    """One step towards the desired Machines, or why to wait."""
 
-    action: str
+    action: Action
     reason: str = ""
     """Why (for `wait`: what blocks; for the others: what triggered the step)."""
     machine: str | None = None
@@ -67,6 +83,8 @@ class Decision:
     """The preflight problems behind a `wait`."""
     rollout: bool = False
     """The step is part of a rollout (replacing outdated Machines)."""
+    waits_for_deletion: bool = False
+    """The `wait` is for a Machine being deleted: progress as expected, nothing to warn about."""
 
 
 def _created(machine: MachineState) -> datetime:
@@ -177,15 +195,15 @@ def decide(
     outdated = [m for m in machines if not m.up_to_date and not m.deleting]
     if total == 0:
         if desired <= 0:
-            return Decision("none")
+            return Decision(Action.NONE)
         if not certificates_available:
             return Decision(
-                "wait",
+                Action.WAIT,
                 "cluster certificates are not available",
                 blocked=("cluster certificates are not available",),
             )
         return Decision(
-            "init",
+            Action.INIT,
             "initializing the control plane",
             failure_domain=next_failure_domain(failure_domains, machines),
         )
@@ -194,7 +212,7 @@ def decide(
     if total < desired or (outdated and total < desired + max_surge):
         rollout = bool(outdated)
         blocked = preflight_problems(machines)
-        if blocked and replacement_preflight is not None and not any(m.deleting for m in machines):
+        if blocked and replacement_preflight is not None and not _deleting(machines):
             blocked = tuple(replacement_preflight)
         if not certificates_available:
             blocked = ("cluster certificates are not available", *blocked)
@@ -202,16 +220,38 @@ def decide(
             "rolling out outdated Machines" if rollout else f"scaling up from {total} to {desired}"
         )
         if blocked:
-            return Decision("wait", why, blocked=blocked, rollout=rollout)
+            return _wait(machines, why, blocked, rollout=rollout)
         return Decision(
-            "scale_up",
+            Action.SCALE_UP,
             why,
             failure_domain=next_failure_domain(failure_domains, machines),
             rollout=rollout,
         )
     if total > desired:
         return _scale_down(machines, f"scaling down from {total} to {desired}", outdated_only=False)
-    return Decision("none")
+    return Decision(Action.NONE)
+
+
+def _deleting(machines: Sequence[MachineState]) -> bool:
+    return any(m.deleting for m in machines)
+
+
+def _wait(
+    machines: Sequence[MachineState],
+    why: str,
+    blocked: tuple[str, ...],
+    *,
+    rollout: bool,
+    machine: str | None = None,
+) -> Decision:
+    return Decision(
+        Action.WAIT,
+        why,
+        machine=machine,
+        blocked=blocked,
+        rollout=rollout,
+        waits_for_deletion=_deleting(machines),
+    )
 
 
 def _scale_down(machines: Sequence[MachineState], why: str, *, outdated_only: bool) -> Decision:
@@ -219,11 +259,11 @@ def _scale_down(machines: Sequence[MachineState], why: str, *, outdated_only: bo
     rollout = outdated_only
     if victim is None:
         deleting = preflight_problems(machines)
-        return Decision("wait", why, blocked=deleting or ("no Machine to remove",), rollout=rollout)
+        return _wait(machines, why, deleting or ("no Machine to remove",), rollout=rollout)
     blocked = preflight_problems(machines, excluding=victim.name)
     if blocked:
-        return Decision("wait", why, machine=victim.name, blocked=blocked, rollout=rollout)
-    return Decision("scale_down", why, machine=victim.name, rollout=rollout)
+        return _wait(machines, why, blocked, rollout=rollout, machine=victim.name)
+    return Decision(Action.SCALE_DOWN, why, machine=victim.name, rollout=rollout)
 
 
 def can_remove_member(

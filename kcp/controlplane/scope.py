@@ -10,12 +10,13 @@ from typing import Any, Protocol
 
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
 from kcp.controlplane.client import Kube
+from kcp.controlplane.condition import Condition
 from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.expectations import Expectations
 from kcp.controlplane.health import ControlPlaneHealth
 from kcp.controlplane.rollout import UpToDate
+from kcp.controlplane.scaling import Decision
 from kcp.controlplane.secrets import SecretStore
-from kcp.controlplane.status import StatusInputs
 from kcp.controlplane.validation import MAX_REPLICAS
 from kcp.controlplane.workload import TrackerLike, WorkloadCluster
 from kcp.etcd import DEFAULT_ETCD_ACCESS, EtcdAccessMode, EtcdClusterStatus
@@ -64,7 +65,9 @@ class ReconcilerOptions:
     error_backoff_initial: float = 5.0
     """First requeue after a user error (bad spec, bad Secret, missing template) ..."""
     error_backoff_max: float = 300.0
-    """... doubling each time the error persists, up to this."""
+    """... doubling each time the error persists, up to this. Counted in the failures the
+    controller's queue keeps for the control plane (an exception's retry counts one too);
+    a reconcile that succeeds resets it."""
     expectation_timeout: float = 30.0
     max_replicas: int = MAX_REPLICAS
     unreachable_event_after: int = 5
@@ -86,13 +89,15 @@ class ReconcilerOptions:
 
 @dataclass
 class Scope:
-    """What one reconcile learned so far."""
+    """What one reconcile learned so far, from its first read to the status it writes."""
 
     kcp: dict[str, Any]
     cluster: ClusterView
     machines: list[MachineView]
     now: datetime
-    status: StatusInputs
+    initialized: bool = False
+    """`status.initialization.controlPlaneInitialized`, or what kubeadm init showed since."""
+    paused: bool = False
     adoption_refused: tuple[str, ...] = ()
     """Why Machines of the cluster cannot be adopted (`kcp.controlplane.adoption`): while
     any is, no Machine is created or deleted."""
@@ -103,7 +108,17 @@ class Scope:
     """The workload cluster's Nodes were listed this reconcile."""
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     health: ControlPlaneHealth | None = None
+    health_conditions: tuple[Condition, ...] = ()
+    """`EtcdClusterHealthy`/`ControlPlaneComponentsHealthy` to report when `health` is None."""
+    certificates: Condition | None = None
+    """`CertificatesAvailable`, once the certificates were looked at."""
     up_to_date: dict[str, UpToDate] = field(default_factory=dict)
+    decision: Decision | None = None
+    """The scaling step taken, or why none could be."""
+    deleting_reason: str = ""
+    deleting_message: str = ""
+    extra: tuple[Condition, ...] = ()
+    """Conditions a step set itself (they win over the computed ones)."""
     requeue: float | None = None
     user_errors: list[str] = field(default_factory=list)
     reported_not_connected: bool = False

@@ -13,23 +13,21 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from kcp.api import conditions as c
 from kcp.api import labels
-from kcp.api.objects import KubeadmControlPlaneView, MachineView
+from kcp.api.objects import MachineView
 from kcp.controlplane.client import ApiError, Kube, ResourceLike
 from kcp.controlplane.condition import Condition, merge_conditions
-from kcp.controlplane.health import ControlPlaneHealth
 from kcp.controlplane.remediation import remediating_condition
 from kcp.controlplane.remediation_retries import last_remediation
 from kcp.controlplane.rollout import UpToDate
-from kcp.controlplane.scaling import Decision, quorum
+from kcp.controlplane.scaling import Action, Decision, quorum
+from kcp.controlplane.scope import Scope
 
 __all__ = [
-    "StatusInputs",
     "compute_status",
     "lowest_version",
     "machine_is_available",
@@ -39,27 +37,6 @@ __all__ = [
 
 _MAX_WRITE_ATTEMPTS = 4
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
-
-
-@dataclass
-class StatusInputs:
-    """Everything a reconcile learned that the status reports."""
-
-    kcp: KubeadmControlPlaneView
-    cluster_name: str
-    machines: Sequence[MachineView]
-    up_to_date: Mapping[str, UpToDate] = field(default_factory=dict)
-    health: ControlPlaneHealth | None = None
-    health_conditions: tuple[Condition, ...] = ()
-    """`EtcdClusterHealthy`/`ControlPlaneComponentsHealthy` to report when `health` is None."""
-    certificates: Condition | None = None
-    initialized: bool = False
-    paused: bool = False
-    decision: Decision | None = None
-    deleting_reason: str = ""
-    deleting_message: str = ""
-    extra: tuple[Condition, ...] = ()
-    """Conditions a step set itself (they win over the computed ones)."""
 
 
 def _version_key(version: str) -> tuple[int, int, int]:
@@ -168,24 +145,24 @@ def _rolling_out(machines: Sequence[MachineView], up_to_date: Mapping[str, UpToD
 
 
 def _blocked(decision: Decision | None) -> str:
-    if decision is None or decision.action != "wait" or not decision.blocked:
+    if decision is None or decision.action != Action.WAIT or not decision.blocked:
         return ""
     return " is blocked because:\n" + "\n".join(f"* {b}" for b in decision.blocked)
 
 
-def _scaling(inputs: StatusInputs, desired: int) -> tuple[Condition, Condition]:
-    current = len(inputs.machines)
+def _scaling(scope: Scope, desired: int) -> tuple[Condition, Condition]:
+    current = len(scope.machines)
     if current < desired:
         up = Condition.true(
             c.SCALING_UP,
             c.SCALING_UP_REASON,
             f"Scaling up from {current} to {_plural(desired, 'replica')}"
-            + _blocked(inputs.decision),
+            + _blocked(scope.decision),
         )
     else:
         up = Condition.false(c.SCALING_UP, c.NOT_SCALING_UP_REASON)
     if current > desired:
-        blocked = "" if inputs.decision and inputs.decision.rollout else _blocked(inputs.decision)
+        blocked = "" if scope.decision and scope.decision.rollout else _blocked(scope.decision)
         down = Condition.true(
             c.SCALING_DOWN,
             c.SCALING_DOWN_REASON,
@@ -196,18 +173,18 @@ def _scaling(inputs: StatusInputs, desired: int) -> tuple[Condition, Condition]:
     return up, down
 
 
-def _available(inputs: StatusInputs) -> Condition:
+def _available(scope: Scope) -> Condition:
     kind = c.AVAILABLE
-    if not inputs.initialized:
+    if not scope.initialized:
         return Condition.false(kind, c.NOT_AVAILABLE_REASON, "Control plane not yet initialized")
-    health = inputs.health
+    health = scope.health
     if health is None:
         message = next(
-            (h.message for h in inputs.health_conditions if h.message),
+            (h.message for h in scope.health_conditions if h.message),
             "Failed to inspect the workload cluster",
         )
         return Condition.unknown(kind, c.INSPECTION_FAILED_REASON, message)
-    staying = [m for m in inputs.machines if not m.is_deleting]
+    staying = [m for m in scope.machines if not m.is_deleting]
     etcd_healthy = 0
     etcd_voting = 0
     components_healthy = 0
@@ -257,22 +234,23 @@ def _available(inputs: StatusInputs) -> Condition:
     return Condition.true(kind, c.AVAILABLE_REASON)
 
 
-def compute_status(inputs: StatusInputs) -> tuple[dict[str, Any], list[Condition]]:
+def compute_status(scope: Scope) -> tuple[dict[str, Any], list[Condition]]:
     """The status fields kcp owns and the conditions it sets."""
-    kcp = inputs.kcp
-    machines = inputs.machines
+    kcp = scope.view
+    machines = scope.machines
+    up_to_date = scope.up_to_date
     desired = 0 if kcp.is_deleting else kcp.replicas
     up_to_date_count = sum(
-        1 for m in machines if m.name in inputs.up_to_date and inputs.up_to_date[m.name].up_to_date
+        1 for m in machines if m.name in up_to_date and up_to_date[m.name].up_to_date
     )
     fields: dict[str, Any] = {
         "replicas": len(machines),
         "readyReplicas": sum(1 for m in machines if machine_is_ready(m)),
         "availableReplicas": sum(1 for m in machines if machine_is_available(m)),
         "upToDateReplicas": up_to_date_count,
-        "selector": labels.control_plane_selector(inputs.cluster_name),
+        "selector": labels.control_plane_selector(scope.cluster.name),
         "observedGeneration": kcp.generation,
-        "initialization": {"controlPlaneInitialized": inputs.initialized},
+        "initialization": {"controlPlaneInitialized": scope.initialized},
     }
     version = lowest_version(machines)
     if version is not None:
@@ -281,35 +259,35 @@ def compute_status(inputs: StatusInputs) -> tuple[dict[str, Any], list[Condition
     if remediation is not None and remediation.machine and remediation.timestamp is not None:
         # The CRD requires all three fields: an annotation someone mangled is not reported.
         fields["lastRemediation"] = remediation.to_status()
-    up, down = _scaling(inputs, desired)
+    up, down = _scaling(scope, desired)
     computed: list[Condition] = [
-        _available(inputs),
+        _available(scope),
         Condition.true(c.INITIALIZED, c.INITIALIZED_REASON)
-        if inputs.initialized
+        if scope.initialized
         else Condition.false(c.INITIALIZED, c.NOT_INITIALIZED_REASON),
         _machines_ready(machines),
-        _machines_up_to_date(machines, inputs.up_to_date),
-        _rolling_out(machines, inputs.up_to_date),
+        _machines_up_to_date(machines, up_to_date),
+        _rolling_out(machines, up_to_date),
         up,
         down,
         remediating_condition(machines),
         Condition.true(
-            c.DELETING, inputs.deleting_reason or c.DELETING_REASON, inputs.deleting_message
+            c.DELETING, scope.deleting_reason or c.DELETING_REASON, scope.deleting_message
         )
         if kcp.is_deleting
         else Condition.false(c.DELETING, c.NOT_DELETING_REASON),
         Condition.true(c.PAUSED, c.PAUSED_REASON)
-        if inputs.paused
+        if scope.paused
         else Condition.false(c.PAUSED, c.NOT_PAUSED_REASON),
     ]
-    if inputs.certificates is not None:
-        computed.append(inputs.certificates)
-    if inputs.health is not None:
-        computed.extend((inputs.health.etcd_cluster, inputs.health.components))
+    if scope.certificates is not None:
+        computed.append(scope.certificates)
+    if scope.health is not None:
+        computed.extend((scope.health.etcd_cluster, scope.health.components))
     else:
-        computed.extend(inputs.health_conditions)
-    overrides = {x.type for x in inputs.extra}
-    result = [x for x in computed if x.type not in overrides] + list(inputs.extra)
+        computed.extend(scope.health_conditions)
+    overrides = {x.type for x in scope.extra}
+    result = [x for x in computed if x.type not in overrides] + list(scope.extra)
     return fields, result
 
 

@@ -155,8 +155,8 @@ class WorkloadUpgrade(Step):
             and not scope.up_to_date[m.name].up_to_date
         )
         replicas = "replica" if outdated == 1 else "replicas"
-        scope.status.extra = (
-            *scope.status.extra,
+        scope.extra = (
+            *scope.extra,
             Condition.true(
                 c.ROLLING_OUT,
                 c.ROLLING_OUT_REASON,

@@ -4,7 +4,8 @@ The reconciler is a single callable `reconcile(key: ObjectKey) -> Result`. What 
 may rely on: one key is never reconciled by two workers at once; an exception is
 logged with the reconcile's context, counted and retried with per-item
 exponential backoff; `Result(requeue_after=s)` reconciles the key again after `s`
-seconds with its backoff reset; `Result(requeue=True)` retries with backoff.
+seconds with its backoff reset, or kept with `backed_off=True`; `Result(requeue=True)`
+retries with backoff.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Protocol
 
 from kcp.runtime.logging import get_logger, reconcile_context
 from kcp.runtime.metrics import ControllerMetricsRecorder, RuntimeMetrics, default_metrics
+from kcp.runtime.ratelimit import RateLimiter
 from kcp.runtime.workqueue import WorkQueue
 
 DEFAULT_SYNC_PERIOD = 600.0
@@ -45,6 +47,10 @@ class Result:
 
     requeue_after: float | None = None
     requeue: bool = False
+    backed_off: bool = False
+    """The reconcile failed without raising (an error the user must fix) and `requeue_after`
+    already holds the key's backoff, from the failures the queue's rate limiter keeps: they
+    are kept too, not forgotten, until a reconcile succeeds."""
 
 
 class Reconciler(Protocol):
@@ -64,10 +70,12 @@ class Controller:
         *,
         concurrency: int = 1,
         queue: WorkQueue[ObjectKey] | None = None,
+        rate_limiter: RateLimiter | None = None,
         keys: KeyLister | None = None,
         sync_period: float = DEFAULT_SYNC_PERIOD,
         metrics: RuntimeMetrics | None = None,
     ) -> None:
+        """`rate_limiter` is for the queue built when `queue` is None (client-go's default)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         families = metrics if metrics is not None else default_metrics()
@@ -75,7 +83,9 @@ class Controller:
         self.concurrency = concurrency
         # `is None`, not `or`: an empty queue is falsy.
         self.queue: WorkQueue[ObjectKey] = (
-            queue if queue is not None else WorkQueue(name, metrics=families.for_queue(name))
+            queue
+            if queue is not None
+            else WorkQueue(name, rate_limiter=rate_limiter, metrics=families.for_queue(name))
         )
         self._reconciler = reconciler
         self._keys = keys
@@ -185,7 +195,8 @@ class Controller:
                 self._metrics.active_workers.dec()
             elapsed = time.monotonic() - started
             if result.requeue_after is not None and result.requeue_after > 0:
-                self.queue.forget(key)
+                if not result.backed_off:
+                    self.queue.forget(key)
                 self.queue.add_after(key, result.requeue_after)
                 self._metrics.reconciled("requeue_after", elapsed)
             elif result.requeue:

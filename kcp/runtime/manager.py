@@ -32,6 +32,7 @@ from kcp.runtime.metrics import REGISTRY, RuntimeMetrics, default_metrics
 from kcp.runtime.ops import OpsServer, health_server, metrics_server
 from kcp.runtime.options import ManagerOptions, watch_filter_selector
 from kcp.runtime.profiler import profiler_server
+from kcp.runtime.ratelimit import RateLimiter
 from kcp.runtime.throttle import throttle_api_client
 
 __all__ = ["InformerLike", "Manager", "ManagerOptions", "watch_filter_selector"]
@@ -127,6 +128,7 @@ class Manager:
         *,
         keys: KeyLister | None = None,
         concurrency: int | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> Controller:
         """A controller using the manager's concurrency, sync period and metrics, added."""
         return self.add_controller(
@@ -134,6 +136,7 @@ class Manager:
                 name,
                 reconciler,
                 concurrency=concurrency if concurrency is not None else self.options.concurrency,
+                rate_limiter=rate_limiter,
                 keys=keys,
                 sync_period=self.options.sync_period,
                 metrics=self.metrics,

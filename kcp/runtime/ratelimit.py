@@ -73,6 +73,14 @@ class ItemExponentialRateLimiter:
         with self._lock:
             return self._failures.get(item, 0)
 
+    def with_delays(self, base_delay: float, max_delay: float) -> ItemExponentialRateLimiter:
+        """Another curve over the same failures: each item keeps one history, which a failure
+        or a `forget` through either limiter changes for both (a reconciler backs off the
+        errors it reports itself more slowly than its queue retries exceptions)."""
+        other = ItemExponentialRateLimiter(base_delay, max_delay)
+        other._failures, other._lock = self._failures, self._lock
+        return other
+
 
 class BucketRateLimiter:
     """A token bucket shared by all items: bounds the overall retry rate, not one item's."""
@@ -130,6 +138,10 @@ class MaxOfRateLimiter:
         return max(limiter.num_requeues(item) for limiter in self._limiters)
 
 
-def default_controller_rate_limiter() -> RateLimiter:
-    """client-go's default for controllers: 5 ms -> 1000 s per item, 10 qps / 100 burst overall."""
-    return MaxOfRateLimiter(ItemExponentialRateLimiter(), BucketRateLimiter())
+def default_controller_rate_limiter(
+    per_item: ItemExponentialRateLimiter | None = None,
+) -> RateLimiter:
+    """client-go's default for controllers: 5 ms -> 1000 s per item, 10 qps / 100 burst overall.
+
+    `per_item` is the per-item half, when the caller shares its failure history."""
+    return MaxOfRateLimiter(per_item or ItemExponentialRateLimiter(), BucketRateLimiter())

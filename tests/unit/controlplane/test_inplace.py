@@ -23,7 +23,6 @@ from kcp.controlplane.managed_fields import (
 )
 from kcp.controlplane.rollout import machine_up_to_date
 from kcp.controlplane.scope import Scope
-from kcp.controlplane.status import StatusInputs
 from tests.unit.controlplane.builders import NOW, cluster, kcp, machine
 from tests.unit.controlplane.fakes import FakeKube, FakeTracker, reconciler_on
 from tests.unit.controlplane.test_reconciler import KEY, _running_control_plane
@@ -83,14 +82,9 @@ def _fleet(names: tuple[str, ...] = ("a", "b", "c"), **template: Any) -> FakeKub
 
 def _scope(kube: FakeKube) -> Scope:
     [obj] = kube.of_kind("KubeadmControlPlane")
-    view = KubeadmControlPlaneView(obj)
     machines = [MachineView(m) for m in kube.of_kind("Machine")]
     return Scope(
-        kcp=obj,
-        cluster=ClusterView(cluster()),
-        machines=machines,
-        now=NOW,
-        status=StatusInputs(kcp=view, cluster_name="c1", machines=machines, initialized=True),
+        kcp=obj, cluster=ClusterView(cluster()), machines=machines, now=NOW, initialized=True
     )
 
 

@@ -10,13 +10,12 @@ import pytest
 
 from kcp.api import labels
 from kcp.api.groups import KUBEADM_CONFIG, MACHINE
-from kcp.api.objects import ClusterView, KubeadmControlPlaneView
+from kcp.api.objects import ClusterView
 from kcp.controlplane.client import ResourceLike
 from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.orphans import Orphans
 from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.controlplane.scope import Scope
-from kcp.controlplane.status import StatusInputs
 from kcp.runtime.controller import ObjectKey
 from tests.unit.controlplane.builders import NOW, cluster, kcp, machine
 from tests.unit.controlplane.fakes import FakeCache, FakeKube, FakeTracker
@@ -76,14 +75,7 @@ def _scope(kube: FakeKube) -> Scope:
         kube.resource_for("controlplane.cluster.x-k8s.io", "KubeadmControlPlane"), "ns", "cp"
     )
     assert obj is not None
-    view = KubeadmControlPlaneView(obj)
-    return Scope(
-        kcp=obj,
-        cluster=ClusterView(cluster()),
-        machines=[],
-        now=NOW,
-        status=StatusInputs(kcp=view, cluster_name="c1", machines=[], initialized=False),
-    )
+    return Scope(kcp=obj, cluster=ClusterView(cluster()), machines=[], now=NOW, initialized=False)
 
 
 def _owned(

@@ -8,13 +8,14 @@ import pytest
 
 from kcp.api import conditions as c
 from kcp.api.groups import KUBEADM_CONTROL_PLANE
-from kcp.api.objects import KubeadmControlPlaneView, MachineView
+from kcp.api.objects import ClusterView, MachineView
 from kcp.controlplane.condition import Condition
 from kcp.controlplane.health import machine_health
 from kcp.controlplane.rollout import UpToDate
-from kcp.controlplane.scaling import Decision
-from kcp.controlplane.status import StatusInputs, compute_status, lowest_version, write_conditions
-from tests.unit.controlplane.builders import NOW, condition, kcp, machine, node, pod, ts
+from kcp.controlplane.scaling import Action, Decision
+from kcp.controlplane.scope import Scope
+from kcp.controlplane.status import compute_status, lowest_version, write_conditions
+from tests.unit.controlplane.builders import NOW, cluster, condition, kcp, machine, node, pod, ts
 from tests.unit.controlplane.fakes import FakeKube, etcd_status
 
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
@@ -30,14 +31,15 @@ def _by_type(conditions: list[Condition]) -> dict[str, Condition]:
     return {x.type: x for x in conditions}
 
 
-def _healthy_inputs(names: list[str], **kw: object) -> StatusInputs:
+def _healthy_inputs(names: list[str], **kw: object) -> Scope:
     machines = [_ready_machine(n) for n in names]
     pods = {f"{comp}-{n}": pod(comp, n) for n in names for comp in COMPONENTS}
     health = machine_health(machines, {n: node(n) for n in names}, pods, etcd_status(names))
-    return StatusInputs(
-        kcp=KubeadmControlPlaneView(kcp()),
-        cluster_name="c1",
+    return Scope(
+        kcp=kcp(),
+        cluster=ClusterView(cluster()),
         machines=machines,
+        now=NOW,
         up_to_date={n: UpToDate(True) for n in names},
         health=health,
         certificates=Condition.true(c.CERTIFICATES_AVAILABLE, c.AVAILABLE_REASON),
@@ -75,7 +77,7 @@ def test_healthy_control_plane() -> None:
 
 
 def test_not_initialized_is_not_available() -> None:
-    inputs = StatusInputs(kcp=KubeadmControlPlaneView(kcp()), cluster_name="c1", machines=[])
+    inputs = Scope(kcp=kcp(), cluster=ClusterView(cluster()), machines=[], now=NOW)
     fields, conditions = compute_status(inputs)
     by_type = _by_type(conditions)
     assert by_type[c.AVAILABLE].message == "Control plane not yet initialized"
@@ -88,7 +90,7 @@ def test_not_initialized_is_not_available() -> None:
 def test_scaling_messages_say_what_blocks() -> None:
     inputs = _healthy_inputs(["a"])
     inputs.decision = Decision(
-        "wait", "scaling up", blocked=("Machine a reports X condition is false",)
+        Action.WAIT, "scaling up", blocked=("Machine a reports X condition is false",)
     )
     _, conditions = compute_status(inputs)
     assert _by_type(conditions)[c.SCALING_UP].message == (
@@ -122,10 +124,11 @@ def test_etcd_without_quorum_is_not_available() -> None:
     health = machine_health(
         machines, {n: node(n) for n in names}, pods, etcd_status(names, unhealthy=["a", "b"])
     )
-    inputs = StatusInputs(
-        kcp=KubeadmControlPlaneView(kcp()),
-        cluster_name="c1",
+    inputs = Scope(
+        kcp=kcp(),
+        cluster=ClusterView(cluster()),
         machines=machines,
+        now=NOW,
         health=health,
         initialized=True,
     )
@@ -135,7 +138,7 @@ def test_etcd_without_quorum_is_not_available() -> None:
     assert "1 of 3 etcd members healthy, at least 2 required" in available.message
 
 
-def _with_members(names: list[str], members: list[str], unhealthy: list[str]) -> StatusInputs:
+def _with_members(names: list[str], members: list[str], unhealthy: list[str]) -> Scope:
     inputs = _healthy_inputs(names)
     pods = {f"{comp}-{n}": pod(comp, n) for n in names for comp in COMPONENTS}
     inputs.health = machine_health(
