@@ -26,7 +26,8 @@ from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.kubeadm_config import desired_kubeadm_config_spec
 from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.controlplane.secrets import SecretStore
-from kcp.runtime.controller import ObjectKey
+from kcp.runtime.controller import ObjectKey, Result
+from kcp.runtime.ratelimit import ItemExponentialRateLimiter
 from kcp.tracker.errors import ClusterSecretError, NotConnected
 from tests.unit.controlplane.builders import (
     NOW,
@@ -240,6 +241,32 @@ def test_missing_template_is_a_user_error_not_an_exception(
     assert warnings and "LocalMachineTemplate ns/tmpl" in warnings[0]
     assert "does not exist" in _condition(kube, c.SCALING_UP)["message"]
     assert kube.of_kind("Machine") == []
+
+
+def test_user_errors_back_off_in_the_queues_failure_history(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    template = kube.objects.pop(("LocalMachineTemplate", "ns", "tmpl"))
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    failures = ItemExponentialRateLimiter()
+    reconciler = KubeadmControlPlaneReconciler(
+        kube,  # type: ignore[arg-type]
+        FakeCache(kube),
+        tracker,
+        recorder=EventRecorder(kube),  # type: ignore[arg-type]
+        options=ReconcilerOptions(expectation_timeout=0.0),
+        clock=lambda: NOW,
+        failures=failures,
+    )
+    failures.when(KEY)  # an exception's retry before: the same history
+    result = reconciler.reconcile(KEY)
+    assert result == Result(requeue_after=10.0, backed_off=True)
+    assert failures.num_requeues(KEY) == 2
+    kube.put(template)
+    fixed = reconciler.reconcile(KEY)
+    assert not fixed.backed_off  # the controller forgets the history on this one
+    assert failures.num_requeues(KEY) == 2
 
 
 def test_invalid_replicas_stop_scaling_with_a_condition(

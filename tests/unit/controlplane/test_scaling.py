@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from kcp.controlplane.scaling import (
+    Action,
     MachineState,
     can_remove_member,
     decide,
@@ -56,6 +57,14 @@ def test_nothing_happens_while_a_machine_is_deleting() -> None:
     decision = decide(desired=1, max_surge=1, machines=[m("a"), m("b", 1, deleting=True)])
     assert decision.action == "wait"
     assert "b is being deleted" in decision.blocked[0]
+    assert decision.waits_for_deletion
+
+
+def test_a_message_about_a_deletion_is_not_a_machine_being_deleted() -> None:
+    problem = "Machine a reports EtcdPodHealthy condition is false (Pod is being deleted)"
+    decision = decide(desired=3, max_surge=1, machines=[m("a", problems=(problem,))])
+    assert decision.action == Action.WAIT
+    assert not decision.waits_for_deletion
 
 
 def test_scale_up_blocked_without_certificates() -> None:

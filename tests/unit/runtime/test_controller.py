@@ -148,6 +148,27 @@ def test_requeue_after_reconciles_again_after_the_delay_with_backoff_reset() -> 
     assert controller.stop(timeout=5)
 
 
+def test_a_backed_off_requeue_after_keeps_the_failures_until_a_success() -> None:
+    limiter = ItemExponentialRateLimiter(0.01, 10)
+    seen: list[int] = []
+
+    def user_error(key: ObjectKey) -> Result:
+        seen.append(limiter.num_requeues(key))
+        if len(seen) < 3:
+            limiter.when(key)  # as a reconciler sharing the queue's failure history does
+            return Result(requeue_after=0.01, backed_off=True)
+        return Result(requeue_after=0.01) if len(seen) == 3 else Result()
+
+    metrics = RuntimeMetrics(new_registry(process_collectors=False))
+    queue: WorkQueue[ObjectKey] = WorkQueue("test", rate_limiter=limiter)
+    controller = Controller("test", user_error, queue=queue, metrics=metrics)
+    start_with_key(controller)
+    wait_for(lambda: len(seen) == 4)
+    assert seen == [0, 1, 2, 0]  # kept by the backed-off requeues, forgotten by the plain one
+    assert reconciles(metrics, "requeue_after") == 3
+    assert controller.stop(timeout=5)
+
+
 def test_requeue_true_retries_with_backoff() -> None:
     count = [0]
 

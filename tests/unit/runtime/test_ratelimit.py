@@ -68,6 +68,18 @@ def test_default_controller_limiter_starts_at_5ms() -> None:
     assert limiter.when("k") == pytest.approx(0.010)
 
 
+def test_a_second_curve_shares_the_failure_history() -> None:
+    quick = ItemExponentialRateLimiter()
+    slow = quick.with_delays(5.0, 300.0)
+    assert slow.when("k") == 5.0
+    assert slow.when("k") == 10.0
+    assert quick.when("k") == pytest.approx(0.020)  # the third failure of the same item
+    assert slow.num_requeues("k") == 3
+    queue_limiter = default_controller_rate_limiter(quick)
+    queue_limiter.forget("k")  # a success forgets it for both
+    assert slow.when("k") == 5.0
+
+
 def test_invalid_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         ItemExponentialRateLimiter(0, 1)
