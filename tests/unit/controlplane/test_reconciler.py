@@ -70,7 +70,9 @@ def tracker() -> FakeTracker:
     return FakeTracker()
 
 
-def _reconciler(kube: FakeKube, tracker: FakeTracker) -> KubeadmControlPlaneReconciler:
+def _reconciler(
+    kube: FakeKube, tracker: FakeTracker, failures: ItemExponentialRateLimiter | None = None
+) -> KubeadmControlPlaneReconciler:
     return KubeadmControlPlaneReconciler(
         kube,  # type: ignore[arg-type]
         FakeCache(kube),
@@ -79,6 +81,7 @@ def _reconciler(kube: FakeKube, tracker: FakeTracker) -> KubeadmControlPlaneReco
         options=ReconcilerOptions(expectation_timeout=0.0),
         clock=lambda: NOW,
         workload_api=lambda api: api,
+        failures=failures,
     )
 
 
@@ -250,15 +253,7 @@ def test_user_errors_back_off_in_the_queues_failure_history(
     kube.put(kcp(replicas=1))
     kube.put(cluster())
     failures = ItemExponentialRateLimiter()
-    reconciler = KubeadmControlPlaneReconciler(
-        kube,  # type: ignore[arg-type]
-        FakeCache(kube),
-        tracker,
-        recorder=EventRecorder(kube),  # type: ignore[arg-type]
-        options=ReconcilerOptions(expectation_timeout=0.0),
-        clock=lambda: NOW,
-        failures=failures,
-    )
+    reconciler = _reconciler(kube, tracker, failures)
     failures.when(KEY)  # an exception's retry before: the same history
     result = reconciler.reconcile(KEY)
     assert result == Result(requeue_after=10.0, backed_off=True)
