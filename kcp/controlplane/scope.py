@@ -1,5 +1,6 @@
 """What every part of a reconcile shares: the cache it reads, its options, its collaborators
-and the `Scope` that carries what one reconcile learned from phase to phase."""
+and the `Scope` that carries what one reconcile learned from phase to phase, which is also
+what `kcp.controlplane.status` computes the status from."""
 
 from __future__ import annotations
 

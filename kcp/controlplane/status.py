@@ -1,7 +1,8 @@
 """The KubeadmControlPlane's status: computed from what a reconcile saw, written by a merge patch.
 
-`compute_status` is pure: replica counts, version, selector, initialization and
-every v1beta2 condition with Cluster API's reasons and messages. `write_conditions`
+`compute_status` is pure, from the reconcile's `Scope`: replica counts, version,
+selector, initialization and every v1beta2 condition with Cluster API's reasons and
+messages. `write_conditions`
 patches only the fields kcp owns into the status subresource, merging our
 conditions into the object's list so that another writer's conditions survive;
 the patch carries the resourceVersion it was computed from, so a concurrent
