@@ -14,6 +14,7 @@ from kcp.certs.authority import (
 from kcp.certs.errors import CertificateError, KubeconfigError
 from kcp.certs.keypair import KeyPair, check_validity, is_ca, load_key_pair, verify_signed_by
 from kcp.certs.keys import (
+    DEFAULT_KEY_ALGORITHM,
     KEY_ALGORITHMS,
     KeyAlgorithm,
     PrivateKey,
@@ -54,6 +55,7 @@ __all__ = [
     "CA_VALIDITY",
     "CLOCK_SKEW",
     "CLUSTER_SECRET_TYPE",
+    "DEFAULT_KEY_ALGORITHM",
     "KEY_ALGORITHMS",
     "KUBECONFIG_KEY",
     "TLS_CERT_KEY",

@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kcp.certs.errors import CertificateError
 from kcp.certs.keypair import KeyPair, check_validity, is_ca, utc_now
-from kcp.certs.keys import KeyAlgorithm, PrivateKey, generate_private_key
+from kcp.certs.keys import DEFAULT_KEY_ALGORITHM, KeyAlgorithm, PrivateKey, generate_private_key
 
 __all__ = [
     "CA_VALIDITY",
@@ -118,7 +118,7 @@ def _builder(
 def new_certificate_authority(
     common_name: str,
     *,
-    algorithm: KeyAlgorithm = "rsa-2048",
+    algorithm: KeyAlgorithm = DEFAULT_KEY_ALGORITHM,
     validity: timedelta = CA_VALIDITY,
     now: datetime | None = None,
     private_key: PrivateKey | None = None,
@@ -174,7 +174,7 @@ def issue_certificate(
     ip_addresses: Sequence[str] = (),
     validity: timedelta = timedelta(days=365),
     private_key: PrivateKey | None = None,
-    algorithm: KeyAlgorithm = "rsa-2048",
+    algorithm: KeyAlgorithm = DEFAULT_KEY_ALGORITHM,
     now: datetime | None = None,
 ) -> KeyPair:
     """A certificate for ``private_key`` (or a new key of ``algorithm``) signed by ``ca``.

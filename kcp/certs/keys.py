@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from kcp.certs.errors import CertificateError
 
 __all__ = [
+    "DEFAULT_KEY_ALGORITHM",
     "KEY_ALGORITHMS",
     "KeyAlgorithm",
     "PrivateKey",
@@ -29,12 +30,14 @@ PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 KEY_ALGORITHMS: tuple[KeyAlgorithm, ...] = get_args(KeyAlgorithm)
 """Every accepted algorithm name, e.g. for a command-line flag's choices."""
+DEFAULT_KEY_ALGORITHM: KeyAlgorithm = "rsa-2048"
+"""What kubeadm and Cluster API use; every key kcp makes is this unless told otherwise."""
 
 _RSA_PUBLIC_EXPONENT = 65537
 _RSA_KEY_SIZE = 2048
 
 
-def generate_private_key(algorithm: KeyAlgorithm = "rsa-2048") -> PrivateKey:
+def generate_private_key(algorithm: KeyAlgorithm = DEFAULT_KEY_ALGORITHM) -> PrivateKey:
     """Generate a fresh private key; RSA-2048 matches what kubeadm and Cluster API use."""
     if algorithm == "rsa-2048":
         return rsa.generate_private_key(

@@ -17,7 +17,13 @@ from enum import StrEnum
 
 from kcp.certs.errors import CertificateError, KubeconfigError
 from kcp.certs.keypair import KeyPair, _load
-from kcp.certs.keys import KeyAlgorithm, PrivateKey, generate_private_key, public_keys_equal
+from kcp.certs.keys import (
+    DEFAULT_KEY_ALGORITHM,
+    KeyAlgorithm,
+    PrivateKey,
+    generate_private_key,
+    public_keys_equal,
+)
 from kcp.certs.kubeconfig import Kubeconfig, parse_kubeconfig
 from kcp.certs.pem import (
     decode_private_key,
@@ -127,7 +133,9 @@ def key_pair_from_secret_data(
     )
 
 
-def new_service_account_key(algorithm: KeyAlgorithm = "rsa-2048") -> tuple[bytes, bytes]:
+def new_service_account_key(
+    algorithm: KeyAlgorithm = DEFAULT_KEY_ALGORITHM,
+) -> tuple[bytes, bytes]:
     """A fresh service-account signing key as ``(public PEM, private PEM)``.
 
     The public ``PUBLIC KEY`` PEM goes in ``tls.crt`` and the private key in ``tls.key``,

@@ -11,26 +11,18 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kcp.etcd import DEFAULT_ETCD_ACCESS, ETCD_ACCESS_MODES, TRANSPORTS
 from kcp.runtime.options import add_manager_arguments, options_from_args, parse_duration
-
-if TYPE_CHECKING:
-    from kcp.tracker.options import TrackerOptions
+from kcp.tracker.options import TrackerOptions
 
 __all__ = ["add_arguments", "run"]
 
-DEFAULT_ETCD_DIAL_TIMEOUT = 10.0
-DEFAULT_ETCD_CALL_TIMEOUT = 15.0
-# kcp.etcd.ETCD_ACCESS_MODES and DEFAULT_ETCD_ACCESS, without importing gRPC to parse flags
-# (tests/unit/controlplane/test_cli.py checks they agree).
-ETCD_ACCESS_CHOICES = ("port-forward", "direct")
-DEFAULT_ETCD_ACCESS = "port-forward"
-# TrackerOptions.etcd_connections_max, likewise.
-DEFAULT_ETCD_CONNECTIONS_MAX = 4096
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `kcp run`; each default is the option's own (`TrackerOptions`, `kcp.etcd`)."""
+    defaults = TrackerOptions()
     parser.add_argument(
         "--kubeconfig",
         default=os.environ.get("KUBECONFIG") or None,
@@ -39,49 +31,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--etcd-dial-timeout-duration",
         type=parse_duration,
-        default=DEFAULT_ETCD_DIAL_TIMEOUT,
+        default=defaults.etcd_dial_timeout,
         metavar="DURATION",
-        help="how long an etcd call waits for a connection (default: 10s)",
+        help="how long an etcd call waits for a connection "
+        f"(default: {_seconds(defaults.etcd_dial_timeout)})",
     )
     parser.add_argument(
         "--etcd-call-timeout-duration",
         type=parse_duration,
-        default=DEFAULT_ETCD_CALL_TIMEOUT,
+        default=defaults.etcd_call_timeout,
         metavar="DURATION",
-        help="how long an etcd call waits for its answer (default: 15s)",
+        help="how long an etcd call waits for its answer "
+        f"(default: {_seconds(defaults.etcd_call_timeout)})",
     )
     parser.add_argument(
         "--etcd-transport",
-        choices=("gateway", "grpc"),  # kcp.etcd.TRANSPORTS, without importing gRPC here
-        default="gateway",
+        choices=TRANSPORTS,
+        default=defaults.etcd_transport,
         help="how workload etcd members are reached: 'gateway', etcd's JSON gateway over "
         "HTTPS on the caller's thread (etcd's --enable-grpc-gateway, on by default), or "
-        "'grpc' (default: gateway)",
+        f"'grpc' (default: {defaults.etcd_transport})",
     )
     parser.add_argument(
         "--etcd-access",
-        choices=ETCD_ACCESS_CHOICES,
+        choices=ETCD_ACCESS_MODES,
         default=DEFAULT_ETCD_ACCESS,
         help="how each etcd member (and each Machine's API server, for its certificate "
         "expiry) is reached: 'port-forward' through the workload cluster's API server to "
         "the Pod etcd-<node> (kube-apiserver-<node>) in kube-system, as Cluster API does, "
         "or 'direct' at the node's address, only where kcp can reach node addresses "
-        "(default: port-forward)",
+        f"(default: {DEFAULT_ETCD_ACCESS})",
     )
     parser.add_argument(
         "--etcd-connections-max",
         type=_positive,
-        default=DEFAULT_ETCD_CONNECTIONS_MAX,
+        default=defaults.etcd_connections_max,
         metavar="N",
         help="etcd connections kept open at most, each with its port-forward tunnel: kcp "
         "keeps one per etcd member of the clusters it tracks (plus an eighth), up to N, and "
         "fewer if half the open-file limit cannot hold them (three descriptors each); past "
-        "N the least recently used are closed and re-opened when needed (default: 4096)",
+        "N the least recently used are closed and re-opened when needed "
+        f"(default: {defaults.etcd_connections_max})",
     )
     parser.add_argument(
         "--v", type=int, default=0, metavar="LEVEL", help="log verbosity: 0 info, 1+ debug"
     )
     add_manager_arguments(parser)
+
+
+def _seconds(value: float) -> str:
+    """A duration as its flag is written (`10s`)."""
+    return f"{value:g}s"
 
 
 def _positive(text: str) -> int:
@@ -119,7 +119,6 @@ def run(args: argparse.Namespace) -> int:
     from kcp.runtime.malloc import limit_malloc_arenas
     from kcp.runtime.manager import Manager
     from kcp.runtime.openfiles import raise_open_files_limit
-    from kcp.tracker.options import TrackerOptions
     from kcp.tracker.tracker import Tracker
 
     limit_malloc_arenas()  # before any thread starts

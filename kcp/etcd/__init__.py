@@ -16,6 +16,7 @@ errors below, never gRPC tracebacks. Imports nothing of kcp but ``kcp.certs``.
 from kcp.etcd.client import EtcdClient
 from kcp.etcd.cluster import EtcdClusterStatus, MemberHealth, cluster_status, move_leader
 from kcp.etcd.connection import (
+    DEFAULT_TRANSPORT,
     TRANSPORTS,
     Connection,
     EtcdConnection,
@@ -45,7 +46,7 @@ from kcp.etcd.errors import (
     EtcdUnavailable,
 )
 from kcp.etcd.gateway import GatewayConnection
-from kcp.etcd.ioloop import TunnelLoop, TunnelObserver, TunnelStats
+from kcp.etcd.ioloop import DEFAULT_KEEPALIVE, TunnelLoop, TunnelObserver, TunnelStats
 from kcp.etcd.model import Alarm, Member, MemberStatus
 from kcp.etcd.pool import DEFAULT_MAX_CHANNELS, ChannelKey, ChannelPool, PoolStats
 from kcp.etcd.portforward import PortForwardDialer
@@ -55,7 +56,9 @@ __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_DIAL_TIMEOUT",
     "DEFAULT_ETCD_ACCESS",
+    "DEFAULT_KEEPALIVE",
     "DEFAULT_MAX_CHANNELS",
+    "DEFAULT_TRANSPORT",
     "DIRECT",
     "ETCD_ACCESS_MODES",
     "TRANSPORTS",

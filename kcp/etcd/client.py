@@ -22,7 +22,14 @@ from typing import Any
 import etcd3
 import grpc
 
-from kcp.etcd.connection import Connection, EtcdConnection, EtcdTLS, Transport, open_connection
+from kcp.etcd.connection import (
+    DEFAULT_TRANSPORT,
+    Connection,
+    EtcdConnection,
+    EtcdTLS,
+    Transport,
+    open_connection,
+)
 from kcp.etcd.dial import DIRECT, Dialer
 from kcp.etcd.errors import EtcdTunnelError, EtcdUnavailable, is_transport_failure, translate
 from kcp.etcd.gateway import GatewayCalls, GatewayConnection
@@ -200,7 +207,7 @@ class EtcdClient:
         *,
         timeouts: EtcdTimeouts | None = None,
         pool: ChannelPool | None = None,
-        transport: Transport = "grpc",
+        transport: Transport = DEFAULT_TRANSPORT,
         dialer: Dialer | None = None,
     ) -> EtcdClient:
         """A client for ``endpoint`` (``host:port``, ``https://host:port``, or a Pod's

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kcp.etcd.client import Alarm, EtcdClient, Member, MemberStatus
-from kcp.etcd.connection import EtcdTLS, normalize_endpoint
+from kcp.etcd.connection import DEFAULT_TRANSPORT, EtcdTLS, Transport, normalize_endpoint
 from kcp.etcd.errors import EtcdError, EtcdNotLeader, EtcdTunnelError, EtcdUnavailable
 from kcp.etcd.pool import ChannelPool
 from kcp.etcd.timeouts import EtcdTimeouts
@@ -100,6 +100,7 @@ def _clients_for(
     tls: EtcdTLS | None,
     pool: ChannelPool | None,
     timeouts: EtcdTimeouts | None,
+    transport: Transport,
 ) -> tuple[list[EtcdClient], list[EtcdClient]]:
     """Clients for ``targets`` and, of those, the ones opened here (to close afterwards)."""
     clients: list[EtcdClient] = []
@@ -110,7 +111,7 @@ def _clients_for(
             continue
         if tls is None:
             raise ValueError("cluster_status needs tls= to reach endpoints given as strings")
-        client = EtcdClient.open(target, tls, timeouts=timeouts, pool=pool)
+        client = EtcdClient.open(target, tls, timeouts=timeouts, pool=pool, transport=transport)
         clients.append(client)
         if pool is None:
             opened.append(client)
@@ -123,13 +124,15 @@ def cluster_status(
     tls: EtcdTLS | None = None,
     pool: ChannelPool | None = None,
     timeouts: EtcdTimeouts | None = None,
+    transport: Transport = DEFAULT_TRANSPORT,
 ) -> EtcdClusterStatus:
-    """Ask every target (a client, or an endpoint reached with ``tls`` via ``pool``).
+    """Ask every target (a client, or an endpoint reached with ``tls`` via ``pool``, else
+    over ``transport``).
 
     Members are asked one after another: a silent member costs at most the dial
     timeout, and a refused or TLS-failing one costs nothing.
     """
-    clients, opened = _clients_for(targets, tls, pool, timeouts)
+    clients, opened = _clients_for(targets, tls, pool, timeouts, transport)
     try:
         return _cluster_status(clients)
     finally:

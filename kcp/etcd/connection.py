@@ -33,6 +33,7 @@ from kcp.etcd.gateway import GatewayConnection, open_gateway_connection
 from kcp.etcd.timeouts import DEFAULT_DIAL_TIMEOUT
 
 __all__ = [
+    "DEFAULT_TRANSPORT",
     "TRANSPORTS",
     "Connection",
     "EtcdConnection",
@@ -45,6 +46,10 @@ __all__ = [
 Transport = Literal["gateway", "grpc"]
 """How kcp talks to a workload etcd: its JSON gateway over HTTP/1.1, or gRPC."""
 TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
+DEFAULT_TRANSPORT: Transport = "gateway"
+"""What kcp ships (``TrackerOptions.etcd_transport``, ``--etcd-transport``) and what every
+entry point here uses unless told otherwise: the gateway needs no threads of its own,
+while gRPC's C core keeps a thread pool that grows with dialling load."""
 
 
 # gRPC core's connectivity states (``grpc._cython.cygrpc.ConnectivityState``).
@@ -258,7 +263,7 @@ def open_connection(
     *,
     call_timeout: float,
     options: tuple[tuple[str, Any], ...] = (),
-    transport: Transport = "grpc",
+    transport: Transport = DEFAULT_TRANSPORT,
     dialer: Dialer = DIRECT,
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
 ) -> EtcdConnection:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kcp.etcd.connection import (
+    DEFAULT_TRANSPORT,
     EtcdConnection,
     EtcdTLS,
     Transport,
@@ -94,7 +95,7 @@ class ChannelPool:
         *,
         timeouts: EtcdTimeouts | None = None,
         channel_options: tuple[tuple[str, Any], ...] = (),
-        transport: Transport = "grpc",
+        transport: Transport = DEFAULT_TRANSPORT,
     ) -> None:
         self.max_size = _at_least_one(max_size)
         self.timeouts = timeouts or EtcdTimeouts()

@@ -12,6 +12,13 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from kcp.runtime.controller import DEFAULT_STOP_TIMEOUT, DEFAULT_SYNC_PERIOD
+from kcp.runtime.leaderelection import (
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_RENEW_DEADLINE,
+    DEFAULT_RETRY_PERIOD,
+)
+
 T = TypeVar("T")
 
 WATCH_FILTER_LABEL = "cluster.x-k8s.io/watch-filter"
@@ -51,17 +58,17 @@ class ManagerOptions:
     )
 
     leader_elect_lease_duration: float = _option(
-        15.0,
+        DEFAULT_LEASE_DURATION,
         "seconds a non-leader waits before taking an unrenewed Lease.",
     )
 
     leader_elect_renew_deadline: float = _option(
-        10.0,
+        DEFAULT_RENEW_DEADLINE,
         "seconds the leader retries renewing before giving up.",
     )
 
     leader_elect_retry_period: float = _option(
-        2.0,
+        DEFAULT_RETRY_PERIOD,
         "seconds between acquire/renew attempts.",
     )
 
@@ -92,7 +99,7 @@ class ManagerOptions:
     )
 
     sync_period: float = _option(
-        600.0,
+        DEFAULT_SYNC_PERIOD,
         "seconds between resyncs that re-enqueue every known object.",
     )
 
@@ -122,7 +129,7 @@ class ManagerOptions:
     )
 
     graceful_shutdown_timeout: float = _option(
-        30.0,
+        DEFAULT_STOP_TIMEOUT,
         "seconds in-flight reconciles get to finish on SIGTERM.",
     )
 

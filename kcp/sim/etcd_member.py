@@ -19,7 +19,7 @@ from pathlib import Path
 import etcd3
 import grpc
 
-from kcp.etcd import Connection, EtcdClient, EtcdError, EtcdTimeouts, EtcdTLS, Member
+from kcp.etcd import Connection, EtcdClient, EtcdError, EtcdTimeouts, EtcdTLS, Member, Transport
 from kcp.sim.pki import MachineFiles
 from kcp.sim.process import SimProcess
 from kcp.testing.etcd_launch import EtcdTuning, MemberURLs, TLSFiles, etcd_argv
@@ -41,6 +41,8 @@ PEER_PORT = 2380
 METRICS_PORT = 2381
 _HEALTH_TIMEOUT = 1.0
 _TIMEOUTS = EtcdTimeouts(dial=2.0, call=5.0)
+_TRANSPORT: Transport = "grpc"
+"""Membership changes go through etcd3's stubs (MemberAdd), so the simulator speaks gRPC."""
 _TUNING = EtcdTuning(snapshot_count=10000)
 
 
@@ -135,7 +137,7 @@ def list_members(endpoints: Sequence[str], tls: EtcdTLS) -> list[Member]:
     errors: list[str] = []
     for endpoint in endpoints:
         try:
-            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS) as client:
+            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS, transport=_TRANSPORT) as client:
                 return client.members()
         except EtcdError as error:
             errors.append(str(error))
@@ -152,7 +154,7 @@ def add_member(endpoints: Sequence[str], tls: EtcdTLS, name: str, peer_url: str)
     for endpoint in endpoints:
         try:
             # MemberAdd is not wrapped by EtcdClient: it goes through etcd3's stub.
-            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS, transport="grpc") as client:
+            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS, transport=_TRANSPORT) as client:
                 members = client.members()
                 existing = next((m for m in members if peer_url in m.peer_urls), None)
                 if existing is not None:
@@ -181,7 +183,7 @@ def remove_member(endpoints: Sequence[str], tls: EtcdTLS, member_id: int) -> Non
     errors: list[str] = []
     for endpoint in endpoints:
         try:
-            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS) as client:
+            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS, transport=_TRANSPORT) as client:
                 if all(m.id != member_id for m in client.members()):
                     return
                 client.remove_member(member_id)

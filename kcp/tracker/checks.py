@@ -14,23 +14,22 @@ drops the cluster's clients and channels but keeps its key and certificate.
 
 from __future__ import annotations
 
-import math
 import ssl
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from typing import TypeVar
 
-from kcp.etcd import DIRECT, EtcdTLS, PortForwardDialer
+from kcp.etcd import DIRECT, PortForwardDialer
 from kcp.tracker.credentials import Credentials
-from kcp.tracker.entry import ClusterEntry, seen_marker
+from kcp.tracker.entry import ClusterEntry, SecretKind, seen_marker
 from kcp.tracker.errors import ClusterSecretError
 from kcp.tracker.health import ProbeResult, probe_api_server, probe_etcd
+from kcp.tracker.identity import ClusterKey
 from kcp.tracker.metrics import TrackerMetrics
 from kcp.tracker.options import TrackerOptions
 from kcp.tracker.secrets import (
-    EtcdCA,
     SecretData,
     SecretReader,
-    WorkloadKubeconfig,
     etcd_secret_name,
     kubeconfig_secret_name,
     kubeconfig_secret_ref,
@@ -40,6 +39,21 @@ from kcp.tracker.secrets import (
 from kcp.tracker.workload import WorkloadClient
 
 __all__ = ["Checker"]
+
+T = TypeVar("T")
+
+_SECRET_NAMES: dict[SecretKind, Callable[[ClusterKey], str]] = {
+    "etcd": etcd_secret_name,
+    "kubeconfig": kubeconfig_secret_name,
+}
+
+
+def _attempt(load: Callable[[], T]) -> tuple[T | None, ClusterSecretError | None]:
+    """``load()``'s result, or the ``ClusterSecretError`` that says what to fix."""
+    try:
+        return load(), None
+    except ClusterSecretError as exc:
+        return None, exc
 
 
 class Checker:
@@ -79,12 +93,16 @@ class Checker:
         etcd: ProbeResult | None = None
         with entry.lock:
             endpoints, prefer = entry.endpoints, entry.etcd_answered_by
-        if ca is not None and private_key is not None and endpoints and self._etcd_due(entry):
+        if (
+            ca is not None
+            and private_key is not None
+            and endpoints
+            and entry.etcd_due(self.options.etcd_probe_interval)
+        ):
             try:
                 issued = self._credentials.certificate(entry, ca, private_key)
             except ClusterSecretError as exc:
-                with entry.lock:
-                    entry.etcd_error = exc
+                entry.etcd_unusable(exc)
             else:
                 if entry.evicted:  # while the API server probe ran: open nothing for it
                     return None
@@ -102,24 +120,6 @@ class Checker:
                     self._credentials.discard_channels(endpoints, [issued.tls])
         return self.record(entry, api, etcd)
 
-    def _etcd_due(self, entry: ClusterEntry) -> bool:
-        """Whether this check probes etcd too (see ``TrackerOptions.etcd_probe_interval``)."""
-        interval = self.options.etcd_probe_interval
-        with entry.lock:
-            return (
-                interval is None
-                or entry.state != "connected"
-                or entry.etcd_ok is not True
-                or time.monotonic() - entry.etcd_probed_at >= interval
-            )
-
-    def etcd_answered(self, entry: ClusterEntry) -> None:
-        """The reconciler reached etcd and saw a leader: count it as this interval's probe
-        (one mutual-TLS dial fewer per cluster and interval when channels are recycled)."""
-        with entry.lock:
-            if entry.state == "connected" and entry.etcd_ok:
-                entry.etcd_probed_at = time.monotonic()
-
     def backoff(self, failures: int) -> float:
         """Seconds to wait after a never-connected cluster's ``failures``-th failed check."""
         delay = self.options.connecting_backoff * 2.0 ** min(max(failures - 1, 0), 30)
@@ -131,82 +131,56 @@ class Checker:
                 entry.key.namespace, name, timeout=self.options.secret_read_timeout
             )
         except Exception as exc:
-            message = f"reading Secret {entry.key.namespace}/{name} failed: {exc}"
-            with entry.lock:
-                entry.read_error = message
-                entry.refresh_requested = True
+            entry.secret_read_failed(f"reading Secret {entry.key.namespace}/{name} failed: {exc}")
             entry.log.warning("secret read failed", secret=name, error=str(exc))
             return False, None
 
     def refresh_secrets(self, entry: ClusterEntry) -> None:
-        now = time.monotonic()
-        with entry.lock:
-            due = entry.refresh_requested or (
-                now - entry.secrets_read_at >= self.options.secret_refresh_interval
-            )
-            if not due:
-                return
-            entry.refresh_requested = False
-            entry.secrets_read_at = now
-            entry.read_error = ""
+        """Re-read the ``-etcd`` and ``-kubeconfig`` Secrets when due; keep what changed."""
+        if not entry.refresh_due(time.monotonic(), self.options.secret_refresh_interval):
+            return
         retry_after = self.options.connecting_retry_after * 10
-        ok, etcd_secret = self._read(entry, etcd_secret_name(entry.key))
-        if ok:
-            marker = seen_marker(etcd_secret)
-            with entry.lock:
-                changed = marker != entry.etcd_seen
-            if changed:
-                ca: EtcdCA | None = None
-                error: ClusterSecretError | None = None
-                try:
-                    ca = load_etcd_ca(entry.key, etcd_secret, retry_after=retry_after)
-                except ClusterSecretError as exc:
-                    error = exc
-                with entry.lock:
-                    previous = entry.etcd_ca
-                    entry.etcd_seen, entry.etcd_ca, entry.etcd_error = marker, ca, error
-                    entry.etcd_probed_at = -math.inf  # check the new material at once
-                if error is not None:
-                    entry.log.warning("etcd CA Secret unusable", error=str(error))
-                elif (
-                    previous is not None
-                    and ca is not None
-                    and previous.fingerprint != ca.fingerprint
-                ):
-                    entry.log.info(
-                        "etcd CA changed; client certificates will be re-issued",
-                        ca=ca.fingerprint[:16],
-                    )
-        ok, kubeconfig_secret = self._read(entry, kubeconfig_secret_name(entry.key))
-        if ok:
-            marker = seen_marker(kubeconfig_secret)
-            with entry.lock:
-                changed = marker != entry.kubeconfig_seen
-            if changed:
-                kubeconfig: WorkloadKubeconfig | None = None
-                kc_error: ClusterSecretError | None = None
-                try:
-                    kubeconfig = load_kubeconfig(
-                        entry.key, kubeconfig_secret, retry_after=retry_after
-                    )
-                except ClusterSecretError as exc:
-                    kc_error = exc
-                with entry.lock:
-                    entry.kubeconfig_seen = marker
-                    entry.kubeconfig, entry.kubeconfig_error = kubeconfig, kc_error
-                if kubeconfig_secret is None:
-                    entry.log.info("no kubeconfig Secret (yet)", error=str(kc_error))
-                elif kc_error is not None:
-                    entry.log.warning("kubeconfig Secret unusable", error=str(kc_error))
+        changed = self._read_changed(entry, "etcd")
+        if changed is not None:
+            marker, secret = changed
+            ca, error = _attempt(lambda: load_etcd_ca(entry.key, secret, retry_after=retry_after))
+            previous = entry.etcd_secret_loaded(marker, ca, error)
+            if error is not None:
+                entry.log.warning("etcd CA Secret unusable", error=str(error))
+            elif previous is not None and ca is not None and previous.fingerprint != ca.fingerprint:
+                entry.log.info(
+                    "etcd CA changed; client certificates will be re-issued",
+                    ca=ca.fingerprint[:16],
+                )
+        changed = self._read_changed(entry, "kubeconfig")
+        if changed is not None:
+            marker, secret = changed
+            kubeconfig, kc_error = _attempt(
+                lambda: load_kubeconfig(entry.key, secret, retry_after=retry_after)
+            )
+            entry.kubeconfig_secret_loaded(marker, kubeconfig, kc_error)
+            if secret is None:
+                entry.log.info("no kubeconfig Secret (yet)", error=str(kc_error))
+            elif kc_error is not None:
+                entry.log.warning("kubeconfig Secret unusable", error=str(kc_error))
+
+    def _read_changed(
+        self, entry: ClusterEntry, kind: SecretKind
+    ) -> tuple[str, SecretData | None] | None:
+        """The Secret of this kind (None: absent) and its marker, if it was read and has
+        changed since the last read; else None."""
+        ok, secret = self._read(entry, _SECRET_NAMES[kind](entry.key))
+        if not ok:
+            return None
+        marker = seen_marker(secret)
+        return (marker, secret) if entry.secret_changed(kind, marker) else None
 
     def ensure_workload(self, entry: ClusterEntry) -> WorkloadClient | None:
         with entry.lock:
             kubeconfig, current = entry.kubeconfig, entry.workload
         if kubeconfig is None:
             if current is not None:
-                with entry.lock:
-                    if entry.workload is current:
-                        entry.workload = None
+                entry.drop_workload(current)
                 self.retire(current)
             return None
         if current is not None and current.digest == kubeconfig.digest and not current.closed:
@@ -226,15 +200,9 @@ class Checker:
                 "certificate and key and the cluster CA in the kubeconfig",
                 retry_after=self.options.connecting_retry_after * 10,
             )
-            with entry.lock:
-                entry.kubeconfig_error = error
+            entry.kubeconfig_unusable(error)
             return None
-        replaced: WorkloadClient | None
-        with entry.lock:
-            if entry.evicted:
-                replaced = fresh
-            else:
-                replaced, entry.workload = entry.workload, fresh
+        replaced = entry.install_workload(fresh)
         if replaced is not None:
             self.retire(replaced)
         if replaced is fresh:
@@ -254,77 +222,36 @@ class Checker:
         self, entry: ClusterEntry, api: ProbeResult | None, etcd: ProbeResult | None
     ) -> float | None:
         """Apply one check's results; returns the backoff delay as ``check`` does."""
-        results = [r for r in (api, etcd) if r is not None]
-        for result in results:
-            self.metrics.health_check(result.target, result.result)
-        delay: float | None = None
-        with entry.lock:
-            if entry.evicted:
-                return None
-            previous = entry.state
-            if results:
-                entry.last_probe_time = datetime.now(UTC)
-            if api is not None:
-                entry.api_ok = api.ok
-            if etcd is not None:
-                entry.etcd_ok = etcd.ok
-                entry.etcd_probed_at = time.monotonic()
-                if etcd.ok:
-                    entry.etcd_answered_by = etcd.answered_by
-            problems = [r.error for r in results if not r.ok]
-            if not results:
-                pass  # nothing to probe yet (Secrets missing or unreadable, no endpoints)
-            elif any(r.result == "unauthorized" for r in results):
-                entry.failures += 1
-                entry.last_error = "; ".join(problems)
-                entry.state = "down"
-            elif not problems:
-                entry.failures = 0
-                entry.last_error = ""
-                entry.state = "connected"
-                entry.ever_connected = True
-                entry.retry_at = -math.inf
-            else:
-                entry.failures += 1
-                entry.last_error = "; ".join(problems)
-                if not entry.ever_connected:
-                    if entry.state == "connecting":
-                        delay = self.backoff(entry.failures)
-                        entry.retry_at = time.monotonic() + delay
-                elif entry.failures >= self.options.failure_threshold:
-                    entry.state = "down"
-            state = entry.state
-            dropped: WorkloadClient | None = None
-            generations: list[EtcdTLS] = []
-            if state == "down" and previous != "down":
-                dropped, entry.workload = entry.workload, None
-                generations = list(entry.tls_history)
-                entry.refresh_requested = True
-            endpoints = set(entry.endpoints)
-            if state != previous:
-                # Under the entry lock, so an eviction (which removes the series after
-                # marking the entry evicted) cannot be overtaken by this update.
-                self.metrics.connection(entry.key, state == "connected")
-        if state == previous:
-            if delay is not None:
+        for result in (api, etcd):
+            if result is not None:
+                self.metrics.health_check(result.target, result.result)
+        verdict = entry.record(
+            api,
+            etcd,
+            failure_threshold=self.options.failure_threshold,
+            backoff=self.backoff,
+            on_change=lambda connected: self.metrics.connection(entry.key, connected),
+        )
+        if verdict is None:
+            return None
+        if verdict.state == verdict.previous:
+            if verdict.delay is not None:
                 entry.log.debug(
                     "cluster not reachable yet; backing off",
-                    failures=entry.failures,
-                    retry_in=round(delay, 1),
-                    error=entry.last_error,
+                    failures=verdict.failures,
+                    retry_in=round(verdict.delay, 1),
+                    error=verdict.last_error,
                 )
-            return delay
-        if state == "connected":
+            return verdict.delay
+        if verdict.state == "connected":
             entry.log.info("cluster connected")
-        elif state == "down":
+        elif verdict.state == "down":
             entry.log.warning(
                 "cluster disconnected; dropping its clients, keeping its key",
-                failures=entry.failures,
-                error=entry.last_error,
+                failures=verdict.failures,
+                error=verdict.last_error,
             )
-            if dropped is not None:
-                self.retire(dropped)
-            with entry.used_lock:
-                endpoints |= entry.used_endpoints
-            self._credentials.discard_channels(endpoints, generations)
-        return delay
+            if verdict.dropped is not None:
+                self.retire(verdict.dropped)
+            self._credentials.discard_channels(verdict.endpoints, verdict.generations)
+        return verdict.delay

@@ -29,9 +29,6 @@ from kcp.tracker.sizing import connection_bounds, open_files_limit
 
 __all__ = ["Credentials"]
 
-_TLS_GENERATIONS_KEPT = 2
-"""Certificates whose etcd channels stay open: the current one and the one before."""
-
 
 class Credentials:
     """Keys, certificates and etcd channels of every tracked cluster; thread-safe."""
@@ -92,10 +89,8 @@ class Credentials:
         if found is not None:
             return found
         fresh = self.keys.generate()
-        with entry.lock:
-            if entry.evicted:
-                return None
-            self.keys.store(entry.key, fresh)
+        if not entry.unless_evicted(lambda: self.keys.store(entry.key, fresh)):
+            return None
         entry.log.info("etcd client key generated", algorithm=fresh.algorithm)
         return fresh
 
@@ -110,16 +105,8 @@ class Credentials:
         if found is not None:
             return found
         issued = self.certificates.issue(entry.key, ca, private_key)
-        retired: list[EtcdTLS] = []
-        endpoints: set[str] = set()
-        with entry.lock:
-            evicted = entry.evicted
-            if not evicted:
-                entry.tls_history.append(issued.tls)
-                while len(entry.tls_history) > _TLS_GENERATIONS_KEPT:
-                    retired.append(entry.tls_history.pop(0))
-                endpoints = set(entry.endpoints)
-        if evicted:
+        superseded = entry.remember_tls(issued.tls)
+        if superseded is None:  # evicted meanwhile
             self.certificates.drop_cluster(entry.key)
             return issued
         entry.log.info(
@@ -128,9 +115,8 @@ class Credentials:
             not_after=issued.not_after.isoformat(),
             ca=ca.fingerprint[:16],
         )
+        retired, endpoints = superseded
         if retired:
-            with entry.used_lock:
-                endpoints |= entry.used_endpoints
             self.discard_channels(endpoints, retired)
         return issued
 

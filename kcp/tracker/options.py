@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from kcp.certs import KEY_ALGORITHMS, KeyAlgorithm
-from kcp.etcd import TRANSPORTS, Transport
+from kcp.certs import DEFAULT_KEY_ALGORITHM, KEY_ALGORITHMS, KeyAlgorithm
+from kcp.etcd import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_DIAL_TIMEOUT,
+    DEFAULT_KEEPALIVE,
+    DEFAULT_TRANSPORT,
+    TRANSPORTS,
+    Transport,
+)
 
 __all__ = ["CAPI_ETCD_CLIENT_COMMON_NAME", "TrackerOptions"]
 
@@ -34,7 +41,7 @@ class TrackerOptions:
     """Seconds a cluster's private key lives before a fresh one is generated (7 days);
     None keeps it until the cluster is evicted. Certificates are re-issued for a new key."""
 
-    key_algorithm: KeyAlgorithm = "rsa-2048"
+    key_algorithm: KeyAlgorithm = DEFAULT_KEY_ALGORITHM
     """``rsa-2048`` (parity with Cluster API; ~30 ms per key) or ``ecdsa-p256`` (~50 us)."""
 
     certificate_validity: timedelta = timedelta(hours=24)
@@ -110,11 +117,11 @@ class TrackerOptions:
     between two checks a lookup asks for. Lookups of a never-connected cluster that is
     backing off ask for none: the reconciler comes back often, the probes do not."""
 
-    etcd_dial_timeout: float = 10.0
+    etcd_dial_timeout: float = DEFAULT_DIAL_TIMEOUT
     """Seconds a reconciler's etcd call waits for a connection
     (``--etcd-dial-timeout-duration``)."""
 
-    etcd_call_timeout: float = 15.0
+    etcd_call_timeout: float = DEFAULT_CALL_TIMEOUT
     """Seconds a reconciler's etcd call waits for its answer (``--etcd-call-timeout-duration``)."""
 
     etcd_channels: int | None = None
@@ -130,7 +137,7 @@ class TrackerOptions:
     the tunnels, to fit half the process's open-file limit (a port-forwarded connection
     holds three descriptors)."""
 
-    etcd_transport: Transport = "gateway"
+    etcd_transport: Transport = DEFAULT_TRANSPORT
     """How etcd is reached (``--etcd-transport``): ``"gateway"``, etcd's JSON gateway over
     HTTP/1.1 on the caller's thread, or ``"grpc"``, whose C core keeps an event-engine
     thread pool that grows with dialling load and does not shrink while busy."""
@@ -142,7 +149,7 @@ class TrackerOptions:
     again while a connection is replaced) and a few for short-lived ones (a Machine's API
     server certificate read). No thread per tunnel: one I/O thread serves them all."""
 
-    tunnel_keepalive: float | None = 30.0
+    tunnel_keepalive: float | None = DEFAULT_KEEPALIVE
     """Seconds of silence after which an open tunnel is pinged; one that does not answer
     within ``probe_timeout`` is closed and re-opened on next use. None sends no pings."""
 

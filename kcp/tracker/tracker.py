@@ -34,7 +34,7 @@ from kcp.etcd import DIRECT, ChannelPool, EtcdTimeouts, PodEndpoint, TunnelStats
 from kcp.tracker.access import EtcdAccess
 from kcp.tracker.checks import Checker
 from kcp.tracker.credentials import Credentials
-from kcp.tracker.entry import ClusterEntry
+from kcp.tracker.entry import ClusterEntry, SecretKind, members_of
 from kcp.tracker.errors import ClusterSecretError, NotConnected
 from kcp.tracker.health import ClusterHealth
 from kcp.tracker.identity import ClusterKey
@@ -45,11 +45,6 @@ from kcp.tracker.secrets import ApiSecretReader, SecretReader
 from kcp.tracker.workload import WorkloadClient
 
 __all__ = ["Tracker"]
-
-
-def _members(endpoints: tuple[str, ...]) -> int:
-    """The etcd members a cluster counts for: its endpoints, one while none are known."""
-    return max(len(endpoints), 1)
 
 
 _SECRET_SUFFIXES = ("-etcd", "-kubeconfig")
@@ -167,7 +162,7 @@ class Tracker:
             dialer=workload.dialer if workload is not None else DIRECT,
             _used=entry.used_endpoints,
             _used_lock=entry.used_lock,
-            _answered=lambda: self._checker.etcd_answered(entry),
+            _answered=entry.etcd_answered,
         )
 
     def workload_client(self, key: ClusterKey) -> WorkloadClient:
@@ -193,30 +188,14 @@ class Tracker:
             entry = self._entries.get(key)
         if entry is None:
             return None
-        with entry.lock:
-            secret_problems = [
-                str(e) for e in (entry.etcd_error, entry.kubeconfig_error) if e is not None
-            ]
-            last_error = "; ".join(
-                p for p in (entry.last_error, *secret_problems, entry.read_error) if p
-            )
-            return ClusterHealth(
-                connected=entry.state == "connected",
-                api_server_ok=entry.api_ok,
-                etcd_ok=entry.etcd_ok,
-                last_error=last_error,
-                consecutive_failures=entry.failures,
-                last_probe_time=entry.last_probe_time,
-                state=entry.state,
-            )
+        return entry.health()
 
     def refresh(self, key: ClusterKey) -> None:
         """Re-read the cluster's Secrets now (on a worker), e.g. after rotating its CA."""
         with self._lock:
             entry = self._entries.get(key)
         if entry is not None:
-            with entry.lock:
-                entry.refresh_requested = True
+            entry.request_refresh()
             self._scheduler.schedule(key)
 
     def evict(self, key: ClusterKey) -> bool:
@@ -233,18 +212,11 @@ class Tracker:
             if self._by_name.get(key.namespaced_name) == key:
                 del self._by_name[key.namespaced_name]
         self._scheduler.unschedule(key)
-        with entry.lock:
-            entry.evicted = True
-            workload, entry.workload = entry.workload, None
-            generations, entry.tls_history = entry.tls_history, []
-            endpoints = set(entry.endpoints)
-            members = _members(entry.endpoints)
-        self._count_members(-members)
-        with entry.used_lock:
-            endpoints |= entry.used_endpoints
-        self._credentials.forget(key, endpoints, generations)
-        if workload is not None:
-            workload.close()
+        gone = entry.evict()
+        self._count_members(-gone.members)
+        self._credentials.forget(key, gone.endpoints, gone.generations)
+        if gone.workload is not None:
+            gone.workload.close()
         self.metrics.cluster_removed(key)
         entry.log.info("cluster evicted")
         return True
@@ -290,12 +262,9 @@ class Tracker:
             if key is None or entry is None:
                 return
             version = str(metadata.get("resourceVersion") or "")
-            with entry.lock:
-                seen = entry.etcd_seen if name.endswith("-etcd") else entry.kubeconfig_seen
-                if event_type != "DELETED" and version and version == seen:
-                    return
-                entry.refresh_requested = True
-            self._scheduler.schedule(key)
+            kind: SecretKind = "etcd" if name.endswith("-etcd") else "kubeconfig"
+            if entry.secret_event(kind, version, deleted=event_type == "DELETED"):
+                self._scheduler.schedule(key)
 
         return handle
 
@@ -355,7 +324,7 @@ class Tracker:
             self._entries[key] = entry
             self._by_name[key.namespaced_name] = key
             self.metrics.cluster_added(key)
-            self._members += _members(entry.endpoints)  # none known yet
+            self._members += members_of(entry.endpoints)  # none known yet
         self._count_members(0)
         entry.log.info("tracking cluster")
         self._scheduler.schedule(key)
@@ -365,12 +334,10 @@ class Tracker:
         wanted = tuple(dict.fromkeys(normalize_endpoint(e) for e in endpoints))
         if not wanted:
             return
-        with entry.lock:
-            if wanted == entry.endpoints or entry.evicted:
-                return
-            change = _members(wanted) - _members(entry.endpoints)
-            entry.endpoints = wanted
-            connecting = entry.state == "connecting"
+        changed = entry.set_endpoints(wanted)
+        if changed is None:
+            return
+        change, connecting = changed
         self._count_members(change)
         if connecting:
             self._kick(entry, backing_off_too=True)
@@ -389,14 +356,10 @@ class Tracker:
         """Ask for a check soon, at most once per ``connecting_retry_after``, and not
         while a never-connected cluster backs off (unless ``backing_off_too``: new
         endpoints are worth a check at once)."""
-        now = time.monotonic()
-        with entry.lock:
-            if now - entry.last_kick < self.options.connecting_retry_after:
-                return
-            if now < entry.retry_at and not backing_off_too:
-                return
-            entry.last_kick = now
-        if not self._scheduler.is_pending(entry.key):
+        due = entry.kick(
+            time.monotonic(), self.options.connecting_retry_after, backing_off_too=backing_off_too
+        )
+        if due and not self._scheduler.is_pending(entry.key):
             self._scheduler.schedule(entry.key)
 
     def _connecting(self, entry: ClusterEntry) -> NotConnected:

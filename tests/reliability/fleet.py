@@ -292,7 +292,7 @@ class Fleet:
         endpoints = sim_cluster.etcd_endpoints()
         if not endpoints:
             return None
-        return cluster_status(endpoints, tls=sim_cluster.etcd_tls, timeouts=QUICK)
+        return cluster_status(endpoints, tls=sim_cluster.etcd_tls, timeouts=QUICK, transport="grpc")
 
     def etcd_members(self, cluster: str) -> list[str]:
         status = self.etcd_status(cluster)

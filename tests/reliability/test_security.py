@@ -238,13 +238,17 @@ def test_an_etcd_server_certificate_from_another_ca_is_refused() -> None:
         quick = EtcdTimeouts(dial=3.0, call=3.0)
         trusting_cluster = EtcdTLS(cluster_ca.cert_pem, client_cert.cert_pem, client_cert.key_pem)
         with pytest.raises(EtcdError) as refused:
-            EtcdClient.open(etcd.endpoints[0], trusting_cluster, timeouts=quick).status()
+            EtcdClient.open(
+                etcd.endpoints[0], trusting_cluster, timeouts=quick, transport="grpc"
+            ).status()
         print(f"refused: {str(refused.value)[:300]}")
         assert "certificate" in str(refused.value).lower()
         # The same client trusting the server's CA is served: the refusal was the server's
         # certificate, not ours.
         trusting_foreign = EtcdTLS(foreign_ca.cert_pem, client_cert.cert_pem, client_cert.key_pem)
-        assert EtcdClient.open(etcd.endpoints[0], trusting_foreign, timeouts=quick).status()
+        assert EtcdClient.open(
+            etcd.endpoints[0], trusting_foreign, timeouts=quick, transport="grpc"
+        ).status()
         # The tracker, given the cluster's etcd CA, never connects to that server.
         secrets = InMemorySecrets()
         secrets.put("ns", "c-etcd", certs.key_pair_to_secret_data(cluster_ca))

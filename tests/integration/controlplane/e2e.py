@@ -211,7 +211,10 @@ def _etcd_status(env: Env, cluster: str) -> EtcdClusterStatus | None:
     if not endpoints:
         return None
     return cluster_status(
-        endpoints, tls=sim_cluster.etcd_tls, timeouts=EtcdTimeouts(dial=3.0, call=3.0)
+        endpoints,
+        tls=sim_cluster.etcd_tls,
+        timeouts=EtcdTimeouts(dial=3.0, call=3.0),
+        transport="grpc",
     )
 
 
@@ -242,7 +245,7 @@ def _spare_the_leader(env: Env, cluster: str, node: str) -> None:
     sim_cluster = env.sim.cluster(env.namespace, cluster)
     timeouts = EtcdTimeouts(dial=3.0, call=5.0)
     clients = [
-        EtcdClient.open(e, sim_cluster.etcd_tls, timeouts=timeouts)
+        EtcdClient.open(e, sim_cluster.etcd_tls, timeouts=timeouts, transport="grpc")
         for e in sim_cluster.etcd_endpoints()
     ]
     try:
@@ -307,7 +310,10 @@ class QuorumWatch:
             if not endpoints:
                 continue
             status = cluster_status(
-                endpoints, tls=sim_cluster.etcd_tls, timeouts=EtcdTimeouts(dial=2.0, call=2.0)
+                endpoints,
+                tls=sim_cluster.etcd_tls,
+                timeouts=EtcdTimeouts(dial=2.0, call=2.0),
+                transport="grpc",
             )
             voting = [m for m in status.members if not m.is_learner]
             if not voting:
@@ -339,6 +345,7 @@ class QuorumWatch:
             sim_cluster.etcd_endpoints(),
             tls=sim_cluster.etcd_tls,
             timeouts=EtcdTimeouts(dial=2.0, call=2.0),
+            transport="grpc",
         )
         listed = {m.id for m in fresh.members if not m.is_learner}
         return not listed or bool(silent & listed)

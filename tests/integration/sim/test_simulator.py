@@ -76,7 +76,7 @@ def _node_ready(node: Any) -> bool:
 
 def test_three_machines_form_one_etcd_cluster(cluster: SimCluster) -> None:
     endpoints = [cluster.etcd_endpoint(m) for m in cluster.machines]
-    status = cluster_status(endpoints, tls=cluster.etcd_tls(), timeouts=QUICK)
+    status = cluster_status(endpoints, tls=cluster.etcd_tls(), timeouts=QUICK, transport="grpc")
     assert status.healthy, status.errors
     assert sorted(m.name for m in status.members) == sorted(cluster.machines)
     assert status.leader_id is not None
@@ -356,10 +356,13 @@ def test_killed_etcd_member_is_unreachable_until_restored(cluster: SimCluster) -
     endpoint = cluster.etcd_endpoint(victim)
     tls = cluster.etcd_tls()
     cluster.sim.inject(cluster.namespace, victim, Component.ETCD, Fault.KILLED)
-    with pytest.raises(EtcdError), EtcdClient.open(endpoint, tls, timeouts=QUICK) as client:
+    with (
+        pytest.raises(EtcdError),
+        EtcdClient.open(endpoint, tls, timeouts=QUICK, transport="grpc") as client,
+    ):
         client.status()
     others = [cluster.etcd_endpoint(m) for m in cluster.machines if m != victim]
-    status = cluster_status(others, tls=tls, timeouts=QUICK)
+    status = cluster_status(others, tls=tls, timeouts=QUICK, transport="grpc")
     assert len(status.reachable) == 2 and status.leader_id is not None
     # The kubelet does not restart a faulted process; the pod reports it.
     time.sleep(3)
@@ -369,7 +372,7 @@ def test_killed_etcd_member_is_unreachable_until_restored(cluster: SimCluster) -
     cluster.sim.restore(cluster.namespace, victim, Component.ETCD)
 
     def reachable() -> bool:
-        with EtcdClient.open(endpoint, tls, timeouts=QUICK) as client:
+        with EtcdClient.open(endpoint, tls, timeouts=QUICK, transport="grpc") as client:
             return client.status().has_leader
 
     wait_for("the restored member to rejoin", reachable, timeout=30)
@@ -557,7 +560,7 @@ def test_deleting_a_machine_stops_exactly_its_processes(cluster: SimCluster) -> 
     assert cluster.kube.get(groups.KUBEADM_CONFIG, cluster.namespace, victim) is None
     # Removing the etcd member is kcp's job: the simulator leaves it listed (and unreachable).
     others = [cluster.etcd_endpoint(m) for m in cluster.machines[:2]]
-    status = cluster_status(others, tls=cluster.etcd_tls(), timeouts=QUICK)
+    status = cluster_status(others, tls=cluster.etcd_tls(), timeouts=QUICK, transport="grpc")
     assert sorted(m.name for m in status.members) == sorted(cluster.machines)
     member = status.member(victim)
     assert member is not None and not member.reachable

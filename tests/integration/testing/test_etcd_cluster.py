@@ -67,7 +67,7 @@ def trio(ca: KeyPair) -> Iterator[EtcdCluster]:
 
 
 def test_single_member_accepts_a_client_certificate_signed_by_its_ca(single: EtcdCluster) -> None:
-    with EtcdClient.open(single.client_urls[0], _tls(single)) as client:
+    with EtcdClient.open(single.client_urls[0], _tls(single), transport="grpc") as client:
         status = client.status()
         members = client.members()
     assert status.is_leader
@@ -91,7 +91,7 @@ def test_client_certificate_from_another_ca_is_refused(
         other_ca, common_name="intruder", usages=("client",), algorithm="ecdsa-p256"
     )
     with (
-        EtcdClient.open(single.client_urls[0], _tls(single, stranger)) as client,
+        EtcdClient.open(single.client_urls[0], _tls(single, stranger), transport="grpc") as client,
         pytest.raises(EtcdTLSError, match="refused our client certificate"),
     ):
         client.status()
@@ -103,14 +103,14 @@ def test_server_certificate_from_an_untrusted_ca_is_refused(
     pair = single.issue_client_certificate()
     tls = EtcdTLS(ca_pem=other_ca.cert_pem, cert_pem=pair.cert_pem, key_pem=pair.key_pem)
     with (
-        EtcdClient.open(single.client_urls[0], tls) as client,
+        EtcdClient.open(single.client_urls[0], tls, transport="grpc") as client,
         pytest.raises(EtcdTLSError, match="server's certificate is not signed by the etcd CA"),
     ):
         client.status()
 
 
 def test_three_members_start_with_one_agreed_leader(trio: EtcdCluster) -> None:
-    status = cluster_status(trio.client_urls, tls=_tls(trio))
+    status = cluster_status(trio.client_urls, tls=_tls(trio), transport="grpc")
     assert status.healthy, status
     assert sorted(m.name for m in status.members) == ["trio-0", "trio-1", "trio-2"]
     leader_index = trio.leader_index()
@@ -131,7 +131,7 @@ def test_killed_member_is_unreachable_while_the_others_keep_a_leader(trio: EtcdC
     victim_name = trio.members[victim].name
     trio.kill_member(victim)
     try:
-        status = cluster_status(trio.client_urls, tls=tls)
+        status = cluster_status(trio.client_urls, tls=tls, transport="grpc")
         down = status.member(victim_name)
         assert down is not None
         assert not down.reachable
@@ -142,7 +142,11 @@ def test_killed_member_is_unreachable_while_the_others_keep_a_leader(trio: EtcdC
         assert all(h.healthy for h in alive), alive
     finally:
         trio.start_member(victim)
-    _wait(lambda: cluster_status(trio.client_urls, tls=tls).healthy, 20, "the cluster to heal")
+    _wait(
+        lambda: cluster_status(trio.client_urls, tls=tls, transport="grpc").healthy,
+        20,
+        "the cluster to heal",
+    )
 
 
 def test_killing_the_leader_elects_another_and_a_restart_rejoins(trio: EtcdCluster) -> None:
@@ -155,13 +159,17 @@ def test_killing_the_leader_elects_another_and_a_restart_rejoins(trio: EtcdClust
         survivors = [m.client_url for i, m in enumerate(trio.members) if i != old]
 
         def new_leader_agreed() -> bool:
-            status = cluster_status(survivors, tls=tls)
+            status = cluster_status(survivors, tls=tls, transport="grpc")
             return status.leader_id not in (None, old_id) and not status.errors
 
         _wait(new_leader_agreed, 20, "the two survivors to elect a new leader")
     finally:
         trio.start_member(old)
-    _wait(lambda: cluster_status(trio.client_urls, tls=tls).healthy, 20, "the cluster to heal")
+    _wait(
+        lambda: cluster_status(trio.client_urls, tls=tls, transport="grpc").healthy,
+        20,
+        "the cluster to heal",
+    )
 
 
 def test_stop_leaves_no_process_and_no_directory(ca: KeyPair) -> None:

@@ -495,7 +495,7 @@ def test_a_client_certificate_from_a_foreign_ca_is_refused_by_etcd_and_reported(
     GENERATED_KEYS.append(issued.tls.key_pem)
     assert certs.verify_signed_by(issued.pair.certificate, foreign.certificate)
     with (
-        EtcdClient.open(etcd.endpoints[0], issued.tls) as direct,
+        EtcdClient.open(etcd.endpoints[0], issued.tls, transport="grpc") as direct,
         pytest.raises(EtcdTLSError, match="refused our client certificate"),
     ):
         direct.status()

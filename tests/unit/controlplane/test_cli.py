@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from kcp.cli import build_parser
@@ -92,7 +94,10 @@ def test_etcd_access_defaults_to_port_forward_as_in_cluster_api() -> None:
     import kcp.etcd
 
     assert _parse().etcd_access == "port-forward" == kcp.etcd.DEFAULT_ETCD_ACCESS
-    assert set(run_cli.ETCD_ACCESS_CHOICES) == set(kcp.etcd.ETCD_ACCESS_MODES)
+    run_parser = argparse.ArgumentParser()
+    run_cli.add_arguments(run_parser)
+    access = next(a for a in run_parser._actions if a.dest == "etcd_access")
+    assert set(access.choices or ()) == set(kcp.etcd.ETCD_ACCESS_MODES)
     assert _parse("--etcd-access", "direct").etcd_access == "direct"
     assert _parse("--etcd-access=port-forward").etcd_access == "port-forward"
     with pytest.raises(SystemExit):

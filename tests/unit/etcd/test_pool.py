@@ -28,7 +28,7 @@ def _tls(ca: KeyPair, *, server_name: str | None = None) -> EtcdTLS:
 
 
 def test_same_endpoint_certificate_and_ca_share_one_connection(ca: KeyPair) -> None:
-    pool = ChannelPool()
+    pool = ChannelPool(transport="grpc")
     tls = _tls(ca)
     first = pool.get("https://127.0.0.1:2379", tls)
     assert pool.get("127.0.0.1:2379", tls) is first
@@ -39,7 +39,7 @@ def test_same_endpoint_certificate_and_ca_share_one_connection(ca: KeyPair) -> N
 
 
 def test_a_new_certificate_ca_or_server_name_gets_its_own_connection(ca: KeyPair) -> None:
-    pool = ChannelPool()
+    pool = ChannelPool(transport="grpc")
     tls = _tls(ca)
     other_ca = new_certificate_authority("rotated", algorithm="ecdsa-p256")
     base = pool.get("127.0.0.1:2379", tls)
@@ -53,7 +53,7 @@ def test_a_new_certificate_ca_or_server_name_gets_its_own_connection(ca: KeyPair
 
 
 def test_the_least_recently_used_connection_is_evicted_and_closed(ca: KeyPair) -> None:
-    pool = ChannelPool(max_size=2)
+    pool = ChannelPool(max_size=2, transport="grpc")
     tls = _tls(ca)
     a = pool.get("127.0.0.1:1001", tls)
     b = pool.get("127.0.0.1:1002", tls)
@@ -75,7 +75,7 @@ def test_the_least_recently_used_connection_is_evicted_and_closed(ca: KeyPair) -
 
 
 def test_an_evicted_connection_refuses_calls_with_a_clear_error(ca: KeyPair) -> None:
-    pool = ChannelPool(max_size=1)
+    pool = ChannelPool(max_size=1, transport="grpc")
     tls = _tls(ca)
     old = pool.get("127.0.0.1:1001", tls)
     pool.get("127.0.0.1:1002", tls)
@@ -84,7 +84,7 @@ def test_an_evicted_connection_refuses_calls_with_a_clear_error(ca: KeyPair) -> 
 
 
 def test_close_all_close_endpoints_and_discard(ca: KeyPair) -> None:
-    pool = ChannelPool()
+    pool = ChannelPool(transport="grpc")
     tls = _tls(ca)
     conns = [pool.get(f"127.0.0.1:{port}", tls) for port in (1001, 1002, 1003)]
     assert pool.close_endpoints(["https://127.0.0.1:1001"]) == 1
@@ -101,7 +101,7 @@ def test_close_all_close_endpoints_and_discard(ca: KeyPair) -> None:
 
 
 def test_concurrent_gets_of_one_key_open_one_connection(ca: KeyPair) -> None:
-    pool = ChannelPool()
+    pool = ChannelPool(transport="grpc")
     tls = _tls(ca)
     got: list[Connection] = []
     barrier = threading.Barrier(8)
@@ -123,7 +123,7 @@ def test_concurrent_gets_of_one_key_open_one_connection(ca: KeyPair) -> None:
 
 
 def test_the_pool_keeps_no_key_material(ca: KeyPair) -> None:
-    pool = ChannelPool()
+    pool = ChannelPool(transport="grpc")
     tls = _tls(ca)
     connection = pool.get("127.0.0.1:2379", tls)
     key_text = tls.key_pem
@@ -144,7 +144,7 @@ def test_pool_size_must_be_positive() -> None:
 
 
 def test_a_resized_pool_trims_the_least_recently_used_when_it_next_opens(ca: KeyPair) -> None:
-    pool = ChannelPool(max_size=3)
+    pool = ChannelPool(max_size=3, transport="grpc")
     tls = _tls(ca)
     a, b, c = (pool.get(f"127.0.0.1:{port}", tls) for port in (1001, 1002, 1003))
     pool.resize(2)
