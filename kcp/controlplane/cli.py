@@ -4,7 +4,8 @@ Manager flags (leader election, `--namespace`, `--watch-filter`,
 `--kubeadmcontrolplane-concurrency`, `--sync-period`, `--kube-api-qps`,
 `--kube-api-burst`, `--health-addr`, `--metrics-bind-addr`,
 `--profiler-address`) come from `kcp.runtime`; this module adds
-`--kubeconfig`, the etcd timeouts, transport and access, and `--v`.
+`--kubeconfig`, the etcd timeouts, transport and access, and the logging flags
+(`--v`, `--log-level`, `--log-format`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ import os
 from typing import Any
 
 from kcp.etcd import DEFAULT_ETCD_ACCESS, ETCD_ACCESS_MODES, TRANSPORTS
+from kcp.runtime.logging import add_logging_arguments, configure_logging_from_args
 from kcp.runtime.options import add_manager_arguments, options_from_args, parse_duration
 from kcp.tracker.options import TrackerOptions
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["TRACKER_FLAGS", "add_arguments", "run", "tracker_options_from_args"]
+
+TRACKER_FLAGS = {
+    "etcd_dial_timeout_duration": "etcd_dial_timeout",
+    "etcd_call_timeout_duration": "etcd_call_timeout",
+    "etcd_transport": "etcd_transport",
+    "etcd_connections_max": "etcd_connections_max",
+}
+"""The `TrackerOptions` field each tracker flag (by argparse `dest`) sets, and takes its
+default from."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,10 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "N the least recently used are closed and re-opened when needed "
         f"(default: {defaults.etcd_connections_max})",
     )
-    parser.add_argument(
-        "--v", type=int, default=0, metavar="LEVEL", help="log verbosity: 0 info, 1+ debug"
-    )
+    add_logging_arguments(parser)
     add_manager_arguments(parser)
+
+
+def tracker_options_from_args(args: argparse.Namespace) -> TrackerOptions:
+    """The `TrackerOptions` the tracker flags describe (the rest keep their defaults)."""
+    return TrackerOptions(**{name: getattr(args, dest) for dest, name in TRACKER_FLAGS.items()})
 
 
 def _seconds(value: float) -> str:
@@ -115,7 +129,7 @@ def connection_pool_size(concurrency: int, tracker: TrackerOptions) -> int:
 def run(args: argparse.Namespace) -> int:
     from kcp.controlplane.controller import setup
     from kcp.controlplane.reconciler import ReconcilerOptions
-    from kcp.runtime.logging import configure_logging, get_logger
+    from kcp.runtime.logging import get_logger
     from kcp.runtime.malloc import limit_malloc_arenas
     from kcp.runtime.manager import Manager
     from kcp.runtime.openfiles import raise_open_files_limit
@@ -123,15 +137,10 @@ def run(args: argparse.Namespace) -> int:
 
     limit_malloc_arenas()  # before any thread starts
     raise_open_files_limit()  # before the tracker sizes its connections by it
-    configure_logging(args.v)
+    configure_logging_from_args(args)
     log = get_logger("kcp.run")
     options = options_from_args(args)
-    tracker_options = TrackerOptions(
-        etcd_dial_timeout=args.etcd_dial_timeout_duration,
-        etcd_call_timeout=args.etcd_call_timeout_duration,
-        etcd_transport=args.etcd_transport,
-        etcd_connections_max=args.etcd_connections_max,
-    )
+    tracker_options = tracker_options_from_args(args)
     api_client = management_api_client(
         args.kubeconfig, connections=connection_pool_size(options.concurrency, tracker_options)
     )

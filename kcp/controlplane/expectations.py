@@ -20,7 +20,8 @@ __all__ = ["Expectations"]
 class Expectations:
     """Per owner (KubeadmControlPlane UID): Machines expected to appear or to start deleting."""
 
-    def __init__(self, timeout: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        """``timeout``: seconds an expectation holds (``ReconcilerOptions.expectation_timeout``)."""
         self.timeout = timeout
         self._clock = clock
         self._creations: dict[str, dict[str, float]] = {}

@@ -60,6 +60,7 @@ from kcp.runtime.store import (
 from kcp.runtime.transforms import Transform, default_transform
 from kcp.runtime.watching import (
     BOOKMARK,
+    DEFAULT_INACTIVITY_TIMEOUT,
     InactivityTimeout,
     StreamClosed,
     WatchEvent,
@@ -67,7 +68,6 @@ from kcp.runtime.watching import (
 )
 
 DEFAULT_PAGE_SIZE = 500
-DEFAULT_INACTIVITY_TIMEOUT = 90.0
 DEFAULT_STOP_TIMEOUT = 5.0
 QUICK_END = 1.0
 """A watch the server ends this fast without any event counts as a failure (no tight loop)."""

@@ -36,6 +36,8 @@ INITIAL_EVENTS_END_ANNOTATION = "k8s.io/initial-events-end"
 BOOKMARK = "BOOKMARK"
 ERROR = "ERROR"
 
+DEFAULT_INACTIVITY_TIMEOUT = 90.0
+"""Seconds a watch may stay silent before it is abandoned (see ``kcp.runtime.informer``)."""
 MIN_WATCH_TIMEOUT = 300
 MAX_WATCH_TIMEOUT = 600
 
@@ -113,7 +115,7 @@ class WatchStream:
         resource_version: str = "",
         streaming_list: bool = False,
         metadata_only: bool = False,
-        inactivity_timeout: float = 90.0,
+        inactivity_timeout: float = DEFAULT_INACTIVITY_TIMEOUT,
         timeout_seconds: int | None = None,
         hook: RequestHook | None = None,
     ) -> None:
