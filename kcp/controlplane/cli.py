@@ -39,22 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("KUBECONFIG") or None,
         help="kubeconfig of the management cluster (default: $KUBECONFIG, else in-cluster)",
     )
-    parser.add_argument(
-        "--etcd-dial-timeout-duration",
-        type=parse_duration,
-        default=defaults.etcd_dial_timeout,
-        metavar="DURATION",
-        help="how long an etcd call waits for a connection "
-        f"(default: {_seconds(defaults.etcd_dial_timeout)})",
-    )
-    parser.add_argument(
-        "--etcd-call-timeout-duration",
-        type=parse_duration,
-        default=defaults.etcd_call_timeout,
-        metavar="DURATION",
-        help="how long an etcd call waits for its answer "
-        f"(default: {_seconds(defaults.etcd_call_timeout)})",
-    )
+    for stage, seconds in (
+        ("dial", defaults.etcd_dial_timeout),
+        ("call", defaults.etcd_call_timeout),
+    ):
+        waits_for = "a connection" if stage == "dial" else "its answer"
+        parser.add_argument(
+            f"--etcd-{stage}-timeout-duration",
+            type=parse_duration,
+            default=seconds,
+            metavar="DURATION",
+            help=f"how long an etcd call waits for {waits_for} (default: {seconds:g}s)",
+        )
     parser.add_argument(
         "--etcd-transport",
         choices=TRANSPORTS,
@@ -91,11 +87,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def tracker_options_from_args(args: argparse.Namespace) -> TrackerOptions:
     """The `TrackerOptions` the tracker flags describe (the rest keep their defaults)."""
     return TrackerOptions(**{name: getattr(args, dest) for dest, name in TRACKER_FLAGS.items()})
-
-
-def _seconds(value: float) -> str:
-    """A duration as its flag is written (`10s`)."""
-    return f"{value:g}s"
 
 
 def _positive(text: str) -> int:
