@@ -29,7 +29,9 @@ def _writes(tree: ast.AST, fields: set[str]) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         targets: list[ast.expr] = []
         if isinstance(node, ast.Assign):
-            targets = [t for target in node.targets for t in ast.walk(target)]
+            targets = [
+                t for target in node.targets for t in ast.walk(target) if isinstance(t, ast.expr)
+            ]
         elif isinstance(node, ast.AugAssign | ast.AnnAssign):
             targets = [node.target]
         elif (
