@@ -137,3 +137,23 @@ def test_the_performance_note_quotes_the_default_workers_and_client_rate() -> No
 def test_help_says_the_default(flag: str) -> None:
     action = _run_flags()[flag]
     assert f"(default: {action.default})" in (action.help or "")
+
+
+def test_docs_quote_the_trackers_current_defaults() -> None:
+    """The tracker settings the README and docs/performance.md describe kcp running with."""
+    options = TrackerOptions()
+    readme = (ROOT / "README.md").read_text()
+    performance = " ".join((ROOT / "docs" / "performance.md").read_text().split())
+    validity = re.search(r"short-lived \((\d+) h\) client certificates", readme)
+    assert validity, "README.md no longer says how long client certificates live"
+    assert int(validity[1]) * 3600 == options.certificate_validity.total_seconds()
+    probes = re.findall(r"API server probes every (\d+) s, etcd probes every (\d+) s", performance)
+    probes += [
+        (api, etcd)
+        for etcd, api in re.findall(
+            r"etcd probed every (\d+) s \(API server every (\d+) s", performance
+        )
+    ]
+    assert len(probes) == 2, "docs/performance.md no longer says how often clusters are probed"
+    for api, etcd in probes:
+        assert (float(api), float(etcd)) == (options.probe_interval, options.etcd_probe_interval)
