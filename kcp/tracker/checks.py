@@ -79,8 +79,7 @@ class Checker:
         if entry.evicted:
             return None
         self.refresh_secrets(entry)
-        with entry.lock:
-            ca = entry.etcd_ca
+        ca = entry.view().etcd_ca
         private_key = self._credentials.ensure_key(entry) if ca is not None else None
         if entry.evicted:
             return None
@@ -91,8 +90,8 @@ class Checker:
             source = f"Secret {kubeconfig_secret_ref(entry.key)}"
             api = probe_api_server(workload, timeout, kubeconfig_source=source)
         etcd: ProbeResult | None = None
-        with entry.lock:
-            endpoints, prefer = entry.endpoints, entry.etcd_answered_by
+        seen = entry.view()
+        endpoints, prefer = seen.endpoints, seen.etcd_answered_by
         if (
             ca is not None
             and private_key is not None
@@ -176,8 +175,8 @@ class Checker:
         return (marker, secret) if entry.secret_changed(kind, marker) else None
 
     def ensure_workload(self, entry: ClusterEntry) -> WorkloadClient | None:
-        with entry.lock:
-            kubeconfig, current = entry.kubeconfig, entry.workload
+        seen = entry.view()
+        kubeconfig, current = seen.kubeconfig, seen.workload
         if kubeconfig is None:
             if current is not None:
                 entry.drop_workload(current)

@@ -2,8 +2,9 @@
 
 ``ClusterEntry`` owns its state: its methods are the transitions there are (a
 check's verdict, a Secret read, a workload client installed, eviction ...), each
-taken under the entry's lock. Other modules call them and read fields; they
-never assign them, so every way a cluster's state can change is listed here.
+taken under the entry's lock. Other modules call them and read ``view()`` (one
+consistent snapshot); they never assign a field, so every way a cluster's state
+can change is listed here (``tests/unit/tracker/test_entry_owner.py`` checks it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from kcp.tracker.identity import ClusterKey
 from kcp.tracker.secrets import EtcdCA, SecretData, WorkloadKubeconfig
 from kcp.tracker.workload import WorkloadClient
 
-__all__ = ["ClusterEntry", "Eviction", "SecretKind", "Verdict", "members_of", "seen_marker"]
+__all__ = [
+    "ClusterEntry",
+    "EntryView",
+    "Eviction",
+    "SecretKind",
+    "Verdict",
+    "members_of",
+    "seen_marker",
+]
 
 _log = structlog.get_logger("kcp.tracker")
 
@@ -45,6 +54,23 @@ def seen_marker(secret: SecretData | None) -> str:
     if secret is None:
         return "absent"
     return secret.resource_version or secret.digest
+
+
+@dataclass(frozen=True)
+class EntryView:
+    """What lookups and checks read of an entry, taken at one instant under its lock."""
+
+    state: ConnectionState
+    endpoints: tuple[str, ...]
+    etcd_ca: EtcdCA | None
+    etcd_error: ClusterSecretError | None
+    kubeconfig: WorkloadKubeconfig | None
+    kubeconfig_error: ClusterSecretError | None
+    workload: WorkloadClient | None
+    etcd_answered_by: str
+    last_error: str
+    read_error: str
+    failures: int
 
 
 @dataclass
@@ -74,9 +100,9 @@ class Verdict:
 
 
 class ClusterEntry:
-    """Bookkeeping of one cluster; fields are read under ``lock`` and written only by the
-    methods below (``used_endpoints`` under ``used_lock``, shared with the ``EtcdAccess``
-    it hands out)."""
+    """Bookkeeping of one cluster; fields are guarded by ``lock`` and written only by the
+    methods below (``used_endpoints`` by ``used_lock``, shared with the ``EtcdAccess``
+    handed out, which adds to it)."""
 
     def __init__(self, key: ClusterKey) -> None:
         self.key = key
@@ -111,6 +137,22 @@ class ClusterEntry:
         self.etcd_probed_at = -math.inf
         """Monotonic time of the last etcd probe (see ``etcd_probe_interval``)."""
         self.tls_history: list[EtcdTLS] = []
+
+    def view(self) -> EntryView:
+        with self.lock:
+            return EntryView(
+                state=self.state,
+                endpoints=self.endpoints,
+                etcd_ca=self.etcd_ca,
+                etcd_error=self.etcd_error,
+                kubeconfig=self.kubeconfig,
+                kubeconfig_error=self.kubeconfig_error,
+                workload=self.workload,
+                etcd_answered_by=self.etcd_answered_by,
+                last_error=self.last_error,
+                read_error=self.read_error,
+                failures=self.failures,
+            )
 
     # -- what the reconciler's lookups change ---------------------------------------------
 

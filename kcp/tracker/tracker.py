@@ -121,10 +121,9 @@ class Tracker:
         """
         entry = self._entry(key)
         self._set_endpoints(entry, endpoints)
-        with entry.lock:
-            state, ca, error = entry.state, entry.etcd_ca, entry.etcd_error
-            known, workload = entry.endpoints, entry.workload
-            kubeconfig_error = entry.kubeconfig_error
+        seen = entry.view()
+        state, ca, error = seen.state, seen.etcd_ca, seen.etcd_error
+        known, workload, kubeconfig_error = seen.endpoints, seen.workload, seen.kubeconfig_error
         tunnelled = any(PodEndpoint.parse(e) is not None for e in known)
         if error is not None:
             raise ClusterSecretError(str(error), retry_after=error.retry_after)
@@ -171,8 +170,8 @@ class Tracker:
         Never waits. Raises ``NotConnected`` or ``ClusterSecretError`` like ``etcd_access``.
         """
         entry = self._entry(key)
-        with entry.lock:
-            state, error, client = entry.state, entry.kubeconfig_error, entry.workload
+        seen = entry.view()
+        state, error, client = seen.state, seen.kubeconfig_error, seen.workload
         if error is not None:
             raise ClusterSecretError(str(error), retry_after=error.retry_after)
         if state == "down":
@@ -363,8 +362,8 @@ class Tracker:
             self._scheduler.schedule(entry.key)
 
     def _connecting(self, entry: ClusterEntry) -> NotConnected:
-        with entry.lock:
-            detail = entry.last_error or entry.read_error
+        seen = entry.view()
+        detail = seen.last_error or seen.read_error
         suffix = f" (last problem: {detail})" if detail else ""
         return NotConnected(
             f"cluster {entry.key} is being connected{suffix}",
@@ -373,11 +372,10 @@ class Tracker:
         )
 
     def _down(self, entry: ClusterEntry) -> NotConnected:
-        with entry.lock:
-            detail, failures = entry.last_error, entry.failures
+        seen = entry.view()
         return NotConnected(
-            f"cluster {entry.key} is disconnected after {failures} failed health check(s): "
-            f"{detail}",
+            f"cluster {entry.key} is disconnected after {seen.failures} failed health check(s): "
+            f"{seen.last_error}",
             reason="down",
             retry_after=self.options.probe_interval or self.options.connecting_retry_after,
         )
