@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -58,7 +58,8 @@ def seen_marker(secret: SecretData | None) -> str:
 
 @dataclass(frozen=True)
 class EntryView:
-    """What lookups and checks read of an entry, taken at one instant under its lock."""
+    """What lookups and checks read of an entry, taken at one instant under its lock (each
+    field is the entry's field of that name)."""
 
     state: ConnectionState
     endpoints: tuple[str, ...]
@@ -140,19 +141,7 @@ class ClusterEntry:
 
     def view(self) -> EntryView:
         with self.lock:
-            return EntryView(
-                state=self.state,
-                endpoints=self.endpoints,
-                etcd_ca=self.etcd_ca,
-                etcd_error=self.etcd_error,
-                kubeconfig=self.kubeconfig,
-                kubeconfig_error=self.kubeconfig_error,
-                workload=self.workload,
-                etcd_answered_by=self.etcd_answered_by,
-                last_error=self.last_error,
-                read_error=self.read_error,
-                failures=self.failures,
-            )
+            return EntryView(**{spec.name: getattr(self, spec.name) for spec in fields(EntryView)})
 
     # -- what the reconciler's lookups change ---------------------------------------------
 
