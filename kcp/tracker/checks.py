@@ -57,7 +57,8 @@ def _attempt(load: Callable[[], T]) -> tuple[T | None, ClusterSecretError | None
 
 
 class Checker:
-    """Runs on the tracker's workers; touches an entry only under its lock, never across I/O."""
+    """Runs on the tracker's workers; changes an entry only through its methods (each brief,
+    under the entry's lock), never across I/O."""
 
     def __init__(
         self,
