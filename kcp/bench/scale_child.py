@@ -182,19 +182,25 @@ def _export_pool_stats(tracker: Any, registry: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kcp.runtime.options import ManagerOptions
+    from kcp.tracker import TrackerOptions
+
+    manager, tracker = ManagerOptions(), TrackerOptions()  # the defaults kcp run ships
     parser = argparse.ArgumentParser(prog="python -m kcp.bench.scale_child")
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--namespace", default=None)
-    parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--kube-api-qps", type=float, default=20.0)
-    parser.add_argument("--kube-api-burst", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=manager.concurrency)
+    parser.add_argument("--kube-api-qps", type=float, default=manager.kube_api_qps)
+    parser.add_argument("--kube-api-burst", type=int, default=manager.kube_api_burst)
     parser.add_argument("--metrics-bind-addr", default="0")
-    parser.add_argument("--capacity", type=int, default=1000)
-    parser.add_argument("--key-algorithm", default="rsa-2048")
+    parser.add_argument("--capacity", type=int, default=tracker.capacity)
+    parser.add_argument("--key-algorithm", default=tracker.key_algorithm)
     parser.add_argument(
         "--etcd-channels", type=int, default=None, help="etcd channel pool size (tracker default)"
     )
-    parser.add_argument("--probe-interval", type=float, default=10.0, help="0: no probes")
+    parser.add_argument(
+        "--probe-interval", type=float, default=tracker.probe_interval, help="0: no probes"
+    )
     parser.add_argument(
         "--requeue-after", type=float, default=0.0, help="re-check a healthy cluster after (0: no)"
     )
@@ -203,11 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     from kcp.bench.environment import quiet_logging
 
     quiet_logging()
-    manager, tracker = build(args)
+    running, tracked = build(args)
     try:
-        return int(manager.run_until_signal())
+        return int(running.run_until_signal())
     finally:
-        tracker.close()
+        tracked.close()
 
 
 if __name__ == "__main__":
