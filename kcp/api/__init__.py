@@ -1,12 +1,11 @@
 """Cluster API v1beta2 names (groups, kinds, labels, conditions) and thin typed views over dicts.
 
 Constants live in their modules (`groups`, `labels`, `conditions`); the names
-below are the package's public face. Imports nothing of kcp.
+below are the package's public face. Imports only `kcp.rest` (the `Resource` type).
 """
 
 from kcp.api import conditions, groups, labels
 from kcp.api.conditions import get_condition, is_false, is_true, set_condition
-from kcp.api.groups import Resource
 from kcp.api.objects import (
     Address,
     ClusterView,
@@ -18,6 +17,7 @@ from kcp.api.objects import (
     OwnerRef,
     parse_time,
 )
+from kcp.rest import Resource
 
 __all__ = [
     "Address",

@@ -1,13 +1,12 @@
-"""API groups, versions, kinds and REST paths of every resource kcp touches.
+"""API groups, versions and kinds of every resource kcp touches.
 
-One `Resource` per kind, so that a REST path or an `apiVersion` is never spelled
-by hand elsewhere.
+One `kcp.rest.Resource` per kind, so that a REST path or an `apiVersion` is never
+spelled by hand elsewhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import quote
+from kcp.rest import Resource
 
 CLUSTER_GROUP = "cluster.x-k8s.io"
 CONTROLPLANE_GROUP = "controlplane.cluster.x-k8s.io"
@@ -15,43 +14,6 @@ BOOTSTRAP_GROUP = "bootstrap.cluster.x-k8s.io"
 INFRASTRUCTURE_GROUP = "infrastructure.cluster.x-k8s.io"
 VERSION = "v1beta2"
 """The Cluster API version (and contract) kcp serves and reads."""
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """A kind and where the API server serves it. The core group is `""`."""
-
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        """The `apiVersion` of objects of this kind: `group/version`, or `v1` for core."""
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def crd_name(self) -> str:
-        """The CustomResourceDefinition name, `plural.group`."""
-        return f"{self.plural}.{self.group}"
-
-    def path(self, namespace: str | None = None, name: str | None = None) -> str:
-        """The REST path of the collection, or of one object when `name` is given.
-
-        Without a namespace, a namespaced kind's path is its all-namespaces
-        collection (for list and watch); naming an object then needs a namespace.
-        """
-        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if namespace is not None:
-            if not self.namespaced:
-                raise ValueError(f"{self.kind} is cluster-scoped; it has no namespace")
-            prefix = f"{prefix}/namespaces/{quote(namespace, safe='')}"
-        elif name is not None and self.namespaced:
-            raise ValueError(f"{self.kind} is namespaced; naming one needs a namespace")
-        path = f"{prefix}/{self.plural}"
-        return path if name is None else f"{path}/{quote(name, safe='')}"
 
 
 KUBEADM_CONTROL_PLANE = Resource(
@@ -89,20 +51,21 @@ CUSTOM_RESOURCES: tuple[Resource, ...] = (
 CLUSTER_API_RESOURCES: tuple[Resource, ...] = (CLUSTER, MACHINE, KUBEADM_CONFIG)
 """Cluster API's kinds kcp reads and writes; their CRDs come from Cluster API itself."""
 
-_KNOWN: dict[tuple[str, str], Resource] = {
-    (r.group, r.kind): r
-    for r in (
-        *CUSTOM_RESOURCES,
-        *CLUSTER_API_RESOURCES,
-        SECRET,
-        CONFIG_MAP,
-        EVENT,
-        POD,
-        NODE,
-        NAMESPACE,
-        LEASE,
-    )
-}
+KNOWN_RESOURCES: tuple[Resource, ...] = (
+    *CUSTOM_RESOURCES,
+    *CLUSTER_API_RESOURCES,
+    SECRET,
+    CONFIG_MAP,
+    EVENT,
+    POD,
+    NODE,
+    NAMESPACE,
+    LEASE,
+)
+"""Every kind named here; a `kcp.rest.Kube` given them (`known=`) resolves them without
+discovery."""
+
+_KNOWN: dict[tuple[str, str], Resource] = {(r.group, r.kind): r for r in KNOWN_RESOURCES}
 
 
 def find(group: str, kind: str) -> Resource | None:

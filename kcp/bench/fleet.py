@@ -62,13 +62,13 @@ class Fleet:
     """For `kcp run`: the workload side, Secrets and Machine of a steady cluster."""
 
     def __post_init__(self) -> None:
-        from kcp.controlplane.client import Kube
+        from kcp.rest import Kube
 
         self.kube = Kube(self.api_client, field_manager="kcp-bench")
         self.size = 0
 
     def create_namespace(self) -> None:
-        from kcp.controlplane.client import ApiError
+        from kcp.rest import ApiError
 
         try:
             self.kube.create(groups.NAMESPACE, None, {"metadata": {"name": self.namespace}})

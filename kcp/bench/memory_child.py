@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from kcp.bench import procstat
+from kcp.rest import Resource
 
 __all__ = ["main"]
 
-SECRETS_KIND_ARGS = ("", "v1", "secrets", "Secret")
+SECRETS = Resource("", "v1", "Secret", "secrets")
 
 
 def _phase(
@@ -39,7 +40,6 @@ def _phase(
         Manager,
         ManagerOptions,
         ObjectKey,
-        ResourceKind,
         Result,
         enqueue_self,
         new_registry,
@@ -47,7 +47,7 @@ def _phase(
 
     informer = Informer(
         api_client,
-        ResourceKind(*SECRETS_KIND_ARGS),
+        SECRETS,
         namespace=namespace,
         metadata_only=metadata_only,
         streaming_list=streaming,

@@ -35,12 +35,9 @@ class GenerationObserver:
 
     def __init__(self, api_client: Any, namespace: str) -> None:
         from kcp.api import groups
-        from kcp.controlplane.client import resource_kind
         from kcp.runtime import Informer
 
-        self.informer = Informer(
-            api_client, resource_kind(groups.KUBEADM_CONTROL_PLANE), namespace=namespace
-        )
+        self.informer = Informer(api_client, groups.KUBEADM_CONTROL_PLANE, namespace=namespace)
         self._seen: dict[str, list[tuple[int, float]]] = {}
         """name -> (observedGeneration, first time seen), in the order seen."""
         self._generation: dict[str, int] = {}

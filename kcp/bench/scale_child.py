@@ -43,7 +43,7 @@ def build(args: argparse.Namespace) -> Any:
     from kcp.api import groups
     from kcp.api.labels import CLUSTER_NAME_LABEL
     from kcp.bench.fleet import ENDPOINTS_ANNOTATION
-    from kcp.controlplane.client import Kube, resource_kind
+    from kcp.rest import Kube
     from kcp.runtime import (
         Informer,
         Manager,
@@ -73,13 +73,11 @@ def build(args: argparse.Namespace) -> Any:
         metrics_bind_addr=args.metrics_bind_addr,
     )
     manager = Manager(options, api_client=api_client)
-    kcps = Informer(
-        api_client, resource_kind(groups.KUBEADM_CONTROL_PLANE), namespace=args.namespace
-    )
-    clusters = Informer(api_client, resource_kind(groups.CLUSTER), namespace=args.namespace)
+    kcps = Informer(api_client, groups.KUBEADM_CONTROL_PLANE, namespace=args.namespace)
+    clusters = Informer(api_client, groups.CLUSTER, namespace=args.namespace)
     secrets = Informer(
         api_client,
-        resource_kind(groups.SECRET),
+        groups.SECRET,
         namespace=args.namespace,
         label_selector=CLUSTER_NAME_LABEL,
         metadata_only=True,

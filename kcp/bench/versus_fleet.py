@@ -28,6 +28,7 @@ from kcp.api import groups
 from kcp.api.labels import CLUSTER_NAME_LABEL
 from kcp.bench.environment import BenchEnvironment, child_env
 from kcp.bench.versus_counts import PortForwardCounter, metric_value
+from kcp.rest import Resource
 from kcp.testing.processes import ManagedProcess, free_port, wait_until
 
 __all__ = ["CONTENDERS", "ClusterShape", "Contender", "QuorumWatch", "RealFleet"]
@@ -90,7 +91,7 @@ _KUBEADM_CONFIG_SPEC: dict[str, Any] = {
 _KUBEADM_CONFIG_SPEC["joinConfiguration"] = copy.deepcopy(_KUBEADM_CONFIG_SPEC["initConfiguration"])
 
 
-def cluster_objects(shape: ClusterShape) -> list[tuple[groups.Resource, dict[str, Any]]]:
+def cluster_objects(shape: ClusterShape) -> list[tuple[Resource, dict[str, Any]]]:
     """Cluster, LocalCluster, LocalMachineTemplate and KubeadmControlPlane, as users write."""
     name = shape.name
     infra = groups.INFRASTRUCTURE_GROUP
@@ -191,7 +192,7 @@ class RealFleet:
     def __init__(
         self, env: BenchEnvironment, contender: Contender, *, machine_concurrency: int = 3
     ) -> None:
-        from kcp.controlplane.client import Kube
+        from kcp.rest import Kube
 
         self.env = env
         self.contender = contender

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kcp.api import groups, labels
+from kcp.rest import Resource
 
 __all__ = ["SteadyWorkload"]
 
@@ -66,7 +67,7 @@ class SteadyWorkload:
 
     @classmethod
     def for_environment(cls, env: Any, etcd: Any) -> SteadyWorkload:
-        from kcp.controlplane.client import Kube
+        from kcp.rest import Kube
 
         member = etcd.cluster.members[0]
         return cls(
@@ -106,7 +107,7 @@ class SteadyWorkload:
 
     def _create(self, resource: Any, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
         """Create `obj`, or bring an existing one's labels and annotations to `obj`'s."""
-        from kcp.controlplane.client import ApiError
+        from kcp.rest import ApiError
 
         try:
             created: dict[str, Any] = self.kube.create(resource, namespace, obj)
@@ -146,11 +147,11 @@ class SteadyWorkload:
         )
 
     def _create_pods(self) -> None:
-        from kcp.controlplane.client import ApiError
+        from kcp.rest import ApiError
 
         with contextlib.suppress(ApiError):  # the admission plugin wants the namespace's SA
             self.kube.create(
-                groups.Resource("", "v1", "ServiceAccount", "serviceaccounts"),
+                Resource("", "v1", "ServiceAccount", "serviceaccounts"),
                 KUBE_SYSTEM,
                 {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
             )

@@ -29,10 +29,10 @@ from typing import Any
 
 from kcp.api import groups, labels
 from kcp.api.objects import KubeadmControlPlaneView, MachineView, OwnerRef
-from kcp.controlplane.client import ApiError
 from kcp.controlplane.scope import Step
 from kcp.controlplane.secrets import controller_reference
 from kcp.controlplane.versions import parse_version
+from kcp.rest import ApiError
 from kcp.runtime.logging import get_logger
 
 __all__ = [

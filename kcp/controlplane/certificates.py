@@ -31,7 +31,6 @@ from kcp.certs import (
     secret_name,
     service_account_key_from_secret_data,
 )
-from kcp.controlplane.client import ApiError, Kube
 from kcp.controlplane.condition import Condition
 from kcp.controlplane.secrets import (
     SecretStore,
@@ -39,6 +38,7 @@ from kcp.controlplane.secrets import (
     controller_of,
     controller_reference,
 )
+from kcp.rest import ApiError, Kube
 
 __all__ = [
     "CA_COMMON_NAMES",

@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kcp.api import groups, labels
-from kcp.controlplane.client import Kube, resource_kind
 from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.controlplane.workload import TrackerLike
+from kcp.rest import Kube
 from kcp.runtime.controller import Controller, ObjectKey
 from kcp.runtime.handlers import Key, enqueue_owner, enqueue_self, map_to, owner_keys
 from kcp.runtime.informer import Informer
@@ -229,36 +229,34 @@ def setup(
     selector = manager.label_selector
     kcps = Informer(
         api_client,
-        resource_kind(groups.KUBEADM_CONTROL_PLANE),
+        groups.KUBEADM_CONTROL_PLANE,
         namespace=namespace,
         label_selector=selector,
         name="kubeadmcontrolplanes",
     )
     clusters = Informer(
         api_client,
-        resource_kind(groups.CLUSTER),
+        groups.CLUSTER,
         namespace=namespace,
         label_selector=selector,
         name="clusters",
     )
-    machines = Informer(
-        api_client, resource_kind(groups.MACHINE), namespace=namespace, name="machines"
-    )
+    machines = Informer(api_client, groups.MACHINE, namespace=namespace, name="machines")
     machines.add_indexer(CLUSTER_INDEX, machine_cluster_index)
     configs = Informer(
-        api_client, resource_kind(groups.KUBEADM_CONFIG), namespace=namespace, name="kubeadmconfigs"
+        api_client, groups.KUBEADM_CONFIG, namespace=namespace, name="kubeadmconfigs"
     )
     configs.add_indexer(CLUSTER_INDEX, machine_cluster_index)
     secrets = Informer(
         api_client,
-        resource_kind(groups.SECRET),
+        groups.SECRET,
         namespace=namespace,
         label_selector=labels.CLUSTER_NAME_LABEL,
         metadata_only=True,
         name="secrets",
     )
     cache = InformerCache(kcps, clusters, machines, configs, secrets)
-    kube = kube or Kube(api_client, field_manager="kcp-controller")
+    kube = kube or Kube(api_client, field_manager="kcp-controller", known=groups.KNOWN_RESOURCES)
     # One failure history per key: the queue retries exceptions by it, the reconciler backs
     # off user errors by it, and a success forgets it for both.
     failures = ItemExponentialRateLimiter()

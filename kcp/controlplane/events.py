@@ -19,7 +19,7 @@ from typing import Any
 
 from kcp.api.conditions import rfc3339
 from kcp.api.groups import EVENT
-from kcp.controlplane.client import ApiError, Kube
+from kcp.rest import ApiError, Kube
 from kcp.runtime.logging import get_logger
 
 __all__ = ["COMPONENT", "NORMAL", "WARNING", "EventRecorder"]

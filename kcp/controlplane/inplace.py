@@ -29,7 +29,6 @@ from typing import Any
 
 from kcp.api import groups
 from kcp.api.objects import KubeadmControlPlaneView, MachineView
-from kcp.controlplane.client import ApiError
 from kcp.controlplane.machines import (
     desired_deletion,
     desired_readiness_gates,
@@ -43,6 +42,7 @@ from kcp.controlplane.managed_fields import (
     release_fields,
 )
 from kcp.controlplane.scope import Scope, Services, Step
+from kcp.rest import ApiError
 from kcp.runtime.logging import get_logger
 from kcp.runtime.transforms import drop_managed_fields
 

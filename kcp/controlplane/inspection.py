@@ -15,7 +15,6 @@ from kcp.api import groups
 from kcp.api.objects import MachineView
 from kcp.certs import CertificateError
 from kcp.controlplane.certificates import load_cluster_ca
-from kcp.controlplane.client import NETWORK_ERRORS, ApiError
 from kcp.controlplane.condition import Condition
 from kcp.controlplane.expiry import (
     apiserver_endpoint,
@@ -28,6 +27,7 @@ from kcp.controlplane.scope import Scope, Step
 from kcp.controlplane.status import write_conditions
 from kcp.controlplane.workload import NotConnected, WorkloadCluster, machine_etcd_endpoints
 from kcp.etcd import EtcdError
+from kcp.rest import ApiError, Unreachable
 from kcp.runtime.logging import get_logger
 from kcp.tracker.errors import ClusterSecretError
 from kcp.tracker.identity import ClusterKey
@@ -36,7 +36,7 @@ __all__ = ["Inspection"]
 
 _log = get_logger("kcp.controlplane.reconciler")
 
-NETWORK_ERRORS_AND_API: tuple[type[BaseException], ...] = (ApiError, *NETWORK_ERRORS)
+NETWORK_ERRORS_AND_API: tuple[type[BaseException], ...] = (ApiError, Unreachable)
 
 
 class Inspection(Step):

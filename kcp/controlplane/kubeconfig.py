@@ -29,8 +29,8 @@ from kcp.certs import (
     kubeconfig_secret_data,
     secret_name,
 )
-from kcp.controlplane.client import ApiError
 from kcp.controlplane.secrets import SecretStore, cluster_secret, is_controlled_by
+from kcp.rest import ApiError
 
 __all__ = [
     "ADMIN_COMMON_NAME",

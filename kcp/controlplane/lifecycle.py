@@ -5,7 +5,7 @@ reference; until it does there is nothing to reconcile. The finalizer keeps the
 object until its Machines are gone. A paused Cluster (`spec.paused`) or the
 `cluster.x-k8s.io/paused` annotation stops everything but the `Paused`
 condition. Deletion waits for worker Machines to go first, then deletes the
-control-plane Machines, then drops the finalizer.
+control-plane Machines, then drops the finalizer (with `kcp.runtime.finalizers`).
 """
 
 from __future__ import annotations
@@ -15,17 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from kcp.api import conditions as c
-from kcp.api import groups, labels
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
-from kcp.controlplane.client import ApiError, Kube
 
 __all__ = [
     "DeletionPlan",
-    "add_finalizer",
     "is_paused",
     "owned_control_plane_machines",
     "plan_deletion",
-    "remove_finalizer",
 ]
 
 
@@ -34,46 +30,6 @@ def is_paused(kcp: KubeadmControlPlaneView, cluster: ClusterView | None) -> bool
     if kcp.paused_annotation:
         return True
     return cluster is not None and (cluster.paused or cluster.paused_annotation)
-
-
-def _patch_finalizers(kube: Kube, kcp: Mapping[str, Any], finalizers: list[str]) -> dict[str, Any]:
-    metadata = kcp.get("metadata") or {}
-    return kube.merge_patch(
-        groups.KUBEADM_CONTROL_PLANE,
-        str(metadata.get("namespace")),
-        str(metadata.get("name")),
-        {
-            "metadata": {
-                "finalizers": finalizers,
-                "resourceVersion": metadata.get("resourceVersion"),
-            }
-        },
-    )
-
-
-def add_finalizer(kube: Kube, kcp: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Add our finalizer; returns the patched object, or None when it was already there."""
-    present = list((kcp.get("metadata") or {}).get("finalizers") or [])
-    if labels.KUBEADM_CONTROL_PLANE_FINALIZER in present:
-        return None
-    return _patch_finalizers(kube, kcp, [*present, labels.KUBEADM_CONTROL_PLANE_FINALIZER])
-
-
-def remove_finalizer(kube: Kube, kcp: Mapping[str, Any]) -> bool:
-    """Drop our finalizer; returns whether there was one to drop."""
-    present = list((kcp.get("metadata") or {}).get("finalizers") or [])
-    if labels.KUBEADM_CONTROL_PLANE_FINALIZER not in present:
-        return False
-    try:
-        _patch_finalizers(
-            kube, kcp, [f for f in present if f != labels.KUBEADM_CONTROL_PLANE_FINALIZER]
-        )
-    except ApiError as error:
-        # A reconcile from a cache that has not seen the deletion yet: the object is
-        # gone, so is the finalizer.
-        if not error.not_found:
-            raise
-    return True
 
 
 def owned_control_plane_machines(

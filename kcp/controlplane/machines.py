@@ -26,7 +26,6 @@ from typing import Any
 from kcp.api import conditions as c
 from kcp.api import groups, labels
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView
-from kcp.controlplane.client import ApiError, Kube
 from kcp.controlplane.kubeadm_config import desired_kubeadm_config_spec
 from kcp.controlplane.managed_fields import MACHINE_IN_PLACE_FIELDS, release_fields
 from kcp.controlplane.naming import (
@@ -35,6 +34,7 @@ from kcp.controlplane.naming import (
     render_machine_name,
 )
 from kcp.controlplane.secrets import controller_reference, owner_reference
+from kcp.rest import ApiError, Kube
 
 __all__ = [
     "MANDATORY_READINESS_GATES",

@@ -21,7 +21,7 @@ import copy
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from kcp.controlplane.client import ApiError, Kube, ResourceLike
+from kcp.rest import ApiError, Kube, Resource
 from kcp.runtime.logging import get_logger
 
 __all__ = [
@@ -109,7 +109,7 @@ def without_fields(
 
 def release_fields(
     kube: Kube,
-    resource: ResourceLike,
+    resource: Resource,
     created: Mapping[str, Any],
     paths: Sequence[FieldPath] = METADATA_FIELDS,
     *,

@@ -26,11 +26,11 @@ from kcp.controlplane.bookkeeping import (
     pre_terminate_step,
     unbacked_member_step,
 )
-from kcp.controlplane.client import ApiError
 from kcp.controlplane.condition import Condition
 from kcp.controlplane.scope import Scope, Step
 from kcp.controlplane.workload import NotConnected, WorkloadCluster
 from kcp.etcd import EtcdClusterStatus, EtcdError, Member, MemberHealth
+from kcp.rest import ApiError
 from kcp.runtime.logging import get_logger
 
 __all__ = ["MemberBookkeeping", "forward_leadership", "leadership_target"]

@@ -15,13 +15,13 @@ import copy
 from kcp.api import conditions as c
 from kcp.api import groups, labels
 from kcp.api.objects import MachineView
-from kcp.controlplane.client import ApiError
 from kcp.controlplane.machines import MachineTemplateError, create_machine
 from kcp.controlplane.membership import forward_leadership
 from kcp.controlplane.scaling import Action, Decision, MachineState, can_remove_member
 from kcp.controlplane.scope import Scope, Step
 from kcp.controlplane.workload import NotConnected
 from kcp.etcd import EtcdError
+from kcp.rest import ApiError
 from kcp.runtime.logging import get_logger
 
 __all__ = ["Operations"]

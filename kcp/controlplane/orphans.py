@@ -22,17 +22,17 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kcp.api import groups, labels
-from kcp.controlplane.client import NETWORK_ERRORS, ApiError, ResourceLike
 from kcp.controlplane.machines import TEMPLATE_SUFFIX
 from kcp.controlplane.scope import Scope, Services, Step
 from kcp.controlplane.secrets import has_owner
+from kcp.rest import ApiError, Resource, Unreachable
 from kcp.runtime.logging import get_logger
 
 __all__ = ["Orphans"]
 
 _log = get_logger("kcp.controlplane.reconciler")
 
-_LIST_ERRORS: tuple[type[BaseException], ...] = (ApiError, *NETWORK_ERRORS)
+_LIST_ERRORS: tuple[type[BaseException], ...] = (ApiError, Unreachable)
 _DISCOVERY_ERRORS: tuple[type[BaseException], ...] = (LookupError, *_LIST_ERRORS)
 
 
@@ -94,7 +94,7 @@ class Orphans(Step):
             self._listed[uid] = now
             return True
 
-    def _infra_resource(self, scope: Scope) -> ResourceLike | None:
+    def _infra_resource(self, scope: Scope) -> Resource | None:
         ref = scope.view.infrastructure_ref
         if ref is None or not ref.kind.endswith(TEMPLATE_SUFFIX) or ref.kind == TEMPLATE_SUFFIX:
             return None  # reported where Machines are created
@@ -118,7 +118,7 @@ class Orphans(Step):
             and (kind, str(metadata.get("name") or "")) not in referenced
         )
 
-    def _delete(self, scope: Scope, resource: ResourceLike, obj: Mapping[str, Any]) -> None:
+    def _delete(self, scope: Scope, resource: Resource, obj: Mapping[str, Any]) -> None:
         metadata = obj.get("metadata") or {}
         namespace, name = scope.view.namespace, str(metadata.get("name") or "")
         # The cache may lag: a Machine of the same name (names are shared) keeps it.

@@ -21,12 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kcp.api import conditions as c
-from kcp.api import groups
+from kcp.api import groups, labels
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
 from kcp.certs import CertificateError
 from kcp.controlplane.adoption import ADOPTION_FAILED_REASON, Adoption
 from kcp.controlplane.certificates import load_cluster_ca, reconcile_certificates
-from kcp.controlplane.client import ApiError, Kube
 from kcp.controlplane.condition import Condition
 from kcp.controlplane.echoes import OwnWrites
 from kcp.controlplane.events import EventRecorder
@@ -35,13 +34,7 @@ from kcp.controlplane.expiry import recorded_expiry
 from kcp.controlplane.inplace import InPlace
 from kcp.controlplane.inspection import Inspection
 from kcp.controlplane.kubeconfig import reconcile_kubeconfig
-from kcp.controlplane.lifecycle import (
-    add_finalizer,
-    is_paused,
-    owned_control_plane_machines,
-    plan_deletion,
-    remove_finalizer,
-)
+from kcp.controlplane.lifecycle import is_paused, owned_control_plane_machines, plan_deletion
 from kcp.controlplane.membership import MemberBookkeeping
 from kcp.controlplane.operations import Operations
 from kcp.controlplane.orphans import Orphans
@@ -55,7 +48,9 @@ from kcp.controlplane.upgrade import WorkloadUpgrade
 from kcp.controlplane.validation import validate_spec
 from kcp.controlplane.versions import version_change_problem
 from kcp.controlplane.workload import TrackerLike
+from kcp.rest import ApiError, Kube
 from kcp.runtime.controller import ObjectKey, Result
+from kcp.runtime.finalizers import add_finalizer, remove_finalizer
 from kcp.runtime.logging import get_logger
 from kcp.runtime.ratelimit import ItemExponentialRateLimiter
 from kcp.tracker.identity import ClusterKey
@@ -134,7 +129,9 @@ class KubeadmControlPlaneReconciler(Step):
         cluster = ClusterView(copy.deepcopy(dict(cluster_obj)))
         if view.is_deleting:
             return self._delete(kcp, cluster, cluster.name)
-        patched = add_finalizer(self.kube, kcp)
+        patched = add_finalizer(
+            self.kube, groups.KUBEADM_CONTROL_PLANE, kcp, labels.KUBEADM_CONTROL_PLANE_FINALIZER
+        )
         if patched is not None:
             kcp = patched
         now = self.clock()
@@ -349,7 +346,9 @@ class KubeadmControlPlaneReconciler(Step):
         machines = owned_control_plane_machines(view, [m.raw for m in all_machines])
         plan = plan_deletion(machines, all_machines)
         if plan.done:
-            remove_finalizer(self.kube, kcp)
+            remove_finalizer(
+                self.kube, groups.KUBEADM_CONTROL_PLANE, kcp, labels.KUBEADM_CONTROL_PLANE_FINALIZER
+            )
             self.expectations.forget(view.uid)
             self.orphans.forget(view.uid)
             self.upgrade.forget(view.uid)

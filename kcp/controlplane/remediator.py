@@ -18,7 +18,6 @@ from typing import Any
 from kcp.api import conditions as c
 from kcp.api import groups, labels
 from kcp.api.objects import MachineView
-from kcp.controlplane.client import ApiError
 from kcp.controlplane.condition import Condition
 from kcp.controlplane.membership import forward_leadership
 from kcp.controlplane.remediation import (
@@ -32,6 +31,7 @@ from kcp.controlplane.scope import Scope, Step
 from kcp.controlplane.status import write_conditions
 from kcp.controlplane.workload import NotConnected
 from kcp.etcd import EtcdError
+from kcp.rest import ApiError
 from kcp.runtime.logging import get_logger
 
 __all__ = ["Remediator"]

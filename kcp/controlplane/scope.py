@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
-from kcp.controlplane.client import Kube
 from kcp.controlplane.condition import Condition
 from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.expectations import Expectations
@@ -21,6 +20,7 @@ from kcp.controlplane.secrets import SecretStore
 from kcp.controlplane.validation import MAX_REPLICAS
 from kcp.controlplane.workload import TrackerLike, WorkloadCluster
 from kcp.etcd import DEFAULT_ETCD_ACCESS, EtcdAccessMode, EtcdClusterStatus
+from kcp.rest import Kube
 from kcp.runtime.logging import get_logger
 
 __all__ = ["Cache", "ReconcilerOptions", "Scope", "Services", "Step"]

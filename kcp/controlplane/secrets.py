@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from kcp.api import labels
 from kcp.api.groups import KUBEADM_CONTROL_PLANE, SECRET
 from kcp.certs import CLUSTER_SECRET_TYPE, decode_secret_data
-from kcp.controlplane.client import Kube
+from kcp.rest import Kube
 
 __all__ = [
     "ParsedCache",

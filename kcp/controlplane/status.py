@@ -20,13 +20,13 @@ from typing import Any
 from kcp.api import conditions as c
 from kcp.api import labels
 from kcp.api.objects import MachineView
-from kcp.controlplane.client import ApiError, Kube, ResourceLike
 from kcp.controlplane.condition import Condition, merge_conditions
 from kcp.controlplane.remediation import remediating_condition
 from kcp.controlplane.remediation_retries import last_remediation
 from kcp.controlplane.rollout import UpToDate
 from kcp.controlplane.scaling import Action, Decision, quorum
 from kcp.controlplane.scope import Scope
+from kcp.rest import ApiError, Kube, Resource
 
 __all__ = [
     "compute_status",
@@ -305,7 +305,7 @@ def _subset_differs(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bo
 
 def write_conditions(
     kube: Kube,
-    resource: ResourceLike,
+    resource: Resource,
     obj: Mapping[str, Any],
     conditions: Sequence[Condition],
     *,

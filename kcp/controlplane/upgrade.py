@@ -30,9 +30,8 @@ from typing import Any
 
 from kcp.api import conditions as c
 from kcp.api import labels
-from kcp.api.groups import CONFIG_MAP, Resource
+from kcp.api.groups import CONFIG_MAP
 from kcp.controlplane.addons import AddonError, coredns_update, kube_proxy_image
-from kcp.controlplane.client import NETWORK_ERRORS, ApiError, Kube, is_conflict
 from kcp.controlplane.cluster_configuration import (
     CLUSTER_CONFIGURATION_KEY,
     ClusterConfigurationError,
@@ -45,6 +44,7 @@ from kcp.controlplane.condition import Condition
 from kcp.controlplane.scope import Scope, Services, Step
 from kcp.controlplane.versions import parse_version
 from kcp.controlplane.workload import KUBEADM_CONFIG_MAP, NotConnected, WorkloadCluster
+from kcp.rest import ApiError, Kube, Resource, Unreachable
 from kcp.runtime.logging import get_logger
 from kcp.tracker.identity import ClusterKey
 
@@ -79,7 +79,7 @@ _KUBEADM_BINDINGS = (
     ),
 )
 _CONFLICT_RETRIES = 3
-NETWORK_ERRORS_AND_API: tuple[type[BaseException], ...] = (ApiError, *NETWORK_ERRORS)
+NETWORK_ERRORS_AND_API: tuple[type[BaseException], ...] = (ApiError, Unreachable)
 
 
 class _Blocked(Exception):
@@ -228,7 +228,7 @@ class WorkloadUpgrade(Step):
             try:
                 api.merge_patch(CONFIG_MAP, KUBE_SYSTEM, KUBEADM_CONFIG_MAP, patch)
             except ApiError as error:
-                if is_conflict(error) and attempt + 1 < _CONFLICT_RETRIES:
+                if error.conflict and attempt + 1 < _CONFLICT_RETRIES:
                     continue
                 raise
             _log.info(

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 from kcp.api.groups import CONFIG_MAP, NODE, POD
 from kcp.api.objects import MachineView
-from kcp.controlplane.client import Kube
 from kcp.etcd import (
     Dialer,
     EtcdAccessMode,
@@ -33,6 +32,7 @@ from kcp.etcd import (
     normalize_endpoint,
     pod_endpoint,
 )
+from kcp.rest import Kube
 from kcp.tracker.errors import NotConnected
 from kcp.tracker.identity import ClusterKey
 

@@ -12,7 +12,6 @@ from kcp.runtime.handlers import (
 )
 from kcp.runtime.informer import Backoff, Informer
 from kcp.runtime.leaderelection import LeaderElector
-from kcp.runtime.listing import ApiError, ResourceKind, read_live
 from kcp.runtime.logging import (
     add_logging_arguments,
     configure_logging,
@@ -51,7 +50,6 @@ from kcp.runtime.workqueue import WorkQueue
 __all__ = [
     "REGISTRY",
     "WATCH_FILTER_LABEL",
-    "ApiError",
     "Backoff",
     "BucketRateLimiter",
     "Controller",
@@ -67,7 +65,6 @@ __all__ = [
     "ObjectKey",
     "RateLimiter",
     "Reconciler",
-    "ResourceKind",
     "Result",
     "RuntimeMetrics",
     "Store",
@@ -94,7 +91,6 @@ __all__ = [
     "owner_index_value",
     "owner_uid_index",
     "parse_duration",
-    "read_live",
     "reconcile_context",
     "watch_filter_selector",
 ]

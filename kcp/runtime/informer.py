@@ -30,21 +30,21 @@ from typing import Any, Literal
 
 import urllib3
 
+from kcp.rest import (
+    ACCEPT_JSON,
+    ACCEPT_METADATA,
+    ACCEPT_METADATA_LIST,
+    ApiError,
+    Kube,
+    RequestHook,
+    Resource,
+)
 from kcp.runtime.handlers import (
     EventHandler,
     ObjectCallback,
     UpdateCallback,
     callbacks,
     safe_call,
-)
-from kcp.runtime.listing import (
-    ACCEPT_JSON,
-    ACCEPT_METADATA,
-    ACCEPT_METADATA_LIST,
-    ApiError,
-    RequestHook,
-    ResourceKind,
-    paginated_list,
 )
 from kcp.runtime.logging import get_logger
 from kcp.runtime.store import (
@@ -117,14 +117,14 @@ class Informer:
 
     Objects handed out (by `get`, `list`, `by_index` and to handlers) are the
     cached dicts themselves: read-only for callers. In `metadata_only` mode
-    they hold `apiVersion`, `kind` and `metadata` only; use `listing.read_live`
+    they hold `apiVersion`, `kind` and `metadata` only; use `kcp.rest.Kube.read`
     for an object's contents.
     """
 
     def __init__(
         self,
         api_client: Any,
-        kind: ResourceKind,
+        kind: Resource,
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
@@ -139,6 +139,7 @@ class Informer:
         name: str | None = None,
     ) -> None:
         self.api_client = api_client
+        self.kube = Kube(api_client)
         self.kind = kind
         self.namespace = namespace if kind.namespaced else None
         self.label_selector = label_selector
@@ -330,8 +331,7 @@ class Informer:
     def _paginated(self) -> None:
         pending: dict[str, dict[str, Any]] = {}
         resource_version = ""
-        pages = paginated_list(
-            self.api_client,
+        pages = self.kube.list_pages(
             self.kind,
             namespace=self.namespace,
             label_selector=self.label_selector,
@@ -368,7 +368,7 @@ class Informer:
         `_StreamingUnsupported`.
         """
         stream = WatchStream(
-            self.api_client,
+            self.kube,
             self.kind,
             namespace=self.namespace,
             label_selector=self.label_selector,

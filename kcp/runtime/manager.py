@@ -25,6 +25,7 @@ from typing import Protocol
 from kubernetes import client as k8s
 from prometheus_client import CollectorRegistry, Gauge
 
+from kcp.rest import throttle_api_client
 from kcp.runtime.controller import Controller, KeyLister, ObjectKey, Result
 from kcp.runtime.leaderelection import LeaderElector
 from kcp.runtime.logging import get_logger
@@ -33,7 +34,6 @@ from kcp.runtime.ops import OpsServer, health_server, metrics_server
 from kcp.runtime.options import ManagerOptions, watch_filter_selector
 from kcp.runtime.profiler import profiler_server
 from kcp.runtime.ratelimit import RateLimiter
-from kcp.runtime.throttle import throttle_api_client
 
 __all__ = ["InformerLike", "Manager", "ManagerOptions", "watch_filter_selector"]
 

@@ -20,15 +20,7 @@ from typing import Any
 
 import urllib3
 
-from kcp.runtime.listing import (
-    ACCEPT_JSON,
-    ACCEPT_METADATA,
-    ApiError,
-    RequestHook,
-    ResourceKind,
-    selector_query,
-    send,
-)
+from kcp.rest import ApiError, Kube, RequestHook, Resource, selector_query
 
 INITIAL_EVENTS_END_ANNOTATION = "k8s.io/initial-events-end"
 """Set to "true" on the BOOKMARK that ends the initial events of a streaming list."""
@@ -106,8 +98,8 @@ class WatchStream:
 
     def __init__(
         self,
-        api_client: Any,
-        kind: ResourceKind,
+        kube: Kube,
+        kind: Resource,
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
@@ -119,8 +111,9 @@ class WatchStream:
         timeout_seconds: int | None = None,
         hook: RequestHook | None = None,
     ) -> None:
-        self.api_client = api_client
-        self.path = kind.collection_path(namespace)
+        self.kube = kube
+        self.kind = kind
+        self.namespace = namespace
         self.query = watch_query(
             resource_version=resource_version,
             label_selector=label_selector,
@@ -128,7 +121,7 @@ class WatchStream:
             streaming_list=streaming_list,
             timeout_seconds=timeout_seconds or server_watch_timeout(),
         )
-        self.accept = ACCEPT_METADATA if metadata_only else ACCEPT_JSON
+        self.metadata_only = metadata_only
         self.inactivity_timeout = inactivity_timeout
         self.hook = hook
         self._lock = threading.Lock()
@@ -138,12 +131,11 @@ class WatchStream:
     def open(self) -> None:
         """Send the request: `ApiError` on an error status, `InactivityTimeout` if no answer."""
         try:
-            response = send(
-                self.api_client,
-                "GET",
-                self.path,
+            response = self.kube.watch(
+                self.kind,
+                self.namespace,
                 query=self.query,
-                accept=self.accept,
+                metadata_only=self.metadata_only,
                 read_timeout=self.inactivity_timeout,
                 hook=self.hook,
             )

@@ -21,10 +21,11 @@ import structlog
 from kcp import certs
 from kcp.certs import Usage
 from kcp.etcd import EtcdTLS
+from kcp.rest import Kube
 from kcp.sim.addresses import LoopbackAddresses
 from kcp.sim.apiserver import API_SERVER_PORT
+from kcp.sim.clients import certificate_client
 from kcp.sim.faults import Fault
-from kcp.sim.kube import Kube
 from kcp.sim.launcher import Launcher
 from kcp.sim.loadbalancer import LoadBalancer
 from kcp.sim.node_lifecycle import NodeMonitor
@@ -185,7 +186,7 @@ class SimCluster:
         with self._lock:
             kube = self._clients.get(url)
             if kube is None:
-                kube = Kube.with_client_certificate(
+                kube = certificate_client(
                     url,
                     ca_file=self.ca_file,
                     cert_file=self.pki_dir / "sim-admin.crt",

@@ -23,9 +23,11 @@ from typing import Any, Protocol, TextIO
 import yaml
 
 from kcp.api import groups
+from kcp.rest import ApiError, Kube
 from kcp.runtime import configure_logging
+from kcp.sim.clients import management_client
 from kcp.sim.dashboard import render_dashboard
-from kcp.sim.kube import ApiError, Kube
+from kcp.sim.objects import create_if_absent
 from kcp.sim.options import SimOptions
 from kcp.sim.simulator import Simulator
 
@@ -107,7 +109,7 @@ def apply_manifests(kube: Kube, directory: Path, namespace: str) -> list[str]:
             target_ns = namespace if resource.namespaced else None
             if target_ns is not None:
                 document.setdefault("metadata", {})["namespace"] = target_ns
-            if kube.create(resource, target_ns, document) is not None:
+            if create_if_absent(kube, resource, target_ns, document) is not None:
                 created.append(f"{document['kind']}/{document['metadata']['name']}")
     return created
 
@@ -151,7 +153,7 @@ def run_dev(
         if controller_factory is not None:
             controller = controller_factory(env)
             stack.callback(controller.stop)
-        kube = Kube(api_client)
+        kube = management_client(api_client)
         if options.samples_dir is not None:
             with contextlib.suppress(ApiError):
                 kube.create(groups.NAMESPACE, None, {"metadata": {"name": options.namespace}})
@@ -210,7 +212,7 @@ def _all_available(api_client: Any, namespace: str | None) -> int:
     ready, else 0."""
     from kcp.api import conditions
 
-    kube = Kube(api_client)
+    kube = management_client(api_client)
     items = kube.list(groups.KUBEADM_CONTROL_PLANE, namespace)
 
     def settled(item: dict[str, Any]) -> bool:

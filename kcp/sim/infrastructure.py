@@ -18,24 +18,18 @@ from typing import Any, ClassVar, Generic, TypeVar
 from kcp import certs
 from kcp.api import groups, labels
 from kcp.api.conditions import READY
+from kcp.rest import ApiError, Resource
 from kcp.runtime import ObjectKey, Result, get_logger
+from kcp.runtime.finalizers import add_finalizer, has_finalizer, remove_finalizer
 from kcp.runtime.informer import Informer
 from kcp.sim.bootdata import BootstrapData, BootstrapDataError, parse_bootstrap_secret
 from kcp.sim.cluster import SimCluster
 from kcp.sim.discovery import DiscoveryError
 from kcp.sim.etcd_member import EtcdJoinError
 from kcp.sim.faults import MACHINE_COMPONENTS, Component, Fault, faults_from_annotations
-from kcp.sim.kube import ApiError
 from kcp.sim.kubeadm import EtcdStartConflict
 from kcp.sim.machine import MachineSpec, ProvisionError, SimMachine
-from kcp.sim.objects import (
-    dig,
-    ensure_finalizer,
-    merged_conditions,
-    meta,
-    owner_name,
-    remove_finalizer,
-)
+from kcp.sim.objects import dig, merged_conditions, meta, owner_name
 from kcp.sim.pki import PKINotReady, load_cluster_pki
 from kcp.sim.state import LOCAL_CLUSTER_FINALIZER, LOCAL_MACHINE_FINALIZER, SimState
 from kcp.sim.workload import ContainerState
@@ -86,7 +80,7 @@ class _LocalReconciler(ABC, Generic[_Sim]):
     it back). Only a live object with it goes on to `_reconcile`.
     """
 
-    resource: ClassVar[groups.Resource]
+    resource: ClassVar[Resource]
     finalizer: ClassVar[str]
 
     def __init__(self, state: SimState) -> None:
@@ -103,7 +97,8 @@ class _LocalReconciler(ABC, Generic[_Sim]):
             if obj is not None:
                 remove_finalizer(state.kube, self.resource, obj, self.finalizer)
             return Result()
-        if ensure_finalizer(state.kube, self.resource, obj, self.finalizer):
+        if not has_finalizer(obj, self.finalizer):
+            add_finalizer(state.kube, self.resource, obj, self.finalizer)
             return Result()
         return self._reconcile(key, obj, sim)
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from kcp.api.groups import CONFIG_MAP, Resource
+from kcp.api.groups import CONFIG_MAP
+from kcp.rest import Resource
 from kcp.sim.kubeadm_init import (
     CLUSTER_ROLE,
     CLUSTER_ROLE_BINDING,

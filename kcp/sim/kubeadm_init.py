@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from kcp.api.groups import CONFIG_MAP, SECRET, Resource
+from kcp.api.groups import CONFIG_MAP, SECRET
+from kcp.rest import Resource
 from kcp.sim.bootdata import DEFAULT_CERTIFICATES_DIR
 
 __all__ = [

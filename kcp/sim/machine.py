@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from kcp.etcd import EtcdTLS
+from kcp.rest import ApiError, Kube
 from kcp.sim.apiserver import API_SERVER_PORT, APIServer
 from kcp.sim.blackhole import Blackhole
 from kcp.sim.bootdata import BootstrapData, KubeadmCommand
+from kcp.sim.clients import certificate_client
 from kcp.sim.cluster import SimCluster
 from kcp.sim.discovery import discover
 from kcp.sim.etcd_member import (
@@ -47,7 +49,6 @@ from kcp.sim.etcd_member import (
     remove_member,
 )
 from kcp.sim.faults import Component, Fault
-from kcp.sim.kube import ApiError, Kube
 from kcp.sim.kubeadm import NodeSettings, etcd_start, node_settings
 from kcp.sim.kubeadm_addons import addon_objects
 from kcp.sim.kubeadm_init import (
@@ -191,7 +192,7 @@ class SimMachine:
             raise ProvisionError(f"machine {self.name} has no certificates or endpoint yet")
         kube = self._clients.get(url)
         if kube is None:
-            kube = Kube.with_client_certificate(
+            kube = certificate_client(
                 url,
                 ca_file=files.ca_crt,
                 cert_file=files.admin_crt,

@@ -22,7 +22,8 @@ from typing import Any
 from kcp.api.conditions import rfc3339
 from kcp.api.groups import LEASE, NODE
 from kcp.api.objects import parse_time
-from kcp.sim.kube import ApiError, Kube
+from kcp.rest import ApiError, Kube
+from kcp.sim.objects import create_if_absent
 
 __all__ = [
     "LEASE_DURATION_SECONDS",
@@ -117,7 +118,7 @@ def renew_lease(kube: Kube, node_name: str, node_uid: str, now: datetime) -> Non
     except ApiError as error:
         if not error.not_found:
             raise
-        kube.create(LEASE, LEASE_NAMESPACE, lease)
+        create_if_absent(kube, LEASE, LEASE_NAMESPACE, lease)
 
 
 class NodeMonitor:

@@ -1,8 +1,9 @@
 """Small reads and writes over object dicts that every simulator controller needs.
 
-Metadata changes (finalizers, owner references, labels) are merge patches that
-carry the object's `resourceVersion`, so a concurrent writer makes them fail
-with 409 and the reconcile is retried on fresh data, never clobbering a list.
+Metadata changes (owner references, labels; finalizers in `kcp.runtime.finalizers`)
+are merge patches that carry the object's `resourceVersion`, so a concurrent writer
+makes them fail with 409 and the reconcile is retried on fresh data, never clobbering
+a list.
 Status goes through server-side apply (`Kube.apply`), conditions included: the
 simulator owns only the condition types it sends.
 """
@@ -15,17 +16,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kcp.api.conditions import find_condition, set_condition
-from kcp.api.groups import Resource
-from kcp.sim.kube import Kube
+from kcp.rest import ApiError, Kube, Resource
 
 __all__ = [
+    "create_if_absent",
     "dig",
-    "ensure_finalizer",
     "ensure_owner",
     "merged_conditions",
     "meta",
     "owner_name",
-    "remove_finalizer",
 ]
 
 
@@ -54,48 +53,17 @@ def owner_name(obj: Mapping[str, Any], kind: str, group: str) -> str | None:
     return None
 
 
-def ensure_finalizer(
-    kube: Kube, resource: Resource, obj: Mapping[str, Any], finalizer: str
-) -> bool:
-    """Add `finalizer` if missing; returns whether it patched."""
-    metadata = meta(obj)
-    finalizers = list(metadata.get("finalizers") or [])
-    if finalizer in finalizers:
-        return False
-    kube.merge_patch(
-        resource,
-        metadata.get("namespace"),
-        str(metadata["name"]),
-        {
-            "metadata": {
-                "finalizers": [*finalizers, finalizer],
-                "resourceVersion": metadata.get("resourceVersion"),
-            }
-        },
-    )
-    return True
-
-
-def remove_finalizer(
-    kube: Kube, resource: Resource, obj: Mapping[str, Any], finalizer: str
-) -> bool:
-    """Remove `finalizer` if present; returns whether it patched."""
-    metadata = meta(obj)
-    finalizers = list(metadata.get("finalizers") or [])
-    if finalizer not in finalizers:
-        return False
-    kube.merge_patch(
-        resource,
-        metadata.get("namespace"),
-        str(metadata["name"]),
-        {
-            "metadata": {
-                "finalizers": [f for f in finalizers if f != finalizer],
-                "resourceVersion": metadata.get("resourceVersion"),
-            }
-        },
-    )
-    return True
+def create_if_absent(
+    kube: Kube, resource: Resource, namespace: str | None, body: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Create the object; None if one of that name exists already (the simulator's writes
+    are idempotent: a retried reconcile or a restarted kubelet creates again)."""
+    try:
+        return kube.create(resource, namespace, body)
+    except ApiError as error:
+        if error.conflict:
+            return None
+        raise
 
 
 def ensure_owner(

@@ -36,6 +36,7 @@ from kcp.runtime.handlers import EventHandler, enqueue_self, map_to
 from kcp.runtime.informer import Informer
 from kcp.runtime.metrics import RuntimeMetrics
 from kcp.sim.addresses import LoopbackAddresses
+from kcp.sim.clients import management_client
 from kcp.sim.cluster import SimCluster, SimContext
 from kcp.sim.faults import Component, Fault
 from kcp.sim.infrastructure import (
@@ -43,7 +44,6 @@ from kcp.sim.infrastructure import (
     LocalMachineReconciler,
     set_load_balancer_fault,
 )
-from kcp.sim.kube import Kube
 from kcp.sim.launcher import Launcher
 from kcp.sim.machine import SimMachine
 from kcp.sim.objects import dig, meta
@@ -126,7 +126,7 @@ class Simulator:
             kubelet_binary=binaries.ensure_kubelet_portforward(),
         )
         caches = Caches.create(self.api_client, self.options.namespace)
-        state = SimState(ctx, Kube(self.api_client), caches)
+        state = SimState(ctx, management_client(self.api_client), caches)
         self._state = state
         metrics = RuntimeMetrics(new_registry(process_collectors=False))
 

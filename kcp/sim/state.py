@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kcp.api import groups
+from kcp.rest import Kube, Resource
 from kcp.runtime.informer import Informer
-from kcp.runtime.listing import ResourceKind
 from kcp.sim.cluster import SimCluster, SimContext
-from kcp.sim.kube import Kube
 from kcp.sim.machine import SimMachine
 from kcp.sim.objects import dig
 
@@ -24,7 +23,6 @@ __all__ = [
     "LOCAL_MACHINE_FINALIZER",
     "Caches",
     "SimState",
-    "resource_kind",
 ]
 
 LOCAL_CLUSTER_FINALIZER = "localcluster.infrastructure.cluster.x-k8s.io"
@@ -32,13 +30,6 @@ LOCAL_MACHINE_FINALIZER = "localmachine.infrastructure.cluster.x-k8s.io"
 """Cluster API core's Machine finalizer, which the simulator plays on local machines."""
 
 Key = tuple[str, str]
-
-
-def resource_kind(resource: groups.Resource) -> ResourceKind:
-    """The runtime's name for a kind of `kcp.api.groups`."""
-    return ResourceKind(
-        resource.group, resource.version, resource.plural, resource.kind, resource.namespaced
-    )
 
 
 @dataclass
@@ -60,10 +51,10 @@ class Caches:
 
     @classmethod
     def create(cls, api_client: Any, namespace: str | None) -> Caches:
-        def informer(resource: groups.Resource) -> Informer:
+        def informer(resource: Resource) -> Informer:
             return Informer(
                 api_client,
-                resource_kind(resource),
+                resource,
                 namespace=namespace,
                 name=f"sim-{resource.plural}",
             )

@@ -24,10 +24,11 @@ from typing import Any
 
 from kcp.api.conditions import rfc3339
 from kcp.api.groups import NODE, POD
-from kcp.sim.kube import ApiError, Kube
+from kcp.rest import ApiError, Kube
 from kcp.sim.kubeadm_init import WorkloadObject
 from kcp.sim.kubelet_server import KUBELET_PORT
 from kcp.sim.node_lifecycle import renew_lease
+from kcp.sim.objects import create_if_absent
 
 __all__ = [
     "COMPONENTS",
@@ -233,7 +234,7 @@ def publish(kube: Kube, objects: Sequence[WorkloadObject], *, update: bool = Tru
     With `update` False an object that exists is left as it is (kubeadm's add-ons, which the
     control plane's controller may have changed since)."""
     for resource, namespace, body in objects:
-        if kube.create(resource, namespace, body) is not None or not update:
+        if create_if_absent(kube, resource, namespace, body) is not None or not update:
             continue
         patch = {key: body[key] for key in _MUTABLE if key in body}
         if patch:
@@ -259,7 +260,8 @@ class Kubelet:
         now = datetime.now(UTC)
         node = self.kube.get(NODE, None, self.node_name)
         if node is None:
-            self.kube.create(
+            create_if_absent(
+                self.kube,
                 NODE,
                 None,
                 node_object(self.node_name, self.address, self.provider_id, self.version),
@@ -277,7 +279,7 @@ class Kubelet:
         uid = str(node["metadata"]["uid"])
         for component in COMPONENTS:
             pod = mirror_pod(component, self.node_name, uid, self.address, self.version)
-            self.kube.create(POD, SYSTEM_NAMESPACE, pod)
+            create_if_absent(self.kube, POD, SYSTEM_NAMESPACE, pod)
         self._sent.clear()
         self.sync(states)
         renew_lease(self.kube, self.node_name, uid, now)

@@ -6,13 +6,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from kcp.api import groups, labels
+from kcp.rest import Resource
 from kcp.statusview.tree import ClusterObjects
 
 __all__ = ["collect"]
 
 
 def _list(
-    api: Any, resource: groups.Resource, namespace: str | None, **kwargs: Any
+    api: Any, resource: Resource, namespace: str | None, **kwargs: Any
 ) -> list[dict[str, Any]]:
     if namespace is None:
         body = api.list_cluster_custom_object(

@@ -14,7 +14,7 @@ import yaml
 from kubernetes import client
 
 from kcp.api import groups, labels
-from kcp.api.groups import Resource
+from kcp.rest import Resource
 from tests.manifests import kubeadm_control_plane
 
 pytestmark = pytest.mark.integration

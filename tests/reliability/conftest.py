@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from kcp.api import groups
-from kcp.controlplane.client import ApiError, Kube
+from kcp.rest import ApiError, Kube
 from kcp.testing.controlplane import LocalControlPlane
 from tests.reliability import harness
 from tests.reliability.fleet import Fleet

@@ -25,8 +25,8 @@ import urllib3
 
 from kcp.api import conditions as c
 from kcp.api import groups, labels
-from kcp.controlplane.client import ApiError, Kube
 from kcp.etcd import EtcdTimeouts, cluster_status
+from kcp.rest import ApiError, Kube
 from tests.reliability.harness import KcpProcess
 
 VERSION = "v1.34.4"

@@ -136,7 +136,7 @@ def _install_connect_hook() -> None:
 
 
 def _install_failpoint(kind: str) -> None:
-    from kcp.controlplane.client import Kube
+    from kcp.rest import Kube
 
     create = Kube.create
 

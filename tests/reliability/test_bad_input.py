@@ -28,7 +28,7 @@ import pytest
 from kcp import certs
 from kcp.api import conditions as c
 from kcp.api import groups, labels
-from kcp.controlplane.client import ApiError
+from kcp.rest import ApiError
 from tests.reliability.conftest import Summary
 from tests.reliability.corpus import CORPUS, REJECTED, BadInput
 from tests.reliability.fleet import Fleet, condition, kcp_name, wait_for

@@ -35,7 +35,7 @@ import pytest
 
 from kcp.api import conditions as c
 from kcp.api import groups, labels
-from kcp.controlplane.client import ApiError
+from kcp.rest import ApiError
 from kcp.sim import Component, Fault
 from tests.reliability.conftest import Summary
 from tests.reliability.fleet import (

@@ -24,7 +24,7 @@ import pytest
 from kcp import certs
 from kcp.api import groups
 from kcp.controlplane.cli import connection_pool_size
-from kcp.controlplane.client import ApiError, Kube
+from kcp.rest import ApiError, Kube
 from kcp.runtime.options import ManagerOptions
 from kcp.testing.controlplane import LocalControlPlane
 from kcp.tracker import TrackerOptions

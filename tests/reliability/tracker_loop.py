@@ -29,14 +29,13 @@ from prometheus_client import CollectorRegistry
 
 from kcp import certs
 from kcp.api import groups
-from kcp.controlplane.client import Kube
+from kcp.rest import Kube, Resource
 from kcp.runtime.informer import Informer
-from kcp.runtime.listing import ResourceKind
 from kcp.testing.etcd_cluster import EtcdCluster
 from kcp.tracker import ClusterKey, InMemorySecrets, NotConnected, Tracker, TrackerOptions
 from kcp.tracker.entry import ClusterEntry
 
-CLUSTERS = ResourceKind("cluster.x-k8s.io", "v1beta2", "clusters", "Cluster")
+CLUSTERS = Resource("cluster.x-k8s.io", "v1beta2", "Cluster", "clusters")
 WAVE = 100
 WARM_UP = 5
 """Waves before the baseline: the allocators (gRPC, OpenSSL, Python) grow by 20-60 MiB

@@ -24,10 +24,10 @@ import yaml
 
 from kcp.api import conditions as c
 from kcp.api import groups, labels
-from kcp.controlplane.client import Kube
 from kcp.controlplane.controller import ControlPlaneController, setup
 from kcp.controlplane.reconciler import ReconcilerOptions
 from kcp.etcd import EtcdClient, EtcdClusterStatus, EtcdTimeouts, cluster_status, move_leader
+from kcp.rest import Kube
 from kcp.runtime.manager import Manager
 from kcp.runtime.metrics import new_registry
 from kcp.runtime.options import WATCH_FILTER_LABEL, ManagerOptions

@@ -20,9 +20,9 @@ import pytest
 from kcp.api import conditions as c
 from kcp.api import groups, labels
 from kcp.api.objects import MachineView
-from kcp.controlplane.client import Kube
 from kcp.controlplane.expiry import recorded_expiry
 from kcp.controlplane.upgrade import DAEMON_SET, DEPLOYMENT
+from kcp.rest import Kube
 from kcp.sim import faults
 from kcp.testing.controlplane import LocalControlPlane
 from kcp.tracker.identity import ClusterKey

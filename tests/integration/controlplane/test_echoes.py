@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from kcp.api import groups
-from kcp.controlplane.client import Kube, resource_kind
 from kcp.controlplane.condition import Condition
 from kcp.controlplane.echoes import OwnWrites
 from kcp.controlplane.status import write_conditions
+from kcp.rest import Kube
 from kcp.runtime.informer import Informer
 from tests.manifests import kubeadm_control_plane
 
@@ -39,9 +39,7 @@ def test_only_the_echo_of_our_own_status_write_is_dropped(api_client: Any, names
             seen.append(own.is_echo(event_type, obj))
             changed.notify_all()
 
-    informer = Informer(
-        api_client, resource_kind(groups.KUBEADM_CONTROL_PLANE), namespace=namespace, name="kcps"
-    )
+    informer = Informer(api_client, groups.KUBEADM_CONTROL_PLANE, namespace=namespace, name="kcps")
     informer.add_handler(handle)
     informer.start()
     try:

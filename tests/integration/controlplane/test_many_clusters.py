@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from kcp.api import groups
-from kcp.controlplane.client import Kube
 from kcp.controlplane.controller import setup
 from kcp.controlplane.reconciler import ReconcilerOptions
+from kcp.rest import Kube
 from kcp.runtime.manager import Manager
 from kcp.runtime.metrics import new_registry
 from kcp.runtime.options import ManagerOptions

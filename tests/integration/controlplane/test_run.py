@@ -15,7 +15,7 @@ import pytest
 
 from kcp.api import conditions as c
 from kcp.api import groups, labels
-from kcp.controlplane.client import Kube
+from kcp.rest import Kube
 from kcp.testing.controlplane import LocalControlPlane
 from kcp.testing.processes import free_port
 

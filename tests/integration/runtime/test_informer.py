@@ -19,23 +19,23 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from kubernetes import client
 
-from kcp.runtime.controller import ObjectKey
-from kcp.runtime.handlers import enqueue_by_label, enqueue_owner
-from kcp.runtime.informer import Backoff, Informer
-from kcp.runtime.listing import (
+from kcp.rest import (
     ACCEPT_METADATA,
     ACCEPT_METADATA_LIST,
     ApiError,
-    ResourceKind,
-    read_live,
+    Kube,
+    Resource,
 )
+from kcp.runtime.controller import ObjectKey
+from kcp.runtime.handlers import enqueue_by_label, enqueue_owner
+from kcp.runtime.informer import Backoff, Informer
 from kcp.runtime.store import label_index, label_index_value, owner_index, owner_index_value
 from kcp.runtime.transforms import LAST_APPLIED_ANNOTATION
 
 pytestmark = pytest.mark.integration
 
-SECRETS = ResourceKind("", "v1", "secrets", "Secret")
-CONFIGMAPS = ResourceKind("", "v1", "configmaps", "ConfigMap")
+SECRETS = Resource("", "v1", "Secret", "secrets")
+CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps")
 CLUSTER_LABEL = "cluster.x-k8s.io/cluster-name"
 KCP_GROUP = "controlplane.cluster.x-k8s.io"
 
@@ -246,7 +246,7 @@ def test_metadata_only_secret_cache_holds_no_data(
         # the default transform dropped what the server sent but nobody reads
         assert before["metadata"]["annotations"] == {"keep": "me"}
         assert "managedFields" not in before["metadata"]
-        assert "managedFields" in read_live(api_client, SECRETS, namespace, "before")["metadata"]
+        assert "managedFields" in Kube(api_client).read(SECRETS, namespace, "before")["metadata"]
 
         assert recorder.requests, "no request recorded"
         for method, url, accept in recorder.requests:
@@ -258,11 +258,11 @@ def test_metadata_only_secret_cache_holds_no_data(
             "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
         )
 
-        live = read_live(api_client, SECRETS, namespace, "before")
+        live = Kube(api_client).read(SECRETS, namespace, "before")
         assert live["data"] == {"value": "czNjcjN0"}  # base64 of "s3cr3t"
         assert live["kind"] == "Secret"
         with pytest.raises(ApiError) as missing:
-            read_live(api_client, SECRETS, namespace, "nope")
+            Kube(api_client).read(SECRETS, namespace, "nope")
         assert missing.value.not_found
 
 

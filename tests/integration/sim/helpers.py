@@ -15,8 +15,8 @@ from typing import Any
 from kcp import certs
 from kcp.api import groups
 from kcp.etcd import EtcdTLS
+from kcp.rest import Kube
 from kcp.sim import ClusterMaterial, Simulator, cluster_objects, machine_objects
-from kcp.sim.kube import Kube
 from kcp.sim.manifests import kubeconfig_secret
 from kcp.testing import binaries
 

@@ -28,8 +28,8 @@ from cryptography import x509
 
 from kcp.api import groups
 from kcp.etcd import EtcdClient, EtcdError, EtcdTimeouts, cluster_status
+from kcp.rest import Kube
 from kcp.sim import Component, Fault, SimOptions, Simulator, annotation_key
-from kcp.sim.kube import Kube
 from kcp.testing.controlplane import LocalControlPlane
 from tests.integration.sim.helpers import (
     SimCluster,

@@ -33,8 +33,8 @@ from prometheus_client import CollectorRegistry
 from kcp import certs
 from kcp.certs import KeyPair
 from kcp.etcd import EtcdClient, EtcdTLSError
+from kcp.rest import Resource
 from kcp.runtime.informer import Informer
-from kcp.runtime.listing import ResourceKind
 from kcp.testing.controlplane import LocalControlPlane
 from kcp.testing.etcd_cluster import EtcdCluster
 from kcp.tracker import (
@@ -48,8 +48,8 @@ from kcp.tracker import (
 
 pytestmark = pytest.mark.integration
 
-CLUSTERS = ResourceKind("cluster.x-k8s.io", "v1beta2", "clusters", "Cluster")
-SECRETS = ResourceKind("", "v1", "secrets", "Secret")
+CLUSTERS = Resource("cluster.x-k8s.io", "v1beta2", "Cluster", "clusters")
+SECRETS = Resource("", "v1", "Secret", "secrets")
 STARTED = time.time()
 
 # Every private key the tracker handed out or holds, in every encoding, for the final scan.

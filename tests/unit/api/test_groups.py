@@ -1,7 +1,7 @@
 import pytest
 
 from kcp.api import groups
-from kcp.api.groups import Resource
+from kcp.rest import Resource
 
 
 def test_api_version_of_custom_and_core_kinds() -> None:

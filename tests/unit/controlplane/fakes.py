@@ -8,11 +8,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kcp.api import labels
-from kcp.api.groups import Resource, find
-from kcp.controlplane.client import ApiError, ResourceLike
+from kcp.api.groups import find
 from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.etcd import DIRECT, EtcdClusterStatus, Member, MemberHealth, MemberStatus
+from kcp.rest import ApiError, Resource
 from kcp.tracker.errors import NotConnected
 from kcp.tracker.identity import ClusterKey
 from tests.unit.controlplane.builders import NOW, ts
@@ -43,9 +43,7 @@ class FakeKube:
         self.applied: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.field_manager = "kcp-test"
 
-    def _key(
-        self, resource: ResourceLike, namespace: str | None, name: str
-    ) -> tuple[str, str, str]:
+    def _key(self, resource: Resource, namespace: str | None, name: str) -> tuple[str, str, str]:
         return (resource.kind, namespace or "", name)
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -55,15 +53,13 @@ class FakeKube:
         self.objects[(obj["kind"], metadata.get("namespace", ""), metadata["name"])] = obj
         return copy.deepcopy(obj)
 
-    def get(
-        self, resource: ResourceLike, namespace: str | None, name: str
-    ) -> dict[str, Any] | None:
+    def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         self.calls.append(("get", resource.kind, name))
         found = self.objects.get(self._key(resource, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
     def list(
-        self, resource: ResourceLike, namespace: str | None = None, **_: Any
+        self, resource: Resource, namespace: str | None = None, **_: Any
     ) -> list[dict[str, Any]]:
         return [
             copy.deepcopy(o)
@@ -72,7 +68,7 @@ class FakeKube:
         ]
 
     def create(
-        self, resource: ResourceLike, namespace: str | None, obj: Mapping[str, Any]
+        self, resource: Resource, namespace: str | None, obj: Mapping[str, Any]
     ) -> dict[str, Any]:
         self.calls.append(("create", resource.kind, obj["metadata"]["name"]))
         if resource.kind in self.fail_create:
@@ -89,7 +85,7 @@ class FakeKube:
 
     def merge_patch(
         self,
-        resource: ResourceLike,
+        resource: Resource,
         namespace: str | None,
         name: str,
         patch: Mapping[str, Any],
@@ -121,7 +117,7 @@ class FakeKube:
 
     def apply(
         self,
-        resource: ResourceLike,
+        resource: Resource,
         namespace: str | None,
         name: str,
         obj: Mapping[str, Any],
@@ -156,7 +152,7 @@ class FakeKube:
 
     def delete(
         self,
-        resource: ResourceLike,
+        resource: Resource,
         namespace: str | None,
         name: str,
         *,

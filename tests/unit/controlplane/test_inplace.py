@@ -9,7 +9,6 @@ from kcp.api import conditions as c
 from kcp.api import labels
 from kcp.api.groups import KUBEADM_CONFIG, LOCAL_MACHINE, MACHINE
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
-from kcp.controlplane.client import ApiError, ResourceLike
 from kcp.controlplane.inplace import (
     contains,
     deleting_machine_patch,
@@ -23,6 +22,7 @@ from kcp.controlplane.managed_fields import (
 )
 from kcp.controlplane.rollout import machine_up_to_date
 from kcp.controlplane.scope import Scope
+from kcp.rest import ApiError, Resource
 from tests.unit.controlplane.builders import NOW, cluster, kcp, machine
 from tests.unit.controlplane.fakes import FakeKube, FakeTracker, reconciler_on
 from tests.unit.controlplane.test_reconciler import KEY, _running_control_plane
@@ -98,7 +98,7 @@ def _applies(kube: FakeKube) -> list[tuple[str, str]]:
     return [(kind, name) for verb, kind, name in kube.calls if verb == "apply"]
 
 
-def _get(kube: FakeKube, resource: ResourceLike, name: str) -> dict[str, Any]:
+def _get(kube: FakeKube, resource: Resource, name: str) -> dict[str, Any]:
     found = kube.get(resource, NS, name)
     assert found is not None
     return found
@@ -293,7 +293,7 @@ def test_missing_or_vanishing_objects_are_skipped_and_retried() -> None:
     assert _get(kube, LOCAL_MACHINE, "b")["metadata"]["labels"]["x"] == "y"
 
     class Vanishing(FakeKube):
-        def apply(self, resource: ResourceLike, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        def apply(self, resource: Resource, *args: Any, **kwargs: Any) -> dict[str, Any]:
             raise ApiError(404, "NotFound", "gone")
 
     vanishing = Vanishing()
@@ -307,7 +307,7 @@ def test_missing_or_vanishing_objects_are_skipped_and_retried() -> None:
 
 def test_a_failed_apply_is_an_event_and_a_requeue_not_an_exception() -> None:
     class Refusing(FakeKube):
-        def apply(self, resource: ResourceLike, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        def apply(self, resource: Resource, *args: Any, **kwargs: Any) -> dict[str, Any]:
             raise ApiError(422, "Invalid", "metadata.labels: Invalid value")
 
     kube = Refusing()
@@ -404,7 +404,7 @@ def test_release_fields_retries_a_conflict_with_a_fresh_read() -> None:
 
 def test_creating_a_machine_hands_the_in_place_fields_over() -> None:
     class Recording(FakeKube):
-        def create(self, resource: ResourceLike, namespace: str | None, obj: Any) -> Any:
+        def create(self, resource: Resource, namespace: str | None, obj: Any) -> Any:
             created = super().create(resource, namespace, obj)
             created["metadata"]["managedFields"] = copy.deepcopy(MANAGED)
             self.objects[(resource.kind, namespace or "", obj["metadata"]["name"])] = copy.deepcopy(

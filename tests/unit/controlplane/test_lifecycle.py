@@ -8,17 +8,15 @@ from typing import cast
 import pytest
 
 from kcp.api import conditions as c
-from kcp.api import labels
+from kcp.api import groups, labels
 from kcp.api.objects import ClusterView, KubeadmControlPlaneView, MachineView
-from kcp.controlplane.client import ApiError, Kube
-from kcp.controlplane.lifecycle import (
-    is_paused,
-    owned_control_plane_machines,
-    plan_deletion,
-    remove_finalizer,
-)
+from kcp.controlplane.lifecycle import is_paused, owned_control_plane_machines, plan_deletion
+from kcp.rest import ApiError, Kube
+from kcp.runtime.finalizers import remove_finalizer
 from tests.unit.controlplane.builders import cluster, kcp, machine
 from tests.unit.controlplane.fakes import FakeKube
+
+KCP, FINALIZER = groups.KUBEADM_CONTROL_PLANE, labels.KUBEADM_CONTROL_PLANE_FINALIZER
 
 
 def test_pause_by_cluster_or_annotation() -> None:
@@ -58,7 +56,7 @@ def test_removing_the_finalizer_of_an_object_already_gone_is_done_not_an_error()
     stale = kcp()
     stale["metadata"]["finalizers"] = [labels.KUBEADM_CONTROL_PLANE_FINALIZER]
     fake = FakeKube()
-    assert remove_finalizer(cast(Kube, fake), stale) is True
+    assert remove_finalizer(cast(Kube, fake), KCP, stale, FINALIZER) is True
     assert fake.calls == [("patch", "KubeadmControlPlane", stale["metadata"]["name"])]
 
 
@@ -70,5 +68,5 @@ def test_removing_the_finalizer_still_reports_other_errors() -> None:
     stale = copy.deepcopy(stored)
     fake.put(stored)  # a newer resourceVersion: the stale object's patch conflicts
     with pytest.raises(ApiError) as raised:
-        remove_finalizer(cast(Kube, fake), stale)
+        remove_finalizer(cast(Kube, fake), KCP, stale, FINALIZER)
     assert raised.value.status == 409

@@ -9,7 +9,6 @@ import pytest
 
 from kcp.api import conditions as c
 from kcp.api.objects import KubeadmControlPlaneView
-from kcp.controlplane.client import ResourceLike
 from kcp.controlplane.naming import (
     DEFAULT_TEMPLATE,
     MachineNamingError,
@@ -19,6 +18,7 @@ from kcp.controlplane.naming import (
     render_machine_name,
 )
 from kcp.controlplane.validation import validate_spec
+from kcp.rest import Resource
 from kcp.runtime.controller import ObjectKey
 from tests.unit.controlplane.builders import cluster, kcp
 from tests.unit.controlplane.fakes import FakeKube, reconciler_on
@@ -135,9 +135,9 @@ def test_a_bad_template_is_a_condition_and_an_event_and_creates_nothing() -> Non
 class _Taken(FakeKube):
     """Every name the template renders is taken already (by someone else's object)."""
 
-    def create(self, resource: ResourceLike, namespace: str | None, obj: Any) -> dict[str, Any]:
+    def create(self, resource: Resource, namespace: str | None, obj: Any) -> dict[str, Any]:
         if resource.kind == "LocalMachine":
-            from kcp.controlplane.client import ApiError
+            from kcp.rest import ApiError
 
             raise ApiError(409, "AlreadyExists", f'localmachines "{obj["metadata"]["name"]}"')
         return super().create(resource, namespace, obj)

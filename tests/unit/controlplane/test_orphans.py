@@ -11,11 +11,11 @@ import pytest
 from kcp.api import labels
 from kcp.api.groups import KUBEADM_CONFIG, MACHINE
 from kcp.api.objects import ClusterView
-from kcp.controlplane.client import ResourceLike
 from kcp.controlplane.events import EventRecorder
 from kcp.controlplane.orphans import Orphans
 from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.controlplane.scope import Scope
+from kcp.rest import Resource
 from kcp.runtime.controller import ObjectKey
 from tests.unit.controlplane.builders import NOW, cluster, kcp, machine
 from tests.unit.controlplane.fakes import FakeCache, FakeKube, FakeTracker
@@ -33,7 +33,7 @@ class CrashingKube(FakeKube):
     crash = True
 
     def create(
-        self, resource: ResourceLike, namespace: str | None, obj: Mapping[str, Any]
+        self, resource: Resource, namespace: str | None, obj: Mapping[str, Any]
     ) -> dict[str, Any]:
         if resource.kind == "Machine" and self.crash:
             self.crash = False

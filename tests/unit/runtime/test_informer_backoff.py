@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from kcp.rest import ApiError, Resource, timeouts
 from kcp.runtime.informer import Backoff, Informer
-from kcp.runtime.listing import ApiError, ResourceKind, timeouts
 from kcp.runtime.watching import (
     INITIAL_EVENTS_END_ANNOTATION,
     MAX_WATCH_TIMEOUT,
@@ -17,11 +17,11 @@ from kcp.runtime.watching import (
     watch_query,
 )
 
-SECRETS = ResourceKind("", "v1", "secrets", "Secret")
-KCPS = ResourceKind(
-    "controlplane.cluster.x-k8s.io", "v1beta2", "kubeadmcontrolplanes", "KubeadmControlPlane"
+SECRETS = Resource("", "v1", "Secret", "secrets")
+KCPS = Resource(
+    "controlplane.cluster.x-k8s.io", "v1beta2", "KubeadmControlPlane", "kubeadmcontrolplanes"
 )
-NODES = ResourceKind("", "v1", "nodes", "Node", namespaced=False)
+NODES = Resource("", "v1", "Node", "nodes", namespaced=False)
 
 
 def test_backoff_grows_from_0_8_to_30_seconds_with_jitter_and_resets() -> None:
@@ -41,17 +41,17 @@ def test_backoff_jitter_spreads_delays() -> None:
 
 
 def test_resource_paths() -> None:
-    assert SECRETS.collection_path(None) == "/api/v1/secrets"
-    assert SECRETS.collection_path("ns") == "/api/v1/namespaces/ns/secrets"
-    assert SECRETS.object_path("ns", "s") == "/api/v1/namespaces/ns/secrets/s"
+    assert SECRETS.path(None) == "/api/v1/secrets"
+    assert SECRETS.path("ns") == "/api/v1/namespaces/ns/secrets"
+    assert SECRETS.path("ns", "s") == "/api/v1/namespaces/ns/secrets/s"
     assert KCPS.api_version == "controlplane.cluster.x-k8s.io/v1beta2"
-    assert KCPS.collection_path("ns") == (
+    assert KCPS.path("ns") == (
         "/apis/controlplane.cluster.x-k8s.io/v1beta2/namespaces/ns/kubeadmcontrolplanes"
     )
-    assert NODES.collection_path("ignored") == "/api/v1/nodes"
-    assert NODES.object_path(None, "n1") == "/api/v1/nodes/n1"
+    assert NODES.path() == "/api/v1/nodes"  # an informer scoped to a namespace drops it
+    assert NODES.path(None, "n1") == "/api/v1/nodes/n1"
     with pytest.raises(ValueError, match="namespaced"):
-        SECRETS.object_path(None, "s")
+        SECRETS.path(None, "s")
 
 
 def test_streaming_list_query() -> None:

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from kcp.rest import ApiError, Resource
 from kcp.runtime.informer import Informer
-from kcp.runtime.listing import ApiError, ResourceKind
 from kcp.runtime.watching import WatchEvent, WatchStream
 
-SECRETS = ResourceKind("", "v1", "secrets", "Secret")
+SECRETS = Resource("", "v1", "Secret", "secrets")
 
 
 def secret(name: str, rv: str, **labels: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from kcp.runtime.throttle import TokenBucket, throttle_api_client
+from kcp.rest.throttle import TokenBucket, throttle_api_client
 
 
 def test_bucket_allows_a_burst_then_the_sustained_rate() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import kcp.sim
-from kcp.api import groups
 from kcp.etcd import Member
+from kcp.rest import Resource
 from kcp.sim.dev import apply_manifests
 from kcp.sim.etcd_member import _initial_cluster
 from kcp.sim.manifests import ClusterMaterial, cluster_objects
@@ -129,7 +129,7 @@ class _FakeKube:
     def __init__(self) -> None:
         self.created: list[tuple[str, str | None, str]] = []
 
-    def create(self, resource: groups.Resource, namespace: str | None, body: dict[str, Any]) -> Any:
+    def create(self, resource: Resource, namespace: str | None, body: dict[str, Any]) -> Any:
         self.created.append((resource.kind, namespace, body["metadata"]["name"]))
         return body
 

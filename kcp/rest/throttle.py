@@ -2,6 +2,8 @@
 
 The official Python client has none; client-go's token bucket is the model: up
 to `burst` requests at once, then `qps` per second, callers waiting their turn.
+One bucket per ApiClient, shared by its typed calls (through `rest_client.request`)
+and by `kcp.rest.Kube`'s requests (which ask `token_bucket` for it).
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from typing import Any, cast
-
-from kubernetes import client as k8s
 
 
 class TokenBucket:
@@ -42,8 +42,9 @@ class TokenBucket:
         return delay
 
 
-def throttle_api_client(api_client: k8s.ApiClient, qps: float, burst: int) -> k8s.ApiClient:
-    """Make every request of `api_client` wait for a token; qps <= 0 leaves it unlimited.
+def throttle_api_client(api_client: Any, qps: float, burst: int) -> Any:
+    """Make every request of `api_client` (a `kubernetes.client.ApiClient`) wait for a token;
+    qps <= 0 leaves it unlimited.
 
     Idempotent: a client already throttled keeps its first bucket's settings.
     """
@@ -60,3 +61,10 @@ def throttle_api_client(api_client: k8s.ApiClient, qps: float, burst: int) -> k8
     rest.request = request
     rest._kcp_token_bucket = bucket
     return api_client
+
+
+def token_bucket(api_client: Any) -> TokenBucket | None:
+    """The bucket `throttle_api_client` gave `api_client`, if any."""
+    rest = getattr(api_client, "rest_client", None)
+    bucket = getattr(rest, "_kcp_token_bucket", None)
+    return bucket if isinstance(bucket, TokenBucket) else None
