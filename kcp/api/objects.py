@@ -65,7 +65,8 @@ class Address:
     address: str
 
 
-def _dig(obj: Mapping[str, Any], *path: str) -> Any:
+def dig(obj: Mapping[str, Any] | None, *path: str) -> Any:
+    """The value at `path`, or None if any step is missing or not a mapping."""
     value: Any = obj
     for key in path:
         if not isinstance(value, Mapping):
@@ -198,12 +199,12 @@ class ObjectView:
     @property
     def conditions(self) -> list[dict[str, Any]]:
         """`status.conditions`, or an empty list."""
-        value = _dig(self.raw, "status", "conditions")
+        value = dig(self.raw, "status", "conditions")
         return [c for c in value if isinstance(c, dict)] if isinstance(value, list) else []
 
     @property
     def observed_generation(self) -> int | None:
-        return _int(_dig(self.raw, "status", "observedGeneration"))
+        return _int(dig(self.raw, "status", "observedGeneration"))
 
     @property
     def owner_cluster_name(self) -> str | None:
@@ -220,7 +221,7 @@ class KubeadmControlPlaneView(ObjectView):
     __slots__ = ()
 
     def _spec(self, *path: str) -> Any:
-        return _dig(self.raw, "spec", *path)
+        return dig(self.raw, "spec", *path)
 
     @property
     def cluster_name(self) -> str | None:
@@ -284,19 +285,19 @@ class KubeadmControlPlaneView(ObjectView):
 
     @property
     def status_replicas(self) -> int | None:
-        return _int(_dig(self.raw, "status", "replicas"))
+        return _int(dig(self.raw, "status", "replicas"))
 
     @property
     def status_version(self) -> str | None:
-        return _str(_dig(self.raw, "status", "version"))
+        return _str(dig(self.raw, "status", "version"))
 
     @property
     def selector(self) -> str | None:
-        return _str(_dig(self.raw, "status", "selector"))
+        return _str(dig(self.raw, "status", "selector"))
 
     @property
     def control_plane_initialized(self) -> bool:
-        return _dig(self.raw, "status", "initialization", "controlPlaneInitialized") is True
+        return dig(self.raw, "status", "initialization", "controlPlaneInitialized") is True
 
 
 class ClusterView(ObjectView):
@@ -307,34 +308,34 @@ class ClusterView(ObjectView):
     @property
     def paused(self) -> bool:
         """`spec.paused`; see also `paused_annotation`."""
-        return _dig(self.raw, "spec", "paused") is True
+        return dig(self.raw, "spec", "paused") is True
 
     @property
     def control_plane_endpoint(self) -> tuple[str, int] | None:
         """`(host, port)` once both are set, else None."""
-        host = _str(_dig(self.raw, "spec", "controlPlaneEndpoint", "host"))
-        port = _int(_dig(self.raw, "spec", "controlPlaneEndpoint", "port"))
+        host = _str(dig(self.raw, "spec", "controlPlaneEndpoint", "host"))
+        port = _int(dig(self.raw, "spec", "controlPlaneEndpoint", "port"))
         return (host, port) if host is not None and port else None
 
     @property
     def control_plane_ref(self) -> ObjectRef | None:
-        return _ref(_dig(self.raw, "spec", "controlPlaneRef"))
+        return _ref(dig(self.raw, "spec", "controlPlaneRef"))
 
     @property
     def infrastructure_ref(self) -> ObjectRef | None:
-        return _ref(_dig(self.raw, "spec", "infrastructureRef"))
+        return _ref(dig(self.raw, "spec", "infrastructureRef"))
 
     @property
     def infrastructure_provisioned(self) -> bool:
-        return _dig(self.raw, "status", "initialization", "infrastructureProvisioned") is True
+        return dig(self.raw, "status", "initialization", "infrastructureProvisioned") is True
 
     @property
     def control_plane_initialized(self) -> bool:
-        return _dig(self.raw, "status", "initialization", "controlPlaneInitialized") is True
+        return dig(self.raw, "status", "initialization", "controlPlaneInitialized") is True
 
     @property
     def failure_domains(self) -> tuple[FailureDomain, ...]:
-        value = _dig(self.raw, "status", "failureDomains")
+        value = dig(self.raw, "status", "failureDomains")
         return tuple(
             FailureDomain(
                 name=str(fd["name"]),
@@ -358,7 +359,7 @@ class MachineView(ObjectView):
 
     @property
     def cluster_name(self) -> str:
-        return str(_dig(self.raw, "spec", "clusterName") or "")
+        return str(dig(self.raw, "spec", "clusterName") or "")
 
     @property
     def is_control_plane(self) -> bool:
@@ -371,38 +372,38 @@ class MachineView(ObjectView):
 
     @property
     def version(self) -> str | None:
-        return _str(_dig(self.raw, "spec", "version"))
+        return _str(dig(self.raw, "spec", "version"))
 
     @property
     def provider_id(self) -> str | None:
-        return _str(_dig(self.raw, "spec", "providerID"))
+        return _str(dig(self.raw, "spec", "providerID"))
 
     @property
     def failure_domain(self) -> str | None:
         """Where the Machine was placed: `spec.failureDomain`, else `status.failureDomain`."""
-        return _str(_dig(self.raw, "spec", "failureDomain")) or _str(
-            _dig(self.raw, "status", "failureDomain")
+        return _str(dig(self.raw, "spec", "failureDomain")) or _str(
+            dig(self.raw, "status", "failureDomain")
         )
 
     @property
     def bootstrap_config_ref(self) -> ObjectRef | None:
-        return _ref(_dig(self.raw, "spec", "bootstrap", "configRef"))
+        return _ref(dig(self.raw, "spec", "bootstrap", "configRef"))
 
     @property
     def data_secret_name(self) -> str | None:
-        return _str(_dig(self.raw, "spec", "bootstrap", "dataSecretName"))
+        return _str(dig(self.raw, "spec", "bootstrap", "dataSecretName"))
 
     @property
     def infrastructure_ref(self) -> ObjectRef | None:
-        return _ref(_dig(self.raw, "spec", "infrastructureRef"))
+        return _ref(dig(self.raw, "spec", "infrastructureRef"))
 
     @property
     def node_name(self) -> str | None:
-        return _str(_dig(self.raw, "status", "nodeRef", "name"))
+        return _str(dig(self.raw, "status", "nodeRef", "name"))
 
     @property
     def addresses(self) -> tuple[Address, ...]:
-        value = _dig(self.raw, "status", "addresses")
+        value = dig(self.raw, "status", "addresses")
         return tuple(
             Address(type=str(a.get("type", "")), address=str(a["address"]))
             for a in (value if isinstance(value, list) else [])
@@ -411,15 +412,15 @@ class MachineView(ObjectView):
 
     @property
     def phase(self) -> str | None:
-        return _str(_dig(self.raw, "status", "phase"))
+        return _str(dig(self.raw, "status", "phase"))
 
     @property
     def infrastructure_provisioned(self) -> bool:
-        return _dig(self.raw, "status", "initialization", "infrastructureProvisioned") is True
+        return dig(self.raw, "status", "initialization", "infrastructureProvisioned") is True
 
     @property
     def bootstrap_data_secret_created(self) -> bool:
-        return _dig(self.raw, "status", "initialization", "bootstrapDataSecretCreated") is True
+        return dig(self.raw, "status", "initialization", "bootstrapDataSecretCreated") is True
 
     @property
     def certificates_expiry_date(self) -> datetime | None:
@@ -427,4 +428,4 @@ class MachineView(ObjectView):
         annotated = parse_time(
             self.annotations.get(labels.MACHINE_CERTIFICATES_EXPIRY_DATE_ANNOTATION)
         )
-        return annotated or parse_time(_dig(self.raw, "status", "certificatesExpiryDate"))
+        return annotated or parse_time(dig(self.raw, "status", "certificatesExpiryDate"))

@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kcp import certs
+from kcp.api.objects import dig
 from kcp.certs import KeyPair
 from kcp.sim.pki import ClusterPKI
 
@@ -220,8 +221,8 @@ def parse_user_data(
             )
         discovery = None
         node_name = _node_name(init)
-        certificates_dir = str(_dig(cluster, "certificatesDir") or DEFAULT_CERTIFICATES_DIR)
-        if _dig(cluster, "etcd", "external"):
+        certificates_dir = str(dig(cluster, "certificatesDir") or DEFAULT_CERTIFICATES_DIR)
+        if dig(cluster, "etcd", "external"):
             raise BootstrapDataError(
                 f"{where}: ClusterConfiguration uses external etcd; the simulator runs stacked "
                 "etcd only (one member per machine): remove clusterConfiguration.etcd.external"
@@ -239,7 +240,7 @@ def parse_user_data(
             )
         discovery = _token_discovery(join, f"{where}: JoinConfiguration.discovery")
         node_name = _node_name(join)
-        ca_path = str(_dig(join, "caCertPath") or "")
+        ca_path = str(dig(join, "caCertPath") or "")
         certificates_dir = posixpath.dirname(ca_path) if ca_path else DEFAULT_CERTIFICATES_DIR
     authorities = _authorities(
         files, certificates_dir, where, need_front_proxy=command is KubeadmCommand.JOIN
@@ -456,17 +457,8 @@ def _kubeadm_documents(text: str, at: str) -> dict[str, dict[str, Any]]:
     return documents
 
 
-def _dig(obj: Mapping[str, Any] | None, *path: str) -> Any:
-    value: Any = obj
-    for key in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
-
-
 def _node_name(config: Mapping[str, Any] | None) -> str | None:
-    name = _dig(config, "nodeRegistration", "name")
+    name = dig(config, "nodeRegistration", "name")
     return str(name) if name else None
 
 

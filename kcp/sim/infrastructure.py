@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from kcp import certs
 from kcp.api import groups, labels
 from kcp.api.conditions import READY
+from kcp.api.objects import dig
 from kcp.rest import ApiError, Resource
 from kcp.runtime import ObjectKey, Result, get_logger
 from kcp.runtime.finalizers import add_finalizer, has_finalizer, remove_finalizer
@@ -29,7 +30,7 @@ from kcp.sim.etcd_member import EtcdJoinError
 from kcp.sim.faults import MACHINE_COMPONENTS, Component, Fault, faults_from_annotations
 from kcp.sim.kubeadm import EtcdStartConflict
 from kcp.sim.machine import MachineSpec, ProvisionError, SimMachine
-from kcp.sim.objects import dig, merged_conditions, meta, owner_name
+from kcp.sim.objects import merged_conditions, meta, owner_name
 from kcp.sim.pki import PKINotReady, load_cluster_pki
 from kcp.sim.state import LOCAL_CLUSTER_FINALIZER, LOCAL_MACHINE_FINALIZER, SimState
 from kcp.sim.workload import ContainerState

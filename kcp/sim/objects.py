@@ -16,26 +16,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kcp.api.conditions import find_condition, set_condition
+from kcp.api.objects import dig
 from kcp.rest import ApiError, Kube, Resource
 
 __all__ = [
     "create_if_absent",
-    "dig",
     "ensure_owner",
     "merged_conditions",
     "meta",
     "owner_name",
 ]
-
-
-def dig(obj: Mapping[str, Any] | None, *path: str) -> Any:
-    """The value at `path`, or None if any step is missing or not a mapping."""
-    value: Any = obj
-    for key in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
 
 
 def meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -61,9 +51,9 @@ def create_if_absent(
     try:
         return kube.create(resource, namespace, body)
     except ApiError as error:
-        if error.conflict:
-            return None
-        raise
+        if not error.conflict:
+            raise
+        return None
 
 
 def ensure_owner(

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from kcp.api.objects import dig
 from kcp.runtime import Controller, ObjectKey, Result, get_logger, new_registry
 from kcp.runtime.handlers import EventHandler, enqueue_self, map_to
 from kcp.runtime.informer import Informer
@@ -46,7 +47,7 @@ from kcp.sim.infrastructure import (
 )
 from kcp.sim.launcher import Launcher
 from kcp.sim.machine import SimMachine
-from kcp.sim.objects import dig, meta
+from kcp.sim.objects import meta
 from kcp.sim.options import SimOptions
 from kcp.sim.state import Caches, SimState
 from kcp.testing import binaries

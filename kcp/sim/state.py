@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kcp.api import groups
+from kcp.api.objects import dig
 from kcp.rest import Kube, Resource
 from kcp.runtime.informer import Informer
 from kcp.sim.cluster import SimCluster, SimContext
 from kcp.sim.machine import SimMachine
-from kcp.sim.objects import dig
 
 __all__ = [
     "LOCAL_CLUSTER_FINALIZER",
