@@ -51,7 +51,7 @@ class SteadyWorkload:
     """Shared workload-side objects and the per-cluster Secret data and Machine."""
 
     kube: Any
-    """`kcp.controlplane.client.Kube` of the management cluster."""
+    """`kcp.rest.Kube` of the management cluster."""
     pki_dir: Path
     """The management cluster's PKI directory (its CA signs the admin kubeconfig)."""
     kubeconfig: bytes
