@@ -21,6 +21,7 @@ from typing import Any
 
 import urllib3
 
+from kcp.rest.discovery import discover
 from kcp.rest.errors import ApiError, Unreachable, error_from_body
 from kcp.rest.resource import Resource
 from kcp.rest.throttle import token_bucket
@@ -408,36 +409,10 @@ class Kube:
             cached = self._kinds.get((api_group, kind))
         if cached is not None:
             return cached
-        found = self._discover(api_group, kind)
+        found = discover(self, api_group, kind)
         with self._kinds_lock:
             self._kinds[(api_group, kind)] = found
         return found
-
-    def _discover(self, api_group: str, kind: str) -> Resource:
-        try:
-            group = self.request("GET", f"/apis/{api_group}")
-        except ApiError as error:
-            if error.not_found:
-                raise LookupError(
-                    f"the API server serves no API group {api_group!r} (is the provider's CRD "
-                    "installed?)"
-                ) from None
-            raise
-        preferred = str((group.get("preferredVersion") or {}).get("version") or "")
-        versions = [str(v.get("version")) for v in group.get("versions") or [] if v.get("version")]
-        ordered = [preferred, *[v for v in versions if v != preferred]] if preferred else versions
-        for version in ordered:
-            listing = self.request("GET", f"/apis/{api_group}/{version}")
-            for entry in listing.get("resources") or []:
-                if entry.get("kind") == kind and "/" not in str(entry.get("name", "")):
-                    return Resource(
-                        api_group,
-                        version,
-                        kind,
-                        str(entry["name"]),
-                        namespaced=bool(entry.get("namespaced", True)),
-                    )
-        raise LookupError(f"the API server serves no kind {kind} in API group {api_group}")
 
 
 def _decode(raw: bytes, path: str) -> dict[str, Any]:
