@@ -141,8 +141,10 @@ def run_contender(
     # of 3 at a time would make the fleet's boot, not the controller, the measure).
     fleet = RealFleet(env, contender, machine_concurrency=max(3, settings.clusters))
     result["namespace"] = fleet.namespace
+    starting = time.monotonic()
     try:
         fleet.start()
+        result["start_seconds"] = round(time.monotonic() - starting, 1)
     except Exception as error:
         fleet.stop()
         result["error"] = _error(error)

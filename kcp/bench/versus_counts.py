@@ -2,7 +2,9 @@
 
 - Requests to the management API server: its audit log (JSON lines), one
   request per `auditID`, grouped by the authenticated user (each controller
-  gets a client certificate of its own, whatever client library it uses).
+  gets a client certificate of its own, whatever client library it uses), and
+  per user by verb and resource (`request_kind`), with the answers that were
+  not a success apart (a 409 is a write redone).
 - Port-forwards opened to the workload clusters' Pods: the node agents' logs
   (the simulated kubelet logs one `"Port-forward"` line per connection the
   workload API server makes to it), split by Pod (etcd or kube-apiserver).
@@ -19,6 +21,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "AUDIT_POLICY",
@@ -27,6 +30,7 @@ __all__ = [
     "audit_requests",
     "metric_value",
     "port_forwards",
+    "request_kind",
 ]
 
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
@@ -42,11 +46,32 @@ rules:
 PORT_FORWARD_MARK = '"Port-forward"'
 
 
-def audit_requests(lines: Iterable[str], seen: set[str] | None = None) -> Counter[str]:
+def request_kind(event: dict[str, Any]) -> str:
+    """`verb resource[/subresource]` of an audit event (`verb path` for a non-resource URL),
+    with ` <code>` appended when the answer was not a success."""
+    verb = str(event.get("verb") or "?")
+    ref = event.get("objectRef")
+    if isinstance(ref, dict) and ref.get("resource"):
+        what = str(ref["resource"])
+        if ref.get("subresource"):
+            what = f"{what}/{ref['subresource']}"
+    else:
+        what = str(event.get("requestURI") or "?").split("?", 1)[0]
+    code = (event.get("responseStatus") or {}).get("code")
+    failed = isinstance(code, int) and not 200 <= code < 300
+    return f"{verb} {what} {code}" if failed else f"{verb} {what}"
+
+
+def audit_requests(
+    lines: Iterable[str],
+    seen: set[str] | None = None,
+    by_kind: dict[str, Counter[str]] | None = None,
+) -> Counter[str]:
     """Requests per user in audit log `lines` (a watch logs two stages: counted once).
 
     `seen` carries the audit IDs already counted across calls; lines that are not
-    complete JSON events are skipped.
+    complete JSON events are skipped. `by_kind`, when given, gets each user's
+    requests counted by `request_kind` too.
     """
     seen = set() if seen is None else seen
     counts: Counter[str] = Counter()
@@ -64,6 +89,8 @@ def audit_requests(lines: Iterable[str], seen: set[str] | None = None) -> Counte
         user = (event.get("user") or {}).get("username")
         if user:
             counts[str(user)] += 1
+            if by_kind is not None:
+                by_kind.setdefault(str(user), Counter())[request_kind(event)] += 1
     return counts
 
 
@@ -124,11 +151,22 @@ class AuditCounter(_TailCounter):
         self.path = path
         self._seen: set[str] = set()
         self._totals: Counter[str] = Counter()
+        self._by_kind: dict[str, Counter[str]] = {}
 
     def totals(self) -> dict[str, int]:
         with self._lock:
-            self._totals.update(audit_requests(self._new_lines(self.path), self._seen))
+            self._read()
             return dict(self._totals)
+
+    def of(self, user: str) -> tuple[int, dict[str, int]]:
+        """`user`'s requests so far: the total and the count by `request_kind`, read together."""
+        with self._lock:
+            self._read()
+            return self._totals.get(user, 0), dict(self._by_kind.get(user) or {})
+
+    def _read(self) -> None:
+        lines = self._new_lines(self.path)
+        self._totals.update(audit_requests(lines, self._seen, self._by_kind))
 
 
 class PortForwardCounter(_TailCounter):

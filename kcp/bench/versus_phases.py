@@ -32,6 +32,7 @@ __all__ = [
     "PhaseError",
     "Window",
     "change_every_cluster",
+    "kind_difference",
     "rollout_and_scale_up",
     "settle",
     "steady",
@@ -59,6 +60,7 @@ class Window:
     cpu: float
     reconciles: float
     requests: int
+    requests_by_kind: dict[str, int]
     port_forwards: dict[str, int]
     quorum_at: tuple[int, int]
 
@@ -71,7 +73,7 @@ class Window:
             time.monotonic(),
             procstat.cpu_seconds(fleet.pid),
             fleet.reconciles(),
-            audit.totals().get(fleet.contender.user, 0),
+            *audit.of(fleet.contender.user),
             fleet.port_forwards.poll(),
             quorum.snapshot(),
         )
@@ -80,7 +82,8 @@ class Window:
         wall = time.monotonic() - self.started
         cpu = procstat.cpu_seconds(self.fleet.pid) - self.cpu
         reconciles = self.fleet.reconciles() - self.reconciles
-        requests = self.audit.totals().get(self.fleet.contender.user, 0) - self.requests
+        total, by_kind = self.audit.of(self.fleet.contender.user)
+        requests = total - self.requests
         forwards = self.fleet.port_forwards.poll()
         samples, lost = self.quorum.snapshot()
         minutes = wall / 60.0
@@ -90,6 +93,8 @@ class Window:
             "reconciles": int(reconciles),
             "cpu_ms_per_reconcile": round(1000 * cpu / reconciles, 2) if reconciles >= 1 else None,
             "requests_per_minute": round(requests / minutes, 1),
+            "requests": requests,
+            "requests_by_kind": kind_difference(by_kind, self.requests_by_kind),
             "port_forwards_per_minute": round(
                 (sum(forwards.values()) - sum(self.port_forwards.values())) / minutes, 1
             ),
@@ -99,6 +104,12 @@ class Window:
             "quorum_samples": samples - self.quorum_at[0],
             "quorum_lost_samples": lost - self.quorum_at[1],
         }
+
+
+def kind_difference(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """The requests by kind made between two snapshots, most frequent first (none left out)."""
+    grown = {k: v - before.get(k, 0) for k, v in now.items() if v > before.get(k, 0)}
+    return dict(sorted(grown.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _wait_available(fleet: RealFleet, timeout: float, what: str) -> float:

@@ -13,7 +13,16 @@ from typing import Any
 
 from kcp.bench import table
 
-__all__ = ["MEASURES", "PLOTTED", "cell", "comparison_rows", "ratios", "render"]
+__all__ = [
+    "MEASURES",
+    "PLOTTED",
+    "cell",
+    "comparison_rows",
+    "ratios",
+    "render",
+    "requests_by_kind",
+    "requests_by_kind_rows",
+]
 
 MEASURES: tuple[tuple[str, str, str], ...] = (
     ("create+settle", "settle", "seconds_to_available"),
@@ -161,12 +170,49 @@ def ratios(results: Sequence[dict[str, Any]], other: str) -> list[tuple[str, flo
     return found
 
 
+def requests_by_kind(result: dict[str, Any]) -> dict[str, int]:
+    """A contender's management API requests over every phase, by verb and resource."""
+    totals: dict[str, int] = {}
+    for figures in (result.get("phases") or {}).values():
+        for kind, count in (figures.get("requests_by_kind") or {}).items():
+            totals[kind] = totals.get(kind, 0) + int(count)
+    return totals
+
+
+def requests_by_kind_rows(results: Sequence[dict[str, Any]], top: int = 20) -> list[list[str]]:
+    """The `top` request kinds by their largest count among contenders, one column each, and
+    the difference kcp minus each other (what kcp does more is positive)."""
+    names = [r["contender"] for r in results]
+    counts = [requests_by_kind(r) for r in results]
+    kinds = sorted(
+        {k for c in counts for k in c}, key=lambda k: (-max(c.get(k, 0) for c in counts), k)
+    )
+    mine = counts[names.index("kcp")] if "kcp" in names else None
+    rows: list[list[str]] = []
+    for kind in kinds[:top]:
+        row = [kind, *(str(c.get(kind, 0)) for c in counts)]
+        if mine is not None:
+            row += [
+                f"{mine.get(kind, 0) - c.get(kind, 0):+d}"
+                for n, c in zip(names, counts, strict=True)
+                if n != "kcp"
+            ]
+        rows.append(row)
+    return rows
+
+
 def render(results: Sequence[dict[str, Any]], title: str) -> str:
     names = [r["contender"] for r in results]
     headers = ["measure", *names]
     if "kcp" in names:
         headers += [f"kcp/{n}" for n in names if n != "kcp"]
     lines = [table.render(title, headers, comparison_rows(results))]
+    kinds = requests_by_kind_rows(results)
+    if kinds:
+        kind_headers = ["mgmt API requests, all phases", *names]
+        if "kcp" in names:
+            kind_headers += [f"kcp-{n}" for n in names if n != "kcp"]
+        lines.append(table.render("", kind_headers, kinds))
     for result in results:
         if result.get("error"):
             lines.append(f"  {result['contender']}: FAILED to start: {result['error']}")
@@ -189,5 +235,5 @@ def _parts(phase: str, figures: dict[str, Any]) -> list[tuple[str, dict[str, Any
     return [
         (f"{phase}.{k}", v)
         for k, v in figures.items()
-        if isinstance(v, dict) and k != "port_forwards_by_pod"
+        if isinstance(v, dict) and k not in ("port_forwards_by_pod", "requests_by_kind")
     ]

@@ -12,7 +12,15 @@ from kcp.bench.versus_counts import (
     metric_value,
     port_forwards,
 )
-from kcp.bench.versus_report import FAILED, cell, comparison_rows, render
+from kcp.bench.versus_phases import kind_difference
+from kcp.bench.versus_report import (
+    FAILED,
+    cell,
+    comparison_rows,
+    render,
+    requests_by_kind,
+    requests_by_kind_rows,
+)
 
 
 def _event(audit_id: str, user: str, stage: str = "ResponseComplete") -> str:
@@ -125,3 +133,71 @@ def test_figures_measured_on_a_fleet_not_all_available_are_marked() -> None:
     rows = {row[0]: row[1:] for row in comparison_rows([kcp, capi])}
     assert rows["steady: CPU cores"] == ["0.100!", "0.200", "0.50"]
     assert "kcp steady (figures marked !): v00" in render([kcp, capi], "t")
+
+
+def _request(audit_id: str, verb: str, resource: str, code: int = 200, **ref: str) -> str:
+    return json.dumps(
+        {
+            "auditID": audit_id,
+            "stage": "ResponseComplete",
+            "user": {"username": "kcp-bench-kcp"},
+            "verb": verb,
+            "objectRef": {"resource": resource, **ref},
+            "responseStatus": {"code": code},
+        }
+    )
+
+
+def test_audit_counter_breaks_requests_down_by_verb_and_resource(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    lines = [
+        _request("a", "patch", "kubeadmcontrolplanes", subresource="status"),
+        _request("b", "patch", "kubeadmcontrolplanes", 409, subresource="status"),
+        _request("c", "create", "events"),
+        _request("d", "get", "secrets"),
+        json.dumps(
+            {
+                "auditID": "e",
+                "user": {"username": "kcp-bench-kcp"},
+                "verb": "get",
+                "requestURI": "/apis/cluster.x-k8s.io?timeout=32s",
+                "responseStatus": {"code": 200},
+            }
+        ),
+        _event("f", "kcp-bench-capi"),
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    counter = AuditCounter(log)
+    total, by_kind = counter.of("kcp-bench-kcp")
+    assert total == 5
+    assert by_kind == {
+        "patch kubeadmcontrolplanes/status": 1,
+        "patch kubeadmcontrolplanes/status 409": 1,
+        "create events": 1,
+        "get secrets": 1,
+        "get /apis/cluster.x-k8s.io": 1,
+    }
+    assert counter.of("nobody") == (0, {})
+
+
+def test_a_window_keeps_the_requests_it_saw_by_kind() -> None:
+    before = {"get secrets": 2, "create events": 1}
+    now = {"get secrets": 5, "create events": 1, "patch machines": 1}
+    assert kind_difference(now, before) == {"get secrets": 3, "patch machines": 1}
+
+
+def test_the_report_compares_requests_by_kind_over_every_phase() -> None:
+    kcp = {
+        "contender": "kcp",
+        "phases": {
+            "settle": {"requests_by_kind": {"create events": 4, "get secrets": 2}},
+            "change": {"requests_by_kind": {"create events": 1}},
+        },
+    }
+    capi = {"contender": "capi", "phases": {"settle": {"requests_by_kind": {"get secrets": 3}}}}
+    assert requests_by_kind(kcp) == {"create events": 5, "get secrets": 2}
+    rows = requests_by_kind_rows([kcp, capi])
+    assert rows == [["create events", "5", "0", "+5"], ["get secrets", "2", "3", "-1"]]
+    text = render([kcp, capi], "t")
+    assert "kcp-capi" in text
+    assert "FAILED" not in text  # a phase's breakdown is not mistaken for a failed part
