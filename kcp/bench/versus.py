@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import tempfile
 import threading
 import time
@@ -91,8 +92,14 @@ def audited_cluster(
         policy.write_text(AUDIT_POLICY.format(users=json.dumps(users)))
         log = Path(directory) / "audit.log"
         args = [f"--audit-policy-file={policy}", f"--audit-log-path={log}"]
-        with management_cluster(progress, keep_logs=keep_logs, apiserver_args=args) as env:
-            yield env, AuditCounter(log)
+        try:
+            with management_cluster(progress, keep_logs=keep_logs, apiserver_args=args) as env:
+                yield env, AuditCounter(log)
+        finally:
+            if keep_logs is not None and log.exists():
+                # Kept to explain a count later (which object, which answer, in what order).
+                keep_logs.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(log, keep_logs / "audit.log")
 
 
 def _phase_plan(
