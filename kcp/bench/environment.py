@@ -75,7 +75,8 @@ def management_cluster(
     """Start a local kube-apiserver + etcd (WatchList on) for the benchmarks, then stop it.
 
     With `keep_logs`, every log file written under the work directory (the measured
-    controllers', the API server's) is copied there before the directory is removed.
+    controllers', the API server's) and every `snapshots/*.json` is copied there before
+    the directory is removed.
     """
     from kcp.testing.controlplane import ControlPlaneOptions, LocalControlPlane
 
@@ -100,7 +101,7 @@ def management_cluster(
 
 
 def _copy_logs(work_dir: Path, destination: Path) -> None:
-    for log in work_dir.rglob("*.log"):
+    for log in [*work_dir.rglob("*.log"), *work_dir.rglob("snapshots/*.json")]:
         target = destination / log.relative_to(work_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):

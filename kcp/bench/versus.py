@@ -174,6 +174,8 @@ def run_contender(
                     "error": _error(error),
                     "traceback": traceback.format_exc(limit=4),
                 }
+            if settings.keep_logs is not None:
+                fleet.snapshot(phase)
         result["peak_rss_mib"] = round(procstat.sample(fleet.pid).peak_rss / procstat.MIB, 1)
         result["quorum_samples"], result["quorum_lost_samples"] = quorum.snapshot()
         result["quorum_lost"] = list(quorum.lost)

@@ -334,6 +334,25 @@ class RealFleet:
             if (m["metadata"].get("labels") or {}).get(CLUSTER_NAME_LABEL) == cluster
         ]
 
+    def snapshot(self, label: str) -> None:
+        """Write the Machines and control planes as they are now (without managed fields) to
+        `snapshots/<label>.json` in the work directory, kept with the logs: their conditions'
+        transition times say where a phase spent its time."""
+        import json
+
+        def slim(obj: dict[str, Any]) -> dict[str, Any]:
+            metadata = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+            return {**obj, "metadata": metadata}
+
+        with contextlib.suppress(Exception):
+            found = {
+                "machines": [slim(m) for m in self.machines()],
+                "control_planes": [slim(p) for p in self.control_planes().values()],
+            }
+            path = self.work_dir / "snapshots" / f"{label}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(found, indent=1))
+
     def kubelet_logs(self) -> list[Path]:
         if self.sim is None:
             return []
