@@ -5,6 +5,11 @@
   gets a client certificate of its own, whatever client library it uses), and
   per user by verb and resource (`request_kind`), with the answers that were
   not a success apart (a 409 is a write redone).
+- Requests to the workload API servers: each machine's API server writes an
+  audit log of the workload clients' user (`kubernetes-admin`, the identity of
+  the `<cluster>-kubeconfig` Secret that both KCPs and Cluster API's core use);
+  they are told apart by the User-Agent's product (`user_agent_product`):
+  Cluster API's binaries name themselves, kcp's client does not.
 - Port-forwards opened to the workload clusters' Pods: the node agents' logs
   (the simulated kubelet logs one `"Port-forward"` line per connection the
   workload API server makes to it), split by Pod (etcd or kube-apiserver).
@@ -25,12 +30,18 @@ from typing import Any
 
 __all__ = [
     "AUDIT_POLICY",
+    "CLUSTER_API_PRODUCTS",
+    "WORKLOAD_AUDIT_POLICY",
     "AuditCounter",
     "PortForwardCounter",
+    "WorkloadAuditCounter",
     "audit_requests",
+    "contender_requests",
     "metric_value",
     "port_forwards",
     "request_kind",
+    "user_agent_product",
+    "workload_requests",
 ]
 
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
@@ -42,6 +53,23 @@ rules:
 - level: None
 """
 """An audit policy (format with `users`, a JSON list) logging only the controllers' users."""
+
+WORKLOAD_AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  users: ["kubernetes-admin"]
+- level: None
+"""
+"""The workload API servers' audit policy: the clients of the kubeconfig Secret only."""
+
+CLUSTER_API_PRODUCTS = (
+    "cluster-api-manager",
+    "kubeadm-bootstrap-manager",
+    "kubeadm-control-plane-manager",
+)
+"""The User-Agent products of Cluster API's core, CABPK and KCP binaries."""
 
 PORT_FORWARD_MARK = '"Port-forward"'
 
@@ -91,6 +119,32 @@ def audit_requests(
             counts[str(user)] += 1
             if by_kind is not None:
                 by_kind.setdefault(str(user), Counter())[request_kind(event)] += 1
+    return counts
+
+
+def user_agent_product(event: dict[str, Any]) -> str:
+    """The first token of an audit event's User-Agent (`kubeadm-control-plane-manager/v1.13.6
+    (linux/amd64) ...` -> `kubeadm-control-plane-manager`)."""
+    agent = str(event.get("userAgent") or "").strip()
+    return agent.split("/", 1)[0].split(" ", 1)[0] or "?"
+
+
+def workload_requests(lines: Iterable[str], seen: set[str]) -> Counter[str]:
+    """Requests in a workload API server's audit log `lines`, by User-Agent product, each
+    `auditID` once (`seen` carries them across calls)."""
+    counts: Counter[str] = Counter()
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        audit_id = str(event.get("auditID") or "")
+        if not audit_id or audit_id in seen:
+            continue
+        seen.add(audit_id)
+        counts[user_agent_product(event)] += 1
     return counts
 
 
@@ -186,3 +240,29 @@ class PortForwardCounter(_TailCounter):
             for path in self._paths():
                 self._totals.update(port_forwards(self._new_lines(path)))
             return dict(self._totals)
+
+
+class WorkloadAuditCounter(_TailCounter):
+    """Workload API server requests by User-Agent product, over the audit logs `paths()` names
+    now. Poll often: a machine's log goes with the machine."""
+
+    def __init__(self, paths: Callable[[], Iterable[Path]]) -> None:
+        super().__init__()
+        self._paths = paths
+        self._seen: dict[Path, set[str]] = {}
+        self._totals: Counter[str] = Counter()
+
+    def poll(self) -> dict[str, int]:
+        with self._lock:
+            for path in self._paths():
+                seen = self._seen.setdefault(path, set())
+                self._totals.update(workload_requests(self._new_lines(path), seen))
+            return dict(self._totals)
+
+
+def contender_requests(by_product: dict[str, int], program: str) -> int:
+    """The requests of a contender's controller among `by_product`: Cluster API's KCP names
+    itself; kcp is whatever is not one of Cluster API's binaries."""
+    if program == "capi":
+        return by_product.get("kubeadm-control-plane-manager", 0)
+    return sum(n for p, n in by_product.items() if p not in CLUSTER_API_PRODUCTS)

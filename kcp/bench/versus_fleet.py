@@ -27,7 +27,12 @@ from kcp.api import conditions as cond
 from kcp.api import groups
 from kcp.api.labels import CLUSTER_NAME_LABEL
 from kcp.bench.environment import BenchEnvironment, child_env
-from kcp.bench.versus_counts import PortForwardCounter, metric_value
+from kcp.bench.versus_counts import (
+    WORKLOAD_AUDIT_POLICY,
+    PortForwardCounter,
+    WorkloadAuditCounter,
+    metric_value,
+)
 from kcp.rest import Resource
 from kcp.testing.processes import ManagedProcess, free_port, wait_until
 
@@ -202,6 +207,7 @@ class RealFleet:
         self.sim: Any = None
         self.controller: _Controller | None = None
         self.port_forwards = PortForwardCounter(self.kubelet_logs)
+        self.workload_requests = WorkloadAuditCounter(self.workload_audit_logs)
         self.machine_concurrency = machine_concurrency
 
     def start(self) -> None:
@@ -209,6 +215,8 @@ class RealFleet:
         from kcp.sim import simulator as sim_module
 
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        policy = self.work_dir / "workload-audit-policy.yaml"
+        policy.write_text(WORKLOAD_AUDIT_POLICY)
         self.kube.create(groups.NAMESPACE, None, {"metadata": {"name": self.namespace}})
         self.sim = sim_module.Simulator(
             self.env.api_client(),
@@ -217,6 +225,7 @@ class RealFleet:
                 kubeconfig=self.env.kubeconfig,
                 work_dir=self.work_dir / "sim",
                 machine_concurrency=self.machine_concurrency,
+                apiserver_audit_policy=policy,
             ),
         )
         self.sim.start()
@@ -354,14 +363,19 @@ class RealFleet:
             path.write_text(json.dumps(found, indent=1))
 
     def kubelet_logs(self) -> list[Path]:
+        return [m.dir / "logs" / "kubelet.log" for m in self._sim_machines()]
+
+    def workload_audit_logs(self) -> list[Path]:
+        return [m.audit_log for m in self._sim_machines()]
+
+    def _sim_machines(self) -> list[Any]:
         if self.sim is None:
             return []
-        paths: list[Path] = []
+        found: list[Any] = []
         with contextlib.suppress(Exception):
             for sim_cluster in self.sim.clusters():
-                for machine in list(sim_cluster.machines.values()):
-                    paths.append(machine.dir / "logs" / "kubelet.log")
-        return paths
+                found.extend(list(sim_cluster.machines.values()))
+        return found
 
     # -- writing ----------------------------------------------------------------------
 
@@ -383,7 +397,8 @@ class RealFleet:
 
 @dataclass
 class QuorumWatch:
-    """Samples every cluster's etcd quorum (and polls the port-forward counter) every 3 s."""
+    """Samples every cluster's etcd quorum (and polls the port-forward and workload request
+    counters) every 3 s."""
 
     fleet: RealFleet
     interval: float = 3.0
@@ -415,6 +430,7 @@ class QuorumWatch:
 
         while not self._stop.wait(self.interval):
             self.fleet.port_forwards.poll()
+            self.fleet.workload_requests.poll()
             sim = self.fleet.sim
             if sim is None:
                 continue

@@ -17,7 +17,7 @@ from typing import Any
 
 from kcp.bench import procstat
 from kcp.bench.observer import GenerationObserver, percentile
-from kcp.bench.versus_counts import AuditCounter
+from kcp.bench.versus_counts import AuditCounter, contender_requests
 from kcp.bench.versus_fleet import (
     ClusterShape,
     QuorumWatch,
@@ -63,6 +63,7 @@ class Window:
     requests_by_kind: dict[str, int]
     port_forwards: dict[str, int]
     quorum_at: tuple[int, int]
+    workload_requests: dict[str, int]
 
     @classmethod
     def open(cls, fleet: RealFleet, quorum: QuorumWatch, audit: AuditCounter) -> Window:
@@ -76,6 +77,7 @@ class Window:
             *audit.of(fleet.contender.user),
             fleet.port_forwards.poll(),
             quorum.snapshot(),
+            fleet.workload_requests.poll(),
         )
 
     def close(self) -> dict[str, Any]:
@@ -86,6 +88,7 @@ class Window:
         requests = total - self.requests
         forwards = self.fleet.port_forwards.poll()
         samples, lost = self.quorum.snapshot()
+        workload = kind_difference(self.fleet.workload_requests.poll(), self.workload_requests)
         minutes = wall / 60.0
         return {
             "window_seconds": round(wall, 1),
@@ -101,6 +104,10 @@ class Window:
             "port_forwards_by_pod": {
                 k: v - self.port_forwards.get(k, 0) for k, v in forwards.items()
             },
+            "workload_requests_per_minute": round(
+                contender_requests(workload, self.fleet.contender.program) / minutes, 1
+            ),
+            "workload_requests_by_agent": workload,
             "quorum_samples": samples - self.quorum_at[0],
             "quorum_lost_samples": lost - self.quorum_at[1],
         }

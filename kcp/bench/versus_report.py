@@ -28,11 +28,13 @@ MEASURES: tuple[tuple[str, str, str], ...] = (
     ("create+settle", "settle", "seconds_to_available"),
     ("create+settle", "settle", "cpu_cores"),
     ("create+settle", "settle", "requests_per_minute"),
+    ("create+settle", "settle", "workload_requests_per_minute"),
     ("create+settle", "settle", "port_forwards_per_minute"),
     ("steady", "steady", "cpu_cores"),
     ("steady", "steady", "cpu_ms_per_reconcile"),
     ("steady", "steady", "reconciles"),
     ("steady", "steady", "requests_per_minute"),
+    ("steady", "steady", "workload_requests_per_minute"),
     ("steady", "steady", "port_forwards_per_minute"),
     ("steady", "steady", "threads"),
     ("steady", "steady", "goroutines"),
@@ -43,6 +45,7 @@ MEASURES: tuple[tuple[str, str, str], ...] = (
     ("change all", "change", "cpu_cores"),
     ("change all", "change", "cpu_ms_per_reconcile"),
     ("change all", "change", "requests_per_minute"),
+    ("change all", "change", "workload_requests_per_minute"),
     ("change all", "change", "port_forwards_per_minute"),
     ("change all", "change", "machines_created"),
     ("rollout 3 cp", "rollout_scale_up", "rollout.seconds"),
@@ -52,6 +55,7 @@ MEASURES: tuple[tuple[str, str, str], ...] = (
     ("rollout+scale-up", "rollout_scale_up", "cpu_cores"),
     ("rollout+scale-up", "rollout_scale_up", "cpu_ms_per_reconcile"),
     ("rollout+scale-up", "rollout_scale_up", "requests_per_minute"),
+    ("rollout+scale-up", "rollout_scale_up", "workload_requests_per_minute"),
     ("rollout+scale-up", "rollout_scale_up", "port_forwards_per_minute"),
     ("whole run", "", "peak_rss_mib"),
     ("whole run", "", "quorum_lost_samples"),
@@ -65,6 +69,7 @@ _LABELS = {
     "cpu_ms_per_reconcile": "CPU ms / reconcile",
     "reconciles": "reconciles",
     "requests_per_minute": "mgmt API requests / min",
+    "workload_requests_per_minute": "workload API requests / min",
     "port_forwards_per_minute": "port-forwards / min",
     "threads": "OS threads",
     "goroutines": "goroutines",
@@ -230,10 +235,13 @@ def render(results: Sequence[dict[str, Any]], title: str) -> str:
     return "\n".join(lines)
 
 
+_BREAKDOWNS = ("port_forwards_by_pod", "requests_by_kind", "workload_requests_by_agent")
+
+
 def _parts(phase: str, figures: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The sub-scenarios a phase measured together (rollout and scale-up)."""
     return [
         (f"{phase}.{k}", v)
         for k, v in figures.items()
-        if isinstance(v, dict) and k not in ("port_forwards_by_pod", "requests_by_kind")
+        if isinstance(v, dict) and k not in _BREAKDOWNS
     ]

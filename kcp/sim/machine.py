@@ -342,8 +342,23 @@ class SimMachine:
             ),
             binary=ctx.binaries.kube_apiserver,
             service_cidr=settings.service_cidr,
-            extra_args=(*settings.apiserver_args, *ctx.options.apiserver_extra_args),
+            extra_args=(
+                *settings.apiserver_args,
+                *ctx.options.apiserver_extra_args,
+                *self._audit_args(),
+            ),
         )
+
+    def _audit_args(self) -> tuple[str, ...]:
+        policy = self.cluster.ctx.options.apiserver_audit_policy
+        if policy is None:
+            return ()
+        return (f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}")
+
+    @property
+    def audit_log(self) -> Path:
+        """Where the API server writes its audit log (with `apiserver_audit_policy` set)."""
+        return self.dir / "logs" / "audit.log"
 
     def _start_kubelet_server(self) -> None:
         """Serve the kubelet's port-forward endpoint (the API server proxies to it)."""

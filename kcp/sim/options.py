@@ -49,3 +49,7 @@ class SimOptions:
     machine_concurrency: int = 3
     """Machines provisioned at once (joins to one etcd cluster are serialised anyway)."""
     apiserver_extra_args: list[str] = field(default_factory=list)
+    apiserver_audit_policy: Path | None = None
+    """An audit policy file: when set, every machine's API server writes an audit log (JSON
+    lines) to `logs/audit.log` in its machine directory, so requests to the workload API
+    servers can be counted from outside their clients."""

@@ -8,7 +8,9 @@ from pathlib import Path
 from kcp.bench.versus_counts import (
     AuditCounter,
     PortForwardCounter,
+    WorkloadAuditCounter,
     audit_requests,
+    contender_requests,
     metric_value,
     port_forwards,
 )
@@ -201,3 +203,43 @@ def test_the_report_compares_requests_by_kind_over_every_phase() -> None:
     text = render([kcp, capi], "t")
     assert "kcp-capi" in text
     assert "FAILED" not in text  # a phase's breakdown is not mistaken for a failed part
+
+
+def _workload_event(audit_id: str, agent: str, stage: str = "ResponseComplete") -> str:
+    return json.dumps(
+        {
+            "auditID": audit_id,
+            "stage": stage,
+            "user": {"username": "kubernetes-admin"},
+            "userAgent": agent,
+            "verb": "get",
+        }
+    )
+
+
+def test_workload_requests_are_told_apart_by_user_agent(tmp_path: Path) -> None:
+    capi_kcp = "kubeadm-control-plane-manager/v1.13.6 (linux/amd64) cluster.x-k8s.io/abc"
+    core = "cluster-api-manager/v1.13.6 (linux/amd64) cluster.x-k8s.io/abc"
+    first, second = tmp_path / "m1-audit.log", tmp_path / "m2-audit.log"
+    first.write_text(
+        "\n".join(
+            [
+                _workload_event("a", capi_kcp, "ResponseStarted"),  # a port-forward: two stages
+                _workload_event("a", capi_kcp),
+                _workload_event("b", core),
+                _workload_event("c", "OpenAPI-Generator/37.0.0/python"),
+            ]
+        )
+        + "\n"
+    )
+    second.write_text(_workload_event("a", "OpenAPI-Generator/37.0.0/python") + "\n")
+    counter = WorkloadAuditCounter(lambda: [first, second, tmp_path / "gone.log"])
+    totals = counter.poll()
+    assert totals == {
+        "kubeadm-control-plane-manager": 1,
+        "cluster-api-manager": 1,
+        "OpenAPI-Generator": 2,  # audit IDs are per server: the same ID twice is two requests
+    }
+    assert contender_requests(totals, "capi") == 1
+    assert contender_requests(totals, "kcp") == 2
+    assert counter.poll() == totals
