@@ -175,12 +175,13 @@ def reconcile_certificates(
                 extra_labels=extra,
             )
             try:
-                store.kube.create(SECRET, namespace, body)
+                created = store.kube.create(SECRET, namespace, body)
             except ApiError as error:
                 if error.status != 409:  # created meanwhile (by us or the user): keep theirs
                     raise
             else:
                 outcome.created.append(name)
+                store.remember_written(purpose.value, created, _validator(purpose, where))
             continue
         meta = found[0]
         if _adopt(store.kube, meta, kcp, kcp_uid):

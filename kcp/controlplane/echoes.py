@@ -7,13 +7,22 @@ everything queued behind it. The patch's response carries the resource version
 the write created; the event with exactly that version is its echo and is
 dropped. Any other writer's change has a version of its own and still enqueues,
 so nothing a user or another controller does is missed.
+
+Until that echo arrives, the informer cache still holds the object as it was
+before the write. A reconcile that starts in that gap (woken by the Machine
+events of the same reconcile's writes, say) would compute the status against
+the old one, see a change that is already written, and send a patch whose
+resource version fails (409), then read the object live and find nothing left
+to write. `latest` hands such a reconcile the object the write returned
+instead; at worst (the cache had in fact moved on) the patch fails as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 __all__ = ["OwnWrites"]
@@ -35,8 +44,17 @@ class OwnWrites:
     before it is judged.
     """
 
-    def __init__(self, wait_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        wait_timeout: float = 2.0,
+        *,
+        max_age: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._versions: dict[str, str] = {}
+        self._written: dict[str, tuple[Mapping[str, Any], float]] = {}
+        self._max_age = max_age
+        self._clock = clock
         self._in_flight: dict[str, int] = {}
         self._changed = threading.Condition()
         self._wait_timeout = wait_timeout
@@ -65,6 +83,21 @@ class OwnWrites:
         if uid and version:
             with self._changed:
                 self._versions[uid] = version
+                self._written[uid] = (written, self._clock())
+
+    def latest(self, cached: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`cached`, or the object our last write of it returned while the cache has not
+        shown that write yet (its echo not seen, at most `max_age` seconds after it)."""
+        uid, version = _identity(cached)
+        with self._changed:
+            found = self._written.get(uid)
+            if found is None:
+                return cached
+            written, at = found
+            if _identity(written)[1] == version or self._clock() - at > self._max_age:
+                del self._written[uid]
+                return cached
+            return written
 
     def is_echo(self, event_type: str, obj: Mapping[str, Any]) -> bool:
         """Whether this event shows nothing but our own last write (then forget it)."""
@@ -72,6 +105,7 @@ class OwnWrites:
         with self._changed:
             if event_type == "DELETED":
                 self._versions.pop(uid, None)
+                self._written.pop(uid, None)
                 return False
             if event_type != _MODIFIED or not version:
                 return False
@@ -79,5 +113,6 @@ class OwnWrites:
             if self._versions.get(uid) != version:
                 return False
             del self._versions[uid]
+            self._written.pop(uid, None)
             self.echoes_dropped += 1
             return True

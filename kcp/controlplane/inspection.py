@@ -8,6 +8,7 @@ no wait: the reconcile is requeued when the tracker says.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kcp.api import conditions as c
@@ -189,7 +190,12 @@ class Inspection(Step):
                 )
             try:
                 written = write_conditions(
-                    self.kube, groups.MACHINE, machine.raw, computed, now=scope.now
+                    self.kube,
+                    groups.MACHINE,
+                    machine.raw,
+                    computed,
+                    now=scope.now,
+                    cached=self._cached_machine(scope, machine.name),
                 )
             except ApiError as error:
                 _log.warning(
@@ -197,6 +203,15 @@ class Inspection(Step):
                 )
                 continue
             scope.machines[index] = MachineView(written)
+
+    def _cached_machine(self, scope: Scope, name: str) -> Callable[[], Mapping[str, Any] | None]:
+        def lookup() -> Mapping[str, Any] | None:
+            machines = self.cache.cluster_machines(scope.view.namespace, scope.cluster.name)
+            return next(
+                (m for m in machines if (m.get("metadata") or {}).get("name") == name), None
+            )
+
+        return lookup
 
     def record_certificate_expiries(self, scope: Scope) -> None:
         """Read, once per Machine, when its API server certificate expires (Cluster API's way)."""

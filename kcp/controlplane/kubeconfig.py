@@ -154,12 +154,13 @@ def reconcile_kubeconfig(
         )
     version = ((found_meta or {}).get("metadata") or {}).get("resourceVersion")
     encoded = base64.b64encode(value).decode("ascii")
-    store.kube.merge_patch(
+    written = store.kube.merge_patch(
         SECRET,
         namespace,
         name,
         {"metadata": {"resourceVersion": version}, "data": {KUBECONFIG_KEY: encoded}},
     )
+    store.remember_written("kubeconfig", written, lambda data: _client_certificate(where, data))
     return KubeconfigOutcome("rotated")
 
 
@@ -191,9 +192,11 @@ def _create(  # noqa: PLR0917
         extra_labels={labels.WATCH_LABEL: watch_value} if watch_value else None,
     )
     try:
-        store.kube.create(SECRET, namespace, body)
+        created = store.kube.create(SECRET, namespace, body)
     except ApiError as error:
         if error.status == 409:
             return KubeconfigOutcome("unchanged")
         raise
+    where = f"{namespace}/{name}"
+    store.remember_written("kubeconfig", created, lambda data: _client_certificate(where, data))
     return KubeconfigOutcome("created")

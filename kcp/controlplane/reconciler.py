@@ -414,16 +414,19 @@ class KubeadmControlPlaneReconciler(Step):
         if paused_only:
             conditions = [x for x in conditions if x.type == c.PAUSED]
             fields = {}
+        view = scope.view
         try:
             with self.own_writes.writing(scope.kcp):
                 write_conditions(
                     self.kube,
                     groups.KUBEADM_CONTROL_PLANE,
-                    scope.kcp,
+                    # Our last status write, if the cache does not show it yet.
+                    self.own_writes.latest(scope.kcp),
                     conditions,
                     now=scope.now,
                     fields=fields,
                     on_written=self.own_writes.record,
+                    cached=lambda: self.cache.kubeadm_control_plane(view.namespace, view.name),
                 )
         except ApiError as error:
             if error.not_found:

@@ -10,6 +10,7 @@ reconcile.
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -188,6 +189,14 @@ class SecretStore:
         metadata = secret.get("metadata") or {}
         where = f"{metadata.get('namespace')}/{metadata.get('name')}"
         return decode_secret_data(secret.get("data"), secret_name=where)
+
+    def remember_written(
+        self, purpose: str, secret: Mapping[str, Any], parse: Callable[[dict[str, bytes]], T]
+    ) -> None:
+        """Parse a Secret kcp just wrote (the API server's answer, data included), so that
+        `parsed_secret` need not read it back when the metadata cache shows this version."""
+        with contextlib.suppress(Exception):  # remembered as failed too; nothing to raise here
+            self.parsed.remember(purpose, secret, lambda: parse(self.decoded(secret)))
 
     def parsed_secret(
         self,

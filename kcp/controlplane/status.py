@@ -6,13 +6,17 @@ messages. `write_conditions`
 patches only the fields kcp owns into the status subresource, merging our
 conditions into the object's list so that another writer's conditions survive;
 the patch carries the resourceVersion it was computed from, so a concurrent
-write is detected (409) and the merge is redone on the fresh object.
+write is detected (409) and the merge is redone on the fresh object: the
+informer cache's, once it shows a version other than the one that failed
+(it usually has the write that won by the time the 409 comes back), else one
+read live.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -37,6 +41,10 @@ __all__ = [
 ]
 
 _MAX_WRITE_ATTEMPTS = 4
+CACHE_CATCH_UP = 0.25
+"""Seconds a write that lost a race waits for the cache to show the winner before reading
+the object live."""
+_CACHE_POLL = 0.02
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
 
@@ -313,18 +321,23 @@ def write_conditions(
     fields: Mapping[str, Any] | None = None,
     reread: Callable[[], Mapping[str, Any] | None] | None = None,
     on_written: Callable[[Mapping[str, Any]], None] | None = None,
+    cached: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> Mapping[str, Any]:
     """Patch `fields` and `conditions` into `obj`'s status if they differ; returns the object.
 
     Only our fields and our condition types are touched. On a conflict the
-    object is read again (`reread`, else a live GET) and the merge redone.
+    object is taken from `cached()` (the informer cache's copy) once it shows
+    a version not tried yet, within `CACHE_CATCH_UP` seconds and once per call;
+    else it is read again (`reread`, else a live GET). The merge is redone.
     `on_written` gets the object a patch returned, only when one was sent.
     """
     current: Mapping[str, Any] | None = obj
+    tried: set[str] = set()
     for _attempt in range(_MAX_WRITE_ATTEMPTS):
         if current is None:
             return obj
         metadata = current.get("metadata") or {}
+        tried.add(str(metadata.get("resourceVersion") or ""))
         status = current.get("status") or {}
         existing = copy.deepcopy(list(status.get("conditions") or []))
         generation = metadata.get("generation")
@@ -361,6 +374,11 @@ def write_conditions(
             if on_written is not None:
                 on_written(written)
             return written
+        fresher = _catch_up(cached, tried) if cached is not None else None
+        cached = None
+        if fresher is not None:
+            current = fresher
+            continue
         current = (
             reread()
             if reread is not None
@@ -369,3 +387,18 @@ def write_conditions(
             )
         )
     raise ApiError(409, "Conflict", "status kept changing under us; will retry")
+
+
+def _catch_up(
+    cached: Callable[[], Mapping[str, Any] | None], tried: set[str]
+) -> Mapping[str, Any] | None:
+    """The cache's copy once its version is none of `tried` (None after `CACHE_CATCH_UP`)."""
+    deadline = time.monotonic() + CACHE_CATCH_UP
+    while True:
+        found = cached()
+        version = str(((found or {}).get("metadata") or {}).get("resourceVersion") or "")
+        if found is not None and version and version not in tried:
+            return found
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(_CACHE_POLL)

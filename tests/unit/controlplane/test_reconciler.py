@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -798,3 +799,50 @@ def test_remediation_that_would_cost_quorum_is_refused_and_said(
     recovered = _machine(kube, "a")
     assert recovered is not None and c.get_condition(recovered, c.OWNER_REMEDIATED) is None
     assert _condition(kube, c.REMEDIATING)["status"] == c.FALSE
+
+
+class _LaggingCache(FakeCache):
+    """A cache whose KubeadmControlPlane is the copy taken before the last reconcile wrote."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        super().__init__(kube)
+        self.frozen: dict[str, Any] | None = None
+
+    def kubeadm_control_plane(self, namespace: str, name: str) -> Any:
+        return (
+            self.frozen
+            if self.frozen is not None
+            else super().kubeadm_control_plane(namespace, name)
+        )
+
+
+def test_a_reconcile_before_the_cache_shows_our_status_write_does_not_write_it_again(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    kube.put(kcp(replicas=3))
+    kube.put(cluster())
+    _running_control_plane(kube, tracker, ["a", "b", "c"])
+    cache = _LaggingCache(kube)
+    reconciler = _reconciler(kube, tracker)
+    reconciler.cache = cache
+    reconciler.inspection.cache = cache
+    reconciler.reconcile(KEY)
+    assert _condition(kube, c.ETCD_CLUSTER_HEALTHY)["status"] == c.TRUE
+    cache.frozen = copy.deepcopy(_kcp(kube))  # from now on the cache shows no more writes
+    tracker.etcd = etcd_status(["a", "b", "c"], unhealthy=["c"])
+    reconciler.reconcile(KEY)
+    assert _condition(kube, c.ETCD_CLUSTER_HEALTHY)["status"] == c.FALSE
+    kube.calls.clear()
+    reconciler.reconcile(KEY)  # nothing changed, but the cache is one status write behind
+    kcp_calls = [call for call in kube.calls if call[1] == "KubeadmControlPlane"]
+    assert kcp_calls == []  # no patch that fails on the old resourceVersion, no live read
+
+
+def test_secrets_kcp_created_are_not_read_back(kube: FakeKube, tracker: FakeTracker) -> None:
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    reconciler = _reconciler(kube, tracker)
+    reconciler.reconcile(KEY)
+    kube.calls.clear()
+    reconciler.reconcile(KEY)
+    assert [call for call in kube.calls if call[:2] == ("get", "Secret")] == []

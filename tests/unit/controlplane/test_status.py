@@ -256,3 +256,48 @@ def test_transition_time_moves_only_on_status_change(status: str) -> None:
     )
     moved = written["status"]["conditions"][0]["lastTransitionTime"] == ts(NOW)
     assert moved == (status == c.FALSE)
+
+
+def test_a_lost_race_takes_the_winner_from_the_cache_not_a_live_read() -> None:
+    kube = FakeKube()
+    stored = kube.put(kcp())
+    stale = copy.deepcopy(stored)
+    winner = kube.merge_patch(
+        KUBEADM_CONTROL_PLANE,
+        "ns",
+        "cp",
+        {"status": {"conditions": [condition("SomeoneElses", c.TRUE)]}},
+        subresource="status",
+    )
+    kube.calls.clear()
+    written = write_conditions(
+        kube,
+        KUBEADM_CONTROL_PLANE,
+        stale,
+        [Condition.true(c.AVAILABLE, c.AVAILABLE_REASON)],
+        now=NOW,
+        cached=lambda: winner,
+    )
+    assert {x["type"] for x in written["status"]["conditions"]} == {"SomeoneElses", c.AVAILABLE}
+    assert ("get", "KubeadmControlPlane", "cp") not in kube.calls
+    assert kube.calls.count(("patch/status", "KubeadmControlPlane", "cp")) == 2
+
+
+def test_a_cache_that_does_not_catch_up_is_not_waited_for_long() -> None:
+    kube = FakeKube()
+    stored = kube.put(kcp())
+    stale = copy.deepcopy(stored)
+    kube.merge_patch(
+        KUBEADM_CONTROL_PLANE, "ns", "cp", {"status": {"replicas": 2}}, subresource="status"
+    )
+    written = write_conditions(
+        kube,
+        KUBEADM_CONTROL_PLANE,
+        stale,
+        [Condition.true(c.AVAILABLE, c.AVAILABLE_REASON)],
+        now=NOW,
+        fields={"replicas": 3},
+        cached=lambda: stale,  # still the version that lost
+    )
+    assert written["status"]["replicas"] == 3
+    assert ("get", "KubeadmControlPlane", "cp") in kube.calls
