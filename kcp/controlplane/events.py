@@ -3,8 +3,12 @@
 As client-go's recorder does, a repeat of the same event (same object, type,
 reason and message) bumps `count` and `lastTimestamp` of the Event already
 written instead of creating another, so a problem that persists across many
-reconciles is one line with a count, not a flood. Recording never raises: an
-Event that cannot be written is logged and dropped.
+reconciles is one line with a count, not a flood. A repeat that comes within
+`repeat_interval` of the last write of that Event is only counted, and goes out
+with the next repeat after it: a control plane waiting on its preflight checks
+is reconciled every few seconds, and its identical warning need not be written
+each time (Cluster API's repeats every 15 s). Recording never raises: an Event
+that cannot be written is logged and dropped.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,13 +49,21 @@ class EventRecorder:
         component: str = COMPONENT,
         host: str | None = None,
         repeat_window: float = 600.0,
+        repeat_interval: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube = kube
         self.component = component
         self.host = host or socket.gethostname()
         self.repeat_window = repeat_window
         """Seconds during which a repeat updates the existing Event rather than creating one."""
+        self.repeat_interval = repeat_interval
+        """Seconds after a write of an Event during which its repeats are counted, not written."""
+        self._clock = clock
         self._seen: OrderedDict[tuple[str, ...], tuple[str, int, float]] = OrderedDict()
+        """Per Event: its name, the count last written and when."""
+        self._unsent: dict[tuple[str, ...], int] = {}
+        """Repeats counted since the last write of an Event."""
         self._lock = threading.Lock()
         self.recorded = 0
         """Events written or bumped (for tests)."""
@@ -78,20 +90,26 @@ class EventRecorder:
         now = datetime.now(UTC)
         with self._lock:
             previous = self._seen.get(key)
-        if previous is not None and time.monotonic() - previous[2] < self.repeat_window:
+            unsent = self._unsent.get(key, 0)
+            if previous is not None and self._clock() - previous[2] < self.repeat_interval:
+                self._unsent[key] = unsent + 1
+                self.recorded += 1
+                return
+        if previous is not None and self._clock() - previous[2] < self.repeat_window:
             event_name, count, _ = previous
+            total = count + unsent + 1
             try:
                 self.kube.merge_patch(
                     EVENT,
                     namespace,
                     event_name,
-                    {"count": count + 1, "lastTimestamp": rfc3339(now)},
+                    {"count": total, "lastTimestamp": rfc3339(now)},
                 )
             except ApiError as error:
                 if not error.not_found:
                     raise
             else:
-                self._remember(key, event_name, count + 1)
+                self._remember(key, event_name, total)
                 self.recorded += 1
                 return
         event_name = f"{name}.{time.time_ns():x}"
@@ -126,7 +144,9 @@ class EventRecorder:
 
     def _remember(self, key: tuple[str, ...], event_name: str, count: int) -> None:
         with self._lock:
-            self._seen[key] = (event_name, count, time.monotonic())
+            self._seen[key] = (event_name, count, self._clock())
             self._seen.move_to_end(key)
+            self._unsent.pop(key, None)
             while len(self._seen) > _MAX_TRACKED:
-                self._seen.popitem(last=False)
+                gone, _ = self._seen.popitem(last=False)
+                self._unsent.pop(gone, None)

@@ -5,7 +5,8 @@ connection, as raw TCP (TLS passes through untouched, so clients verify the
 API servers' certificates and present their own), to one healthy API server in
 round-robin order. A backend is healthy while its `/readyz` answers 200 within
 a second (anonymously, over TLS verified against the CA the backend's machine
-trusts); an unhealthy one gets no new connections. When every backend is
+trusts, on a connection kept from one check to the next); an unhealthy one gets
+no new connections. When every backend is
 down a connection is closed at once, as haproxy does.
 
 `blackhole()` turns the endpoint into a hung one: new connections are accepted
@@ -23,7 +24,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 
-from kcp.sim.apiserver import API_SERVER_PORT, readyz
+from kcp.sim.apiserver import API_SERVER_PORT, ReadyzProbe, readyz
 from kcp.sim.blackhole import listen
 
 __all__ = ["Backend", "LoadBalancer"]
@@ -175,10 +176,13 @@ class LoadBalancer:
     # -- internals ----------------------------------------------------------------------
 
     def _check_loop(self, backend: Backend) -> None:
-        context = backend.context or self._context
-        while not backend.stop.is_set() and not self._stopped.is_set():
-            backend.healthy = readyz(backend.url, context, timeout=1.0)
-            backend.stop.wait(self.check_interval)
+        probe = ReadyzProbe(backend.host, backend.port, backend.context or self._context, 1.0)
+        try:
+            while not backend.stop.is_set() and not self._stopped.is_set():
+                backend.healthy = probe.check()
+                backend.stop.wait(self.check_interval)
+        finally:
+            probe.close()
         backend.healthy = False
 
     def _accept(self) -> None:

@@ -713,7 +713,7 @@ def test_deletion_deletes_machines_then_drops_finalizer_and_evicts(
 
 
 def test_repeated_events_are_counted_not_duplicated(kube: FakeKube) -> None:
-    recorder = EventRecorder(kube)  # type: ignore[arg-type]
+    recorder = EventRecorder(kube, repeat_interval=0.0)  # type: ignore[arg-type]
     obj = kube.put(kcp())
     for _ in range(3):
         recorder.warning(obj, "Broken", "same message")
@@ -846,3 +846,22 @@ def test_secrets_kcp_created_are_not_read_back(kube: FakeKube, tracker: FakeTrac
     kube.calls.clear()
     reconciler.reconcile(KEY)
     assert [call for call in kube.calls if call[:2] == ("get", "Secret")] == []
+
+
+def test_repeats_soon_after_a_write_are_counted_and_written_with_the_next(kube: FakeKube) -> None:
+    now = [0.0]
+    recorder = EventRecorder(kube, repeat_interval=15.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    obj = kube.put(kcp())
+    recorder.warning(obj, "ControlPlaneUnhealthy", "waiting")
+    for _ in range(2):
+        now[0] += 5.0
+        recorder.warning(obj, "ControlPlaneUnhealthy", "waiting")
+    assert [call[0] for call in kube.calls if call[1] == "Event"] == ["create"]
+    now[0] += 10.0
+    recorder.warning(obj, "ControlPlaneUnhealthy", "waiting")
+    events = kube.list(EVENT, "ns")
+    assert len(events) == 1
+    assert events[0]["count"] == 4  # the two held back went out with this one
+    assert [call[0] for call in kube.calls if call[1] == "Event"] == ["create", "patch"]
+    recorder.warning(obj, "ControlPlaneUnhealthy", "something else")  # another Event: at once
+    assert len(kube.list(EVENT, "ns")) == 2

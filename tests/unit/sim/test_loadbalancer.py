@@ -15,6 +15,7 @@ import pytest
 
 from kcp import certs
 from kcp.sim.addresses import LoopbackAddresses
+from kcp.sim.apiserver import ReadyzProbe
 from kcp.sim.blackhole import Blackhole
 from kcp.sim.loadbalancer import LoadBalancer
 
@@ -22,7 +23,9 @@ from kcp.sim.loadbalancer import LoadBalancer
 class _Backend:
     """An HTTPS server answering `/readyz` (200 or 500) and `/name` with its name."""
 
-    def __init__(self, name: str, host: str, ca: certs.KeyPair, tmp: Path) -> None:
+    def __init__(
+        self, name: str, host: str, ca: certs.KeyPair, tmp: Path, *, keep_alive: bool = False
+    ) -> None:
         pair = certs.issue_certificate(
             ca, common_name=name, usages=("server",), ip_addresses=(host,), algorithm="ecdsa-p256"
         )
@@ -32,6 +35,8 @@ class _Backend:
         backend = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_GET(self) -> None:
                 code = 200 if self.path != "/readyz" or backend.ready else 500
                 body = name.encode()
@@ -198,4 +203,27 @@ def test_backends_are_checked_against_their_own_ca(tmp_path: Path) -> None:
         lb.stop()
         trusted.close()
         wrong.close()
+        pool.close()
+
+
+def test_the_readyz_probe_keeps_its_connection(tmp_path: Path) -> None:
+    ca = certs.new_certificate_authority("ca", algorithm="ecdsa-p256")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    pool = LoopbackAddresses(tmp_path / "locks")
+    host = pool.allocate([0])
+    backend = _Backend("a", host, ca, tmp_path, keep_alive=True)
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    probe = ReadyzProbe(host, backend.port, context, timeout=1.0)
+    try:
+        assert [probe.check() for _ in range(3)] == [True, True, True]
+        backend.ready = False
+        assert not probe.check()
+        backend.ready = True
+        assert probe.check()
+        assert probe.connects == 1  # one TLS handshake for five checks
+        nobody = ReadyzProbe(host, _free(host), context, timeout=1.0)
+        assert not nobody.check()
+    finally:
+        probe.close()
+        backend.close()
         pool.close()
