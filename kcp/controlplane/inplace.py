@@ -166,7 +166,8 @@ def _fingerprint(config: Mapping[str, Any]) -> str:
 
 
 Applied = tuple[str, str]
-"""(fingerprint of what was applied, resourceVersion of the object it was applied to)."""
+"""(fingerprint of what was applied, resourceVersion of the object it was applied to; for an
+infrastructure machine, its UID)."""
 
 
 class InPlace(Step):
@@ -311,7 +312,9 @@ class InPlace(Step):
         before: Mapping[str, Applied],
         after: dict[str, Applied],
     ) -> None:
-        """Infrastructure machines are not cached: read live, only when there is news."""
+        """Infrastructure machines are not cached: read live, only when there is news, and only
+        the first time (the UID an apply needs is remembered; an apply that fails on it, the
+        object being re-created, makes the next reconcile read again)."""
         ref = machine.infrastructure_ref
         if ref is None:
             return
@@ -334,11 +337,19 @@ class InPlace(Step):
         except LookupError as error:
             _log.warning("Infrastructure machine kind unknown", kind=ref.kind, error=str(error))
             return
-        try:
-            current = self.kube.get(resource, machine.namespace, ref.name)
-        except ApiError as error:
-            _log.warning("Infrastructure machine not read", name=ref.name, error=str(error))
-            return
+        known_uid = last[1] if last is not None else ""
+        if known_uid:
+            current: dict[str, Any] | None = {
+                "apiVersion": f"{resource.group}/{resource.version}",
+                "kind": resource.kind,
+                "metadata": {"name": ref.name, "namespace": machine.namespace, "uid": known_uid},
+            }
+        else:
+            try:
+                current = self.kube.get(resource, machine.namespace, ref.name)
+            except ApiError as error:
+                _log.warning("Infrastructure machine not read", name=ref.name, error=str(error))
+                return
         if current is None:
             return
         config = metadata_apply_config(
@@ -348,9 +359,11 @@ class InPlace(Step):
             api_version=str(current.get("apiVersion") or ""),
             kind=str(current.get("kind") or ref.kind),
         )
-        self._apply(scope, resource, config, key=key, current=None, before={}, after=after)
-        if key in after:  # applied: remembered by what was planned, to skip the read next time
-            after[key] = (fingerprint, "")
+        written = self._apply(
+            scope, resource, config, key=key, current=None, before={}, after=after
+        )
+        if written is not None:  # remembered by what was planned, and the UID applied to
+            after[key] = (fingerprint, str(config["metadata"].get("uid") or ""))
 
     def _sync_deleting(self, scope: Scope, machine: MachineView) -> MachineView:
         patch = deleting_machine_patch(scope.view, machine)

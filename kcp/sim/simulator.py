@@ -27,6 +27,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -58,6 +59,7 @@ __all__ = ["SimError", "Simulator"]
 _log = get_logger("kcp.sim")
 _RESYNC = 30.0
 _SYNC_TIMEOUT = 30.0
+_TEARDOWN_THREADS = 8
 
 
 class SimError(RuntimeError):
@@ -215,8 +217,11 @@ class Simulator:
                 clusters = list(state.clusters.values())
                 state.clusters.clear()
                 state.machines.clear()
-            for sim_cluster in clusters:
-                sim_cluster.teardown()
+            # Side by side: each machine's processes take a moment to stop, and a fleet
+            # of them stopped one by one took half a minute.
+            if clusters:
+                with ThreadPoolExecutor(min(_TEARDOWN_THREADS, len(clusters))) as pool:
+                    list(pool.map(SimCluster.teardown, clusters))
             state.ctx.addresses.close()
             self._state = None
         if self._launcher is not None:

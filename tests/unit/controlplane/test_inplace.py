@@ -445,3 +445,26 @@ def test_creating_a_machine_hands_the_in_place_fields_over() -> None:
             "fieldsV1"
         ]["f:spec"]
     ), "only a Machine's spec fields are kept in place"
+
+
+def test_an_infra_machine_is_read_once_then_applied_to_by_its_uid() -> None:
+    kube = _fleet(names=("a",))
+    reconciler = reconciler_on(kube)
+    reconciler.in_place.sync(_scope(kube))
+    assert ("get", "LocalMachine", "a") in kube.calls  # the first time: its UID is not known
+    _set_template(kube, labels_={"in-place": "yes"})
+    kube.calls.clear()
+    reconciler.in_place.sync(_scope(kube))
+    assert ("get", "LocalMachine", "a") not in kube.calls
+    assert _get(kube, LOCAL_MACHINE, "a")["metadata"]["labels"]["in-place"] == "yes"
+    # Re-created under the same name: the apply fails on the old UID, the next sync reads again.
+    recreated = copy.deepcopy(_get(kube, LOCAL_MACHINE, "a"))
+    recreated["metadata"]["uid"] = "another"
+    kube.objects[("LocalMachine", NS, "a")] = recreated
+    _set_template(kube, labels_={"in-place": "again"})
+    reconciler.in_place.sync(_scope(kube))
+    assert _get(kube, LOCAL_MACHINE, "a")["metadata"]["labels"]["in-place"] == "yes"
+    kube.calls.clear()
+    reconciler.in_place.sync(_scope(kube))
+    assert ("get", "LocalMachine", "a") in kube.calls
+    assert _get(kube, LOCAL_MACHINE, "a")["metadata"]["labels"]["in-place"] == "again"
