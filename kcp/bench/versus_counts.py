@@ -50,9 +50,16 @@ omitStages: [RequestReceived]
 rules:
 - level: Metadata
   users: {users}
+- level: Metadata
+  verbs: [create, update, patch, delete]
+  resources:
+  - group: controlplane.cluster.x-k8s.io
+    resources: [kubeadmcontrolplanes, kubeadmcontrolplanes/status]
 - level: None
 """
-"""An audit policy (format with `users`, a JSON list) logging only the controllers' users."""
+"""An audit policy (format with `users`, a JSON list) logging the controllers' users, and
+anyone's writes to KubeadmControlPlanes (who else writes them explains a controller's
+conflicts); only the controllers' users are counted."""
 
 WORKLOAD_AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy

@@ -356,7 +356,8 @@ class RealFleet:
         with contextlib.suppress(Exception):
             found = {
                 "machines": [slim(m) for m in self.machines()],
-                "control_planes": [slim(p) for p in self.control_planes().values()],
+                # With their managed fields: who writes what of them.
+                "control_planes": list(self.control_planes().values()),
             }
             path = self.work_dir / "snapshots" / f"{label}.json"
             path.parent.mkdir(parents=True, exist_ok=True)

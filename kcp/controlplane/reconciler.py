@@ -129,11 +129,13 @@ class KubeadmControlPlaneReconciler(Step):
         cluster = ClusterView(copy.deepcopy(dict(cluster_obj)))
         if view.is_deleting:
             return self._delete(kcp, cluster, cluster.name)
-        patched = add_finalizer(
-            self.kube, groups.KUBEADM_CONTROL_PLANE, kcp, labels.KUBEADM_CONTROL_PLANE_FINALIZER
-        )
-        if patched is not None:
-            kcp = patched
+        with self.own_writes.writing(kcp):
+            patched = add_finalizer(
+                self.kube, groups.KUBEADM_CONTROL_PLANE, kcp, labels.KUBEADM_CONTROL_PLANE_FINALIZER
+            )
+            if patched is not None:
+                self.own_writes.record(patched)
+                kcp = patched
         now = self.clock()
         if is_paused(view, cluster):
             paused = Scope(
@@ -409,6 +411,19 @@ class KubeadmControlPlaneReconciler(Step):
                 scope.requeue_in(self.options.health_requeue * (1.0 + jitter))
         return Result(requeue_after=scope.requeue)
 
+    def _status_base(self, view: KubeadmControlPlaneView) -> Mapping[str, Any]:
+        """The object a status write starts from: the cache's copy now, not the one the
+        reconcile started from (our previous write may have reached the cache meanwhile), as
+        long as the spec is the one reconciled; or our last write, if the cache does not show
+        it yet. A base that is stale all the same fails the write (409), which is redone."""
+        now = self.cache.kubeadm_control_plane(view.namespace, view.name)
+        current: Mapping[str, Any] = view.raw
+        if now is not None:
+            metadata = now.get("metadata") or {}
+            if metadata.get("uid") == view.uid and metadata.get("generation") == view.generation:
+                current = now
+        return self.own_writes.latest(current)
+
     def _write_status(self, scope: Scope, *, paused_only: bool = False) -> None:
         fields, conditions = compute_status(scope)
         if paused_only:
@@ -420,8 +435,7 @@ class KubeadmControlPlaneReconciler(Step):
                 write_conditions(
                     self.kube,
                     groups.KUBEADM_CONTROL_PLANE,
-                    # Our last status write, if the cache does not show it yet.
-                    self.own_writes.latest(scope.kcp),
+                    self._status_base(view),
                     conditions,
                     now=scope.now,
                     fields=fields,

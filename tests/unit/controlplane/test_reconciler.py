@@ -865,3 +865,25 @@ def test_repeats_soon_after_a_write_are_counted_and_written_with_the_next(kube: 
     assert [call[0] for call in kube.calls if call[1] == "Event"] == ["create", "patch"]
     recorder.warning(obj, "ControlPlaneUnhealthy", "something else")  # another Event: at once
     assert len(kube.list(EVENT, "ns")) == 2
+
+
+def test_a_status_write_starts_from_the_cache_copy_of_the_spec_it_reconciled(
+    kube: FakeKube, tracker: FakeTracker
+) -> None:
+    from kcp.api.objects import KubeadmControlPlaneView
+
+    kube.put(kcp(replicas=3))
+    reconciler = _reconciler(kube, tracker)
+    started = KubeadmControlPlaneView(copy.deepcopy(_kcp(kube)))
+    # Our previous status write reached the cache while this reconcile ran: start from it.
+    newer = kube.merge_patch(
+        KUBEADM_CONTROL_PLANE, "ns", "cp", {"status": {"replicas": 3}}, subresource="status"
+    )
+    assert reconciler._status_base(started) == newer
+    # The spec changed meanwhile: what was reconciled is the older one; its write fails and
+    # is redone, as any write on a stale object.
+    obj = _kcp(kube)
+    obj["spec"]["replicas"] = 5
+    obj["metadata"]["generation"] += 1
+    kube.put(obj)
+    assert reconciler._status_base(started) == started.raw
