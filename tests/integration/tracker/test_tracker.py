@@ -714,7 +714,9 @@ def test_a_silent_cluster_does_not_slow_twenty_healthy_ones_and_is_marked_down(
                 sick_down_after = time.monotonic() - silent_since
             time.sleep(0.05)
 
-        assert slowest_lookup < 0.1, f"a lookup took {slowest_lookup * 1000:.1f} ms"
+        # A lookup that waited on the sick cluster's check would take its probe timeout;
+        # below that is scheduling (the suite shares two cores with dozens of processes).
+        assert slowest_lookup < 0.5, f"a lookup took {slowest_lookup * 1000:.1f} ms"
         # Probed every ~1 s (+/-10 %); a check of the sick cluster takes ~1 s and must not
         # hold the others back.
         assert max(gaps.values()) < 3.0, gaps
