@@ -5,10 +5,13 @@
 
 A small controller — a manager, a Secret informer, a controller whose workers
 read each Secret from the cache — first syncs against a namespace without
-Secrets (imports, TLS, threads, the first requests: the process's own
-baseline), then a fresh one syncs against the namespace holding the Secrets.
-`VmHWM` after each phase gives the peak; the difference is what the Secrets
-cost this process. Each mode runs in a fresh process so one mode's heap never
+Secrets (imports, TLS, threads, the first requests: the warm-up, the
+process's own baseline), then a fresh one syncs against the namespace holding
+the Secrets. Between the two the peak (`VmHWM`) is reset to the current RSS, so
+the measured phase's peak is its own and not the warm-up's; the peak over the
+RSS it started from is what the Secrets cost this process. Where the kernel
+refuses the reset, the output says so (`peak_reset`: false) and the peak is the
+whole process's. Each mode runs in a fresh process so one mode's heap never
 pollutes another's.
 """
 
@@ -20,15 +23,47 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kcp.bench import procstat
 from kcp.rest import Resource
 
-__all__ = ["main"]
+__all__ = ["PhasePeaks", "main", "run_phases"]
 
 SECRETS = Resource("", "v1", "Secret", "secrets")
+
+W = TypeVar("W")
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class PhasePeaks:
+    """Peaks around the measured phase, in bytes."""
+
+    warmup_peak_rss: int
+    """`VmHWM` at the end of the warm-up (before the reset)."""
+    peak_reset: bool
+    """Whether the peak was reset after the warm-up; if not, `peak_rss` may be the warm-up's."""
+    start: procstat.ProcessSample
+    """Right after the reset: the measured phase starts from `start.rss`, and its peak
+    from `start.peak_rss` (that RSS after a reset, the warm-up's peak without one)."""
+    peak_rss: int
+    """`VmHWM` at the end of the measured phase."""
+
+
+def run_phases(warm_up: Callable[[], W], measured: Callable[[], M]) -> tuple[W, M, PhasePeaks]:
+    """Run `warm_up`, reset the peak, run `measured`: the measured phase's peak is its own."""
+    warm = warm_up()
+    gc.collect()
+    warmup_peak = procstat.sample().peak_rss
+    reset = procstat.reset_peak()
+    start = procstat.sample()
+    result = measured()
+    peak = procstat.sample().peak_rss
+    return warm, result, PhasePeaks(warmup_peak, reset, start, peak)
 
 
 def _phase(
@@ -128,29 +163,26 @@ def main(argv: list[str] | None = None) -> int:
     metadata_only = args.cache == "metadata"
     streaming = args.list == "streaming"
 
-    empty_stats, empty = _phase(
-        api_client,
-        args.empty_namespace,
-        metadata_only=metadata_only,
-        streaming=streaming,
-        timeout=args.timeout,
+    def phase(namespace: str) -> tuple[dict[str, Any], procstat.ProcessSample]:
+        return _phase(
+            api_client,
+            namespace,
+            metadata_only=metadata_only,
+            streaming=streaming,
+            timeout=args.timeout,
+        )
+
+    (empty_stats, empty), (full_stats, loaded), peaks = run_phases(
+        lambda: phase(args.empty_namespace), lambda: phase(args.namespace)
     )
-    gc.collect()
-    baseline = procstat.sample()
-    full_stats, loaded = _phase(
-        api_client,
-        args.namespace,
-        metadata_only=metadata_only,
-        streaming=streaming,
-        timeout=args.timeout,
-    )
-    peak = procstat.sample()
     result = {
         "cache": args.cache,
         "list": args.list,
-        "baseline_peak_rss_bytes": baseline.peak_rss,
-        "baseline_rss_bytes": baseline.rss,
-        "peak_rss_bytes": peak.peak_rss,
+        "peak_reset": peaks.peak_reset,
+        "warmup_peak_rss_bytes": peaks.warmup_peak_rss,
+        "baseline_peak_rss_bytes": peaks.start.peak_rss,
+        "baseline_rss_bytes": peaks.start.rss,
+        "peak_rss_bytes": peaks.peak_rss,
         "rss_with_cache_bytes": loaded.rss,
         "rss_empty_cache_bytes": empty.rss,
         "threads": loaded.threads,
