@@ -7,8 +7,9 @@ holding the etcd CA as kubeadm writes it. Every cluster's Secret holds the same
 CA — the one of the shared etcd — yet the tracker keys everything by Cluster
 UID, so each cluster still gets its own client key and certificate.
 
-`bump()` changes a control plane's spec (a new `generation`); a controller shows
-it reconciled the change by setting `status.observedGeneration`.
+`bump()` changes a control plane's metadata for its Machines (an annotation in
+`spec.machineTemplate.metadata`: a new `generation`, no rollout); a controller
+shows it reconciled the change by setting `status.observedGeneration`.
 """
 
 from __future__ import annotations

@@ -9,12 +9,14 @@ started against the fleet (`kcp.bench.fleet`) and measured from outside
   etcd check and a status write each);
 - `steady_cpu_cores`: CPU over a quiet window (health probes, resyncs);
 - `resync_seconds` / `resync_cpu_cores`: every control plane changed at once
-  (a spec change, so each needs a reconcile and a status write) until all are
-  reconciled — a full resync with writes, heavier than a sync-period resync;
+  (a metadata bump: an annotation in `spec.machineTemplate.metadata`, a new
+  generation, so each needs a reconcile and a status write; no rollout) until
+  all are reconciled — heavier than a sync-period resync;
 - `change_latency_ms`: single changes at a steady pace, each from the moment
   it is sent until its reconcile's status write is seen (p50/p99);
-- `peak_rss_mib` (`VmHWM`) and `threads` (median over the steady window;
-  `threads_max` the most seen), at both sizes.
+- `peak_rss_mib` (`VmHWM` since the process started, startup included) and
+  `threads` (median over the steady window; `threads_max` the most seen), at
+  both sizes.
 
 The N/10 point is the same-run baseline: ratios say how each figure grows with
 ten times the clusters (threads should not grow at all).
@@ -34,7 +36,7 @@ from kcp.bench import table
 from kcp.bench.controller import CONTROLLERS, resolve_controller, start_controller
 from kcp.bench.environment import BenchEnvironment
 from kcp.bench.fleet import ETCD_CLIENT_PORT, Fleet
-from kcp.bench.fleet_run import FleetRunSettings, watched_fleet
+from kcp.bench.fleet_run import FleetRunSettings, describe_fleet, watched_fleet
 from kcp.bench.observer import GenerationObserver, percentile
 from kcp.bench.procstat import MIB, Sampler, split_threads, tcp_connections, thread_names
 from kcp.bench.progress import Progress
@@ -322,11 +324,12 @@ def summary(result: dict[str, Any]) -> str:
     lines = [
         table.render(
             f"scale: controller {result['controller']} (concurrency {flags['concurrency']}, "
-            f"QPS {flags['kube_api_qps']:g}/{flags['kube_api_burst']}), one shared etcd "
-            f"reached {_route(result)}",
+            f"QPS {flags['kube_api_qps']:g}/{flags['kube_api_burst']}), etcd reached "
+            f"{_route(result)}",
             headers,
             rows,
-        )
+        ),
+        *describe_fleet(result["controller"]),
     ]
     growth = result["growth_ratio_n_over_n10"]
     lines.append(

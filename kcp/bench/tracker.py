@@ -43,7 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModeResult", "TrackerBenchmark", "add_arguments", "run", "run_benchmark"]
+__all__ = [
+    "ModeResult",
+    "TrackerBenchmark",
+    "add_arguments",
+    "describe_clusters",
+    "run",
+    "run_benchmark",
+]
 
 NAMESPACE = "bench"
 ACCESS_CHOICES = ("both", "direct", "port-forward")
@@ -172,6 +179,7 @@ class TrackerBenchmark:
             f"tracker: {self.clusters} clusters x {self.reconciles} reconciles, "
             f"{self.key_algorithm} client keys, etcd with {self.etcd_members} member(s), "
             f"etcd access {self.access}",
+            describe_clusters(tunnelled=self.kept is not None),
             f"{'mode':<8} {'route':<13} {'keys generated':>15} {'CPU ms/reconcile':>17} "
             f"{'wall ms/reconcile':>18} {'tunnels opened':>15} {'server CPU ms/rec':>18} "
             f"{'KiB/connection':>15}",
@@ -188,9 +196,10 @@ class TrackerBenchmark:
             )
         if self.cpu_ratio is not None and self.cached is not None:
             rows.append(
-                f"CPU ratio naive/cached: {self.cpu_ratio:.1f} "
-                f"(with the cached warm-up of {self.cached.warmup_cpu_ms:.0f} ms CPU: "
-                f"{self.cpu_ratio_including_warmup:.1f})"
+                f"CPU ratio naive/cached: steady state {self.cpu_ratio:.1f}; including the "
+                f"cached warm-up ({self.cached.warmup_cpu_ms:.0f} ms CPU, one key per cluster, "
+                f"spread over the {self.clusters * self.reconciles} reconciles measured): "
+                f"{self.cpu_ratio_including_warmup:.1f}"
             )
         if self.capi_over_kept is not None:
             rows.append(
@@ -217,6 +226,14 @@ _ROUTES = {
     "kept": "port-forward",
     "capi": "port-forward",
 }
+
+
+def describe_clusters(*, tunnelled: bool) -> str:
+    """What the benchmark's clusters are: its ratios hold for this setup only."""
+    text = "  clusters: all share one etcd and its CA (each its own client key and Secret)"
+    if tunnelled:
+        text += "; port-forwards go through the management API server and one kubelet"
+    return text
 
 
 def _ratio(numerator: ModeResult | None, denominator: ModeResult | None) -> float | None:
