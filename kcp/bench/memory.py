@@ -159,7 +159,7 @@ def _measure_mode(
         log_path=env.work_dir / "memory" / f"{namespace}-{mode}.log",
         timeout=timeout,
     )
-    # After the reset the baseline peak is the RSS the measured phase started from.
+    # The VmHWM the measured phase started from: its RSS after a reset, else the warm-up's peak.
     growth = (raw["peak_rss_bytes"] - raw["baseline_peak_rss_bytes"]) / MIB
     retained = (raw["rss_with_cache_bytes"] - raw["rss_empty_cache_bytes"]) / MIB
     loaded = raw["loaded"]

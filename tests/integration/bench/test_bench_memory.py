@@ -33,6 +33,7 @@ def test_memory_compares_metadata_streaming_with_full_paginated(
     )
     result = memory.measure(bench_env, settings, Progress(enabled=False))
     json.dumps(result)  # the JSON the runner writes
+    assert result["peak_reset_after_warmup"] is True
 
     large = result["large"]
     assert large["secrets"] == 8
@@ -44,6 +45,9 @@ def test_memory_compares_metadata_streaming_with_full_paginated(
         for mode in (product, baseline):
             assert mode["objects"] == result[data_set]["secrets"]
             assert mode["baseline_peak_rss_mib"] > 0
+            # The peak was reset after the warm-up: the measured phase's peak is its own.
+            assert mode["peak_reset"] is True
+            assert mode["warmup_peak_rss_mib"] > 0
             assert mode["peak_rss_mib"] >= mode["baseline_peak_rss_mib"]
             assert mode["peak_rss_growth_mib"] >= 0
             assert mode["threads"] > 0
