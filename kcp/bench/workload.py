@@ -7,7 +7,9 @@ and its `-ca` Secret the management CA), and it holds what a kubelet would
 report — one Node named after the shared etcd's member, its kubelet endpoint
 served by `kcp.bench.kubelet` (so port-forwards to its Pods work), and the four
 control-plane static Pods on it, Running and Ready, the etcd Pod advertising
-the shared etcd's client URL. Each cluster's one Machine points at that Node,
+the shared etcd's client URL, and the `kubeadm-config` ConfigMap `kubeadm init`
+uploads (without it kcp counts a cluster as not initialized, as Cluster API's KCP
+does, and checks it again every 10 s). Each cluster's one Machine points at that Node,
 so the reconciler sees one healthy, up-to-date control-plane Machine with a
 healthy etcd member and has nothing to do but inspect and report.
 """
@@ -104,6 +106,7 @@ class SteadyWorkload:
         }
         self._create_node()
         self._create_pods()
+        self._create_kubeadm_config()
 
     def _create(self, resource: Any, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
         """Create `obj`, or bring an existing one's labels and annotations to `obj`'s."""
@@ -144,6 +147,30 @@ class SteadyWorkload:
                 }
             },
             subresource="status",
+        )
+
+    def _create_kubeadm_config(self) -> None:
+        """What `kubeadm init` uploads once the first API server runs (one for every
+        cluster: they share this API server)."""
+        import yaml
+
+        from kcp.bench.fleet import KUBERNETES_VERSION
+        from kcp.sim.kubeadm_init import cluster_configuration_to_upload
+
+        document = cluster_configuration_to_upload(
+            None,
+            version=KUBERNETES_VERSION,
+            endpoint=f"{self.server_host}:{self.server_port}",
+        )
+        self._create(
+            groups.CONFIG_MAP,
+            KUBE_SYSTEM,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "kubeadm-config", "namespace": KUBE_SYSTEM},
+                "data": {"ClusterConfiguration": yaml.safe_dump(document, sort_keys=True)},
+            },
         )
 
     def _create_pods(self) -> None:
