@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,19 +108,8 @@ def audit_requests(
     complete JSON events are skipped. `by_kind`, when given, gets each user's
     requests counted by `request_kind` too.
     """
-    seen = set() if seen is None else seen
     counts: Counter[str] = Counter()
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(event, dict):
-            continue
-        audit_id = str(event.get("auditID") or "")
-        if not audit_id or audit_id in seen:
-            continue
-        seen.add(audit_id)
+    for event in _new_audit_events(lines, set() if seen is None else seen):
         user = (event.get("user") or {}).get("username")
         if user:
             counts[str(user)] += 1
@@ -140,6 +129,13 @@ def workload_requests(lines: Iterable[str], seen: set[str]) -> Counter[str]:
     """Requests in a workload API server's audit log `lines`, by User-Agent product, each
     `auditID` once (`seen` carries them across calls)."""
     counts: Counter[str] = Counter()
+    for event in _new_audit_events(lines, seen):
+        counts[user_agent_product(event)] += 1
+    return counts
+
+
+def _new_audit_events(lines: Iterable[str], seen: set[str]) -> Iterator[dict[str, Any]]:
+    """The complete JSON audit events of `lines` whose `auditID` is not in `seen` (added)."""
     for line in lines:
         try:
             event = json.loads(line)
@@ -151,8 +147,7 @@ def workload_requests(lines: Iterable[str], seen: set[str]) -> Counter[str]:
         if not audit_id or audit_id in seen:
             continue
         seen.add(audit_id)
-        counts[user_agent_product(event)] += 1
-    return counts
+        yield event
 
 
 def port_forwards(lines: Iterable[str]) -> Counter[str]:
