@@ -30,6 +30,7 @@ from kcp.bench.progress import Progress
 __all__ = [
     "BenchEnvironment",
     "child_env",
+    "info_log",
     "machine_info",
     "management_cluster",
     "quiet_logging",
@@ -63,6 +64,37 @@ def quiet_logging() -> None:
 
     configure_logging(level="warning", json=True, stream=sys.stderr)
     logging.getLogger("kcp").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def info_log(logger: str, path: Path) -> Iterator[None]:
+    """While open, `logger`'s info lines also go to `path` (stderr still gets warnings only).
+
+    The benchmarks log warnings only; where a run keeps its logs, the simulator's
+    info lines (machine provisioned, etcd member added, torn down) are what say
+    where a scenario's seconds went.
+    """
+    log = logging.getLogger(logger)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path)
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    for handler in (to_file, to_stderr):
+        if root.handlers:
+            handler.setFormatter(root.handlers[0].formatter)
+        log.addHandler(handler)
+    level, propagate = log.level, log.propagate
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        log.propagate = propagate
+        for handler in (to_file, to_stderr):
+            log.removeHandler(handler)
+            handler.close()
 
 
 @contextlib.contextmanager

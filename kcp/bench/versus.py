@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kcp.bench import procstat
-from kcp.bench.environment import BenchEnvironment, management_cluster
+from kcp.bench.environment import BenchEnvironment, info_log, management_cluster
 from kcp.bench.progress import Progress
 from kcp.bench.runner import Scenario, add_common_arguments, run_scenarios
 from kcp.bench.versus_counts import AUDIT_POLICY, AuditCounter
@@ -190,7 +190,12 @@ def measure(settings: VersusSettings, progress: Progress) -> dict[str, Any]:
     contenders = [CONTENDERS[name] for name in settings.contenders]
     users = [c.user for c in contenders]
     started = time.monotonic()
-    with audited_cluster(progress, users, settings.keep_logs) as (env, audit):
+    sim_log = (
+        info_log("kcp.sim", settings.keep_logs / "sim.log")
+        if settings.keep_logs is not None
+        else contextlib.nullcontext()
+    )
+    with sim_log, audited_cluster(progress, users, settings.keep_logs) as (env, audit):
         progress.step(
             f"versus: {len(contenders)} controllers, {settings.clusters} clusters each, "
             + ("side by side" if settings.together else "one at a time")

@@ -12,6 +12,7 @@ again with a growing delay. Deleting it stops exactly its processes.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -441,13 +442,16 @@ class LocalMachineReconciler(_LocalReconciler[SimMachine]):
                 member=sim.etcd.name if sim.etcd else None,
             )
         pids = sim.pids()
+        started = time.monotonic()
         with self.state.lock:
             self.state.machines.pop((key.namespace, key.name), None)
             if sim.cluster.machines.get(sim.name) is sim:
                 sim.cluster.machines.pop(sim.name)
         sim.forget_node()
         sim.teardown()
-        sim.log.info("machine torn down", stopped=pids)
+        sim.log.info(
+            "machine torn down", stopped=pids, seconds=round(time.monotonic() - started, 2)
+        )
 
     def _waiting(
         self, obj: dict[str, Any], reason: str, message: str, requeue: float = 0.0

@@ -219,6 +219,7 @@ class SimMachine:
         if self.address is None:
             self.address = ctx.addresses.allocate(MACHINE_PORTS)
             self.log = self.log.bind(address=self.address)
+            self.log.info("provisioning", command=boot.command.value)
         if self.etcd is None or self.apiserver is None:
             self._prepare(spec, endpoint)
         assert self.etcd is not None and self.apiserver is not None
@@ -236,6 +237,7 @@ class SimMachine:
             process=self.apiserver.process,
             stopping=ctx.stopping,
         )
+        self.log.info("kube-apiserver ready")
         self._started_at = self._started_at or datetime.now(UTC)
         self._start_kubelet_server()
         if boot.is_init and not self._init_uploaded:
@@ -440,6 +442,7 @@ class SimMachine:
         except ProvisionError:
             self._undo_etcd(endpoints)
             raise
+        self.log.info("etcd healthy")
         with contextlib.suppress(EtcdJoinError):
             for member in list_members([self.etcd.endpoint], tls):
                 if self.etcd.peer_url in member.peer_urls:
