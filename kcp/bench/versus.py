@@ -67,7 +67,7 @@ class VersusSettings:
     def quick(cls) -> VersusSettings:
         return cls(
             contenders=("kcp", "capi"),
-            steady_seconds=20.0,
+            steady_seconds=10.0,
             settle_timeout=240.0,
             change_timeout=60.0,
             rollout_timeout=240.0,
@@ -144,9 +144,11 @@ def run_contender(
         "flags": list(contender.args),
         "phases": {},
     }
-    # Machines of different clusters boot at once, as on a cloud (the simulator's default
-    # of 3 at a time would make the fleet's boot, not the controller, the measure).
-    fleet = RealFleet(env, contender, machine_concurrency=max(3, settings.clusters))
+    # Machines boot at once and each runs its own kubelet, as on a cloud: a worker for every
+    # Machine the fleet can have at once (with one per cluster, booting machines and the
+    # running ones' kubelet syncs shared them, and a Machine whose bootstrap data was ready
+    # waited up to 50 s in settle for a worker).
+    fleet = RealFleet(env, contender, machine_concurrency=2 * settings.clusters)
     result["namespace"] = fleet.namespace
     starting = time.monotonic()
     try:

@@ -458,6 +458,7 @@ class LocalMachineReconciler(_LocalReconciler[SimMachine]):
     ) -> Result:
         conditions, changed = merged_conditions(obj, [(READY, False, reason, message)])
         if changed:
+            _log.info("machine waiting", name=meta(obj).get("name"), reason=reason)
             self.state.kube.apply(
                 groups.LOCAL_MACHINE,
                 str(meta(obj)["namespace"]),

@@ -69,6 +69,10 @@ MACHINE_PORTS = (CLIENT_PORT, PEER_PORT, METRICS_PORT, API_SERVER_PORT, KUBELET_
 the kubelet."""
 _RESTART_BACKOFF = 5.0
 _KUBELET_START_TIMEOUT = 30.0
+_TEARDOWN_GRACE = 3.0
+"""Seconds a deleted machine's processes get to exit after SIGTERM before SIGKILL: the
+machine is gone either way, and an API server whose etcd member was removed first took
+the whole 10 s, on the rollout's path."""
 _KUBELET_PKI_DIR = "/var/lib/kubelet/pki"
 _FAULT_PORTS = {
     Component.ETCD: CLIENT_PORT,
@@ -651,9 +655,11 @@ class SimMachine:
             blackhole.close()
         self._blackholes.clear()
         self.faults.clear()
-        for process in (self.kubelet_server, self.apiserver, self.etcd):
-            if process is not None:
-                process.process.stop()
+        processes = [p.process for p in (self.kubelet_server, self.apiserver, self.etcd) if p]
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.stop(timeout=_TEARDOWN_GRACE)
         clients = list(self._clients.values())
         self._clients.clear()
         for kube in clients:
