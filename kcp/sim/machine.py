@@ -322,7 +322,10 @@ class SimMachine:
                 ),
             },
             process=SimProcess(
-                f"kubelet-{self.name}", ctx.launcher, self.dir / "logs" / "kubelet.log"
+                f"kubelet-{self.name}",
+                ctx.launcher,
+                self.dir / "logs" / "kubelet.log",
+                ctx.options.process_env,
             ),
             binary=ctx.kubelet_binary,
             client_cert=files.apiserver_kubelet_client_crt,
@@ -333,7 +336,12 @@ class SimMachine:
             address=self.address,
             data_dir=self.dir / "etcd",
             files=files,
-            process=SimProcess(f"etcd-{self.name}", ctx.launcher, self.dir / "logs" / "etcd.log"),
+            process=SimProcess(
+                f"etcd-{self.name}",
+                ctx.launcher,
+                self.dir / "logs" / "etcd.log",
+                ctx.options.process_env,
+            ),
             binary=ctx.binaries.etcd,
             extra_args=settings.etcd_args,
         )
@@ -345,6 +353,7 @@ class SimMachine:
                 f"kube-apiserver-{self.name}",
                 ctx.launcher,
                 self.dir / "logs" / "kube-apiserver.log",
+                ctx.options.process_env,
             ),
             binary=ctx.binaries.kube_apiserver,
             service_cidr=settings.service_cidr,
@@ -447,6 +456,8 @@ class SimMachine:
             self._undo_etcd(endpoints)
             raise
         self.log.info("etcd healthy")
+        if self.etcd.member_id is not None:
+            return  # a joiner has its id from MemberAdd; asking again cost up to a 2 s dial
         with contextlib.suppress(EtcdJoinError):
             for member in list_members([self.etcd.endpoint], tls):
                 if self.etcd.peer_url in member.peer_urls:

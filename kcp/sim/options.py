@@ -48,6 +48,10 @@ class SimOptions:
     """Seconds between the node lifecycle controller's looks (`--node-monitor-period`)."""
     machine_concurrency: int = 3
     """Machines provisioned at once (joins to one etcd cluster are serialised anyway)."""
+    process_env: dict[str, str] = field(default_factory=dict)
+    """Added to the environment of every machine's processes (etcd, kube-apiserver, the
+    kubelet): Go runtime settings such as `GOGC`, which change what a process costs, not
+    what it serves."""
     apiserver_extra_args: list[str] = field(default_factory=list)
     apiserver_audit_policy: Path | None = None
     """An audit policy file: when set, every machine's API server writes an audit log (JSON

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kcp.sim.launcher import Launcher
@@ -22,9 +22,13 @@ __all__ = ["SimProcess"]
 class SimProcess:
     """One process of one machine (etcd or kube-apiserver)."""
 
-    def __init__(self, name: str, launcher: Launcher, log_path: Path) -> None:
+    def __init__(
+        self, name: str, launcher: Launcher, log_path: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.log_path = log_path
+        self.env = dict(env) if env else None
+        """Set in its environment on top of the simulator's (None: nothing added)."""
         self.restarts = 0
         """Times it was started again after the first start (by the kubelet or a restore)."""
         self._launcher = launcher
@@ -62,7 +66,7 @@ class SimProcess:
             return
         if self._process is not None:
             self.restarts += 1
-        process = ManagedProcess(self.name, list(argv), log_path=self.log_path)
+        process = ManagedProcess(self.name, list(argv), log_path=self.log_path, env=self.env)
         self._launcher.call(process.start)
         self._process = process
         self._frozen = False
