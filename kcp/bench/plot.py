@@ -143,12 +143,12 @@ def _profile_panel(ax: Any, profile: dict[str, Any]) -> None:
 
 
 def _versus_panel(ax: Any, versus: dict[str, Any]) -> None:
-    from kcp.bench.versus_report import ratios
+    from kcp.bench.versus_report import pairs_of, ratios
 
-    contenders = versus["contenders"]
-    others = [r["contender"] for r in contenders if r["contender"] != "kcp"]
+    runs = [pair["contenders"] for pair in pairs_of(versus)]
+    others = [(run, r["contender"]) for run in runs for r in run if r["contender"] != "kcp"]
     labels: list[str] = []
-    for index, other in enumerate(others):
+    for index, (contenders, other) in enumerate(others):
         found = ratios(contenders, other)
         if not labels:
             labels = [label for label, _ in found]

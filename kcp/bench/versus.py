@@ -43,9 +43,17 @@ from kcp.bench.versus_phases import (
     settle,
     steady,
 )
-from kcp.bench.versus_report import render
+from kcp.bench.versus_report import pairs_of, render
 
-__all__ = ["PHASES", "VersusSettings", "add_arguments", "measure", "run", "scenario", "summary"]
+__all__ = [
+    "PHASES",
+    "VersusSettings",
+    "add_arguments",
+    "measure",
+    "run",
+    "scenario",
+    "summary",
+]
 
 PHASES = ("settle", "steady", "change", "rollout_scale_up")
 ROLLOUT_CLUSTER, SCALE_CLUSTER = "v00", "v01"
@@ -61,6 +69,10 @@ class VersusSettings:
     rollout_timeout: float = 420.0
     together: bool = True
     """Contenders side by side, phase by phase; False: one after the other."""
+    pairs: bool = True
+    """Side by side, kcp beside one Cluster API contender at a time (kcp runs once per pair,
+    on a fresh fleet; ratios come from the pair): three fleets of real machines at once
+    overload 2 cores until scenarios time out. False: every contender at once."""
     keep_logs: Path | None = None
 
     @classmethod
@@ -145,9 +157,8 @@ def run_contender(
         "phases": {},
     }
     # Machines boot at once and each runs its own kubelet, as on a cloud: a worker for every
-    # Machine the fleet can have at once (with one per cluster, booting machines and the
-    # running ones' kubelet syncs shared them, and a Machine whose bootstrap data was ready
-    # waited up to 50 s in settle for a worker).
+    # Machine the fleet can have at once (a booting machine holds one for its whole boot,
+    # and the running machines' kubelet syncs take turns on the same workers).
     fleet = RealFleet(env, contender, machine_concurrency=2 * settings.clusters)
     result["namespace"] = fleet.namespace
     starting = time.monotonic()
@@ -202,19 +213,23 @@ def measure(settings: VersusSettings, progress: Progress) -> dict[str, Any]:
             f"versus: {len(contenders)} controllers, {settings.clusters} clusters each, "
             + ("side by side" if settings.together else "one at a time")
         )
-        if settings.together:
+        if _paired(settings, contenders):
+            pairs = _in_pairs(env, audit, contenders, settings, progress)
+            results = [r for pair in pairs for r in pair["contenders"]]
+        elif settings.together:
             results = _side_by_side(env, audit, contenders, settings, progress)
         else:
             results = [
                 run_contender(env, audit, c, settings, sync=lambda _phase: None, progress=progress)
                 for c in contenders
             ]
+    paired = _paired(settings, contenders)
     return {
         "clusters": settings.clusters,
         "shapes": {s.name: s.replicas for s in settings.shapes()},
         "together": settings.together,
         "steady_seconds": settings.steady_seconds,
-        "contenders": results,
+        **({"pairs": pairs} if paired else {"contenders": results}),
         "wall_seconds": round(time.monotonic() - started, 1),
         "fleet": (
             "per controller: its own namespace, simulator and Cluster API core + CABPK; every "
@@ -222,6 +237,34 @@ def measure(settings: VersusSettings, progress: Progress) -> dict[str, Any]:
             "server (audit log by user) shared by all"
         ),
     }
+
+
+def _paired(settings: VersusSettings, contenders: list[Contender]) -> bool:
+    names = [c.name for c in contenders]
+    return settings.together and settings.pairs and "kcp" in names and len(names) > 2
+
+
+def _in_pairs(
+    env: BenchEnvironment,
+    audit: AuditCounter,
+    contenders: list[Contender],
+    settings: VersusSettings,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    """kcp beside each other contender in turn, each pair side by side on fresh fleets."""
+    mine = next(c for c in contenders if c.name == "kcp")
+    pairs: list[dict[str, Any]] = []
+    for other in (c for c in contenders if c is not mine):
+        progress.note(f"versus: pair kcp + {other.name}")
+        started = time.monotonic()
+        results = _side_by_side(env, audit, [mine, other], settings, progress)
+        pairs.append(
+            {
+                "contenders": results,
+                "wall_seconds": round(time.monotonic() - started, 1),
+            }
+        )
+    return pairs
 
 
 def _side_by_side(
@@ -261,12 +304,19 @@ def _side_by_side(
 
 
 def summary(result: dict[str, Any]) -> str:
-    title = (
-        f"versus: kcp vs Cluster API's KCP, {result['clusters']} clusters each on real "
-        f"simulated machines ({'side by side' if result['together'] else 'one at a time'}; "
-        f"steady window {result['steady_seconds']:.0f} s; {result['wall_seconds']:.0f} s)"
-    )
-    return "\n".join([render(result["contenders"], title), f"  fleet: {result['fleet']}"])
+    how = "side by side" if result["together"] else "one at a time"
+    tables: list[str] = []
+    for pair in pairs_of(result):
+        names = " + ".join(r["contender"] for r in pair["contenders"])
+        title = (
+            f"versus: kcp vs Cluster API's KCP, {result['clusters']} clusters each on real "
+            f"simulated machines ({how}"
+            + (f", the pair {names}" if "pairs" in result else "")
+            + f"; steady window {result['steady_seconds']:.0f} s; "
+            f"{pair['wall_seconds']:.0f} s)"
+        )
+        tables.append(render(pair["contenders"], title))
+    return "\n\n".join([*tables[:-1], "\n".join([tables[-1], f"  fleet: {result['fleet']}"])])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -277,6 +327,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=tuple(CONTENDERS),
         default=None,
         help="controllers to compare (kcp capi capi-tuned; --quick: kcp capi)",
+    )
+    parser.add_argument(
+        "--all-at-once",
+        action="store_true",
+        help="with three contenders, run all three side by side instead of kcp beside each "
+        "Cluster API contender in turn",
     )
     parser.add_argument(
         "--one-at-a-time",
@@ -296,6 +352,8 @@ def settings_from_args(args: argparse.Namespace) -> VersusSettings:
         changes["contenders"] = tuple(args.contenders)
     if getattr(args, "one_at_a_time", False):
         changes["together"] = False
+    if getattr(args, "all_at_once", False):
+        changes["pairs"] = False
     if getattr(args, "clusters", None):
         changes["clusters"] = max(2, args.clusters)
     if getattr(args, "steady_seconds", None):

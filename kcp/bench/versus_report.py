@@ -18,6 +18,7 @@ __all__ = [
     "PLOTTED",
     "cell",
     "comparison_rows",
+    "pairs_of",
     "ratios",
     "render",
     "requests_by_kind",
@@ -162,6 +163,14 @@ def comparison_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
             row += [_ratio(own, cell(other, phase, path)) for other in others]
         rows.append(row)
     return rows
+
+
+def pairs_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs of a versus result whose figures compare with each other: each pair (kcp
+    beside one Cluster API contender), or the one run of every contender."""
+    if "pairs" in result:
+        return list(result["pairs"])
+    return [{"contenders": result["contenders"], "wall_seconds": result.get("wall_seconds")}]
 
 
 def ratios(results: Sequence[dict[str, Any]], other: str) -> list[tuple[str, float]]:
