@@ -243,3 +243,56 @@ def test_workload_requests_are_told_apart_by_user_agent(tmp_path: Path) -> None:
     assert contender_requests(totals, "capi") == 1
     assert contender_requests(totals, "kcp") == 2
     assert counter.poll() == totals
+
+
+def _paired_result() -> dict[str, object]:
+    return {
+        "clusters": 10,
+        "together": True,
+        "steady_seconds": 60.0,
+        "fleet": "f",
+        "pairs": [
+            {"contenders": [_result("kcp", 0.05), _result("capi", 0.2)], "wall_seconds": 300.0},
+            {
+                "contenders": [_result("kcp", 0.06), _result("capi-tuned", 0.3)],
+                "wall_seconds": 310.0,
+            },
+        ],
+    }
+
+
+def test_three_contenders_run_as_pairs_beside_kcp_unless_all_at_once() -> None:
+    from kcp.bench.versus import VersusSettings, _paired
+    from kcp.bench.versus_fleet import CONTENDERS
+
+    three = [CONTENDERS[n] for n in ("kcp", "capi", "capi-tuned")]
+    assert _paired(VersusSettings(), three)
+    assert not _paired(VersusSettings(pairs=False), three)
+    assert not _paired(VersusSettings(together=False), three)
+    assert not _paired(VersusSettings(), three[:2])  # a pair already
+
+
+def test_each_pair_has_its_own_table_and_ratios_from_its_own_kcp() -> None:
+    from kcp.bench.versus import summary
+    from kcp.bench.versus_report import pairs_of, ratios
+
+    result = _paired_result()
+    pairs = pairs_of(result)
+    assert [[r["contender"] for r in p["contenders"]] for p in pairs] == [
+        ["kcp", "capi"],
+        ["kcp", "capi-tuned"],
+    ]
+    assert ratios(pairs[1]["contenders"], "capi-tuned")[0] == ("steady: CPU cores", 0.2)
+    text = summary(result)
+    assert "the pair kcp + capi;" in text and "the pair kcp + capi-tuned;" in text
+    rows = [line.split() for line in text.splitlines() if line.startswith("steady: CPU cores")]
+    assert [row[-1] for row in rows] == ["0.25", "0.20"]
+
+
+def test_a_run_of_all_contenders_is_one_pair() -> None:
+    from kcp.bench.versus_report import pairs_of
+
+    contenders = [_result("kcp", 0.05), _result("capi", 0.2)]
+    assert pairs_of({"contenders": contenders, "wall_seconds": 1.0}) == [
+        {"contenders": contenders, "wall_seconds": 1.0}
+    ]
