@@ -1,11 +1,12 @@
 """One machine's etcd member, as kubeadm runs it: mutual TLS on the machine's own address.
 
 The first machine of a cluster starts a new etcd cluster; every later one is
-first added to the membership through a running member (MemberAdd over mutual
-TLS, with the machine's own API server etcd client certificate, issued from
-the etcd CA in its bootstrap data) and then started with
-`--initial-cluster-state existing`, exactly the `kubeadm join --control-plane`
-sequence. Health is read from the plain-HTTP
+first added to the membership through a running member as a learner (MemberAdd
+over mutual TLS, with the machine's own API server etcd client certificate,
+issued from the etcd CA in its bootstrap data), then started with
+`--initial-cluster-state existing` and promoted to a voting member once it has
+caught up: the `kubeadm join --control-plane` sequence since kubeadm's
+`EtcdLearnerMode` (on by default from v1.29). Health is read from the plain-HTTP
 metrics listener (`/health` is true once the member sees a leader).
 """
 

@@ -5,8 +5,8 @@ kubeadm would on a real node: it writes the data's files to the machine's disk
 (a directory), issues the node's certificates from the CAs in them, and runs
 `kubeadm init` (a new etcd cluster, then the cluster's configuration and the
 CoreDNS and kube-proxy add-ons uploaded) or `kubeadm join --control-plane`
-(discovery with the bootstrap token, then an etcd member added through the
-running ones). It blocks until the machine
+(discovery with the bootstrap token, then an etcd member added as a learner
+through the running ones and promoted). It blocks until the machine
 serves (bounded by the options' timeouts); the LocalMachine controller calls
 it from a worker. The kubelet is two halves: its API (`kcp.sim.kubelet_server`,
 a process serving port-forwards to the machine's etcd and API server) and its
