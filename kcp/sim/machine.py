@@ -73,8 +73,8 @@ _RESTART_BACKOFF = 5.0
 _KUBELET_START_TIMEOUT = 30.0
 _TEARDOWN_GRACE = 3.0
 """Seconds a deleted machine's processes get to exit after SIGTERM before SIGKILL: the
-machine is gone either way, and an API server whose etcd member was removed first took
-the whole 10 s, on the rollout's path."""
+machine is gone either way, and with 10 s one of them (its etcd member already removed)
+took all of it, on the rollout's path."""
 _KUBELET_PKI_DIR = "/var/lib/kubelet/pki"
 _FAULT_PORTS = {
     Component.ETCD: CLIENT_PORT,
