@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -156,11 +157,50 @@ def install_signal_handlers() -> None:
         signal.signal(sig, _exit)
 
 
+_PORTS_FROM = 15000
+"""Lowest port `free_port` hands out (above the well-known ports the simulator's machines
+use on addresses of their own: 2379, 2380, 6443, 10250)."""
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free on `host` now (the caller binds it soon after)."""
+    """A port free on `host` now (the caller binds it soon after), taken below the kernel's
+    ephemeral range when there is room: a port from that range can be taken in between by
+    the local end of any outgoing connection (seen as EADDRINUSE with a benchmark's
+    thousands of connections beside a test), one below it only by another listener. A port
+    is not handed out twice by one process."""
+    ephemeral_from = _ephemeral_range_start()
+    if ephemeral_from - _PORTS_FROM >= 1000:
+        for _ in range(200):
+            port = random.randrange(_PORTS_FROM, ephemeral_from)
+            with _handed_out_lock:
+                if port in _handed_out:
+                    continue
+                if _bindable(host, port):
+                    _handed_out.add(port)
+                    return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _ephemeral_range_start() -> int:
+    """The first port of the kernel's range for outgoing connections (Linux; else 32768)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def wait_until(
