@@ -14,6 +14,7 @@ shows it reconciled the change by setting `status.observedGeneration`.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -129,6 +130,19 @@ class Fleet:
                 {"status": cluster_status},
                 subresource="status",
             )
+        if self.workload is not None:
+            # The machine template both KCPs read on every reconcile (Cluster API's fails
+            # the reconcile without it); no Machine is ever cloned from it here.
+            self.kube.create(
+                groups.LOCAL_MACHINE_TEMPLATE,
+                self.namespace,
+                {
+                    "apiVersion": groups.LOCAL_MACHINE_TEMPLATE.api_version,
+                    "kind": "LocalMachineTemplate",
+                    "metadata": {"name": name, "labels": {CLUSTER_NAME_LABEL: name}},
+                    "spec": {"template": {"spec": {}}},
+                },
+            )
         kcp = self.kube.create(
             groups.KUBEADM_CONTROL_PLANE,
             self.namespace,
@@ -152,6 +166,10 @@ class Fleet:
                                 "name": name,
                             }
                         }
+                    },
+                    # What Cluster API's defaulting webhook writes (none runs here).
+                    "rollout": {
+                        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}
                     },
                 },
             },
@@ -220,6 +238,7 @@ class Fleet:
             groups.CLUSTER,
             groups.SECRET,
             groups.MACHINE,
+            groups.LOCAL_MACHINE_TEMPLATE,
         ):
             self.kube.request(
                 "DELETE",
@@ -233,6 +252,29 @@ class Fleet:
                     )
                 ],
             )
+
+    def delete_namespace(self) -> None:
+        """Delete the namespace and all in it once no controller runs: the finalizers a
+        controller left on control planes and Machines are removed first (nobody would)."""
+        from kcp.rest import ApiError
+
+        def strip(resource: Any, name: str) -> None:
+            with contextlib.suppress(ApiError):
+                self.kube.merge_patch(
+                    resource, self.namespace, name, {"metadata": {"finalizers": None}}
+                )
+
+        with ThreadPoolExecutor(_CREATE_WORKERS, thread_name_prefix="bench-fleet") as pool:
+            for resource in (groups.KUBEADM_CONTROL_PLANE, groups.MACHINE):
+                held = [
+                    o["metadata"]["name"]
+                    for o in self.kube.list(resource, self.namespace)
+                    if o["metadata"].get("finalizers")
+                ]
+                for future in [pool.submit(strip, resource, n) for n in held]:
+                    future.result()
+        with contextlib.suppress(ApiError):
+            self.kube.delete(groups.NAMESPACE, None, self.namespace)
 
 
 class SharedEtcd:

@@ -145,6 +145,9 @@ def _profile_panel(ax: Any, profile: dict[str, Any]) -> None:
 def _versus_panel(ax: Any, versus: dict[str, Any]) -> None:
     from kcp.bench.versus_report import pairs_of, ratios
 
+    if "contenders" not in versus and "pairs" not in versus:  # the shared-fleet sizes only
+        ax.text(0.5, 0.5, "versus: shared fleet only (see the tables)", ha="center")
+        return
     runs = [pair["contenders"] for pair in pairs_of(versus)]
     others = [(run, r["contender"]) for run in runs for r in run if r["contender"] != "kcp"]
     labels: list[str] = []

@@ -74,10 +74,13 @@ class VersusSettings:
     on a fresh fleet; ratios come from the pair): three fleets of real machines at once
     overload 2 cores until scenarios time out. False: every contender at once."""
     keep_logs: Path | None = None
+    shared_sizes: tuple[int, ...] = (100, 1000)
+    """Sizes run on the cheap shared fleet after the 10 clusters (`kcp.bench.versus_shared`)."""
 
     @classmethod
     def quick(cls) -> VersusSettings:
         return cls(
+            shared_sizes=(),
             contenders=("kcp", "capi"),
             steady_seconds=10.0,
             settle_timeout=240.0,
@@ -200,6 +203,26 @@ def run_contender(
 
 
 def measure(settings: VersusSettings, progress: Progress) -> dict[str, Any]:
+    """The 10-cluster part (unless `clusters` is 0), then the shared-fleet sizes."""
+    result = _measure_real(settings, progress) if settings.clusters > 0 else {}
+    if settings.shared_sizes:
+        from kcp.bench import versus_shared
+
+        result["shared"] = versus_shared.measure(
+            versus_shared.SharedSettings(
+                sizes=settings.shared_sizes,
+                contenders=settings.contenders,
+                steady_seconds=settings.steady_seconds,
+                keep_logs=settings.keep_logs.with_name("shared")
+                if settings.keep_logs is not None
+                else None,
+            ),
+            progress,
+        )
+    return result
+
+
+def _measure_real(settings: VersusSettings, progress: Progress) -> dict[str, Any]:
     contenders = [CONTENDERS[name] for name in settings.contenders]
     users = [c.user for c in contenders]
     started = time.monotonic()
@@ -304,6 +327,15 @@ def _side_by_side(
 
 
 def summary(result: dict[str, Any]) -> str:
+    lines = [_summary_real(result)] if "contenders" in result or "pairs" in result else []
+    if "shared" in result:
+        from kcp.bench import versus_shared
+
+        lines.append(versus_shared.summary(result["shared"]))
+    return "\n".join(lines)
+
+
+def _summary_real(result: dict[str, Any]) -> str:
     how = "side by side" if result["together"] else "one at a time"
     tables: list[str] = []
     for pair in pairs_of(result):
@@ -343,6 +375,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clusters", type=int, default=None, help="clusters per fleet (10; at least 2)"
     )
+    parser.add_argument(
+        "--shared-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="sizes on the cheap shared fleet after the 10 clusters (100 1000; --quick: none)",
+    )
+    parser.add_argument(
+        "--shared-only", action="store_true", help="only the shared-fleet sizes (no 10 clusters)"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> VersusSettings:
@@ -356,6 +398,10 @@ def settings_from_args(args: argparse.Namespace) -> VersusSettings:
         changes["pairs"] = False
     if getattr(args, "clusters", None):
         changes["clusters"] = max(2, args.clusters)
+    if getattr(args, "shared_sizes", None) is not None:
+        changes["shared_sizes"] = tuple(args.shared_sizes)
+    if getattr(args, "shared_only", False):
+        changes["clusters"] = 0
     if getattr(args, "steady_seconds", None):
         changes["steady_seconds"] = args.steady_seconds
     if getattr(args, "json", None) is not None:

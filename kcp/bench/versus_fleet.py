@@ -36,7 +36,15 @@ from kcp.bench.versus_counts import (
 from kcp.rest import Resource
 from kcp.testing.processes import ManagedProcess, free_port, wait_until
 
-__all__ = ["CONTENDERS", "ClusterShape", "Contender", "QuorumWatch", "RealFleet"]
+__all__ = [
+    "CONTENDERS",
+    "ClusterShape",
+    "Contender",
+    "QuorumWatch",
+    "RealFleet",
+    "RunningContender",
+    "start_contender",
+]
 
 HOST = "127.0.0.1"
 VERSION = "v1.34.4"
@@ -192,11 +200,90 @@ def not_available_reason(kcp: dict[str, Any]) -> str:
 
 
 @dataclass
-class _Controller:
+class RunningContender:
+    """A started controller: its process id, metrics URL, how to stop it and its log."""
+
     pid: int
     metrics_url: str
     stop: Callable[[], None]
     log_path: Path
+
+
+def start_contender(
+    env: BenchEnvironment, contender: Contender, namespace: str, work_dir: Path
+) -> RunningContender:
+    """`contender`'s controller scoped to `namespace`, authenticating as `contender.user`,
+    logging under `work_dir`; ready when returned (the caller stops it)."""
+    kubeconfig, _ = env.plane.kubeconfig_for(contender.user)
+    if contender.program == "kcp":
+        return _start_kcp(kubeconfig, contender, namespace, work_dir)
+    return _start_capi(kubeconfig, contender, namespace, work_dir)
+
+
+def _start_kcp(
+    kubeconfig: Path, contender: Contender, namespace: str, work_dir: Path
+) -> RunningContender:
+    health, metrics = free_port(HOST), free_port(HOST)
+    log_path = work_dir / "kcp-run.log"
+    process = ManagedProcess(
+        f"kcp-run-{contender.name}",
+        [
+            sys.executable,
+            "-m",
+            "kcp",
+            "run",
+            f"--kubeconfig={kubeconfig}",
+            f"--namespace={namespace}",
+            f"--health-addr={HOST}:{health}",
+            f"--metrics-bind-addr={HOST}:{metrics}",
+            *contender.args,
+        ],
+        log_path=log_path,
+        env=child_env(),
+    )
+    process.start()
+
+    def ready() -> bool:
+        url = f"http://{HOST}:{health}/readyz"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+
+    try:
+        wait_until(ready, timeout=60, what="kcp run /readyz", process=process)
+    except BaseException:
+        process.stop()
+        raise
+    assert process.pid is not None
+    return RunningContender(
+        process.pid,
+        f"http://{HOST}:{metrics}/metrics",
+        lambda: process.stop(timeout=35),
+        log_path,
+    )
+
+
+def _start_capi(
+    kubeconfig: Path, contender: Contender, namespace: str, work_dir: Path
+) -> RunningContender:
+    from kcp.testing.capi import KUBEADM_CONTROL_PLANE, CapiOptions, ClusterAPIProcesses
+
+    processes = ClusterAPIProcesses(
+        kubeconfig,
+        CapiOptions(
+            controllers=(KUBEADM_CONTROL_PLANE,),
+            namespace=namespace,
+            work_dir=work_dir / "capi",
+            verbosity=0,
+            extra_args={KUBEADM_CONTROL_PLANE: list(contender.args)},
+        ),
+    )
+    processes.start()
+    return RunningContender(
+        processes.pids()[KUBEADM_CONTROL_PLANE],
+        processes.metrics_url(KUBEADM_CONTROL_PLANE),
+        processes.stop,
+        processes.log_paths()[KUBEADM_CONTROL_PLANE],
+    )
 
 
 class RealFleet:
@@ -213,7 +300,7 @@ class RealFleet:
         self.work_dir = env.work_dir / "versus" / contender.name
         self.kube = Kube(env.api_client(), field_manager="kcp-bench")
         self.sim: Any = None
-        self.controller: _Controller | None = None
+        self.controller: RunningContender | None = None
         self.port_forwards = PortForwardCounter(self.kubelet_logs)
         self.workload_requests = WorkloadAuditCounter(self.workload_audit_logs)
         self.machine_concurrency = machine_concurrency
@@ -238,11 +325,7 @@ class RealFleet:
             ),
         )
         self.sim.start()
-        kubeconfig, _ = self.env.plane.kubeconfig_for(self.contender.user)
-        if self.contender.program == "kcp":
-            self.controller = self._start_kcp(kubeconfig)
-        else:
-            self.controller = self._start_capi(kubeconfig)
+        self.controller = start_contender(self.env, self.contender, self.namespace, self.work_dir)
 
     def stop(self) -> None:
         if self.controller is not None:
@@ -251,66 +334,6 @@ class RealFleet:
         if self.sim is not None:
             self.sim.stop()
             self.sim = None
-
-    def _start_kcp(self, kubeconfig: Path) -> _Controller:
-        health, metrics = free_port(HOST), free_port(HOST)
-        log_path = self.work_dir / "kcp-run.log"
-        process = ManagedProcess(
-            f"kcp-run-{self.contender.name}",
-            [
-                sys.executable,
-                "-m",
-                "kcp",
-                "run",
-                f"--kubeconfig={kubeconfig}",
-                f"--namespace={self.namespace}",
-                f"--health-addr={HOST}:{health}",
-                f"--metrics-bind-addr={HOST}:{metrics}",
-                *self.contender.args,
-            ],
-            log_path=log_path,
-            env=child_env(),
-        )
-        process.start()
-
-        def ready() -> bool:
-            url = f"http://{HOST}:{health}/readyz"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-
-        try:
-            wait_until(ready, timeout=60, what="kcp run /readyz", process=process)
-        except BaseException:
-            process.stop()
-            raise
-        assert process.pid is not None
-        return _Controller(
-            process.pid,
-            f"http://{HOST}:{metrics}/metrics",
-            lambda: process.stop(timeout=35),
-            log_path,
-        )
-
-    def _start_capi(self, kubeconfig: Path) -> _Controller:
-        from kcp.testing.capi import KUBEADM_CONTROL_PLANE, CapiOptions, ClusterAPIProcesses
-
-        processes = ClusterAPIProcesses(
-            kubeconfig,
-            CapiOptions(
-                controllers=(KUBEADM_CONTROL_PLANE,),
-                namespace=self.namespace,
-                work_dir=self.work_dir / "capi",
-                verbosity=0,
-                extra_args={KUBEADM_CONTROL_PLANE: list(self.contender.args)},
-            ),
-        )
-        processes.start()
-        return _Controller(
-            processes.pids()[KUBEADM_CONTROL_PLANE],
-            processes.metrics_url(KUBEADM_CONTROL_PLANE),
-            processes.stop,
-            processes.log_paths()[KUBEADM_CONTROL_PLANE],
-        )
 
     # -- reading ----------------------------------------------------------------------
 

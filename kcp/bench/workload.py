@@ -12,6 +12,15 @@ uploads (without it kcp counts a cluster as not initialized, as Cluster API's KC
 does, and checks it again every 10 s). Each cluster's one Machine points at that Node,
 so the reconciler sees one healthy, up-to-date control-plane Machine with a
 healthy etcd member and has nothing to do but inspect and report.
+
+What Cluster API's own KCP needs on top, so that both controllers see identical
+work: the Node labelled and tainted as kubeadm does (it lists control-plane Nodes
+by `node-role.kubernetes.io/control-plane`), a `spec.providerID` on each Machine
+(without one its Available condition ignores the Machine) and the Machine
+conditions Cluster API's core would write (`Ready`, `Available`: it counts
+replicas by them). `for_environment(..., user=...)` gives the kubeconfig Secret
+a client certificate of its own instead of the admin's, so the audit log tells a
+controller's workload requests apart from its management ones.
 """
 
 from __future__ import annotations
@@ -32,6 +41,16 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 ETCD_ADVERTISE_CLIENT_URLS_ANNOTATION = "kubeadm.kubernetes.io/etcd.advertise-client-urls"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 KUBELET_PORT = 10250
+CONTROL_PLANE_ROLE = "node-role.kubernetes.io/control-plane"
+MACHINE_CONDITIONS = (
+    "BootstrapConfigReady",
+    "InfrastructureReady",
+    "NodeReady",
+    "NodeHealthy",
+    "Ready",
+    "Available",
+)
+"""The Machine conditions Cluster API's core controller would set True on a healthy Machine."""
 
 
 def _now() -> str:
@@ -68,14 +87,21 @@ class SteadyWorkload:
     secret_data: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
     @classmethod
-    def for_environment(cls, env: Any, etcd: Any) -> SteadyWorkload:
+    def for_environment(cls, env: Any, etcd: Any, *, user: str | None = None) -> SteadyWorkload:
+        """The workload side of `env` for `etcd`'s Node; with `user`, the clusters'
+        kubeconfig authenticates as that user (in `system:masters`) instead of the admin."""
         from kcp.rest import Kube
 
         member = etcd.cluster.members[0]
+        pki_dir = Path(env.plane.work_dir) / "pki"
         return cls(
             kube=Kube(env.api_client(), field_manager="kcp-bench"),
-            pki_dir=Path(env.plane.work_dir) / "pki",
-            kubeconfig=Path(env.plane.kubeconfig_path).read_bytes(),
+            pki_dir=pki_dir,
+            kubeconfig=(
+                Path(env.plane.kubeconfig_path).read_bytes()
+                if user is None
+                else user_kubeconfig(pki_dir, env.plane.server_url, user)
+            ),
             server_host="127.0.0.1",
             server_port=int(env.plane.apiserver_port),
             node_name=member.name,
@@ -125,11 +151,29 @@ class SteadyWorkload:
         )
         return found
 
+    def remove(self) -> None:
+        """Delete the Node and its Pods (a later fleet's controller must not find them)."""
+        from kcp.rest import ApiError
+
+        for component in COMPONENTS:  # no kubelet confirms: at once, as the Pod GC does
+            with contextlib.suppress(ApiError):
+                self.kube.delete(
+                    groups.POD, KUBE_SYSTEM, f"{component}-{self.node_name}", grace_period_seconds=0
+                )
+        with contextlib.suppress(ApiError):
+            self.kube.delete(groups.NODE, None, self.node_name)
+
     def _create_node(self) -> None:
         self._create(
             groups.NODE,
             None,
-            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name}},
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                # As kubeadm registers a control-plane Node.
+                "metadata": {"name": self.node_name, "labels": {CONTROL_PLANE_ROLE: ""}},
+                "spec": {"taints": [{"key": CONTROL_PLANE_ROLE, "effect": "NoSchedule"}]},
+            },
         )
         self.kube.merge_patch(
             groups.NODE,
@@ -258,6 +302,7 @@ class SteadyWorkload:
             "spec": {
                 "clusterName": cluster,
                 "version": version,
+                "providerID": f"kcp-bench://{cluster}-cp-0",
                 "bootstrap": {"dataSecretName": f"{cluster}-cp-0-bootstrap"},
                 "infrastructureRef": {
                     "apiGroup": groups.INFRASTRUCTURE_GROUP,
@@ -268,7 +313,10 @@ class SteadyWorkload:
         }
 
     def machine_status(self) -> dict[str, Any]:
+        """What Cluster API's core and an infrastructure provider report for a running
+        Machine (neither runs on this fleet)."""
         return {
+            "conditions": [_condition(kind) for kind in MACHINE_CONDITIONS],
             "nodeRef": {"name": self.node_name},
             "addresses": [{"type": "InternalIP", "address": self.node_address}],
             "phase": "Running",
@@ -277,3 +325,24 @@ class SteadyWorkload:
                 "bootstrapDataSecretCreated": True,
             },
         }
+
+
+def user_kubeconfig(pki_dir: Path, server: str, user: str) -> bytes:
+    """A kubeconfig (bytes, never written to disk) for client-certificate user `user` in
+    `system:masters`, signed by the management CA in `pki_dir`."""
+    from kcp import certs
+
+    ca = certs.load_key_pair(
+        (pki_dir / "ca.crt").read_bytes(), (pki_dir / "ca.key").read_bytes(), require_ca=True
+    )
+    pair = certs.issue_certificate(
+        ca, common_name=user, organizations=("system:masters",), algorithm="ecdsa-p256"
+    )
+    return certs.build_kubeconfig(
+        cluster_name="kcp-bench-workload",
+        server=server,
+        ca_pem=ca.cert_pem,
+        client_cert_pem=pair.cert_pem,
+        client_key_pem=pair.key_pem,
+        user_name=user,
+    )
