@@ -184,13 +184,18 @@ class Fleet:
         kubeconfig = {k: _b64(v) for k, v in self.workload.secret_data["kubeconfig"].items()}
         self._create_secret(name, "kubeconfig", kubeconfig, None)
         machine = self.workload.machine(name, kcp, KUBERNETES_VERSION)
-        self.kube.create(groups.MACHINE, self.namespace, machine)
+        created = self.kube.create(groups.MACHINE, self.namespace, machine)
         self.kube.merge_patch(
             groups.MACHINE,
             self.namespace,
             machine["metadata"]["name"],
             {"status": self.workload.machine_status()},
             subresource="status",
+        )
+        # Its infrastructure machine, as cloned from the template: both KCPs read it on
+        # every reconcile and keep its labels and annotations in step with the Machine's.
+        self.kube.create(
+            groups.LOCAL_MACHINE, self.namespace, self.workload.infra_machine(name, created)
         )
 
     def _create_secret(
@@ -214,15 +219,18 @@ class Fleet:
             },
         )
 
-    def bump(self, name: str) -> int:
-        """Change the control plane's spec; returns its new `metadata.generation`."""
+    def bump(self, name: str, token: str | None = None) -> int:
+        """Change the control plane's spec (to `token`, or a fresh one); returns its new
+        `metadata.generation`."""
         patched = self.kube.merge_patch(
             groups.KUBEADM_CONTROL_PLANE,
             self.namespace,
             name,
             {
                 "spec": {
-                    "machineTemplate": {"metadata": {"annotations": {BUMP_ANNOTATION: _token()}}}
+                    "machineTemplate": {
+                        "metadata": {"annotations": {BUMP_ANNOTATION: token or _token()}}
+                    }
                 }
             },
         )
@@ -238,6 +246,7 @@ class Fleet:
             groups.CLUSTER,
             groups.SECRET,
             groups.MACHINE,
+            groups.LOCAL_MACHINE,
             groups.LOCAL_MACHINE_TEMPLATE,
         ):
             self.kube.request(

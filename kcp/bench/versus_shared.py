@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -138,13 +139,14 @@ def _change(
 ) -> dict[str, Any]:
     """Every control plane bumped at once; until each status reflects its new generation."""
     fleet = shared.fleet
+    token = uuid.uuid4().hex[:12]
     window = SharedWindow(shared, audit)
     targets: dict[str, int] = {}
     sent: dict[str, float] = {}
 
     def bump(name: str) -> None:
         sent[name] = time.monotonic()
-        targets[name] = fleet.bump(name)
+        targets[name] = fleet.bump(name, token)
 
     with ThreadPoolExecutor(_BUMP_WORKERS, thread_name_prefix="bench-bump") as pool:
         for future in [pool.submit(bump, n) for n in fleet.names()]:
@@ -153,13 +155,40 @@ def _change(
         seen = observer.wait_observed(targets, SharedSettings.change_timeout(shared.size))
     except TimeoutError as error:
         raise PhaseError(f"status never reflected the change: {error}") from error
+    labelled = _wait_machines(shared, token, SharedSettings.change_timeout(shared.size))
     figures = window.close()
     return {
         "status_latency_ms": _latency_ms(seen, sent),
+        "machines_latency_ms": _latency_ms(labelled, sent),
         "seconds_to_observe_all": round(max(seen.values()) - min(sent.values()), 1),
         **figures,
         **_still_available(observer, shared.size, "after the change"),
     }
+
+
+def _wait_machines(shared: SharedFleet, token: str, timeout: float) -> dict[str, float]:
+    """When each cluster's Machine first carried the change (the annotation both KCPs copy
+    from the machine template in place), polled every 2 s."""
+    from kcp.api import groups
+    from kcp.bench.fleet import BUMP_ANNOTATION
+
+    deadline = time.monotonic() + timeout
+    labelled: dict[str, float] = {}
+    while True:
+        now = time.monotonic()
+        for machine in shared.fleet.kube.list(groups.MACHINE, shared.namespace):
+            cluster = str((machine.get("spec") or {}).get("clusterName") or "")
+            annotations = machine["metadata"].get("annotations") or {}
+            if cluster not in labelled and annotations.get(BUMP_ANNOTATION) == token:
+                labelled[cluster] = now
+        if len(labelled) >= shared.size:
+            return labelled
+        if now > deadline:
+            raise PhaseError(
+                f"the change reached the Machines of {len(labelled)} of {shared.size} clusters "
+                f"in {timeout:.0f}s"
+            )
+        time.sleep(_POLL)
 
 
 def run_contender(

@@ -312,6 +312,36 @@ class SteadyWorkload:
             },
         }
 
+    def infra_machine(self, cluster: str, machine: dict[str, Any]) -> dict[str, Any]:
+        """The Machine's LocalMachine as KCP clones it from the cluster's template (the
+        cloned-from annotations say which), owned by the Machine as Cluster API's core sets."""
+        metadata = machine["metadata"]
+        return {
+            "apiVersion": groups.LOCAL_MACHINE.api_version,
+            "kind": "LocalMachine",
+            "metadata": {
+                "name": metadata["name"],
+                "labels": dict(metadata.get("labels") or {}),
+                "annotations": {
+                    labels.TEMPLATE_CLONED_FROM_NAME_ANNOTATION: cluster,
+                    labels.TEMPLATE_CLONED_FROM_GROUPKIND_ANNOTATION: (
+                        f"LocalMachineTemplate.{groups.INFRASTRUCTURE_GROUP}"
+                    ),
+                },
+                "ownerReferences": [
+                    {
+                        "apiVersion": machine["apiVersion"],
+                        "kind": "Machine",
+                        "name": metadata["name"],
+                        "uid": metadata["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": {"providerID": machine["spec"]["providerID"]},
+        }
+
     def machine_status(self) -> dict[str, Any]:
         """What Cluster API's core and an infrastructure provider report for a running
         Machine (neither runs on this fleet)."""
