@@ -47,6 +47,17 @@ KUBELET_PORT = 10250
 _CREATE_WORKERS = 8
 
 
+_FLEET_KINDS = (
+    groups.KUBEADM_CONTROL_PLANE,
+    groups.CLUSTER,
+    groups.SECRET,
+    groups.MACHINE,
+    groups.LOCAL_MACHINE,
+    groups.LOCAL_MACHINE_TEMPLATE,
+)
+"""What a fleet creates: its clusters' objects, by kind."""
+
+
 def cluster_name(index: int) -> str:
     return f"c{index:04d}"
 
@@ -241,14 +252,7 @@ class Fleet:
 
     def delete_all(self, names: Iterable[str] | None = None) -> None:
         """Delete every Cluster, control plane and Secret created (the namespace stays)."""
-        for resource in (
-            groups.KUBEADM_CONTROL_PLANE,
-            groups.CLUSTER,
-            groups.SECRET,
-            groups.MACHINE,
-            groups.LOCAL_MACHINE,
-            groups.LOCAL_MACHINE_TEMPLATE,
-        ):
+        for resource in _FLEET_KINDS:
             self.kube.request(
                 "DELETE",
                 resource.path(self.namespace),
@@ -263,8 +267,12 @@ class Fleet:
             )
 
     def delete_namespace(self) -> None:
-        """Delete the namespace and all in it once no controller runs: the finalizers a
-        controller left on control planes and Machines are removed first (nobody would)."""
+        """Delete everything in the namespace, then the namespace, once no controller runs.
+
+        The local management cluster runs no kube-controller-manager (no namespace
+        controller, no garbage collector), so each kind is deleted here, after the
+        finalizers a controller left on control planes and Machines are removed.
+        """
         from kcp.rest import ApiError
 
         def strip(resource: Any, name: str) -> None:
@@ -282,6 +290,9 @@ class Fleet:
                 ]
                 for future in [pool.submit(strip, resource, n) for n in held]:
                     future.result()
+        for resource in (*_FLEET_KINDS, groups.CONFIG_MAP, groups.EVENT):
+            with contextlib.suppress(ApiError):
+                self.kube.request("DELETE", resource.path(self.namespace))
         with contextlib.suppress(ApiError):
             self.kube.delete(groups.NAMESPACE, None, self.namespace)
 

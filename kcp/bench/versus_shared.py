@@ -36,7 +36,7 @@ from kcp.bench.versus_fleet import CONTENDERS, Contender, is_available, not_avai
 from kcp.bench.versus_report import render
 from kcp.bench.versus_shared_fleet import SharedFleet, SharedWindow, workload_user
 
-__all__ = ["SHARED", "SharedSettings", "measure", "summary"]
+__all__ = ["SHARED", "SharedSettings", "brief", "measure", "summary"]
 
 SHARED = (
     "shared by every cluster of a fleet: one etcd (one member, one CA), the management API "
@@ -277,6 +277,7 @@ def measure(settings: SharedSettings, progress: Progress) -> dict[str, Any]:
                 results.append(
                     run_contender(env, audit, contender, size, settings=settings, progress=progress)
                 )
+                progress.note(f"versus shared {size}: {brief(results[-1])}")
             points.append(
                 {
                     "clusters": size,
@@ -291,6 +292,32 @@ def measure(settings: SharedSettings, progress: Progress) -> dict[str, Any]:
         "wall_seconds": round(time.monotonic() - started, 1),
         "fleet": SHARED,
     }
+
+
+def brief(result: dict[str, Any]) -> str:
+    """One contender's main figures on one line, shown as soon as it is done (a long run
+    stopped early still leaves them in its output)."""
+    import json
+
+    keys = (
+        "seconds_to_available",
+        "cpu_cores",
+        "cpu_ms_per_reconcile",
+        "requests_per_minute",
+        "workload_requests_per_minute",
+        "port_forwards_per_minute",
+        "threads",
+        "goroutines",
+        "status_latency_ms",
+        "error",
+        "available_error",
+    )
+    found = {
+        phase: {k: v for k, v in figures.items() if k in keys}
+        for phase, figures in (result.get("phases") or {}).items()
+    }
+    extra = {"peak_rss_mib": result.get("peak_rss_mib"), "wall": result.get("wall_seconds")}
+    return f"{result['contender']}: {json.dumps({**found, **extra})}"
 
 
 def summary(result: dict[str, Any]) -> str:

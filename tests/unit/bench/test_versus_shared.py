@@ -162,3 +162,10 @@ def test_one_table_per_size_with_ratios_and_failures_listed() -> None:
 def test_the_versus_summary_holds_the_shared_part_alone() -> None:
     shared = {"steady_seconds": 60.0, "fleet": "x", "points": []}
     assert "fleet: x" in versus.summary({"shared": shared})
+
+
+def test_a_contender_done_is_summed_up_on_one_line() -> None:
+    line = versus_shared.brief(_contender("capi", 0.4, failed="PhaseError: late"))
+    assert line.startswith("capi: {")
+    assert '"error": "PhaseError: late"' in line
+    assert '"peak_rss_mib": 100.0' in line
