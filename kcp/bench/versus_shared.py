@@ -138,8 +138,20 @@ def _change(
     shared: SharedFleet, audit: AuditCounter, observer: GenerationObserver
 ) -> dict[str, Any]:
     """Every control plane bumped at once; until each status reflects its new generation."""
-    fleet = shared.fleet
     token = uuid.uuid4().hex[:12]
+    with MachineChangeWatch(shared.env.api_client(), shared.namespace) as machines:
+        machines.expect(token)
+        return _change_all(shared, audit, observer, machines, token)
+
+
+def _change_all(
+    shared: SharedFleet,
+    audit: AuditCounter,
+    observer: GenerationObserver,
+    machines: MachineChangeWatch,
+    token: str,
+) -> dict[str, Any]:
+    fleet = shared.fleet
     window = SharedWindow(shared, audit)
     targets: dict[str, int] = {}
     sent: dict[str, float] = {}
@@ -155,7 +167,7 @@ def _change(
         seen = observer.wait_observed(targets, SharedSettings.change_timeout(shared.size))
     except TimeoutError as error:
         raise PhaseError(f"status never reflected the change: {error}") from error
-    labelled = _wait_machines(shared, token, SharedSettings.change_timeout(shared.size))
+    labelled = machines.wait(shared.size, SharedSettings.change_timeout(shared.size))
     figures = window.close()
     return {
         "status_latency_ms": _latency_ms(seen, sent),
@@ -166,29 +178,63 @@ def _change(
     }
 
 
-def _wait_machines(shared: SharedFleet, token: str, timeout: float) -> dict[str, float]:
-    """When each cluster's Machine first carried the change (the annotation both KCPs copy
-    from the machine template in place), polled every 2 s."""
-    from kcp.api import groups
-    from kcp.bench.fleet import BUMP_ANNOTATION
+class MachineChangeWatch:
+    """When each cluster's Machine first carried a change (the annotation both KCPs copy
+    from the machine template in place): a metadata-only watch of the Machines, so a
+    thousand of them cost no polling."""
 
-    deadline = time.monotonic() + timeout
-    labelled: dict[str, float] = {}
-    while True:
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        import threading
+
+        from kcp.api import groups
+        from kcp.runtime import Informer
+
+        self.informer = Informer(
+            api_client, groups.MACHINE, namespace=namespace, metadata_only=True
+        )
+        self.token = ""
+        self.seen: dict[str, float] = {}
+        self._changed = threading.Condition()
+        self.informer.add_handler(self._handle)
+
+    def _handle(self, event_type: str, obj: dict[str, Any], old: Any) -> None:
+        from kcp.api.labels import CLUSTER_NAME_LABEL
+        from kcp.bench.fleet import BUMP_ANNOTATION
+
         now = time.monotonic()
-        for machine in shared.fleet.kube.list(groups.MACHINE, shared.namespace):
-            cluster = str((machine.get("spec") or {}).get("clusterName") or "")
-            annotations = machine["metadata"].get("annotations") or {}
-            if cluster not in labelled and annotations.get(BUMP_ANNOTATION) == token:
-                labelled[cluster] = now
-        if len(labelled) >= shared.size:
-            return labelled
-        if now > deadline:
-            raise PhaseError(
-                f"the change reached the Machines of {len(labelled)} of {shared.size} clusters "
-                f"in {timeout:.0f}s"
-            )
-        time.sleep(_POLL)
+        metadata = obj.get("metadata") or {}
+        cluster = str((metadata.get("labels") or {}).get(CLUSTER_NAME_LABEL) or "")
+        with self._changed:
+            token = (metadata.get("annotations") or {}).get(BUMP_ANNOTATION)
+            if event_type != "DELETED" and self.token and token == self.token:
+                self.seen.setdefault(cluster, now)
+                self._changed.notify_all()
+
+    def __enter__(self) -> MachineChangeWatch:
+        self.informer.start()
+        if not self.informer.wait_for_sync(120.0):
+            raise PhaseError("the benchmark's own Machine watch did not sync")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.informer.stop()
+
+    def expect(self, token: str) -> None:
+        with self._changed:
+            self.token, self.seen = token, {}
+
+    def wait(self, size: int, timeout: float) -> dict[str, float]:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(self.seen) < size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PhaseError(
+                        f"the change reached the Machines of {len(self.seen)} of {size} "
+                        f"clusters in {timeout:.0f}s"
+                    )
+                self._changed.wait(min(remaining, 0.5))
+            return dict(self.seen)
 
 
 def run_contender(
