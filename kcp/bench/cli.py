@@ -20,7 +20,8 @@ SUITES: dict[str, tuple[str, str]] = {
     "profile": ("kcp.bench.profile", "py-spy profile at 100 clusters: key generation share"),
     "versus": (
         "kcp.bench.versus",
-        "kcp vs Cluster API's KCP controller, each on a fresh identical fleet of real machines",
+        "kcp vs Cluster API's KCP controller, each on a fresh identical fleet: 10 clusters of "
+        "real machines, then 100 and 1000 on the cheap shared fleet",
     ),
     "all": (
         "kcp.bench.combined",

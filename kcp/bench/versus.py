@@ -14,6 +14,9 @@ every 3 s throughout.
 By default the contenders run side by side, phase by phase (a barrier between
 phases), so both see the same machine load; `--one-at-a-time` runs them one
 after the other. CPU, RSS and threads are per process, from `/proc`.
+
+Then, unless `--quick`, 100 and 1000 clusters on the cheap shared fleet, one
+contender at a time (`kcp.bench.versus_shared`); `--shared-only` runs just those.
 """
 
 from __future__ import annotations
