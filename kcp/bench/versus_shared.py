@@ -19,6 +19,7 @@ A contender that fails a phase has it reported with its error, never dropped.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 import uuid
@@ -254,6 +255,7 @@ def run_contender(
         "phases": {},
     }
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     try:
         with SharedFleet(env, contender, size, progress) as shared:
             result["namespace"] = shared.namespace
@@ -271,6 +273,8 @@ def run_contender(
         for phase in ("settle", "steady", "change"):
             result["phases"].setdefault(phase, {"error": f"not run: {_error(error)}"})
     result["wall_seconds"] = round(time.monotonic() - started, 1)
+    # The machine is shared: its load says how far the figures may be off.
+    result["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return result
 
 
@@ -362,7 +366,11 @@ def brief(result: dict[str, Any]) -> str:
         phase: {k: v for k, v in figures.items() if k in keys}
         for phase, figures in (result.get("phases") or {}).items()
     }
-    extra = {"peak_rss_mib": result.get("peak_rss_mib"), "wall": result.get("wall_seconds")}
+    extra = {
+        "peak_rss_mib": result.get("peak_rss_mib"),
+        "wall": result.get("wall_seconds"),
+        "load": result.get("load_average_1m"),
+    }
     return f"{result['contender']}: {json.dumps({**found, **extra})}"
 
 
@@ -380,7 +388,8 @@ def summary(result: dict[str, Any]) -> str:
             lines.append(
                 f"  {contender['contender']}: fleet created in "
                 f"{contender.get('fleet_create_seconds', '-')} s, "
-                f"{contender.get('wall_seconds', '-')} s in all"
+                f"{contender.get('wall_seconds', '-')} s in all, load average (1 min) "
+                f"{contender.get('load_average_1m', '-')} at start and end"
             )
     lines += [
         "  create+settle here: controller start on the created fleet until all Available; "
