@@ -145,6 +145,7 @@ class SharedWindow:
         self.users = (fleet.contender.user, workload_user(fleet.contender))
         self.started = time.monotonic()
         running = fleet.controller is not None
+        self.apiserver_cpu = _apiserver_cpu(fleet.env)
         self.cpu = procstat.cpu_seconds(fleet.pid) if running else 0.0
         self.reconciles = fleet.reconciles() if running else 0.0
         self.requests = {user: audit.of(user) for user in self.users}
@@ -154,6 +155,7 @@ class SharedWindow:
 
         wall = time.monotonic() - self.started
         cpu = procstat.cpu_seconds(self.fleet.pid) - self.cpu
+        apiserver_cpu = _apiserver_cpu(self.fleet.env) - self.apiserver_cpu
         reconciles = self.fleet.reconciles() - self.reconciles
         management, workload = (
             kind_difference(self.audit.of(user)[1], self.requests[user][1]) for user in self.users
@@ -164,6 +166,9 @@ class SharedWindow:
         return {
             "window_seconds": round(wall, 1),
             "cpu_cores": round(cpu / wall, 3),
+            # The one API server serves this contender's management and workload requests
+            # alone (one contender at a time): what they cost it.
+            "apiserver_cpu_cores": round(apiserver_cpu / wall, 3),
             "reconciles": int(reconciles),
             "cpu_ms_per_reconcile": round(1000 * cpu / reconciles, 2) if reconciles >= 1 else None,
             "requests": requests,
@@ -174,3 +179,9 @@ class SharedWindow:
             "port_forwards_per_minute": round(forwards / minutes, 1),
             "workload_requests_by_kind": workload,
         }
+
+
+def _apiserver_cpu(env: BenchEnvironment) -> float:
+    """CPU seconds of the management kube-apiserver so far (0 if it is not known)."""
+    pid = env.plane.apiserver_pid
+    return procstat.cpu_seconds(pid) if pid else 0.0
