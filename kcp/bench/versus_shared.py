@@ -246,8 +246,10 @@ def run_contender(
     *,
     settings: SharedSettings,
     progress: Progress,
+    last: bool = False,
 ) -> dict[str, Any]:
-    """Every phase for `contender` on a fresh fleet of `size`; failures recorded, not raised."""
+    """Every phase for `contender` on a fresh fleet of `size`; failures recorded, not raised.
+    The `last` fleet of a run is left for the management cluster's teardown."""
     result: dict[str, Any] = {
         "contender": contender.name,
         "description": contender.description,
@@ -257,7 +259,7 @@ def run_contender(
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     try:
-        with SharedFleet(env, contender, size, progress) as shared:
+        with SharedFleet(env, contender, size, progress, delete_objects=not last) as shared:
             result["namespace"] = shared.namespace
             result["fleet_create_seconds"] = round(time.monotonic() - started, 1)
             observer = GenerationObserver(env.api_client(), shared.namespace)
@@ -325,7 +327,15 @@ def measure(settings: SharedSettings, progress: Progress) -> dict[str, Any]:
             for contender in contenders:
                 progress.step(f"versus shared {size}: {contender.name}: creating the fleet")
                 results.append(
-                    run_contender(env, audit, contender, size, settings=settings, progress=progress)
+                    run_contender(
+                        env,
+                        audit,
+                        contender,
+                        size,
+                        settings=settings,
+                        progress=progress,
+                        last=(size, contender) == (settings.sizes[-1], contenders[-1]),
+                    )
                 )
                 progress.note(f"versus shared {size}: {brief(results[-1])}")
             points.append(

@@ -52,8 +52,17 @@ class SharedFleet:
     context manager that stops the controller and deletes everything on the way out."""
 
     def __init__(
-        self, env: BenchEnvironment, contender: Contender, size: int, progress: Progress
+        self,
+        env: BenchEnvironment,
+        contender: Contender,
+        size: int,
+        progress: Progress,
+        *,
+        delete_objects: bool = True,
     ) -> None:
+        """`delete_objects` False leaves the fleet's objects for the management cluster's
+        own teardown (the last fleet of a run: a thousand clusters take a minute to delete)."""
+        self.delete_objects = delete_objects
         self.env = env
         self.contender = contender
         self.size = size
@@ -75,13 +84,15 @@ class SharedFleet:
             workload = SteadyWorkload.for_environment(
                 self.env, etcd, user=workload_user(self.contender)
             )
-            self._stack.callback(workload.remove)
+            if self.delete_objects:
+                self._stack.callback(workload.remove)
             workload.prepare(etcd.ca)
             self.fleet = Fleet(
                 self.env.api_client(), self.namespace, etcd.ca, etcd.endpoints, workload=workload
             )
             self.fleet.create_namespace()
-            self._stack.callback(self.fleet.delete_namespace)
+            if self.delete_objects:
+                self._stack.callback(self.fleet.delete_namespace)
             self._stack.callback(self.stop_controller)
             self.fleet.grow(self.size, self.progress)
         except BaseException:
