@@ -396,7 +396,7 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(render(point["contenders"], title))
         for contender in point["contenders"]:
             lines.append(
-                f"  {contender['contender']}: fleet created in "
+                f"  {contender['contender']} ({contender.get('description', '')}): fleet created in "
                 f"{contender.get('fleet_create_seconds', '-')} s, "
                 f"{contender.get('wall_seconds', '-')} s in all, load average (1 min) "
                 f"{contender.get('load_average_1m', '-')} at start and end"
