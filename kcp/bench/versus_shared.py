@@ -396,8 +396,8 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(render(point["contenders"], title))
         for contender in point["contenders"]:
             lines.append(
-                f"  {contender['contender']} ({contender.get('description', '')}): fleet created in "
-                f"{contender.get('fleet_create_seconds', '-')} s, "
+                f"  {contender['contender']} ({contender.get('description', '')}): fleet "
+                f"created in {contender.get('fleet_create_seconds', '-')} s, "
                 f"{contender.get('wall_seconds', '-')} s in all, load average (1 min) "
                 f"{contender.get('load_average_1m', '-')} at start and end"
             )
