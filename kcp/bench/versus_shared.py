@@ -35,7 +35,12 @@ from kcp.bench.progress import Progress
 from kcp.bench.versus_counts import AuditCounter
 from kcp.bench.versus_fleet import CONTENDERS, Contender, is_available, not_available_reason
 from kcp.bench.versus_report import render
-from kcp.bench.versus_shared_fleet import SharedFleet, SharedWindow, workload_user
+from kcp.bench.versus_shared_fleet import (
+    MachineChangeWatch,
+    SharedFleet,
+    SharedWindow,
+    workload_user,
+)
 
 __all__ = ["SHARED", "SharedSettings", "brief", "measure", "summary"]
 
@@ -168,7 +173,10 @@ def _change_all(
         seen = observer.wait_observed(targets, SharedSettings.change_timeout(shared.size))
     except TimeoutError as error:
         raise PhaseError(f"status never reflected the change: {error}") from error
-    labelled = machines.wait(shared.size, SharedSettings.change_timeout(shared.size))
+    try:
+        labelled = machines.wait(shared.size, SharedSettings.change_timeout(shared.size))
+    except TimeoutError as error:
+        raise PhaseError(str(error)) from error
     figures = window.close()
     return {
         "status_latency_ms": _latency_ms(seen, sent),
@@ -177,65 +185,6 @@ def _change_all(
         **figures,
         **_still_available(observer, shared.size, "after the change"),
     }
-
-
-class MachineChangeWatch:
-    """When each cluster's Machine first carried a change (the annotation both KCPs copy
-    from the machine template in place): a metadata-only watch of the Machines, so a
-    thousand of them cost no polling."""
-
-    def __init__(self, api_client: Any, namespace: str) -> None:
-        import threading
-
-        from kcp.api import groups
-        from kcp.runtime import Informer
-
-        self.informer = Informer(
-            api_client, groups.MACHINE, namespace=namespace, metadata_only=True
-        )
-        self.token = ""
-        self.seen: dict[str, float] = {}
-        self._changed = threading.Condition()
-        self.informer.add_handler(self._handle)
-
-    def _handle(self, event_type: str, obj: dict[str, Any], old: Any) -> None:
-        from kcp.api.labels import CLUSTER_NAME_LABEL
-        from kcp.bench.fleet import BUMP_ANNOTATION
-
-        now = time.monotonic()
-        metadata = obj.get("metadata") or {}
-        cluster = str((metadata.get("labels") or {}).get(CLUSTER_NAME_LABEL) or "")
-        with self._changed:
-            token = (metadata.get("annotations") or {}).get(BUMP_ANNOTATION)
-            if event_type != "DELETED" and self.token and token == self.token:
-                self.seen.setdefault(cluster, now)
-                self._changed.notify_all()
-
-    def __enter__(self) -> MachineChangeWatch:
-        self.informer.start()
-        if not self.informer.wait_for_sync(120.0):
-            raise PhaseError("the benchmark's own Machine watch did not sync")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.informer.stop()
-
-    def expect(self, token: str) -> None:
-        with self._changed:
-            self.token, self.seen = token, {}
-
-    def wait(self, size: int, timeout: float) -> dict[str, float]:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while len(self.seen) < size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise PhaseError(
-                        f"the change reached the Machines of {len(self.seen)} of {size} "
-                        f"clusters in {timeout:.0f}s"
-                    )
-                self._changed.wait(min(remaining, 0.5))
-            return dict(self.seen)
 
 
 def run_contender(

@@ -31,7 +31,14 @@ from kcp.bench.progress import Progress
 from kcp.bench.versus_counts import AuditCounter, metric_value
 from kcp.bench.versus_fleet import KCP_CONTROLLER, Contender, RunningContender, start_contender
 
-__all__ = ["PORT_FORWARD", "SharedFleet", "SharedWindow", "split_port_forwards", "workload_user"]
+__all__ = [
+    "PORT_FORWARD",
+    "MachineChangeWatch",
+    "SharedFleet",
+    "SharedWindow",
+    "split_port_forwards",
+    "workload_user",
+]
 
 PORT_FORWARD = "pods/portforward"
 
@@ -196,3 +203,62 @@ def _apiserver_cpu(env: BenchEnvironment) -> float:
     """CPU seconds of the management kube-apiserver so far (0 if it is not known)."""
     pid = env.plane.apiserver_pid
     return procstat.cpu_seconds(pid) if pid else 0.0
+
+
+class MachineChangeWatch:
+    """When each cluster's Machine first carried a change (the annotation both KCPs copy
+    from the machine template in place): a metadata-only watch of the Machines, so a
+    thousand of them cost no polling."""
+
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        import threading
+
+        from kcp.api import groups
+        from kcp.runtime import Informer
+
+        self.informer = Informer(
+            api_client, groups.MACHINE, namespace=namespace, metadata_only=True
+        )
+        self.token = ""
+        self.seen: dict[str, float] = {}
+        self._changed = threading.Condition()
+        self.informer.add_handler(self._handle)
+
+    def _handle(self, event_type: str, obj: dict[str, Any], old: Any) -> None:
+        from kcp.api.labels import CLUSTER_NAME_LABEL
+        from kcp.bench.fleet import BUMP_ANNOTATION
+
+        now = time.monotonic()
+        metadata = obj.get("metadata") or {}
+        cluster = str((metadata.get("labels") or {}).get(CLUSTER_NAME_LABEL) or "")
+        with self._changed:
+            token = (metadata.get("annotations") or {}).get(BUMP_ANNOTATION)
+            if event_type != "DELETED" and self.token and token == self.token:
+                self.seen.setdefault(cluster, now)
+                self._changed.notify_all()
+
+    def __enter__(self) -> MachineChangeWatch:
+        self.informer.start()
+        if not self.informer.wait_for_sync(120.0):
+            raise TimeoutError("the benchmark's own Machine watch did not sync")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.informer.stop()
+
+    def expect(self, token: str) -> None:
+        with self._changed:
+            self.token, self.seen = token, {}
+
+    def wait(self, size: int, timeout: float) -> dict[str, float]:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(self.seen) < size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"the change reached the Machines of {len(self.seen)} of {size} "
+                        f"clusters in {timeout:.0f}s"
+                    )
+                self._changed.wait(min(remaining, 0.5))
+            return dict(self.seen)
