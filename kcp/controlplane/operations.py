@@ -11,6 +11,7 @@ the pre-terminate hook once core has drained the Machine
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 from kcp.api import conditions as c
 from kcp.api import groups, labels
@@ -18,7 +19,7 @@ from kcp.api.objects import MachineView
 from kcp.controlplane.machines import MachineTemplateError, create_machine
 from kcp.controlplane.membership import forward_leadership
 from kcp.controlplane.scaling import Action, Decision, MachineState, can_remove_member
-from kcp.controlplane.scope import Scope, Step
+from kcp.controlplane.scope import Scope, Services, Step
 from kcp.controlplane.workload import NotConnected
 from kcp.etcd import EtcdError
 from kcp.rest import ApiError
@@ -38,6 +39,14 @@ _POD_HEALTH = (
 
 class Operations(Step):
     """Scale up, scale down and roll out, one Machine at a time."""
+
+    def __init__(
+        self, services: Services, *, create_interrupted: Callable[[str], None] = lambda _: None
+    ) -> None:
+        super().__init__(services)
+        self._create_interrupted = create_interrupted
+        """Told the control plane's UID when a Machine's creation failed part way: what it
+        created before the failure is an orphan to look for."""
 
     # -- decisions and actions --------------------------------------------------------
 
@@ -102,9 +111,17 @@ class Operations(Step):
         view = scope.view
         init = decision.action == Action.INIT
         try:
-            created = create_machine(
-                self.kube, view, scope.cluster, init=init, failure_domain=decision.failure_domain
-            )
+            try:
+                created = create_machine(
+                    self.kube,
+                    view,
+                    scope.cluster,
+                    init=init,
+                    failure_domain=decision.failure_domain,
+                )
+            except BaseException:
+                self._create_interrupted(view.uid)
+                raise
         except MachineTemplateError as error:
             self._user_error(
                 scope, "FailedInitialization" if init else "FailedScaleUp", [str(error)]

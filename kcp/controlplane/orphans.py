@@ -6,9 +6,11 @@ and the last step leaves objects no Machine references; nothing else would ever
 delete them (the KubeadmControlPlane, which lives on, owns them; only a Machine
 would have become their controller). Each reconcile, once the Machine cache has
 caught up with kcp's own writes, looks for the KubeadmConfigs (informer cache)
-and infrastructure machines (a live list, at most every `orphan_check_interval`
-seconds per control plane: the kind is the one cloned from
-`spec.machineTemplate.spec.infrastructureRef`) this control plane owns, controller
+and infrastructure machines (a live list of the kind cloned from
+`spec.machineTemplate.spec.infrastructureRef`: once per control plane after kcp
+starts, since only a process that stopped mid-create leaves them, and again after
+a creation in this process failed part way or an orphan KubeadmConfig turned up)
+this control plane owns, controller
 or not, that no Machine references, confirms with a live GET that no Machine of
 that name exists, and deletes them (Cluster API's MachineSet does the same since
 kubernetes-sigs/cluster-api#13812).
@@ -17,8 +19,7 @@ kubernetes-sigs/cluster-api#13812).
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kcp.api import groups, labels
@@ -40,15 +41,20 @@ class Orphans(Step):
     """Finds and deletes a control plane's KubeadmConfigs and infrastructure machines no
     Machine references."""
 
-    def __init__(self, services: Services, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, services: Services) -> None:
         super().__init__(services)
-        self._clock = clock
-        self._listed: dict[str, float] = {}
+        self._listed: set[str] = set()
+        """Control planes whose infrastructure machines were listed since kcp started and
+        that no failed creation made suspect again."""
         self._lock = threading.Lock()
 
     def forget(self, uid: str) -> None:
         with self._lock:
-            self._listed.pop(uid, None)
+            self._listed.discard(uid)
+
+    def suspect(self, uid: str) -> None:
+        """A Machine's creation failed part way: list the infrastructure machines next time."""
+        self.forget(uid)
 
     def cleanup(self, scope: Scope) -> None:
         """Delete the orphans of `scope`'s control plane; call only with a trustworthy cache."""
@@ -86,12 +92,10 @@ class Orphans(Step):
                 self._delete(scope, infra, obj)
 
     def _due(self, uid: str, *, force: bool) -> bool:
-        now = self._clock()
         with self._lock:
-            last = self._listed.get(uid)
-            if not force and last is not None and now - last < self.options.orphan_check_interval:
+            if not force and uid in self._listed:
                 return False
-            self._listed[uid] = now
+            self._listed.add(uid)
             return True
 
     def _infra_resource(self, scope: Scope) -> Resource | None:

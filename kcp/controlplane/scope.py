@@ -79,9 +79,6 @@ class ReconcilerOptions:
     ``port-forward`` through the workload API server to the Pods ``etcd-<node>`` and
     ``kube-apiserver-<node>`` in kube-system, as Cluster API does, or ``direct`` at the
     addresses the Pods advertise (only where node addresses are reachable from kcp)."""
-    orphan_check_interval: float = 120.0
-    """How often, per control plane, infrastructure machines are listed live to find those
-    no Machine references (KubeadmConfigs are checked every reconcile, from the cache)."""
     addon_check_interval: float = 600.0
     """How often, per settled control plane, the workload's kube-proxy and CoreDNS images are
     read again when the KCP has not changed (a change of its spec or skip annotations is acted

@@ -12,10 +12,9 @@ from kcp.api import labels
 from kcp.api.groups import KUBEADM_CONFIG, MACHINE
 from kcp.api.objects import ClusterView
 from kcp.controlplane.events import EventRecorder
-from kcp.controlplane.orphans import Orphans
 from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, ReconcilerOptions
 from kcp.controlplane.scope import Scope
-from kcp.rest import Resource
+from kcp.rest import Resource, Unreachable
 from kcp.runtime.controller import ObjectKey
 from tests.unit.controlplane.builders import NOW, cluster, kcp, machine
 from tests.unit.controlplane.fakes import FakeCache, FakeKube, FakeTracker
@@ -200,22 +199,51 @@ def test_a_machine_the_cache_has_not_seen_yet_keeps_its_objects() -> None:
     assert not _orphan_events(kube)
 
 
-def test_infrastructure_machines_are_listed_at_most_every_interval() -> None:
+def test_infrastructure_machines_are_listed_once_then_only_when_suspect() -> None:
     kube = FakeKube()
     kube.put(kcp(replicas=1))
-    now = [100.0]
-    reconciler = _reconciler(kube, orphan_check_interval=60.0)
-    orphans = Orphans(reconciler.services, clock=lambda: now[0])
-    orphans.cleanup(_scope(kube))
+    orphans = _reconciler(kube).orphans
+    orphans.cleanup(_scope(kube))  # the first reconcile since kcp started
     kube.put(_owned("LocalMachine", "late"))
-    now[0] += 30.0
     orphans.cleanup(_scope(kube))
-    assert _names(kube, "LocalMachine") == {"late"}  # not listed again yet
+    assert _names(kube, "LocalMachine") == {"late"}  # not listed again
     kube.put(_owned("KubeadmConfig", "late"))
     orphans.cleanup(_scope(kube))  # a KubeadmConfig orphan: list the infrastructure now
     assert not _names(kube, "LocalMachine")
     assert not _names(kube, KUBEADM_CONFIG.kind)
     kube.put(_owned("LocalMachine", "later"))
-    now[0] += 61.0
+    orphans.cleanup(_scope(kube))
+    assert _names(kube, "LocalMachine") == {"later"}
+    orphans.suspect(str(_scope(kube).view.uid))  # a creation failed part way
     orphans.cleanup(_scope(kube))
     assert not _names(kube, "LocalMachine")
+
+
+def test_a_machine_creation_that_fails_part_way_is_cleaned_up_in_the_same_process() -> None:
+    kube = FailingMachineKube()
+    kube.put(copy.deepcopy(TEMPLATE))
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    reconciler = _reconciler(kube)
+    with pytest.raises(Unreachable):
+        reconciler.reconcile(KEY)
+    [left] = _names(kube, "LocalMachine")
+    reconciler.reconcile(KEY)  # the same process, the create retried
+    [created] = _names(kube, "Machine")
+    assert _names(kube, "LocalMachine") == {created} != {left}
+    assert _names(kube, "KubeadmConfig") == {created}
+
+
+class FailingMachineKube(FakeKube):
+    """The connection breaks on the first KubeadmConfig create (the infrastructure machine
+    exists): no answer, so nothing is undone, and no orphan KubeadmConfig tells of it."""
+
+    refuse = True
+
+    def create(
+        self, resource: Resource, namespace: str | None, obj: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        if resource.kind == KUBEADM_CONFIG.kind and self.refuse:
+            self.refuse = False
+            raise Unreachable("connection reset by peer")
+        return super().create(resource, namespace, obj)
