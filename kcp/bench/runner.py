@@ -75,6 +75,14 @@ def _maybe_cluster(
         yield env
 
 
+def _write_json(args: argparse.Namespace, results: dict[str, Any]) -> bool:
+    if args.json is None:
+        return False
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return True
+
+
 def run_scenarios(args: argparse.Namespace, scenarios: Sequence[Scenario]) -> int:
     """Run `scenarios`, print their tables, write `args.json` and `args.plot`; 1 if any failed."""
     from kcp.bench.environment import quiet_logging
@@ -107,6 +115,8 @@ def run_scenarios(args: argparse.Namespace, scenarios: Sequence[Scenario]) -> in
                         "traceback": traceback.format_exc(limit=8),
                     }
                 results[scenario.name]["seconds"] = round(time.monotonic() - scenario_started, 1)
+                # What is measured so far survives a run stopped in a later scenario.
+                _write_json(args, results)
     finally:
         progress.close()
     results["environment"]["seconds"] = round(time.monotonic() - started, 1)
@@ -119,9 +129,7 @@ def run_scenarios(args: argparse.Namespace, scenarios: Sequence[Scenario]) -> in
         else:
             print(scenario.summary(result))
     print(f"\ntotal {results['environment']['seconds']:.0f} s")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if _write_json(args, results):
         print(f"JSON: {args.json}")
     if getattr(args, "plot", None) is not None:
         from kcp.bench.plot import plot
