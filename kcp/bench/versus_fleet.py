@@ -40,6 +40,7 @@ __all__ = [
     "CONTENDERS",
     "ClusterShape",
     "Contender",
+    "ControllerReadings",
     "QuorumWatch",
     "RealFleet",
     "RunningContender",
@@ -286,7 +287,37 @@ def _start_capi(
     )
 
 
-class RealFleet:
+class ControllerReadings:
+    """What a fleet reads of its started contender's controller from outside: the process
+    (for `/proc`) and its metrics endpoint."""
+
+    contender: Contender
+    controller: RunningContender | None
+
+    @property
+    def pid(self) -> int:
+        assert self.controller is not None
+        return self.controller.pid
+
+    def metrics_text(self) -> str:
+        assert self.controller is not None
+        with urllib.request.urlopen(self.controller.metrics_url, timeout=10) as response:  # noqa: S310
+            return str(response.read().decode())
+
+    def reconciles(self) -> float:
+        """KubeadmControlPlane reconciles so far (`controller_runtime_reconcile_total`)."""
+        return metric_value(
+            self.metrics_text(), "controller_runtime_reconcile_total", controller=KCP_CONTROLLER
+        )
+
+    def goroutines(self) -> int | None:
+        """`go_goroutines` for a Go controller; None for kcp."""
+        if self.contender.program != "capi":
+            return None
+        return int(metric_value(self.metrics_text(), "go_goroutines"))
+
+
+class RealFleet(ControllerReadings):
     """The contender's controller and simulator in a fresh namespace; `stop()` ends both."""
 
     def __init__(
@@ -336,28 +367,6 @@ class RealFleet:
             self.sim = None
 
     # -- reading ----------------------------------------------------------------------
-
-    @property
-    def pid(self) -> int:
-        assert self.controller is not None
-        return self.controller.pid
-
-    def metrics_text(self) -> str:
-        assert self.controller is not None
-        with urllib.request.urlopen(self.controller.metrics_url, timeout=5) as response:  # noqa: S310
-            return str(response.read().decode())
-
-    def reconciles(self) -> float:
-        """KubeadmControlPlane reconciles so far (`controller_runtime_reconcile_total`)."""
-        return metric_value(
-            self.metrics_text(), "controller_runtime_reconcile_total", controller=KCP_CONTROLLER
-        )
-
-    def goroutines(self) -> int | None:
-        """`go_goroutines` for a Go controller; None for kcp."""
-        if self.contender.program != "capi":
-            return None
-        return int(metric_value(self.metrics_text(), "go_goroutines"))
 
     def control_planes(self) -> dict[str, dict[str, Any]]:
         return {

@@ -28,8 +28,13 @@ from typing import Any
 from kcp.bench import procstat
 from kcp.bench.environment import BenchEnvironment
 from kcp.bench.progress import Progress
-from kcp.bench.versus_counts import AuditCounter, metric_value
-from kcp.bench.versus_fleet import KCP_CONTROLLER, Contender, RunningContender, start_contender
+from kcp.bench.versus_counts import AuditCounter
+from kcp.bench.versus_fleet import (
+    Contender,
+    ControllerReadings,
+    RunningContender,
+    start_contender,
+)
 
 __all__ = [
     "PORT_FORWARD",
@@ -54,7 +59,7 @@ def split_port_forwards(by_kind: dict[str, int]) -> tuple[int, int]:
     return forwards, sum(by_kind.values()) - forwards
 
 
-class SharedFleet:
+class SharedFleet(ControllerReadings):
     """The fleet and (once `start_controller()` is called) the contender's controller; a
     context manager that stops the controller and deletes everything on the way out."""
 
@@ -126,30 +131,8 @@ class SharedFleet:
             self.controller = None
 
     @property
-    def pid(self) -> int:
-        assert self.controller is not None
-        return self.controller.pid
-
-    @property
     def log_path(self) -> Path | None:
         return self.controller.log_path if self.controller is not None else None
-
-    def metrics_text(self) -> str:
-        import urllib.request
-
-        assert self.controller is not None
-        with urllib.request.urlopen(self.controller.metrics_url, timeout=10) as response:  # noqa: S310
-            return str(response.read().decode())
-
-    def reconciles(self) -> float:
-        return metric_value(
-            self.metrics_text(), "controller_runtime_reconcile_total", controller=KCP_CONTROLLER
-        )
-
-    def goroutines(self) -> int | None:
-        if self.contender.program != "capi":
-            return None
-        return int(metric_value(self.metrics_text(), "go_goroutines"))
 
 
 class SharedWindow:
