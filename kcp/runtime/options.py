@@ -104,12 +104,13 @@ class ManagerOptions:
     )
 
     kube_api_qps: float = _option(
-        20.0,
-        "sustained requests per second to the API server (0 = unlimited).",
+        100.0,
+        "sustained requests per second to the API server (0 = unlimited); Cluster API's "
+        "KCP manager's default.",
     )
 
     kube_api_burst: int = _option(
-        30,
+        200,
         "requests allowed at once above the sustained rate.",
     )
 

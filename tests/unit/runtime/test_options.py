@@ -29,7 +29,8 @@ def test_defaults_are_cluster_apis() -> None:
     assert options.namespace is None and options.watch_filter is None
     assert options.concurrency == 10
     assert options.sync_period == 600.0
-    assert (options.kube_api_qps, options.kube_api_burst) == (20.0, 30)
+    # controlplane/kubeadm/main.go of Cluster API v1.13.6: --kube-api-qps 100, --kube-api-burst 200
+    assert (options.kube_api_qps, options.kube_api_burst) == (100.0, 200)
     assert options.health_addr == ":9440"
     assert options.metrics_bind_addr == ":8080"
     assert options.profiler_address == ""
