@@ -18,6 +18,7 @@ from typing import Any
 
 from kcp.api import conditions as c
 from kcp.api import groups, labels
+from kcp.rest import ApiError
 from kcp.testing.capi import KUBEADM_CONTROL_PLANE, CapiOptions, ClusterAPIProcesses
 from kcp.testing.controlplane import LocalControlPlane
 from tests.integration.controlplane.e2e import (
@@ -261,24 +262,35 @@ class Takeover:
         back: kcp refuses to adopt it, says why, and makes or deletes no Machine. With its
         version back, kcp adopts it: the same Machine, controlled by the KubeadmControlPlane."""
         [machine] = _machines(env, TAKEOVER)
-        metadata = machine["metadata"]
-        name, uid = metadata["name"], metadata["uid"]
+        name, uid = machine["metadata"]["name"], machine["metadata"]["uid"]
         control_plane = _kcp(env, TAKEOVER_KCP) or {}
         started = time.monotonic()
-        env.kube.merge_patch(
-            groups.MACHINE,
-            env.namespace,
-            name,
-            {
-                "metadata": {
-                    "ownerReferences": [
-                        r for r in metadata.get("ownerReferences") or [] if not r.get("controller")
-                    ],
-                    "resourceVersion": metadata["resourceVersion"],
-                },
-                "spec": {"version": "v1.32.5"},
-            },
-        )
+        for attempt in range(5):
+            # Guarded by resourceVersion, so kcp's or core's writes to the Machine meanwhile
+            # are not overwritten: on a conflict, read it again and orphan that version.
+            metadata = machine["metadata"]
+            try:
+                env.kube.merge_patch(
+                    groups.MACHINE,
+                    env.namespace,
+                    name,
+                    {
+                        "metadata": {
+                            "ownerReferences": [
+                                r
+                                for r in metadata.get("ownerReferences") or []
+                                if not r.get("controller")
+                            ],
+                            "resourceVersion": metadata["resourceVersion"],
+                        },
+                        "spec": {"version": "v1.32.5"},
+                    },
+                )
+                break
+            except ApiError as error:
+                if error.status != 409 or attempt == 4:
+                    raise
+                machine = env.kube.get(groups.MACHINE, env.namespace, name) or machine
 
         def refused() -> Any:
             found = _condition(_kcp(env, TAKEOVER_KCP), c.SCALING_UP)
