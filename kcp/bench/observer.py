@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["ETCD_CLUSTER_HEALTHY", "GenerationObserver", "percentile"]
+__all__ = ["ETCD_CLUSTER_HEALTHY", "GenerationObserver", "latency_ms", "percentile"]
 
 ETCD_CLUSTER_HEALTHY = "EtcdClusterHealthy"
 
@@ -127,3 +127,14 @@ class GenerationObserver:
                         f"{timeout:.0f}s (e.g. {', '.join(pending[:3])})"
                     )
                 self._changed.wait(min(remaining, 0.5))
+
+
+def latency_ms(seen: dict[str, float], sent: dict[str, float]) -> dict[str, float]:
+    """p50, p99 and max milliseconds from each key's send to its sighting, and how many."""
+    values = [1000 * (seen[n] - sent[n]) for n in seen]
+    return {
+        "p50": round(percentile(values, 0.50), 1),
+        "p99": round(percentile(values, 0.99), 1),
+        "max": round(max(values, default=0.0), 1),
+        "samples": len(values),
+    }

@@ -37,7 +37,7 @@ from kcp.bench.controller import CONTROLLERS, resolve_controller, start_controll
 from kcp.bench.environment import BenchEnvironment
 from kcp.bench.fleet import ETCD_CLIENT_PORT, Fleet
 from kcp.bench.fleet_run import FleetRunSettings, describe_fleet, watched_fleet
-from kcp.bench.observer import GenerationObserver, percentile
+from kcp.bench.observer import GenerationObserver, latency_ms
 from kcp.bench.procstat import MIB, Sampler, split_threads, tcp_connections, thread_names
 from kcp.bench.progress import Progress
 from kcp.bench.runner import Scenario, add_common_arguments, cluster_scenario, run_scenarios
@@ -95,16 +95,6 @@ def _bump_many(fleet: Fleet, names: list[str]) -> tuple[dict[str, int], dict[str
         for future in [pool.submit(bump, n) for n in names]:
             future.result()
     return targets, sent
-
-
-def _latencies_ms(seen: dict[str, float], sent: dict[str, float]) -> dict[str, Any]:
-    values = [1000 * (seen[n] - sent[n]) for n in seen]
-    return {
-        "p50": round(percentile(values, 0.50), 1),
-        "p99": round(percentile(values, 0.99), 1),
-        "max": round(max(values, default=0.0), 1),
-        "samples": len(values),
-    }
 
 
 RECONCILES = "controller_runtime_reconcile_total"
@@ -233,8 +223,8 @@ def _measure_point(
         "own_threads": own_threads,
         "grpc_core_threads": grpc_threads,
         "etcd_client_connections": etcd_connections,
-        "change_latency_ms": _latencies_ms(single_seen, single_sent),
-        "resync_latency_ms": _latencies_ms(burst_seen, burst_sent),
+        "change_latency_ms": latency_ms(single_seen, single_sent),
+        "resync_latency_ms": latency_ms(burst_seen, burst_sent),
         "controller_metrics": _controller_figures(metrics),
     }
 

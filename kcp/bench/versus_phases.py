@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kcp.bench import procstat
-from kcp.bench.observer import GenerationObserver, percentile
+from kcp.bench.observer import GenerationObserver, latency_ms
 from kcp.bench.versus_counts import AuditCounter, contender_requests
 from kcp.bench.versus_fleet import (
     ClusterShape,
@@ -147,15 +147,6 @@ def _still_available(fleet: RealFleet, timeout: float, what: str) -> dict[str, s
     return {}
 
 
-def _latency_ms(seen: dict[str, float], sent: dict[str, float]) -> dict[str, float]:
-    values = [1000 * (seen[n] - sent[n]) for n in seen]
-    return {
-        "p50": round(percentile(values, 0.50), 1),
-        "p99": round(percentile(values, 0.99), 1),
-        "samples": len(values),
-    }
-
-
 def settle(window: Window, shapes: list[ClusterShape], timeout: float) -> dict[str, Any]:
     """Create the clusters; every control plane Available."""
     window.fleet.create(shapes)
@@ -221,8 +212,8 @@ def change_every_cluster(
     created = {m["metadata"]["name"] for m in fleet.machines()} - before
     return {
         **_still_available(fleet, 30.0, "after the change"),
-        "status_latency_ms": _latency_ms(observed, sent),
-        "machines_latency_ms": _latency_ms(labelled, sent),
+        "status_latency_ms": latency_ms(observed, sent),
+        "machines_latency_ms": latency_ms(labelled, sent),
         "machines_created": len(created),
         **figures,
     }

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kcp.bench import procstat
-from kcp.bench.observer import GenerationObserver, percentile
+from kcp.bench.observer import GenerationObserver, latency_ms
 from kcp.bench.progress import Progress
 from kcp.bench.versus_counts import AuditCounter
 from kcp.bench.versus_fleet import CONTENDERS, Contender, is_available, not_available_reason
@@ -107,16 +107,6 @@ def _still_available(observer: GenerationObserver, size: int, what: str) -> dict
     return {}
 
 
-def _latency_ms(seen: dict[str, float], sent: dict[str, float]) -> dict[str, float]:
-    values = [1000 * (seen[n] - sent[n]) for n in seen]
-    return {
-        "p50": round(percentile(values, 0.50), 1),
-        "p99": round(percentile(values, 0.99), 1),
-        "max": round(max(values, default=0.0), 1),
-        "samples": len(values),
-    }
-
-
 def _settle(
     shared: SharedFleet, audit: AuditCounter, observer: GenerationObserver, size: int
 ) -> dict[str, Any]:
@@ -179,8 +169,8 @@ def _change_all(
         raise PhaseError(str(error)) from error
     figures = window.close()
     return {
-        "status_latency_ms": _latency_ms(seen, sent),
-        "machines_latency_ms": _latency_ms(labelled, sent),
+        "status_latency_ms": latency_ms(seen, sent),
+        "machines_latency_ms": latency_ms(labelled, sent),
         "seconds_to_observe_all": round(max(seen.values()) - min(sent.values()), 1),
         **figures,
         **_still_available(observer, shared.size, "after the change"),
