@@ -1,11 +1,12 @@
 """One machine's etcd member, as kubeadm runs it: mutual TLS on the machine's own address.
 
 The first machine of a cluster starts a new etcd cluster; every later one is
-first added to the membership through a running member (MemberAdd over mutual
-TLS, with the machine's own API server etcd client certificate, issued from
-the etcd CA in its bootstrap data) and then started with
-`--initial-cluster-state existing`, exactly the `kubeadm join --control-plane`
-sequence. Health is read from the plain-HTTP
+first added to the membership through a running member as a learner (MemberAdd
+over mutual TLS, with the machine's own API server etcd client certificate,
+issued from the etcd CA in its bootstrap data), then started with
+`--initial-cluster-state existing` and promoted to a voting member once it has
+caught up: the `kubeadm join --control-plane` sequence since kubeadm's
+`EtcdLearnerMode` (on by default from v1.29). Health is read from the plain-HTTP
 metrics listener (`/health` is true once the member sees a leader).
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "JoinPlan",
     "add_member",
     "list_members",
+    "promote_member",
     "remove_member",
 ]
 
@@ -113,6 +115,21 @@ class EtcdMember(MemberURLs):
             return False
         return b'"health":"true"' in body.replace(b" ", b"")
 
+    def serves(self, tls: EtcdTLS, *, as_learner: bool) -> bool:
+        """Whether the member answers `Status` on its own client port over mutual TLS, sees
+        a leader and is (or is no longer) a learner: a learner promoted before it serves
+        would be a voter nobody can reach, a quorum lost for as long as it takes."""
+        if not self.process.running or self.process.frozen:
+            return False
+        try:
+            with EtcdClient.open(
+                self.endpoint, tls, timeouts=_TIMEOUTS, transport=_TRANSPORT
+            ) as client:
+                status = client.status()
+        except EtcdError:
+            return False
+        return status.has_leader and status.is_learner == as_learner
+
     def _argv(self, initial_cluster: str, *, state: str, token: str | None) -> list[str]:
         files = self.files
         argv = etcd_argv(
@@ -144,8 +161,11 @@ def list_members(endpoints: Sequence[str], tls: EtcdTLS) -> list[Member]:
     raise EtcdJoinError(f"no etcd member answered the member list: {'; '.join(errors)}")
 
 
-def add_member(endpoints: Sequence[str], tls: EtcdTLS, name: str, peer_url: str) -> JoinPlan:
-    """MemberAdd `peer_url` through the first endpoint that accepts it.
+def add_member(
+    endpoints: Sequence[str], tls: EtcdTLS, name: str, peer_url: str, *, learner: bool = False
+) -> JoinPlan:
+    """MemberAdd `peer_url` through the first endpoint that accepts it (as a learner: a
+    non-voting member until `promote_member`, as `kubeadm join` adds it since v1.29).
 
     A member already listed with `peer_url` (an earlier attempt that failed
     after the add) is reused rather than added twice.
@@ -162,6 +182,9 @@ def add_member(endpoints: Sequence[str], tls: EtcdTLS, name: str, peer_url: str)
                 assert isinstance(client.connection, Connection)
                 client.connection.ensure_connected(_TIMEOUTS.dial)
                 request = etcd3.etcdrpc.MemberAddRequest(peerURLs=[peer_url])
+                if learner:
+                    # isLearner (field 2) is newer than etcd3's protos: set it on the wire.
+                    request.MergeFromString(_IS_LEARNER)
                 response = client.etcd3.clusterstub.MemberAdd(request, timeout=_TIMEOUTS.call)
         except EtcdError as error:
             errors.append(str(error))
@@ -176,6 +199,45 @@ def add_member(endpoints: Sequence[str], tls: EtcdTLS, name: str, peer_url: str)
         ]
         return JoinPlan(member_id, _initial_cluster(listed, member_id, name))
     raise EtcdJoinError(f"could not add etcd member {name} ({peer_url}): {'; '.join(errors)}")
+
+
+def promote_member(endpoints: Sequence[str], tls: EtcdTLS, member_id: int) -> bool:
+    """MemberPromote a learner: True once it votes (or already did), False while etcd says
+    it has not caught up with the leader yet; EtcdJoinError if no endpoint could say."""
+    errors: list[str] = []
+    request = _varint_field(1, member_id)  # MemberPromoteRequest.ID, not in etcd3's protos
+    for endpoint in endpoints:
+        try:
+            with EtcdClient.open(endpoint, tls, timeouts=_TIMEOUTS, transport=_TRANSPORT) as client:
+                assert isinstance(client.connection, Connection)
+                client.connection.ensure_connected(_TIMEOUTS.dial)
+                promote = client.etcd3.channel.unary_unary(_MEMBER_PROMOTE)
+                promote(request, timeout=_TIMEOUTS.call)
+                return True
+        except EtcdError as error:
+            errors.append(str(error))
+        except grpc.RpcError as error:
+            details = str(error.details() or "")
+            if "in sync with leader" in details:
+                return False
+            if "can only promote a learner member" in details:
+                return True  # a voting member already
+            errors.append(f"MemberPromote via {endpoint}: {error.code().name}: {details}")
+    raise EtcdJoinError(f"could not promote etcd member {member_id:x}: {'; '.join(errors)}")
+
+
+_IS_LEARNER = b"\x10\x01"
+_MEMBER_PROMOTE = "/etcdserverpb.Cluster/MemberPromote"
+
+
+def _varint_field(number: int, value: int) -> bytes:
+    """A protobuf varint field on the wire: its key (wire type 0), then the value."""
+    out = bytearray([number << 3])
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
 
 def remove_member(endpoints: Sequence[str], tls: EtcdTLS, member_id: int) -> None:

@@ -5,8 +5,8 @@ kubeadm would on a real node: it writes the data's files to the machine's disk
 (a directory), issues the node's certificates from the CAs in them, and runs
 `kubeadm init` (a new etcd cluster, then the cluster's configuration and the
 CoreDNS and kube-proxy add-ons uploaded) or `kubeadm join --control-plane`
-(discovery with the bootstrap token, then an etcd member added through the
-running ones). It blocks until the machine
+(discovery with the bootstrap token, then an etcd member added as a learner
+through the running ones and promoted). It blocks until the machine
 serves (bounded by the options' timeouts); the LocalMachine controller calls
 it from a worker. The kubelet is two halves: its API (`kcp.sim.kubelet_server`,
 a process serving port-forwards to the machine's etcd and API server) and its
@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from kcp.sim.etcd_member import (
     EtcdMember,
     add_member,
     list_members,
+    promote_member,
     remove_member,
 )
 from kcp.sim.faults import Component, Fault
@@ -440,11 +442,13 @@ class SimMachine:
             self.etcd.start_new(token=f"{cluster.namespace}-{cluster.name}-{cluster.uid[:8]}")
             self.log.info("etcd started a new cluster", pid=self.etcd.process.pid)
         else:
-            plan = add_member(endpoints, tls, self.etcd.name, self.etcd.peer_url)
+            plan = add_member(endpoints, tls, self.etcd.name, self.etcd.peer_url, learner=True)
             self.log.info("etcd member added", member_id=f"{plan.member_id:x}", via=endpoints[0])
             self.etcd.start_join(plan)
             self.log.info("etcd joining", pid=self.etcd.process.pid)
         try:
+            if endpoints:
+                self._promote(endpoints, timeout)
             _wait(
                 self.etcd.healthy,
                 timeout=timeout,
@@ -462,6 +466,29 @@ class SimMachine:
             for member in list_members([self.etcd.endpoint], tls):
                 if self.etcd.peer_url in member.peer_urls:
                     self.etcd.member_id = member.id
+
+    def _promote(self, endpoints: list[str], timeout: float) -> None:
+        """Promote the learner once it serves and has caught up, as `kubeadm join` does: the
+        cluster keeps its quorum while the new member starts. It must answer on its client
+        port both before the promotion and as a voter after it before the join goes on."""
+        etcd, tls = self.etcd, self.etcd_tls
+        assert etcd is not None and tls is not None
+        member_id = etcd.member_id
+        assert member_id is not None
+        steps: list[tuple[str, Callable[[], bool]]] = [
+            ("to serve as a learner", partial(etcd.serves, tls, as_learner=True)),
+            ("to catch up and be promoted", partial(promote_member, endpoints, tls, member_id)),
+            ("to serve as a voting member", partial(etcd.serves, tls, as_learner=False)),
+        ]
+        for what, done in steps:
+            _wait(
+                done,
+                timeout=timeout,
+                what=f"etcd member of {self.name} {what}",
+                process=etcd.process,
+                stopping=self.cluster.ctx.stopping,
+            )
+        self.log.info("etcd member promoted")
 
     def _undo_etcd(self, endpoints: list[str]) -> None:
         """After a failed start: stop, drop the membership and the data; a retry starts clean."""

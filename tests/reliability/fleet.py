@@ -452,10 +452,13 @@ class QuorumWatch:
     """Samples a cluster's etcd twice a second; records every sample without a quorum.
 
     A sample taken while a voting member has been added but has not started yet
-    (etcd lists it without a name) goes to `joining` instead of `violations`:
-    that window belongs to the join procedure (kubeadm's, played by the
-    simulator), not to anything kcp decides.
+    (etcd lists it without a name), or while a member this watch saw as a learner
+    less than `PROMOTION_GRACE` seconds ago is not answering yet, goes to
+    `joining` instead of `violations`: that window belongs to the join procedure
+    (kubeadm's, played by the simulator), not to anything kcp decides.
     """
+
+    PROMOTION_GRACE = 10.0
 
     def __init__(self, fleet: Fleet, cluster: str) -> None:
         self.fleet = fleet
@@ -464,6 +467,7 @@ class QuorumWatch:
         self.violations: list[str] = []
         self.joining: list[str] = []
         self.max_voting = 0
+        self._learner_seen: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="quorum-watch", daemon=True)
 
@@ -484,6 +488,10 @@ class QuorumWatch:
         status = self.fleet.etcd_status(self.cluster)
         if status is None:
             return
+        now = time.monotonic()
+        for member in status.members:
+            if member.is_learner:
+                self._learner_seen[member.id] = now
         voting = [m for m in status.members if not m.is_learner]
         if not voting:
             return
@@ -493,6 +501,12 @@ class QuorumWatch:
             for h in status.health
             if h.member_id in ids and h.status is not None and h.status.has_leader
         ]
+        healthy_ids = {h.member_id for h in healthy}
+        just_promoted = any(
+            now - self._learner_seen.get(m.id, -self.PROMOTION_GRACE) < self.PROMOTION_GRACE
+            for m in voting
+            if m.id not in healthy_ids
+        )
         self.samples += 1
         self.max_voting = max(self.max_voting, len(voting))
         if len(healthy) >= len(voting) // 2 + 1:
@@ -502,7 +516,7 @@ class QuorumWatch:
             f"({[m.name or '<not started>' for m in voting]}) see a leader; "
             f"{[(h.name, h.errors) for h in status.health if h.errors]}"
         )
-        if any(not m.name for m in voting):
+        if just_promoted or any(not m.name for m in voting):
             self.joining.append(text)
         else:
             self.violations.append(text)
