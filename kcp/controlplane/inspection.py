@@ -61,6 +61,7 @@ class Inspection(Step):
         try:
             nodes = workload.nodes()
             pods = workload.control_plane_pods()
+            workload.answered()
         except NotConnected as error:
             nodes = None
             workload_error, workload_reason = (

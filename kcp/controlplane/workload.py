@@ -77,6 +77,9 @@ class WorkloadClientLike(Protocol):
     def dialer(self) -> Dialer:
         """Opens connections into the cluster: its Pods through a port-forward."""
 
+    def answered(self) -> None:
+        """A read just succeeded: the tracker may skip this interval's health probe."""
+
 
 class TrackerLike(Protocol):
     """The tracker's surface the reconciler uses; every call raises `NotConnected` or answers."""
@@ -174,12 +177,19 @@ class WorkloadCluster:
         self.tracker = tracker
         self.cluster = cluster
         self._make_api = api
+        self._client: WorkloadClientLike | None = None
         self._kube: Kube | None = None
 
     def _api(self) -> Kube:
         if self._kube is None:
-            self._kube = self._make_api(self.tracker.workload_client(self.cluster).api_client)
+            self._client = self.tracker.workload_client(self.cluster)
+            self._kube = self._make_api(self._client.api_client)
         return self._kube
+
+    def answered(self) -> None:
+        """Tell the tracker its API server answered this reconcile's reads."""
+        if self._client is not None:
+            self._client.answered()
 
     def api(self) -> Kube:
         """The workload API server's client (raises `NotConnected`), for objects kubeadm made."""

@@ -87,7 +87,7 @@ class Checker:
         workload = self.ensure_workload(entry)
         timeout = self.options.probe_timeout
         api = None
-        if workload is not None:
+        if workload is not None and entry.api_due(self.options.probe_interval):
             source = f"Secret {kubeconfig_secret_ref(entry.key)}"
             api = probe_api_server(workload, timeout, kubeconfig_source=source)
         etcd: ProbeResult | None = None
@@ -192,6 +192,7 @@ class Checker:
                 timeout=self.options.api_timeout,
                 tunnels=self._credentials.tunnels,
                 source=f"Secret {kubeconfig_secret_ref(entry.key)}",
+                on_answer=entry.api_answered,
             )
         except (ssl.SSLError, ValueError) as exc:
             error = ClusterSecretError(

@@ -137,6 +137,9 @@ class ClusterEntry:
         self.etcd_answered_by = ""
         self.etcd_probed_at = -math.inf
         """Monotonic time of the last etcd probe (see ``etcd_probe_interval``)."""
+        self.api_answered_at = -math.inf
+        """Monotonic time the reconciler last read from the API server of a connected,
+        healthy cluster: the probe in the same interval is skipped."""
         self.tls_history: list[EtcdTLS] = []
 
     def view(self) -> EntryView:
@@ -187,6 +190,13 @@ class ClusterEntry:
         with self.lock:
             if self.state == "connected" and self.etcd_ok:
                 self.etcd_probed_at = time.monotonic()
+
+    def api_answered(self) -> None:
+        """The reconciler read from the workload API server: it counts as this interval's
+        probe (at a reconcile every few seconds, most `/readyz` requests are saved)."""
+        with self.lock:
+            if self.state == "connected" and self.api_ok:
+                self.api_answered_at = time.monotonic()
 
     def evict(self) -> Eviction:
         """Mark the entry evicted and hand over what must be closed."""
@@ -277,6 +287,17 @@ class ClusterEntry:
         """The ``-kubeconfig`` Secret's credentials cannot be used for TLS."""
         with self.lock:
             self.kubeconfig_error = error
+
+    def api_due(self, interval: float | None) -> bool:
+        """Whether this check probes the API server: not when the reconciler read from it
+        within ``interval`` of a connected, healthy cluster."""
+        with self.lock:
+            return (
+                interval is None
+                or self.state != "connected"
+                or self.api_ok is not True
+                or time.monotonic() - self.api_answered_at >= interval
+            )
 
     def etcd_due(self, interval: float | None) -> bool:
         """Whether this check probes etcd too (see ``TrackerOptions.etcd_probe_interval``)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import urllib3
@@ -84,8 +85,11 @@ class WorkloadClient:
         timeout: float,
         tunnels: TunnelLoop | None = None,
         source: str = "the workload cluster's kubeconfig",
+        on_answer: Callable[[], None] | None = None,
     ) -> None:
         from kubernetes import client
+
+        self._on_answer = on_answer
 
         self.server = kubeconfig.server.rstrip("/")
         self.digest = digest
@@ -127,6 +131,12 @@ class WorkloadClient:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    def answered(self) -> None:
+        """The caller read from this API server just now (a quorum read, which needs its
+        etcd as `/readyz` does): it counts as this interval's API server probe."""
+        if self._on_answer is not None and not self.closed:
+            self._on_answer()
 
     @property
     def dialer(self) -> Dialer:

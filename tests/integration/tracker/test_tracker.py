@@ -336,6 +336,25 @@ def etcd_every_second(
     return tracker, key
 
 
+def test_the_reconcilers_reads_stand_in_for_the_api_server_probes(
+    etcd_every_second: tuple[Tracker, ClusterKey],
+) -> None:
+    tracker, key = etcd_every_second
+
+    def probes() -> int:
+        return tracker.stats().health_checks.get("api_server/success", 0)
+
+    before = probes()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # a reconcile reading every 10 ms
+        tracker.workload_client(key).answered()
+        time.sleep(0.01)
+    while_answered = probes() - before
+    before = probes()
+    time.sleep(1.0)
+    assert while_answered <= 2 < probes() - before, (while_answered, probes() - before)
+
+
 def test_a_healthy_etcd_is_probed_at_its_own_slower_cadence_and_a_failing_one_every_check(
     etcd_every_second: tuple[Tracker, ClusterKey], etcd: EtcdCluster
 ) -> None:

@@ -286,9 +286,13 @@ class FakeEtcdAccess:
 
 
 class FakeWorkloadClient:
-    def __init__(self, kube: FakeKube) -> None:
+    def __init__(self, kube: FakeKube, answers: list[str] | None = None) -> None:
         self.api_client = kube
         self.dialer = DIRECT
+        self.answers = answers if answers is not None else []
+
+    def answered(self) -> None:
+        self.answers.append("answered")
 
 
 class FakeTracker:
@@ -302,11 +306,12 @@ class FakeTracker:
         self.endpoints_seen: list[tuple[str, ...]] = []
         self.etcd_calls: list[Any] = []
         self.cluster_health: Any = None
+        self.answers: list[str] = []
 
     def workload_client(self, cluster: ClusterKey) -> Any:
         if self.not_connected is not None:
             raise self.not_connected
-        return FakeWorkloadClient(self.workload)
+        return FakeWorkloadClient(self.workload, self.answers)
 
     def etcd_access(self, cluster: ClusterKey, endpoints: Sequence[str]) -> Any:
         if self.not_connected is not None:

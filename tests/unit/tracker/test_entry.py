@@ -86,3 +86,16 @@ def test_the_shipped_transport_and_keepalive_are_the_etcd_packages() -> None:
     options = TrackerOptions()
     assert options.etcd_transport == "gateway" == kcp.etcd.DEFAULT_TRANSPORT
     assert options.tunnel_keepalive == 30.0 == kcp.etcd.DEFAULT_KEEPALIVE
+
+
+def test_a_read_by_the_reconciler_stands_in_for_the_api_server_probe_of_a_healthy_cluster() -> None:
+    entry = ClusterEntry(ClusterKey("ns", "c", "u"))
+    entry.api_answered()  # not connected yet: it proves nothing about a first connection
+    assert entry.api_due(10.0)
+    _record(entry, OK, [])
+    assert entry.api_due(10.0)
+    entry.api_answered()
+    assert not entry.api_due(10.0)
+    assert entry.api_due(0.0) and entry.api_due(None)
+    _record(entry, FAILED, [])  # a failing probe: probe on every check until it answers
+    assert entry.api_due(10.0)
