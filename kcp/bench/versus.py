@@ -37,7 +37,7 @@ from kcp.bench import procstat
 from kcp.bench.environment import BenchEnvironment, info_log, management_cluster
 from kcp.bench.progress import Progress
 from kcp.bench.runner import Scenario, add_common_arguments, run_scenarios
-from kcp.bench.versus_counts import AUDIT_POLICY, AuditCounter
+from kcp.bench.versus_counts import AUDIT_LOG_UNROTATED, AUDIT_POLICY, AuditCounter
 from kcp.bench.versus_fleet import CONTENDERS, ClusterShape, Contender, QuorumWatch, RealFleet
 from kcp.bench.versus_phases import (
     Window,
@@ -109,7 +109,7 @@ def audited_cluster(
         policy = Path(directory) / "policy.yaml"
         policy.write_text(AUDIT_POLICY.format(users=json.dumps(users)))
         log = Path(directory) / "audit.log"
-        args = [f"--audit-policy-file={policy}", f"--audit-log-path={log}"]
+        args = [f"--audit-policy-file={policy}", f"--audit-log-path={log}", AUDIT_LOG_UNROTATED]
         try:
             with management_cluster(progress, keep_logs=keep_logs, apiserver_args=args) as env:
                 yield env, AuditCounter(log)

@@ -370,7 +370,12 @@ class SimMachine:
         policy = self.cluster.ctx.options.apiserver_audit_policy
         if policy is None:
             return ()
-        return (f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}")
+        # Unrotated: the benchmark counts the whole log (kube-apiserver rotates at 100 MB).
+        return (
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-maxsize=1048576",
+        )
 
     @property
     def audit_log(self) -> Path:

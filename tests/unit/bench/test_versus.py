@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from kcp.bench.versus_counts import (
     AuditCounter,
+    LogRotated,
     PortForwardCounter,
     WorkloadAuditCounter,
     audit_requests,
@@ -296,3 +299,14 @@ def test_a_run_of_all_contenders_is_one_pair() -> None:
     assert pairs_of({"contenders": contenders, "wall_seconds": 1.0}) == [
         {"contenders": contenders, "wall_seconds": 1.0}
     ]
+
+
+def test_a_rotated_audit_log_is_an_error_not_a_silent_zero(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    log.write_text(_event("a", "kcp-bench-kcp") + "\n")
+    counter = AuditCounter(log)
+    assert counter.of("kcp-bench-kcp")[0] == 1
+    log.rename(tmp_path / "audit-2026-12-07T14-00-00.000.log")
+    log.write_text(_event("b", "kcp-bench-kcp") + "\n")  # a new file, shorter than counted
+    with pytest.raises(LogRotated, match="rotated or truncated"):
+        counter.of("kcp-bench-kcp")
