@@ -4,7 +4,8 @@ Watched kinds and what a change means:
 
 - KubeadmControlPlane (filtered by `--watch-filter`): reconcile it.
 - Cluster (filtered too): reconcile the control plane its `spec.controlPlaneRef`
-  names; a deleted Cluster is evicted from the tracker at once.
+  names, on a change to what the reconciler reads of it (not on new conditions
+  alone); a deleted Cluster is evicted from the tracker at once.
 - Machine: reconcile the KubeadmControlPlane that controls it; a control-plane
   Machine no controller owns wakes its Cluster's control plane, which adopts it.
 - KubeadmConfig: cached for rollout comparisons; wakes its control plane too:
@@ -13,7 +14,7 @@ Watched kinds and what a change means:
   controls that Machine (else, for a control-plane config, the one its
   Cluster names). Cluster API's KCP does not watch them at all; kcp does,
   because what CABPK and users write into them decides whether a Machine is
-  up to date.
+  up to date (so a change to conditions alone wakes nothing).
 - Secret, metadata only and only those labelled with a cluster name: wakes the
   control plane that owns it or whose Cluster it belongs to, and tells the
   tracker its credentials may have changed. A reconciler that needs a Secret's
@@ -37,7 +38,15 @@ from kcp.controlplane.reconciler import KubeadmControlPlaneReconciler, Reconcile
 from kcp.controlplane.workload import TrackerLike
 from kcp.rest import Kube
 from kcp.runtime.controller import Controller, ObjectKey
-from kcp.runtime.handlers import Key, enqueue_owner, enqueue_self, map_to, owner_keys
+from kcp.runtime.handlers import (
+    Key,
+    enqueue_owner,
+    enqueue_self,
+    map_to,
+    owner_keys,
+    relevant_fields,
+    unless_unchanged,
+)
 from kcp.runtime.informer import Informer
 from kcp.runtime.manager import Manager
 from kcp.runtime.ratelimit import ItemExponentialRateLimiter, default_controller_rate_limiter
@@ -68,6 +77,12 @@ def machine_cluster_index(obj: dict[str, Any]) -> list[str]:
         labels.CLUSTER_NAME_LABEL
     )
     return [label_index_value(namespace, str(cluster))] if cluster else []
+
+
+CLUSTER_FIELDS_READ = relevant_fields("initialization", "failureDomains")
+"""Of a Cluster's status, the reconciler reads only these (`ClusterView`)."""
+CONFIG_FIELDS_READ = relevant_fields("initialization", "dataSecretName")
+"""Of a KubeadmConfig's status, only these (adoption); its spec decides up to date."""
 
 
 def cluster_to_control_plane(obj: dict[str, Any]) -> list[Key]:
@@ -290,12 +305,20 @@ def setup(
             enqueue_kcp(event_type, obj, old)
 
     kcps.add_handler(on_kcp)
-    clusters.add_handler(map_to(cluster_to_control_plane).bind(enqueue))
+    # Cluster API's core rewrites a Cluster's conditions and CABPK a KubeadmConfig's on
+    # most of our own status writes: only what the reconciler reads of them wakes it.
+    clusters.add_handler(
+        unless_unchanged(map_to(cluster_to_control_plane).bind(enqueue), CLUSTER_FIELDS_READ)
+    )
     handler = getattr(tracker, "cluster_event_handler", None)
     if callable(handler):
         clusters.add_handler(handler())
     machines.add_handler(map_to(machine_to_control_plane(cache)).bind(enqueue))
-    configs.add_handler(map_to(kubeadm_config_to_control_plane(cache)).bind(enqueue))
+    configs.add_handler(
+        unless_unchanged(
+            map_to(kubeadm_config_to_control_plane(cache)).bind(enqueue), CONFIG_FIELDS_READ
+        )
+    )
     secrets.add_handler(map_to(secret_to_control_plane(cache)).bind(enqueue))
     secret_handler = getattr(tracker, "secret_event_handler", None)
     if callable(secret_handler):

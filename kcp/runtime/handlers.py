@@ -114,6 +114,39 @@ def _group_of(api_version: str) -> str:
     return group
 
 
+# -- filters -------------------------------------------------------------------------------
+
+_VOLATILE_METADATA = frozenset({"resourceVersion", "managedFields"})
+
+
+def relevant_fields(*status_fields: str) -> Callable[[dict[str, Any]], Any]:
+    """What of an object a controller acts on: its metadata (but the fields every write
+    changes), its spec, and only `status_fields` of its status."""
+
+    def view(obj: dict[str, Any]) -> Any:
+        metadata = {k: v for k, v in _meta(obj).items() if k not in _VOLATILE_METADATA}
+        status = obj.get("status")
+        picked = [status.get(f) for f in status_fields] if isinstance(status, dict) else []
+        return metadata, obj.get("spec"), picked
+
+    return view
+
+
+def unless_unchanged(
+    handler: EventHandler, relevant: Callable[[dict[str, Any]], Any]
+) -> EventHandler:
+    """`handler`, but for a MODIFIED event that left `relevant(obj)` as it was (another
+    controller's status conditions, say): as controller-runtime's update predicates, it
+    keeps a write nobody here reads from waking a reconcile."""
+
+    def handle(event_type: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if event_type == MODIFIED and old is not None and relevant(old) == relevant(obj):
+            return
+        handler(event_type, obj, old)
+
+    return handle
+
+
 # -- mappings bound to a queue -------------------------------------------------------------
 
 

@@ -11,7 +11,9 @@ from kcp.runtime.handlers import (
     enqueue_owner,
     enqueue_self,
     map_to,
+    relevant_fields,
     safe_call,
+    unless_unchanged,
 )
 
 KCP_GROUP = "controlplane.cluster.x-k8s.io"
@@ -123,3 +125,35 @@ def test_a_failing_handler_is_contained() -> None:
         raise RuntimeError("boom")
 
     safe_call(broken, "ADDED", {"metadata": {"name": "a"}}, None)  # logs, does not raise
+
+
+def test_a_change_to_fields_not_read_wakes_nothing_and_one_to_a_read_field_does() -> None:
+    seen: list[str] = []
+    handler = unless_unchanged(
+        lambda event_type, obj, old: seen.append(
+            f"{event_type} {obj['metadata']['resourceVersion']}"
+        ),
+        relevant_fields("initialization"),
+    )
+
+    def cluster(version: str, **status: Any) -> dict[str, Any]:
+        return {
+            "metadata": {"name": "c", "resourceVersion": version, "labels": {"a": "1"}},
+            "spec": {"paused": False},
+            "status": status,
+        }
+
+    first = cluster("1", conditions=[{"type": "Ready", "status": "False"}])
+    handler("ADDED", first, None)
+    conditions_only = cluster("2", conditions=[{"type": "Ready", "status": "True"}])
+    handler("MODIFIED", conditions_only, first)
+    provisioned = cluster("3", initialization={"infrastructureProvisioned": True})
+    handler("MODIFIED", provisioned, conditions_only)
+    relabelled = cluster("4", initialization={"infrastructureProvisioned": True})
+    relabelled["metadata"]["labels"] = {"a": "2"}
+    handler("MODIFIED", relabelled, provisioned)
+    paused = cluster("5", initialization={"infrastructureProvisioned": True})
+    paused["spec"]["paused"] = True
+    handler("MODIFIED", paused, cluster("5", initialization={"infrastructureProvisioned": True}))
+    handler("DELETED", paused, None)
+    assert seen == ["ADDED 1", "MODIFIED 3", "MODIFIED 4", "MODIFIED 5", "DELETED 5"]
