@@ -15,6 +15,9 @@ By default the contenders run side by side, phase by phase (a barrier between
 phases), so both see the same machine load; `--one-at-a-time` runs them one
 after the other. CPU, RSS and threads are per process, from `/proc`.
 
+`--profile DIR` records a CPU profile of each controller over settle and over the
+rollout (`kcp.bench.versus_profile`) and prints where its CPU went.
+
 Then, unless `--quick`, 100 and 1000 clusters on the cheap shared fleet, one
 contender at a time (`kcp.bench.versus_shared`); `--shared-only` runs just those.
 """
@@ -46,6 +49,8 @@ from kcp.bench.versus_phases import (
     settle,
     steady,
 )
+from kcp.bench.versus_profile import PROFILED_PHASES, PhaseProfile
+from kcp.bench.versus_profile import render as render_profiles
 from kcp.bench.versus_report import pairs_of, render
 
 __all__ = [
@@ -79,6 +84,9 @@ class VersusSettings:
     keep_logs: Path | None = None
     shared_sizes: tuple[int, ...] = (100, 1000)
     """Sizes run on the cheap shared fleet after the 10 clusters (`kcp.bench.versus_shared`)."""
+    profile_dir: Path | None = None
+    """Where CPU profiles of `PROFILED_PHASES` go, one file per contender and phase; None:
+    no profiler endpoint at all (the figures as without profiling)."""
 
     @classmethod
     def quick(cls) -> VersusSettings:
@@ -165,7 +173,13 @@ def run_contender(
     # Machines boot at once and each runs its own kubelet, as on a cloud: a worker for every
     # Machine the fleet can have at once (a booting machine holds one for its whole boot,
     # and the running machines' kubelet syncs take turns on the same workers).
-    fleet = RealFleet(env, contender, machine_concurrency=2 * settings.clusters)
+    fleet = RealFleet(
+        env,
+        contender,
+        machine_concurrency=2 * settings.clusters,
+        profiler=settings.profile_dir is not None,
+    )
+    profiles: dict[str, PhaseProfile] = {}
     result["namespace"] = fleet.namespace
     starting = time.monotonic()
     try:
@@ -185,6 +199,13 @@ def run_contender(
         for phase, run_phase in _phase_plan(settings, observer):
             sync(phase)
             progress.note(f"versus {contender.name}: {phase}")
+            profile = None
+            url = fleet.controller.profiler_url if fleet.controller is not None else None
+            if settings.profile_dir is not None and url is not None and phase in PROFILED_PHASES:
+                profile = PhaseProfile(
+                    url, contender.program, settings.profile_dir, f"{contender.name}.{phase}"
+                ).start()
+                profiles[phase] = profile
             try:
                 result["phases"][phase] = run_phase(Window.open(fleet, quorum, audit))
             except Exception as error:
@@ -193,6 +214,9 @@ def run_contender(
                     "error": _error(error),
                     "traceback": traceback.format_exc(limit=4),
                 }
+            finally:
+                if profile is not None:
+                    profile.stop()
             if settings.keep_logs is not None:
                 fleet.snapshot(phase)
         result["peak_rss_mib"] = round(procstat.sample(fleet.pid).peak_rss / procstat.MIB, 1)
@@ -202,6 +226,8 @@ def run_contender(
         observer.stop()
         quorum.stop()
         fleet.stop()
+    if profiles:
+        result["profiles"] = {phase: p.result() for phase, p in profiles.items()}
     return result
 
 
@@ -283,7 +309,13 @@ def _in_pairs(
     for other in (c for c in contenders if c is not mine):
         progress.note(f"versus: pair kcp + {other.name}")
         started = time.monotonic()
-        results = _side_by_side(env, audit, [mine, other], settings, progress)
+        # kcp runs once per pair: each pair's profiles in a folder of their own.
+        paired = (
+            replace(settings, profile_dir=settings.profile_dir / f"kcp+{other.name}")
+            if settings.profile_dir is not None
+            else settings
+        )
+        results = _side_by_side(env, audit, [mine, other], paired, progress)
         pairs.append(
             {
                 "contenders": results,
@@ -350,7 +382,7 @@ def _summary_real(result: dict[str, Any]) -> str:
             + f"; steady window {result['steady_seconds']:.0f} s; "
             f"{pair['wall_seconds']:.0f} s)"
         )
-        tables.append(render(pair["contenders"], title))
+        tables.append(render(pair["contenders"], title) + render_profiles(pair["contenders"]))
     return "\n\n".join([*tables[:-1], "\n".join([tables[-1], f"  fleet: {result['fleet']}"])])
 
 
@@ -388,6 +420,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shared-only", action="store_true", help="only the shared-fleet sizes (no 10 clusters)"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="record each controller's CPU profile over settle and rollout into DIR and print "
+        "its top functions (off: no profiler endpoints)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> VersusSettings:
@@ -405,6 +445,8 @@ def settings_from_args(args: argparse.Namespace) -> VersusSettings:
         changes["shared_sizes"] = tuple(args.shared_sizes)
     if getattr(args, "shared_only", False):
         changes["clusters"] = 0
+    if getattr(args, "profile", None) is not None:
+        changes["profile_dir"] = args.profile
     if getattr(args, "steady_seconds", None):
         changes["steady_seconds"] = args.steady_seconds
     if getattr(args, "json", None) is not None:

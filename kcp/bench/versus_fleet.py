@@ -208,21 +208,43 @@ class RunningContender:
     metrics_url: str
     stop: Callable[[], None]
     log_path: Path
+    profiler_url: str | None = None
+    """`http://host:port` of its `--profiler-address` endpoint (`/debug/pprof/...`), if on."""
 
 
 def start_contender(
-    env: BenchEnvironment, contender: Contender, namespace: str, work_dir: Path
+    env: BenchEnvironment,
+    contender: Contender,
+    namespace: str,
+    work_dir: Path,
+    *,
+    profiler: bool = False,
 ) -> RunningContender:
     """`contender`'s controller scoped to `namespace`, authenticating as `contender.user`,
-    logging under `work_dir`; ready when returned (the caller stops it)."""
+    logging under `work_dir`, with its profiler endpoint on if `profiler`; ready when
+    returned (the caller stops it)."""
     kubeconfig, _ = env.plane.kubeconfig_for(contender.user)
+    profiler_address = f"{HOST}:{free_port(HOST)}" if profiler else None
     if contender.program == "kcp":
-        return _start_kcp(kubeconfig, contender, namespace, work_dir)
-    return _start_capi(kubeconfig, contender, namespace, work_dir)
+        started = _start_kcp(kubeconfig, contender, namespace, work_dir, profiler_address)
+    else:
+        started = _start_capi(kubeconfig, contender, namespace, work_dir, profiler_address)
+    if profiler_address is not None:
+        started.profiler_url = f"http://{profiler_address}"
+    return started
+
+
+def _profiler_flags(address: str | None) -> list[str]:
+    """The flag both programs share (kcp's py-spy endpoint; Cluster API's Go pprof)."""
+    return [] if address is None else [f"--profiler-address={address}"]
 
 
 def _start_kcp(
-    kubeconfig: Path, contender: Contender, namespace: str, work_dir: Path
+    kubeconfig: Path,
+    contender: Contender,
+    namespace: str,
+    work_dir: Path,
+    profiler_address: str | None,
 ) -> RunningContender:
     health, metrics = free_port(HOST), free_port(HOST)
     log_path = work_dir / "kcp-run.log"
@@ -237,6 +259,7 @@ def _start_kcp(
             f"--namespace={namespace}",
             f"--health-addr={HOST}:{health}",
             f"--metrics-bind-addr={HOST}:{metrics}",
+            *_profiler_flags(profiler_address),
             *contender.args,
         ],
         log_path=log_path,
@@ -264,7 +287,11 @@ def _start_kcp(
 
 
 def _start_capi(
-    kubeconfig: Path, contender: Contender, namespace: str, work_dir: Path
+    kubeconfig: Path,
+    contender: Contender,
+    namespace: str,
+    work_dir: Path,
+    profiler_address: str | None,
 ) -> RunningContender:
     from kcp.testing.capi import KUBEADM_CONTROL_PLANE, CapiOptions, ClusterAPIProcesses
 
@@ -275,7 +302,9 @@ def _start_capi(
             namespace=namespace,
             work_dir=work_dir / "capi",
             verbosity=0,
-            extra_args={KUBEADM_CONTROL_PLANE: list(contender.args)},
+            extra_args={
+                KUBEADM_CONTROL_PLANE: [*_profiler_flags(profiler_address), *contender.args]
+            },
         ),
     )
     processes.start()
@@ -321,7 +350,12 @@ class RealFleet(ControllerReadings):
     """The contender's controller and simulator in a fresh namespace; `stop()` ends both."""
 
     def __init__(
-        self, env: BenchEnvironment, contender: Contender, *, machine_concurrency: int = 3
+        self,
+        env: BenchEnvironment,
+        contender: Contender,
+        *,
+        machine_concurrency: int = 3,
+        profiler: bool = False,
     ) -> None:
         from kcp.rest import Kube
 
@@ -335,6 +369,7 @@ class RealFleet(ControllerReadings):
         self.port_forwards = PortForwardCounter(self.kubelet_logs)
         self.workload_requests = WorkloadAuditCounter(self.workload_audit_logs)
         self.machine_concurrency = machine_concurrency
+        self.profiler = profiler
 
     def start(self) -> None:
         from kcp.sim import options as sim_options
@@ -356,7 +391,9 @@ class RealFleet(ControllerReadings):
             ),
         )
         self.sim.start()
-        self.controller = start_contender(self.env, self.contender, self.namespace, self.work_dir)
+        self.controller = start_contender(
+            self.env, self.contender, self.namespace, self.work_dir, profiler=self.profiler
+        )
 
     def stop(self) -> None:
         if self.controller is not None:
