@@ -126,12 +126,18 @@ def user_agent_product(event: dict[str, Any]) -> str:
     return agent.split("/", 1)[0].split(" ", 1)[0] or "?"
 
 
-def workload_requests(lines: Iterable[str], seen: set[str]) -> Counter[str]:
+def workload_requests(
+    lines: Iterable[str], seen: set[str], by_kind: dict[str, Counter[str]] | None = None
+) -> Counter[str]:
     """Requests in a workload API server's audit log `lines`, by User-Agent product, each
-    `auditID` once (`seen` carries them across calls)."""
+    `auditID` once (`seen` carries them across calls); `by_kind`, when given, gets each
+    product's requests counted by `request_kind` too."""
     counts: Counter[str] = Counter()
     for event in _new_audit_events(lines, seen):
-        counts[user_agent_product(event)] += 1
+        product = user_agent_product(event)
+        counts[product] += 1
+        if by_kind is not None:
+            by_kind.setdefault(product, Counter())[request_kind(event)] += 1
     return counts
 
 
@@ -268,18 +274,33 @@ class WorkloadAuditCounter(_TailCounter):
         self._paths = paths
         self._seen: dict[Path, set[str]] = {}
         self._totals: Counter[str] = Counter()
+        self._by_kind: dict[str, Counter[str]] = {}
 
     def poll(self) -> dict[str, int]:
         with self._lock:
             for path in self._paths():
                 seen = self._seen.setdefault(path, set())
-                self._totals.update(workload_requests(self._new_lines(path), seen))
+                self._totals.update(workload_requests(self._new_lines(path), seen, self._by_kind))
             return dict(self._totals)
+
+    def kinds_of(self, program: str) -> dict[str, int]:
+        """The requests of `program`'s controller so far by `request_kind` (as of the last
+        `poll()`): what it asks the workload clusters for."""
+        kinds: Counter[str] = Counter()
+        with self._lock:
+            for product, counts in self._by_kind.items():
+                if _is_contender(product, program):
+                    kinds.update(counts)
+        return dict(kinds)
+
+
+def _is_contender(product: str, program: str) -> bool:
+    """Cluster API's KCP names itself; kcp is whatever is not one of Cluster API's binaries."""
+    if program == "capi":
+        return product == "kubeadm-control-plane-manager"
+    return product not in CLUSTER_API_PRODUCTS
 
 
 def contender_requests(by_product: dict[str, int], program: str) -> int:
-    """The requests of a contender's controller among `by_product`: Cluster API's KCP names
-    itself; kcp is whatever is not one of Cluster API's binaries."""
-    if program == "capi":
-        return by_product.get("kubeadm-control-plane-manager", 0)
-    return sum(n for p, n in by_product.items() if p not in CLUSTER_API_PRODUCTS)
+    """The requests of a contender's controller among `by_product` (see `_is_contender`)."""
+    return sum(n for p, n in by_product.items() if _is_contender(p, program))

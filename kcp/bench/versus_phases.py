@@ -64,6 +64,7 @@ class Window:
     port_forwards: dict[str, int]
     quorum_at: tuple[int, int]
     workload_requests: dict[str, int]
+    workload_kinds: dict[str, int]
 
     @classmethod
     def open(cls, fleet: RealFleet, quorum: QuorumWatch, audit: AuditCounter) -> Window:
@@ -78,6 +79,7 @@ class Window:
             fleet.port_forwards.poll(),
             quorum.snapshot(),
             fleet.workload_requests.poll(),
+            fleet.workload_requests.kinds_of(fleet.contender.program),
         )
 
     def close(self) -> dict[str, Any]:
@@ -89,6 +91,10 @@ class Window:
         forwards = self.fleet.port_forwards.poll()
         samples, lost = self.quorum.snapshot()
         workload = kind_difference(self.fleet.workload_requests.poll(), self.workload_requests)
+        workload_kinds = kind_difference(
+            self.fleet.workload_requests.kinds_of(self.fleet.contender.program),
+            self.workload_kinds,
+        )
         minutes = wall / 60.0
         return {
             "window_seconds": round(wall, 1),
@@ -108,6 +114,7 @@ class Window:
                 contender_requests(workload, self.fleet.contender.program) / minutes, 1
             ),
             "workload_requests_by_agent": workload,
+            "workload_requests_by_kind": workload_kinds,
             "quorum_samples": samples - self.quorum_at[0],
             "quorum_lost_samples": lost - self.quorum_at[1],
         }

@@ -192,20 +192,23 @@ def ratios(results: Sequence[dict[str, Any]], other: str) -> list[tuple[str, flo
     return found
 
 
-def requests_by_kind(result: dict[str, Any]) -> dict[str, int]:
-    """A contender's management API requests over every phase, by verb and resource."""
+def requests_by_kind(result: dict[str, Any], key: str = "requests_by_kind") -> dict[str, int]:
+    """A contender's management API requests over every phase, by verb and resource (its
+    workload API requests with `key="workload_requests_by_kind"`)."""
     totals: dict[str, int] = {}
     for figures in (result.get("phases") or {}).values():
-        for kind, count in (figures.get("requests_by_kind") or {}).items():
+        for kind, count in (figures.get(key) or {}).items():
             totals[kind] = totals.get(kind, 0) + int(count)
     return totals
 
 
-def requests_by_kind_rows(results: Sequence[dict[str, Any]], top: int = 20) -> list[list[str]]:
+def requests_by_kind_rows(
+    results: Sequence[dict[str, Any]], top: int = 20, key: str = "requests_by_kind"
+) -> list[list[str]]:
     """The `top` request kinds by their largest count among contenders, one column each, and
     the difference kcp minus each other (what kcp does more is positive)."""
     names = [r["contender"] for r in results]
-    counts = [requests_by_kind(r) for r in results]
+    counts = [requests_by_kind(r, key) for r in results]
     kinds = sorted(
         {k for c in counts for k in c}, key=lambda k: (-max(c.get(k, 0) for c in counts), k)
     )
@@ -229,12 +232,16 @@ def render(results: Sequence[dict[str, Any]], title: str) -> str:
     if "kcp" in names:
         headers += [f"kcp/{n}" for n in names if n != "kcp"]
     lines = [table.render(title, headers, comparison_rows(results))]
-    kinds = requests_by_kind_rows(results)
-    if kinds:
-        kind_headers = ["mgmt API requests, all phases", *names]
-        if "kcp" in names:
-            kind_headers += [f"kcp-{n}" for n in names if n != "kcp"]
-        lines.append(table.render("", kind_headers, kinds))
+    for key, label, top in (
+        ("requests_by_kind", "mgmt API requests, all phases", 20),
+        ("workload_requests_by_kind", "workload API requests, all phases", 12),
+    ):
+        kinds = requests_by_kind_rows(results, top, key)
+        if kinds:
+            kind_headers = [label, *names]
+            if "kcp" in names:
+                kind_headers += [f"kcp-{n}" for n in names if n != "kcp"]
+            lines.append(table.render("", kind_headers, kinds))
     for result in results:
         if result.get("error"):
             lines.append(f"  {result['contender']}: FAILED to start: {result['error']}")
@@ -252,7 +259,12 @@ def render(results: Sequence[dict[str, Any]], title: str) -> str:
     return "\n".join(lines)
 
 
-_BREAKDOWNS = ("port_forwards_by_pod", "requests_by_kind", "workload_requests_by_agent")
+_BREAKDOWNS = (
+    "port_forwards_by_pod",
+    "requests_by_kind",
+    "workload_requests_by_agent",
+    "workload_requests_by_kind",
+)
 
 
 def _parts(phase: str, figures: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -196,7 +196,10 @@ def test_the_report_compares_requests_by_kind_over_every_phase() -> None:
         "contender": "kcp",
         "phases": {
             "settle": {"requests_by_kind": {"create events": 4, "get secrets": 2}},
-            "change": {"requests_by_kind": {"create events": 1}},
+            "change": {
+                "requests_by_kind": {"create events": 1},
+                "workload_requests_by_kind": {"list nodes": 7},
+            },
         },
     }
     capi = {"contender": "capi", "phases": {"settle": {"requests_by_kind": {"get secrets": 3}}}}
@@ -205,6 +208,10 @@ def test_the_report_compares_requests_by_kind_over_every_phase() -> None:
     assert rows == [["create events", "5", "0", "+5"], ["get secrets", "2", "3", "-1"]]
     text = render([kcp, capi], "t")
     assert "kcp-capi" in text
+    assert "workload API requests, all phases" in text
+    assert requests_by_kind_rows([kcp, capi], key="workload_requests_by_kind") == [
+        ["list nodes", "7", "0", "+7"]
+    ]
     assert "FAILED" not in text  # a phase's breakdown is not mistaken for a failed part
 
 
@@ -216,6 +223,7 @@ def _workload_event(audit_id: str, agent: str, stage: str = "ResponseComplete") 
             "user": {"username": "kubernetes-admin"},
             "userAgent": agent,
             "verb": "get",
+            "objectRef": {"resource": "pods", "namespace": "kube-system"},
         }
     )
 
@@ -246,6 +254,8 @@ def test_workload_requests_are_told_apart_by_user_agent(tmp_path: Path) -> None:
     assert contender_requests(totals, "capi") == 1
     assert contender_requests(totals, "kcp") == 2
     assert counter.poll() == totals
+    assert counter.kinds_of("kcp") == {"get pods": 2}
+    assert counter.kinds_of("capi") == {"get pods": 1}
 
 
 def _paired_result() -> dict[str, object]:
