@@ -40,8 +40,6 @@ PROFILED_PHASES = ("settle", "rollout_scale_up")
 SLICE_SECONDS = 10
 """Long enough that py-spy's attach per slice is noise, short enough that a profile
 runs at most this far past its phase."""
-PY_SPY_RATE = 100
-"""kcp's endpoint samples at 100 Hz: a sample stands for 10 ms of a busy thread."""
 TOP = 10
 
 
@@ -81,7 +79,11 @@ class PhaseProfile:
         self._seconds = 0.0
 
     def _url(self) -> str:
-        query = f"seconds={SLICE_SECONDS}" + ("&format=raw" if self.program == "kcp" else "")
+        # py-spy pausing kcp's threads for every sample tripled kcp's CPU in a rollout: read
+        # the stacks of the running process instead.
+        query = f"seconds={SLICE_SECONDS}" + (
+            "&format=raw&nonblocking=1" if self.program == "kcp" else ""
+        )
         return f"{self.base_url}/debug/pprof/profile?{query}"
 
     def start(self) -> PhaseProfile:
@@ -141,7 +143,10 @@ class PhaseProfile:
             "slices": len(self.slices),
             "slice_seconds": SLICE_SECONDS,
             "recorded_seconds": round(self._seconds, 1),
-            "profiler": "py-spy (raw, 100 Hz)" if self.program == "kcp" else "Go pprof",
+            "profiler": "py-spy (raw, 100 Hz, nonblocking)"
+            if self.program == "kcp"
+            else "Go pprof",
+            "unit": "samples" if self.program == "kcp" else "CPU s",
         }
         if self.errors:
             found["errors"] = self.errors[:5]
@@ -155,12 +160,12 @@ class PhaseProfile:
 
 
 def summarize_file(path: Path, program: str, top: int = TOP) -> stacks.StackSummary:
-    """A saved profile's summary: py-spy's samples as seconds at `PY_SPY_RATE` with known
-    waits left out of the shares; a Go profile's CPU seconds as pprof lists them."""
+    """A saved profile's summary: py-spy's samples (not seconds: py-spy counts samples, and
+    falls behind its rate on a loaded machine) with known waits left out of the shares; a
+    Go profile's CPU seconds as pprof lists them."""
     if program == "kcp":
         samples = stacks.parse_collapsed(path.read_text())
-        seconds = {stack: count / PY_SPY_RATE for stack, count in samples.items()}
-        return stacks.summarize(seconds, top, waiting=stacks.is_python_wait)
+        return stacks.summarize(samples, top, waiting=stacks.is_python_wait)
     return stacks.summarize(stacks.parse_pprof_traces(_go_tool_pprof("-traces", str(path))), top)
 
 
@@ -197,10 +202,11 @@ def _render_one(result: dict[str, Any], phase: str, profile: dict[str, Any]) -> 
     if summary is None:
         lines.append(f"  no summary: {profile.get('summary_error', 'no profile recorded')}")
         return lines
+    unit = profile.get("unit", "")
     lines[0] += (
-        f"; sampled {summary['active']:.1f} s busy"
+        f"; sampled {summary['active']:.1f} {unit} busy"
         + (
-            f" ({summary['total']:.1f} s with known waits)"
+            f" ({summary['total']:.1f} with known waits)"
             if summary["total"] != summary["active"]
             else ""
         )

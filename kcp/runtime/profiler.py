@@ -2,7 +2,8 @@
 
 `/debug/pprof/profile?seconds=N` runs py-spy against our own pid for N seconds
 (1..300) and returns a speedscope JSON document (`format=flamegraph` for an SVG,
-`format=raw` for collapsed stacks). `/debug/pprof/threads` returns every
+`format=raw` for collapsed stacks; `nonblocking=1` samples without pausing us, see
+`record`). `/debug/pprof/threads` returns every
 thread's stack, from `py-spy dump` or, when py-spy cannot attach, from
 `sys._current_frames()`. py-spy needs ptrace on this process; when it is denied
 the answer is a 503 that says how to allow it, not a traceback.
@@ -51,6 +52,8 @@ _FORMATS: Mapping[str, tuple[str, str]] = {
     "flamegraph": ("flamegraph", "image/svg+xml"),
     "raw": ("raw", "text/plain; charset=utf-8"),
 }
+
+_BOOLEANS: Mapping[str, bool] = {"1": True, "true": True, "0": False, "false": False}
 
 PR_SET_PTRACER = 0x59616D61
 """`prctl` option of Yama (the bytes "Yama"): who besides our ancestors may ptrace us."""
@@ -122,8 +125,20 @@ def _attach_error(stderr: str) -> ProfilingUnavailable | None:
     return None
 
 
-def record(seconds: int, fmt: str = "speedscope", rate: int = DEFAULT_SAMPLE_RATE) -> bytes:
-    """Profile this process for `seconds` and return the document in `fmt`."""
+def record(
+    seconds: int,
+    fmt: str = "speedscope",
+    rate: int = DEFAULT_SAMPLE_RATE,
+    *,
+    nonblocking: bool = False,
+) -> bytes:
+    """Profile this process for `seconds` and return the document in `fmt`.
+
+    By default py-spy pauses every thread for each sample (consistent stacks); with
+    dozens of threads on a loaded machine that stop-and-go is charged to our CPU time
+    (a busy rollout measured ~3x) and py-spy falls behind, stretching the profile past
+    `seconds` (it counts samples). `nonblocking` reads the stacks of the running
+    process instead: a torn stack now and then, but our CPU figures stay our own."""
     py_spy = find_py_spy()
     if py_spy is None:
         raise ProfilingUnavailable(MISSING_HELP)
@@ -143,6 +158,7 @@ def record(seconds: int, fmt: str = "speedscope", rate: int = DEFAULT_SAMPLE_RAT
             py_spy_format,
             "--output",
             str(output),
+            *(["--nonblocking"] if nonblocking else []),
         ]
         completed = subprocess.run(
             command, capture_output=True, text=True, timeout=seconds + 30, check=False
@@ -197,14 +213,20 @@ def _profile_route() -> Route:
             return _text(HTTPStatus.BAD_REQUEST, f"seconds must be 1..{MAX_PROFILE_SECONDS}")
         if not 1 <= rate <= 1000:
             return _text(HTTPStatus.BAD_REQUEST, "rate must be 1..1000")
+        nonblocking = query.get("nonblocking", ["0"])[0].lower()
+        if nonblocking not in _BOOLEANS:
+            return _text(HTTPStatus.BAD_REQUEST, "nonblocking must be 1 or 0")
         fmt = query.get("format", ["speedscope"])[0]
         if fmt not in _FORMATS:
             return _text(HTTPStatus.BAD_REQUEST, f"format must be one of {', '.join(_FORMATS)}")
         if not busy.acquire(blocking=False):
             return _text(HTTPStatus.TOO_MANY_REQUESTS, "a profile is already being recorded")
         try:
-            _log.info("Recording profile", seconds=seconds, format=fmt, rate=rate)
-            document = record(seconds, fmt, rate)
+            blocking = not _BOOLEANS[nonblocking]
+            _log.info(
+                "Recording profile", seconds=seconds, format=fmt, rate=rate, blocking=blocking
+            )
+            document = record(seconds, fmt, rate, nonblocking=not blocking)
         except ProfilingUnavailable as exc:
             _log.warning("Profiling unavailable", reason=str(exc))
             return _text(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
@@ -227,7 +249,8 @@ def _threads_route(query: dict[str, list[str]], _headers: Mapping[str, str]) -> 
 def _index_route(_query: dict[str, list[str]], _headers: Mapping[str, str]) -> Response:
     return _text(
         HTTPStatus.OK,
-        "/debug/pprof/profile?seconds=N[&format=speedscope|flamegraph|raw][&rate=HZ]\n"
+        "/debug/pprof/profile?seconds=N[&format=speedscope|flamegraph|raw][&rate=HZ]"
+        "[&nonblocking=1]\n"
         "/debug/pprof/threads[?source=python]\n",
     )
 

@@ -64,6 +64,24 @@ def test_profile_returns_speedscope_with_our_own_frames(server: OpsServer) -> No
     assert "spin_in_a_recognisable_function" in names
 
 
+def test_nonblocking_raw_profile_has_our_frames(server: OpsServer) -> None:
+    stop = threading.Event()
+    spinner = threading.Thread(target=spin_in_a_recognisable_function, args=(stop,), daemon=True)
+    spinner.start()
+    try:
+        status, document, content_type = get(
+            server.url + "/debug/pprof/profile?seconds=1&format=raw&nonblocking=1"
+        )
+    finally:
+        stop.set()
+        spinner.join(5)
+    if status == 503:
+        pytest.skip("ptrace not permitted in this environment")
+    assert status == 200, document[:500]
+    assert content_type.startswith("text/plain")
+    assert b"spin_in_a_recognisable_function" in document
+
+
 def test_flamegraph_format_is_svg(server: OpsServer) -> None:
     status, document, content_type = get(
         server.url + "/debug/pprof/profile?seconds=1&format=flamegraph"
@@ -76,7 +94,14 @@ def test_flamegraph_format_is_svg(server: OpsServer) -> None:
 
 
 def test_seconds_and_format_are_validated(server: OpsServer) -> None:
-    for query in ("seconds=0", "seconds=301", "seconds=abc", "seconds=1&format=pdf", "rate=0"):
+    for query in (
+        "seconds=0",
+        "seconds=301",
+        "seconds=abc",
+        "seconds=1&format=pdf",
+        "rate=0",
+        "nonblocking=maybe",
+    ):
         status, body, _ = get(server.url + "/debug/pprof/profile?" + query)
         assert status == 400, query
         assert body.strip()
