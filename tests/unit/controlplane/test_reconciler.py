@@ -889,3 +889,25 @@ def test_a_status_write_starts_from_the_cache_copy_of_the_spec_it_reconciled(
     obj["metadata"]["generation"] += 1
     kube.put(obj)
     assert reconciler._status_base(started) == started.raw
+
+
+def test_keys_kcp_generated_are_not_checked_again_but_anyone_elses_are(
+    kube: FakeKube, tracker: FakeTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kcp.certs.pem as pem
+
+    loads = pem.serialization.load_pem_private_key
+    skipped: list[bool] = []
+
+    def load(data: bytes, password: Any, *, unsafe_skip_rsa_key_validation: bool = False) -> Any:
+        skipped.append(unsafe_skip_rsa_key_validation)
+        return loads(data, password, unsafe_skip_rsa_key_validation=unsafe_skip_rsa_key_validation)
+
+    monkeypatch.setattr(pem.serialization, "load_pem_private_key", load)
+    kube.put(kcp(replicas=1))
+    kube.put(cluster())
+    _reconciler(kube, tracker).reconcile(KEY)
+    created = len(skipped)
+    assert created >= 4 and all(skipped), skipped  # ca, etcd, proxy, sa: our own writes
+    key_pair_from_secret_data(_secret_data(kube, "c1-ca"), secret_name="ns/c1-ca")
+    assert skipped[created:] == [False]  # a Secret read back is checked in full
