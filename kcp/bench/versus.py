@@ -40,7 +40,7 @@ from kcp.bench import procstat
 from kcp.bench.environment import BenchEnvironment, info_log, management_cluster
 from kcp.bench.progress import Progress
 from kcp.bench.runner import Scenario, add_common_arguments, run_scenarios
-from kcp.bench.versus_counts import AUDIT_LOG_UNROTATED, AUDIT_POLICY, AuditCounter
+from kcp.bench.versus_counts import AUDIT_POLICY, AuditCounter
 from kcp.bench.versus_fleet import CONTENDERS, ClusterShape, Contender, QuorumWatch, RealFleet
 from kcp.bench.versus_phases import (
     Window,
@@ -52,6 +52,7 @@ from kcp.bench.versus_phases import (
 from kcp.bench.versus_profile import PROFILED_PHASES, PhaseProfile
 from kcp.bench.versus_profile import render as render_profiles
 from kcp.bench.versus_report import pairs_of, render
+from kcp.sim.apiserver import AUDIT_LOG_UNROTATED
 
 __all__ = [
     "PHASES",

@@ -186,11 +186,6 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     return total
 
 
-AUDIT_LOG_UNROTATED = "--audit-log-maxsize=1048576"
-"""kube-apiserver rotates its audit log at 100 MB unless told (lumberjack's default): at a
-thousand clusters that came within one contender's run, and every later count read 0."""
-
-
 class LogRotated(RuntimeError):
     """A counted log was rotated or truncated under the counter: its totals would be short."""
 

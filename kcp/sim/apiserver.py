@@ -24,7 +24,14 @@ from pathlib import Path
 from kcp.sim.pki import MachineFiles
 from kcp.sim.process import SimProcess
 
-__all__ = ["API_SERVER_PORT", "LIGHT_ARGS", "APIServer", "ReadyzProbe", "readyz"]
+__all__ = [
+    "API_SERVER_PORT",
+    "AUDIT_LOG_UNROTATED",
+    "LIGHT_ARGS",
+    "APIServer",
+    "ReadyzProbe",
+    "readyz",
+]
 
 API_SERVER_PORT = 6443
 
@@ -34,6 +41,10 @@ LIGHT_ARGS: tuple[str, ...] = (
     "--profiling=false",
 )
 """Flags that keep an idle simulated API server cheap (see the module docstring)."""
+
+AUDIT_LOG_UNROTATED = "--audit-log-maxsize=1048576"
+"""kube-apiserver rotates its audit log at 100 MB unless told (lumberjack's default); the
+benchmarks count whole logs (at a thousand clusters one rotated mid-run and read 0)."""
 
 _READYZ_TIMEOUT = 2.0
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from kcp.etcd import EtcdTLS
 from kcp.rest import ApiError, Kube
-from kcp.sim.apiserver import API_SERVER_PORT, APIServer
+from kcp.sim.apiserver import API_SERVER_PORT, AUDIT_LOG_UNROTATED, APIServer
 from kcp.sim.blackhole import Blackhole
 from kcp.sim.bootdata import BootstrapData, KubeadmCommand
 from kcp.sim.clients import certificate_client
@@ -370,11 +370,10 @@ class SimMachine:
         policy = self.cluster.ctx.options.apiserver_audit_policy
         if policy is None:
             return ()
-        # Unrotated: the benchmark counts the whole log (kube-apiserver rotates at 100 MB).
         return (
             f"--audit-policy-file={policy}",
             f"--audit-log-path={self.audit_log}",
-            "--audit-log-maxsize=1048576",
+            AUDIT_LOG_UNROTATED,
         )
 
     @property

@@ -292,22 +292,22 @@ class ClusterEntry:
         """Whether this check probes the API server: not when the reconciler read from it
         within ``interval`` of a connected, healthy cluster."""
         with self.lock:
-            return (
-                interval is None
-                or self.state != "connected"
-                or self.api_ok is not True
-                or time.monotonic() - self.api_answered_at >= interval
-            )
+            return self._due(self.api_ok, self.api_answered_at, interval)
 
     def etcd_due(self, interval: float | None) -> bool:
         """Whether this check probes etcd too (see ``TrackerOptions.etcd_probe_interval``)."""
         with self.lock:
-            return (
-                interval is None
-                or self.state != "connected"
-                or self.etcd_ok is not True
-                or time.monotonic() - self.etcd_probed_at >= interval
-            )
+            return self._due(self.etcd_ok, self.etcd_probed_at, interval)
+
+    def _due(self, ok: bool | None, last: float, interval: float | None) -> bool:
+        """A probe is due unless the cluster is connected, this target answered, and it did
+        so within ``interval`` (caller holds the lock)."""
+        return (
+            interval is None
+            or self.state != "connected"
+            or ok is not True
+            or time.monotonic() - last >= interval
+        )
 
     def drop_workload(self, current: WorkloadClient) -> None:
         """Forget ``current`` (its kubeconfig is gone) unless another replaced it already."""
