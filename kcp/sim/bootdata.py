@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from kcp import certs
 from kcp.api.objects import dig
 from kcp.certs import KeyPair
-from kcp.sim.pki import ClusterPKI
+from kcp.sim.pki import SKIP_RSA_VALIDATION, ClusterPKI
 
 __all__ = [
     "DEFAULT_CERTIFICATES_DIR",
@@ -572,6 +572,7 @@ def _ca_pair(
             key_file.content,
             require_ca=True,
             what=f"{authority.what} ({cert_path} and {key_path})",
+            skip_rsa_validation=SKIP_RSA_VALIDATION,
         )
     except certs.CertificateError as error:
         raise BootstrapDataError(f"{where}: {error}") from None
@@ -589,7 +590,11 @@ def _service_account(
             raise _missing(path, what, "<cluster>-sa", where)
     assert public_file is not None and private_file is not None
     try:
-        key = certs.decode_private_key(private_file.content, what=f"{what} {private_path}")
+        key = certs.decode_private_key(
+            private_file.content,
+            what=f"{what} {private_path}",
+            skip_rsa_validation=SKIP_RSA_VALIDATION,
+        )
         public = certs.decode_public_key(public_file.content, what=f"{what} {public_path}")
     except certs.CertificateError as error:
         raise BootstrapDataError(f"{where}: {error}") from None

@@ -702,6 +702,8 @@ class SimMachine:
             process.terminate()
         for process in processes:
             process.stop(timeout=_TEARDOWN_GRACE)
+        if self.apiserver is not None:
+            self.apiserver.close()
         clients = list(self._clients.values())
         self._clients.clear()
         for kube in clients:

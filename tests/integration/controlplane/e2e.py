@@ -351,9 +351,9 @@ class QuorumWatch:
         return not listed or bool(silent & listed)
 
 
-STABLE_WINDOW = 180.0
+STABLE_WINDOW = 120.0
 """Seconds a settled cluster is watched for Machines coming or going."""
-TUNNEL_WINDOW = 300.0
+TUNNEL_WINDOW = 200.0
 """Seconds the settled clusters are watched for new etcd tunnels."""
 
 

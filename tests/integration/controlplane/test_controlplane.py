@@ -347,7 +347,7 @@ def test_skip_annotations_leave_coredns_and_kube_proxy_alone(steady: Env) -> Non
 
 def test_settled_cluster_keeps_exactly_its_machines_with_no_rollout(steady: Env) -> None:
     """Beside the real core and CABPK (which write back into every KubeadmConfig) a settled
-    3-replica cluster keeps its three Machines over a 3-minute window: nothing looks out of
+    3-replica cluster keeps its three Machines over a 2-minute window: nothing looks out of
     date, nothing rolls out. The window spans a killed etcd member and a machineTemplate label
     and drain timeout changed in place (neither must start a rollout) and the add-on and
     version changes of the tests above on the single cluster."""
@@ -366,7 +366,7 @@ def test_settled_cluster_keeps_exactly_its_machines_with_no_rollout(steady: Env)
 
 
 def test_steady_clusters_reuse_their_etcd_tunnels(steady: Env) -> None:
-    """Reconciled every few seconds for 5 minutes, the settled clusters open no port-forward
+    """Reconciled every few seconds for over 3 minutes, the settled clusters open no port-forward
     beyond one per member (3 + 1): tunnels are kept and reused, not opened per reconcile."""
     window = steady.tunnels
     assert window is not None, "the dead-member test did not start the window"
