@@ -33,7 +33,12 @@ from kcp.runtime.logging import get_logger
 from kcp.tracker.errors import ClusterSecretError
 from kcp.tracker.identity import ClusterKey
 
-__all__ = ["Inspection"]
+__all__ = ["SHARED_READ_SECONDS", "Inspection"]
+
+SHARED_READ_SECONDS = 2.0
+"""Reconciles of one cluster this close together share its Node and Pod lists
+(`kcp.tracker.recent`): a rollout woke one control plane twice a second, and each listed
+both from its workload API server where Cluster API's KCP reads a watch cache."""
 
 _log = get_logger("kcp.controlplane.reconciler")
 
@@ -59,8 +64,8 @@ class Inspection(Step):
         workload_error: str | None = None
         workload_reason = c.INSPECTION_FAILED_REASON
         try:
-            nodes = workload.nodes()
-            pods = workload.control_plane_pods()
+            nodes = workload.nodes(max_age=SHARED_READ_SECONDS)
+            pods = workload.control_plane_pods(max_age=SHARED_READ_SECONDS)
             workload.answered()
         except NotConnected as error:
             nodes = None

@@ -17,7 +17,7 @@ the Machine's internal address on etcd's client port.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kcp.api.groups import CONFIG_MAP, NODE, POD
 from kcp.api.objects import MachineView
@@ -42,6 +42,7 @@ __all__ = [
     "KUBEADM_CONFIG_MAP",
     "EtcdAccessLike",
     "NotConnected",
+    "RecentReadsLike",
     "TrackerLike",
     "WorkloadCluster",
     "etcd_endpoints",
@@ -69,9 +70,21 @@ class EtcdAccessLike(Protocol):
     def cluster_status(self) -> EtcdClusterStatus: ...
 
 
+T = TypeVar("T")
+
+
+class RecentReadsLike(Protocol):
+    """The tracker's `RecentReads`: answers the reconciles of one cluster share a while."""
+
+    def get(self, what: str, max_age: float, read: Callable[[], T]) -> tuple[T, bool]: ...
+
+
 class WorkloadClientLike(Protocol):
     @property
     def api_client(self) -> Any: ...
+
+    @property
+    def recent(self) -> RecentReadsLike: ...
 
     @property
     def dialer(self) -> Dialer:
@@ -179,6 +192,7 @@ class WorkloadCluster:
         self._make_api = api
         self._client: WorkloadClientLike | None = None
         self._kube: Kube | None = None
+        self._read_now = False
 
     def _api(self) -> Kube:
         if self._kube is None:
@@ -187,22 +201,42 @@ class WorkloadCluster:
         return self._kube
 
     def answered(self) -> None:
-        """Tell the tracker its API server answered this reconcile's reads."""
-        if self._client is not None:
+        """Tell the tracker its API server answered this reconcile's reads (not when every
+        answer was one an earlier reconcile read)."""
+        if self._client is not None and self._read_now:
             self._client.answered()
 
     def api(self) -> Kube:
         """The workload API server's client (raises `NotConnected`), for objects kubeadm made."""
         return self._api()
 
-    def nodes(self) -> dict[str, dict[str, Any]]:
-        """Nodes by name; raises `NotConnected`, `ApiError` or a network error."""
-        return {str((n.get("metadata") or {}).get("name")): n for n in self._api().list(NODE)}
+    def nodes(self, max_age: float = 0.0) -> dict[str, dict[str, Any]]:
+        """Nodes by name, as listed less than `max_age` seconds ago by any reconcile of this
+        cluster (0: now); raises `NotConnected`, `ApiError` or a network error.
+        Callers must not change what they get: it may be shared."""
+        nodes = self._shared("nodes", max_age, lambda: self._api().list(NODE))
+        return {str((n.get("metadata") or {}).get("name")): n for n in nodes}
 
-    def control_plane_pods(self) -> dict[str, dict[str, Any]]:
-        """kube-system Pods labelled `tier=control-plane`, by name."""
-        pods = self._api().list(POD, KUBE_SYSTEM, label_selector=CONTROL_PLANE_POD_SELECTOR)
+    def control_plane_pods(self, max_age: float = 0.0) -> dict[str, dict[str, Any]]:
+        """kube-system Pods labelled `tier=control-plane`, by name (`max_age` as `nodes`)."""
+        pods = self._shared(
+            "control-plane-pods",
+            max_age,
+            lambda: self._api().list(POD, KUBE_SYSTEM, label_selector=CONTROL_PLANE_POD_SELECTOR),
+        )
         return {str((p.get("metadata") or {}).get("name")): p for p in pods}
+
+    def _shared(
+        self, what: str, max_age: float, read: Callable[[], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        self._api()
+        assert self._client is not None
+        if max_age <= 0:
+            answer, now = read(), True
+        else:
+            answer, now = self._client.recent.get(what, max_age, read)
+        self._read_now = self._read_now or now
+        return answer
 
     def has_kubeadm_config(self) -> bool:
         """Whether `kubeadm init` has completed: the `kubeadm-config` ConfigMap exists.

@@ -25,6 +25,7 @@ import urllib3
 
 from kcp.certs import Kubeconfig, client_tls_context
 from kcp.etcd import DIRECT, Dialer, PodEndpoint, PortForwardDialer, TunnelLoop
+from kcp.tracker.recent import RecentReads
 
 __all__ = ["STATIC_POD_PREFIXES", "WorkloadClient", "node_of_static_pod", "ssl_context_for"]
 
@@ -124,6 +125,8 @@ class WorkloadClient:
                 identity=digest[:16],
             )
         self._closed = threading.Event()
+        self.recent = RecentReads()
+        """Answers of reads the reconciles of this cluster share for a few seconds."""
 
     def __repr__(self) -> str:
         return f"WorkloadClient({self.server!r}, closed={self.closed})"
@@ -160,6 +163,7 @@ class WorkloadClient:
         """Drop every connection; the client must not be used afterwards."""
         if not self._closed.is_set():
             self._closed.set()
+            self.recent.clear()
             self.api_client.rest_client.pool_manager.clear()
             if self._forwards is not None:
                 self._forwards.close()
