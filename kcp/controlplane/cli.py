@@ -4,8 +4,8 @@ Manager flags (leader election, `--namespace`, `--watch-filter`,
 `--kubeadmcontrolplane-concurrency`, `--sync-period`, `--kube-api-qps`,
 `--kube-api-burst`, `--health-addr`, `--metrics-bind-addr`,
 `--profiler-address`) come from `kcp.runtime`; this module adds
-`--kubeconfig`, the etcd timeouts, transport and access, and the logging flags
-(`--v`, `--log-level`, `--log-format`).
+`--kubeconfig`, the etcd timeouts, transport and access, the health requeue period,
+and the logging flags (`--v`, `--log-level`, `--log-format`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,19 @@ import argparse
 import os
 from typing import Any
 
+from kcp.controlplane.scope import ReconcilerOptions
 from kcp.etcd import DEFAULT_ETCD_ACCESS, ETCD_ACCESS_MODES, TRANSPORTS
 from kcp.runtime.logging import add_logging_arguments, configure_logging_from_args
 from kcp.runtime.options import add_manager_arguments, options_from_args, parse_duration
 from kcp.tracker.options import TrackerOptions
 
-__all__ = ["TRACKER_FLAGS", "add_arguments", "run", "tracker_options_from_args"]
+__all__ = [
+    "TRACKER_FLAGS",
+    "add_arguments",
+    "reconciler_options_from_args",
+    "run",
+    "tracker_options_from_args",
+]
 
 TRACKER_FLAGS = {
     "etcd_dial_timeout_duration": "etcd_dial_timeout",
@@ -80,6 +87,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "N the least recently used are closed and re-opened when needed "
         f"(default: {defaults.etcd_connections_max})",
     )
+    health_requeue = ReconcilerOptions().health_requeue
+    parser.add_argument(
+        "--health-requeue-duration",
+        type=_positive_duration,
+        default=health_requeue,
+        metavar="DURATION",
+        help="how often a healthy control plane is inspected again (its Nodes, Pods and "
+        "etcd read, its conditions refreshed), plus up to a fifth of it at random; Cluster "
+        "API's KCP refreshes them only on an event or at --sync-period "
+        f"(default: {health_requeue:g}s)",
+    )
     add_logging_arguments(parser)
     add_manager_arguments(parser)
 
@@ -87,6 +105,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def tracker_options_from_args(args: argparse.Namespace) -> TrackerOptions:
     """The `TrackerOptions` the tracker flags describe (the rest keep their defaults)."""
     return TrackerOptions(**{name: getattr(args, dest) for dest, name in TRACKER_FLAGS.items()})
+
+
+def reconciler_options_from_args(args: argparse.Namespace) -> ReconcilerOptions:
+    """The `ReconcilerOptions` the reconciler flags describe (the rest keep their defaults)."""
+    return ReconcilerOptions(
+        etcd_access=args.etcd_access, health_requeue=args.health_requeue_duration
+    )
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0s, got {text}")
+    return seconds
 
 
 def _positive(text: str) -> int:
@@ -119,7 +151,6 @@ def connection_pool_size(concurrency: int, tracker: TrackerOptions) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from kcp.controlplane.controller import setup
-    from kcp.controlplane.reconciler import ReconcilerOptions
     from kcp.runtime.logging import get_logger
     from kcp.runtime.malloc import limit_malloc_arenas
     from kcp.runtime.manager import Manager
@@ -142,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         api_client,
         tracker,
         namespace=options.namespace,
-        options=ReconcilerOptions(etcd_access=args.etcd_access),
+        options=reconciler_options_from_args(args),
     )
     log.info(
         "Starting kcp",

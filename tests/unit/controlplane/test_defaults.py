@@ -44,6 +44,7 @@ def _option_defaults() -> dict[str, Any]:
     tracker = TrackerOptions()
     found.update({dest: getattr(tracker, name) for dest, name in run_cli.TRACKER_FLAGS.items()})
     found["etcd_access"] = ReconcilerOptions().etcd_access
+    found["health_requeue_duration"] = ReconcilerOptions().health_requeue
     return found
 
 
@@ -66,7 +67,7 @@ def test_every_tracker_flag_names_a_tracker_option() -> None:
 def _same(action: argparse.Action, quoted: str) -> bool:
     """Whether `quoted` (as a doc writes it: `10s`, `10m`, `:9440`, `gateway`) is the
     flag's default."""
-    if action.type is parse_duration:
+    if action.type is parse_duration or action.metavar == "DURATION":
         return bool(parse_duration(quoted) == action.default)
     if isinstance(action.default, bool | int | float):
         return float(quoted) == action.default
