@@ -86,8 +86,8 @@ class APIServer:
         """Whether `/readyz` answers 200 (anonymously, verifying the serving certificate)."""
         if not self.process.running or self.process.frozen:
             return False
-        # One kept connection, as a kubelet's probe keeps one: a TLS handshake on both
-        # sides for each look every 2 s was a tenth of the simulator's CPU.
+        # One kept connection: a TLS handshake on both sides for each look every 2 s was a
+        # tenth of the simulator's CPU. A real kubelet's probe costs its own machine that.
         with self._probe_lock:
             return self._probe.check()
 

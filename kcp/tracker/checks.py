@@ -27,6 +27,7 @@ from kcp.tracker.health import ProbeResult, probe_api_server, probe_etcd
 from kcp.tracker.identity import ClusterKey
 from kcp.tracker.metrics import TrackerMetrics
 from kcp.tracker.options import TrackerOptions
+from kcp.tracker.recent import RecentReads
 from kcp.tracker.secrets import (
     SecretData,
     SecretReader,
@@ -71,6 +72,8 @@ class Checker:
         self._secrets = secrets
         self._credentials = credentials
         self.metrics = metrics
+        self.recent = RecentReads()
+        """Recent workload reads of every cluster, shared by its reconciles."""
 
     def check(self, entry: ClusterEntry) -> float | None:
         """Connect or probe one cluster (see the module docstring).
@@ -193,6 +196,7 @@ class Checker:
                 tunnels=self._credentials.tunnels,
                 source=f"Secret {kubeconfig_secret_ref(entry.key)}",
                 on_answer=entry.api_answered,
+                recent=self.recent,
             )
         except (ssl.SSLError, ValueError) as exc:
             error = ClusterSecretError(

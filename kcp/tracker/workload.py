@@ -25,7 +25,7 @@ import urllib3
 
 from kcp.certs import Kubeconfig, client_tls_context
 from kcp.etcd import DIRECT, Dialer, PodEndpoint, PortForwardDialer, TunnelLoop
-from kcp.tracker.recent import RecentReads
+from kcp.tracker.recent import ClientReads, RecentReads
 
 __all__ = ["STATIC_POD_PREFIXES", "WorkloadClient", "node_of_static_pod", "ssl_context_for"]
 
@@ -87,6 +87,7 @@ class WorkloadClient:
         tunnels: TunnelLoop | None = None,
         source: str = "the workload cluster's kubeconfig",
         on_answer: Callable[[], None] | None = None,
+        recent: RecentReads | None = None,
     ) -> None:
         from kubernetes import client
 
@@ -125,8 +126,9 @@ class WorkloadClient:
                 identity=digest[:16],
             )
         self._closed = threading.Event()
-        self.recent = RecentReads()
-        """Answers of reads the reconciles of this cluster share for a few seconds."""
+        self.recent = ClientReads(recent)
+        """Answers of reads the reconciles of this cluster share for a few seconds (kept in
+        the tracker's one store `recent`, else in one of its own)."""
 
     def __repr__(self) -> str:
         return f"WorkloadClient({self.server!r}, closed={self.closed})"

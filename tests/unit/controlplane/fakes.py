@@ -15,7 +15,7 @@ from kcp.etcd import DIRECT, EtcdClusterStatus, Member, MemberHealth, MemberStat
 from kcp.rest import ApiError, Resource
 from kcp.tracker.errors import NotConnected
 from kcp.tracker.identity import ClusterKey
-from kcp.tracker.recent import RecentReads
+from kcp.tracker.recent import ClientReads
 from tests.unit.controlplane.builders import NOW, ts
 
 
@@ -291,7 +291,7 @@ class FakeWorkloadClient:
         self.api_client = kube
         self.dialer = DIRECT
         self.answers = answers if answers is not None else []
-        self.recent = RecentReads()  # one client per reconcile here: nothing is shared
+        self.recent = ClientReads()  # one client per reconcile here: nothing is shared
 
     def answered(self) -> None:
         self.answers.append("answered")

@@ -8,7 +8,7 @@ from kcp.api.groups import NODE
 from kcp.controlplane.workload import WorkloadCluster
 from kcp.etcd import DIRECT
 from kcp.tracker.identity import ClusterKey
-from kcp.tracker.recent import RecentReads
+from kcp.tracker.recent import ClientReads, RecentReads
 
 
 class CountingKube:
@@ -25,7 +25,7 @@ class OneClient:
 
     def __init__(self, clock: Any) -> None:
         self.api_client = CountingKube()
-        self.recent = RecentReads(clock)
+        self.recent = ClientReads(RecentReads(clock))
         self.dialer = DIRECT
         self.answers = 0
 
