@@ -79,6 +79,13 @@ class Contender:
 
 CONTENDERS: dict[str, Contender] = {
     "kcp": Contender("kcp", "kcp", description="kcp run, default flags"),
+    "kcp-10m": Contender(
+        "kcp-10m",
+        "kcp",
+        ("--health-requeue-duration=10m",),
+        "kcp run, a healthy control plane inspected every 10 minutes (Cluster API's KCP "
+        "resyncs every 10 minutes)",
+    ),
     "capi": Contender("capi", "capi", description="Cluster API v1.13.6 KCP, default flags"),
     "capi-tuned": Contender(
         "capi-tuned",
