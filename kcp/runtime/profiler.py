@@ -213,20 +213,24 @@ def _profile_route() -> Route:
             return _text(HTTPStatus.BAD_REQUEST, f"seconds must be 1..{MAX_PROFILE_SECONDS}")
         if not 1 <= rate <= 1000:
             return _text(HTTPStatus.BAD_REQUEST, "rate must be 1..1000")
-        nonblocking = query.get("nonblocking", ["0"])[0].lower()
-        if nonblocking not in _BOOLEANS:
+        nonblocking_text = query.get("nonblocking", ["0"])[0].lower()
+        if nonblocking_text not in _BOOLEANS:
             return _text(HTTPStatus.BAD_REQUEST, "nonblocking must be 1 or 0")
+        nonblocking = _BOOLEANS[nonblocking_text]
         fmt = query.get("format", ["speedscope"])[0]
         if fmt not in _FORMATS:
             return _text(HTTPStatus.BAD_REQUEST, f"format must be one of {', '.join(_FORMATS)}")
         if not busy.acquire(blocking=False):
             return _text(HTTPStatus.TOO_MANY_REQUESTS, "a profile is already being recorded")
         try:
-            blocking = not _BOOLEANS[nonblocking]
             _log.info(
-                "Recording profile", seconds=seconds, format=fmt, rate=rate, blocking=blocking
+                "Recording profile",
+                seconds=seconds,
+                format=fmt,
+                rate=rate,
+                nonblocking=nonblocking,
             )
-            document = record(seconds, fmt, rate, nonblocking=not blocking)
+            document = record(seconds, fmt, rate, nonblocking=nonblocking)
         except ProfilingUnavailable as exc:
             _log.warning("Profiling unavailable", reason=str(exc))
             return _text(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
