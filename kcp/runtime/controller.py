@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from kcp.rest import ApiError
 from kcp.runtime.logging import get_logger, reconcile_context
 from kcp.runtime.metrics import ControllerMetricsRecorder, RuntimeMetrics, default_metrics
 from kcp.runtime.ratelimit import RateLimiter
@@ -180,14 +181,23 @@ class Controller:
                     raise TypeError(f"reconciler returned {type(result).__name__}, not Result")
             except Exception as exc:
                 elapsed = time.monotonic() - started
-                # A full traceback the first time a key fails, one line per retry after.
-                first = self.queue.num_requeues(key) == 0
-                _log.error(
-                    "Reconciler error",
-                    error=f"{type(exc).__name__}: {exc}",
-                    retries=self.queue.num_requeues(key),
-                    exc_info=first,
-                )
+                if isinstance(exc, ApiError) and exc.conflict:
+                    # Another writer got there first: an expected race that the retry on
+                    # fresh data settles, so no traceback and no error line to alarm anyone.
+                    _log.info(
+                        "Reconcile conflict, retrying",
+                        error=str(exc),
+                        retries=self.queue.num_requeues(key),
+                    )
+                else:
+                    # A full traceback the first time a key fails, one line per retry after.
+                    first = self.queue.num_requeues(key) == 0
+                    _log.error(
+                        "Reconciler error",
+                        error=f"{type(exc).__name__}: {exc}",
+                        retries=self.queue.num_requeues(key),
+                        exc_info=first,
+                    )
                 self.queue.add_rate_limited(key)
                 self._metrics.reconciled("error", elapsed)
                 return

@@ -308,6 +308,35 @@ def test_errors_are_logged_with_reconcile_context_and_traceback_only_once() -> N
     assert "exception" not in errors[1]
 
 
+def test_a_conflict_is_retried_and_logged_as_info_without_a_traceback() -> None:
+    from kcp.rest import ApiError
+
+    out = io.StringIO()
+    configure_logging(json=True, stream=out)
+    attempts = [0]
+
+    def racing(key: ObjectKey) -> Result:
+        attempts[0] += 1
+        if attempts[0] == 1:
+            raise ApiError(409, "Conflict", "the object has been modified")
+        return Result()
+
+    controller, metrics = make(racing, concurrency=1)
+    start_with_key(controller)
+    wait_for(lambda: attempts[0] == 2)
+    assert controller.stop(timeout=5)
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    assert not [line for line in lines if line["event"] == "Reconciler error"]
+    (conflict,) = [line for line in lines if line["event"] == "Reconcile conflict, retrying"]
+    assert conflict["level"] == "info"
+    assert "the object has been modified" in conflict["error"]
+    assert "exception" not in conflict
+    assert (
+        sample(metrics, "controller_runtime_reconcile_total", controller="test", result="error")
+        == 1
+    )
+
+
 def test_log_lines_inside_the_reconciler_carry_its_context() -> None:
     from kcp.runtime.logging import get_logger
 
