@@ -24,7 +24,7 @@ import urllib3
 from kcp.rest.discovery import discover
 from kcp.rest.errors import ApiError, Unreachable, error_from_body
 from kcp.rest.resource import Resource
-from kcp.rest.throttle import token_bucket
+from kcp.rest.throttle import token_buckets
 
 __all__ = [
     "ACCEPT_JSON",
@@ -99,8 +99,8 @@ class Kube:
     Errors are `ApiError` (status, reason, message); a request that got no answer
     raises `Unreachable` (an `OSError`). Writes carry `field_manager`. Requests
     decoded as JSON wait for the ApiClient's `--kube-api-qps`/`--kube-api-burst`
-    token bucket, as its typed calls do; list pages and watches do not. Thread-safe:
-    one instance serves every worker.
+    token bucket of their resource, as its typed calls do; list pages and watches do
+    not. Thread-safe: one instance serves every worker.
     """
 
     def __init__(
@@ -181,9 +181,9 @@ class Kube:
         content_type: str = ACCEPT_JSON,
     ) -> dict[str, Any]:
         """Send one request (after a token of the rate limit); the decoded body, {} if empty."""
-        bucket = token_bucket(self.api_client)
-        if bucket is not None:
-            bucket.acquire()
+        buckets = token_buckets(self.api_client)
+        if buckets is not None:
+            buckets.acquire(path)
         try:
             response = self.send(
                 method,

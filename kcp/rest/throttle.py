@@ -2,8 +2,12 @@
 
 The official Python client has none; client-go's token bucket is the model: up
 to `burst` requests at once, then `qps` per second, callers waiting their turn.
-One bucket per ApiClient, shared by its typed calls (through `rest_client.request`)
-and by `kcp.rest.Kube`'s requests (which ask `token_bucket` for it).
+As in controller-runtime, whose client builds a REST client (and with it a
+bucket) per kind, each API resource gets a bucket of its own: writes of
+KubeadmControlPlane status do not queue behind Secret reads. The buckets belong
+to the ApiClient and are shared by its typed calls (through
+`rest_client.request`) and by `kcp.rest.Kube`'s requests (which ask
+`token_buckets` for them).
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import threading
 import time
 from typing import Any, cast
+from urllib.parse import urlsplit
+
+__all__ = ["ResourceBuckets", "TokenBucket", "resource_key", "throttle_api_client", "token_buckets"]
 
 
 class TokenBucket:
@@ -42,29 +49,67 @@ class TokenBucket:
         return delay
 
 
-def throttle_api_client(api_client: Any, qps: float, burst: int) -> Any:
-    """Make every request of `api_client` (a `kubernetes.client.ApiClient`) wait for a token;
-    qps <= 0 leaves it unlimited.
+def resource_key(path: str) -> str:
+    """`group/version/resource` of a request path (subresources share their resource's
+    bucket, as in client-go); "" for paths that name no resource (`/version`, discovery)."""
+    parts = [p for p in urlsplit(path).path.split("/") if p]
+    if parts[:1] == ["api"] and len(parts) >= 3:
+        version, rest = parts[1], parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 4:
+        version, rest = f"{parts[1]}/{parts[2]}", parts[3:]
+    else:
+        return ""
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        return f"{version}/{rest[2]}"
+    return f"{version}/{rest[0]}"
 
-    Idempotent: a client already throttled keeps its first bucket's settings.
+
+class ResourceBuckets:
+    """A `TokenBucket` per API resource, made on first use with the same limits."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        TokenBucket(qps, burst)  # the same checks, before the first request
+        self.qps = qps
+        self.burst = burst
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    def bucket(self, path: str) -> TokenBucket:
+        key = resource_key(path)
+        with self._lock:
+            found = self._buckets.get(key)
+            if found is None:
+                found = self._buckets[key] = TokenBucket(self.qps, self.burst)
+            return found
+
+    def acquire(self, path: str) -> float:
+        """Wait for a token of the bucket of `path`'s resource; returns the wait."""
+        return self.bucket(path).acquire()
+
+
+def throttle_api_client(api_client: Any, qps: float, burst: int) -> Any:
+    """Make every request of `api_client` (a `kubernetes.client.ApiClient`) wait for a token
+    of its resource's bucket; qps <= 0 leaves it unlimited.
+
+    Idempotent: a client already throttled keeps its first settings.
     """
     rest = cast(Any, api_client.rest_client)
-    if qps <= 0 or getattr(rest, "_kcp_token_bucket", None) is not None:
+    if qps <= 0 or getattr(rest, "_kcp_token_buckets", None) is not None:
         return api_client
-    bucket = TokenBucket(qps, max(1, burst))
+    buckets = ResourceBuckets(qps, max(1, burst))
     unthrottled = rest.request
 
-    def request(*args: Any, **kwargs: Any) -> Any:
-        bucket.acquire()
-        return unthrottled(*args, **kwargs)
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        buckets.acquire(url)
+        return unthrottled(method, url, *args, **kwargs)
 
     rest.request = request
-    rest._kcp_token_bucket = bucket
+    rest._kcp_token_buckets = buckets
     return api_client
 
 
-def token_bucket(api_client: Any) -> TokenBucket | None:
-    """The bucket `throttle_api_client` gave `api_client`, if any."""
+def token_buckets(api_client: Any) -> ResourceBuckets | None:
+    """The buckets `throttle_api_client` gave `api_client`, if any."""
     rest = getattr(api_client, "rest_client", None)
-    bucket = getattr(rest, "_kcp_token_bucket", None)
-    return bucket if isinstance(bucket, TokenBucket) else None
+    buckets = getattr(rest, "_kcp_token_buckets", None)
+    return buckets if isinstance(buckets, ResourceBuckets) else None

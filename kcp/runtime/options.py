@@ -105,8 +105,9 @@ class ManagerOptions:
 
     kube_api_qps: float = _option(
         100.0,
-        "sustained requests per second to the API server (0 = unlimited); Cluster API's "
-        "KCP manager's default.",
+        "sustained requests per second to the API server for each resource (0 = "
+        "unlimited): controller-runtime's client limits each kind on its own; Cluster "
+        "API's KCP manager's default.",
     )
 
     kube_api_burst: int = _option(

@@ -144,10 +144,10 @@ def test_pages_follow_the_continue_token_with_metadata_only() -> None:
 def test_json_requests_wait_for_the_api_clients_token_bucket() -> None:
     api = _ApiClient(_Response(200, {}), _Response(200, {}))
     throttle_api_client(api, qps=1000, burst=1)
-    bucket = api.rest_client._kcp_token_bucket
+    bucket = api.rest_client._kcp_token_buckets.bucket("/api/v1/secrets")
     Kube(api).list(groups.SECRET)
     Kube(api).list(groups.SECRET)
-    assert bucket._tokens < 0.5  # two tokens taken from a bucket of one
+    assert bucket._tokens < 0.5  # two tokens taken from the Secrets' bucket of one
 
 
 def test_known_kinds_need_no_discovery() -> None:
