@@ -142,32 +142,74 @@ def _profile_panel(ax: Any, profile: dict[str, Any]) -> None:
     ax.set_title(f"Profile at {profile['clusters']} clusters (key generation {steady:.2f} %)")
 
 
+def _ratio_axis(ax: Any, labels: list[str], title: str) -> None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    # Plain ticks: the log axis's own minor labels overlap at these ranges.
+    ax.xaxis.set_major_locator(FixedLocator([0.1, 0.2, 0.5, 1, 2, 5, 10]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("kcp / Cluster API's KCP (below 1: kcp lower)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
+def _ratio_points(ax: Any, series: list[tuple[str, list[tuple[str, float]]]]) -> list[str]:
+    """One marker per measure for each (legend, ratios) series, offset so they do not hide
+    each other; returns the measures' labels in axis order."""
+    labels: list[str] = []
+    for _, found in series:
+        labels.extend(label for label, _ in found if label not in labels)
+    for index, (legend, found) in enumerate(series):
+        offset = 0.8 * index / max(1, len(series))
+        ax.plot(
+            [value for _, value in found],
+            [labels.index(label) + offset for label, _ in found],
+            "o",
+            label=legend,
+        )
+    return labels
+
+
 def _versus_panel(ax: Any, versus: dict[str, Any]) -> None:
     from kcp.bench.versus_report import pairs_of, ratios
 
     if "contenders" not in versus and "pairs" not in versus:  # the shared-fleet sizes only
-        ax.text(0.5, 0.5, "versus: shared fleet only (see the tables)", ha="center")
+        ax.text(0.5, 0.5, "versus: shared fleet only (see its panel)", ha="center")
         return
     runs = [pair["contenders"] for pair in pairs_of(versus)]
-    others = [(run, r["contender"]) for run in runs for r in run if r["contender"] != "kcp"]
-    labels: list[str] = []
-    for index, (contenders, other) in enumerate(others):
-        found = ratios(contenders, other)
-        if not labels:
-            labels = [label for label, _ in found]
-        positions = [
-            labels.index(label) + 0.8 * index / max(1, len(others))
-            for label, _ in found
-            if label in labels
-        ]
-        values = [value for label, value in found if label in labels]
-        ax.plot(values, positions, "o", label=f"kcp / {other}")
-    ax.set_yticks(range(len(labels)), labels, fontsize=6)
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("kcp / Cluster API's KCP (below 1: kcp lower)")
-    ax.set_title(f"versus: {versus['clusters']} clusters on real simulated machines")
-    ax.legend(fontsize=7)
+    series = [
+        (f"kcp / {r['contender']}", ratios(run, r["contender"]))
+        for run in runs
+        for r in run
+        if r["contender"] != "kcp"
+    ]
+    labels = _ratio_points(ax, series)
+    _ratio_axis(ax, labels, f"versus: {versus['clusters']} clusters on real simulated machines")
+
+
+def _versus_shared_panel(ax: Any, versus: dict[str, Any]) -> None:
+    from kcp.bench.versus_report import ratios
+
+    shared = versus.get("shared") or {}
+    series = [
+        (
+            f"{point['clusters']} clusters: kcp / {r['contender']}",
+            ratios(point["contenders"], r["contender"]),
+        )
+        for point in shared.get("points") or []
+        for r in point["contenders"]
+        if r["contender"] == "capi"
+    ]
+    labels = _ratio_points(ax, series)
+    _ratio_axis(ax, labels, "versus: the cheap shared fleet (kcp / capi)")
+
+
+def _has_shared(versus: dict[str, Any]) -> bool:
+    return bool((versus.get("shared") or {}).get("points"))
 
 
 _PANELS: list[tuple[str, Panel]] = [
@@ -178,7 +220,16 @@ _PANELS: list[tuple[str, Panel]] = [
     ("scale", _scale_cpu_panel),
     ("profile", _profile_panel),
     ("versus", _versus_panel),
+    ("versus", _versus_shared_panel),
 ]
+_SHOWN_IF: dict[Panel, Callable[[dict[str, Any]], bool]] = {_versus_shared_panel: _has_shared}
+
+
+def _always(_results: dict[str, Any]) -> bool:
+    return True
+
+
+"""Panels drawn only when their scenario's results hold what they show."""
 
 
 def plot(results: dict[str, Any], path: Path) -> Path:
@@ -191,7 +242,9 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     chosen = [
         (name, panel)
         for name, panel in _PANELS
-        if isinstance(results.get(name), dict) and "error" not in results[name]
+        if isinstance(results.get(name), dict)
+        and "error" not in results[name]
+        and _SHOWN_IF.get(panel, _always)(results[name])
     ]
     columns = 2 if len(chosen) > 1 else 1
     rows = max(1, (len(chosen) + columns - 1) // columns)

@@ -99,6 +99,9 @@ _LABELS = {
 FAILED = "FAILED"
 
 PLOTTED: tuple[tuple[str, str], ...] = (
+    ("settle", "seconds_to_available"),
+    ("settle", "cpu_cores"),
+    ("settle", "workload_requests_per_minute"),
     ("steady", "cpu_cores"),
     ("steady", "cpu_ms_per_reconcile"),
     ("steady", "requests_per_minute"),
