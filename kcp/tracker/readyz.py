@@ -2,11 +2,12 @@
 
 A probe needs the answer's status and, on a failure, the start of its body. Sent
 through urllib3's pool manager and ``http.client`` (headers parsed by the ``email``
-package), one ``GET /readyz`` cost about 0.6 ms of CPU in Python, half of kcp's CPU
-at rest with a hundred clusters probed every 10 s (measured apart: a kept TLS
-connection, a local server in another process). Here one prebuilt request is
-written on a kept TLS connection and the answer read by hand: only what a probe
-needs, and a connection kept only when the answer says where it ends.
+package), one tracker check of a connected cluster cost 0.66 ms of CPU, 0.40 ms
+this way (measured apart: a kept TLS connection, the server in another process);
+at rest on 100 shared-fleet clusters kcp went from 0.011 to 0.008 cores. One
+prebuilt request is written on a kept TLS connection and the answer read by hand:
+only what a probe needs, and the connection kept only when the answer says where
+it ends.
 """
 
 from __future__ import annotations
