@@ -86,6 +86,13 @@ CONTENDERS: dict[str, Contender] = {
         "kcp run, a healthy control plane inspected every 10 minutes (Cluster API's KCP "
         "resyncs every 10 minutes)",
     ),
+    "kcp-60s": Contender(
+        "kcp-60s",
+        "kcp",
+        ("--health-requeue-duration=60s",),
+        "kcp run, a healthy control plane inspected every minute (kcp's default before "
+        "health changes woke it)",
+    ),
     "capi": Contender("capi", "capi", description="Cluster API v1.13.6 KCP, default flags"),
     "capi-tuned": Contender(
         "capi-tuned",

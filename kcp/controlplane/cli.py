@@ -94,8 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=health_requeue,
         metavar="DURATION",
         help="how often a healthy control plane is inspected again (its Nodes, Pods and "
-        "etcd read, its conditions refreshed), plus up to a fifth of it at random; Cluster "
-        "API's KCP refreshes them only on an event or at --sync-period "
+        "etcd read, its conditions refreshed), plus up to a fifth of it at random, as "
+        "Cluster API's KCP at --sync-period; a health probe that finds its cluster "
+        "connected, down, or its API server or etcd changed wakes it at once "
         f"(default: {health_requeue:g}s)",
     )
     add_logging_arguments(parser)

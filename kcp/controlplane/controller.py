@@ -19,6 +19,9 @@ Watched kinds and what a change means:
   control plane that owns it or whose Cluster it belongs to, and tells the
   tracker its credentials may have changed. A reconciler that needs a Secret's
   data reads that one Secret live.
+- The tracker's health of a workload cluster: when a probe finds it connected or
+  down, or its API server or etcd starts or stops answering, its control plane is
+  reconciled at once (Cluster API's cluster cache wakes its KCP likewise).
 
 Objects kcp creates carry the `--watch-filter` label of their control plane,
 but only the KubeadmControlPlane and Cluster informers filter on it: filtering
@@ -28,7 +31,7 @@ another.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +54,7 @@ from kcp.runtime.informer import Informer
 from kcp.runtime.manager import Manager
 from kcp.runtime.ratelimit import ItemExponentialRateLimiter, default_controller_rate_limiter
 from kcp.runtime.store import label_index_value
+from kcp.tracker.identity import ClusterKey
 
 __all__ = [
     "CONTROLLER_NAME",
@@ -94,6 +98,24 @@ def cluster_to_control_plane(obj: dict[str, Any]) -> list[Key]:
         return []
     namespace = str((obj.get("metadata") or {}).get("namespace") or "")
     return [(namespace, str(ref["name"]))] if ref.get("name") else []
+
+
+def health_to_control_plane(
+    cluster_of: Callable[[str, str], Mapping[str, Any] | None],
+    enqueue: Callable[[ObjectKey], None],
+) -> Callable[[ClusterKey], None]:
+    """The tracker's health listener: a cluster that connected, went down, or whose API
+    server or etcd changed verdict has its control plane reconciled now, as Cluster API's
+    cluster cache wakes its KCP, instead of at the next periodic inspection."""
+
+    def handle(key: ClusterKey) -> None:
+        cluster = cluster_of(key.namespace, key.name)
+        if cluster is None or str((cluster.get("metadata") or {}).get("uid") or "") != key.uid:
+            return  # gone, or re-created: the tracker evicts the old one
+        for namespace, name in cluster_to_control_plane(dict(cluster)):
+            enqueue(ObjectKey(namespace, name))
+
+    return handle
 
 
 class InformerCache:
@@ -323,6 +345,9 @@ def setup(
     secret_handler = getattr(tracker, "secret_event_handler", None)
     if callable(secret_handler):
         secrets.add_handler(secret_handler())
+    on_health_change = getattr(tracker, "on_health_change", None)
+    if callable(on_health_change):
+        on_health_change(health_to_control_plane(cache.cluster, enqueue))
     for informer in cache.informers:
         manager.add_informer(informer)
     return ControlPlaneController(controller, reconciler, cache)

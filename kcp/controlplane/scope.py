@@ -56,8 +56,12 @@ class ReconcilerOptions:
     """While the first Machine comes up (its Node is not watched)."""
     unhealthy_requeue: float = 20.0
     """While some health condition is not True (Cluster API's 20 s)."""
-    health_requeue: float = 60.0
-    """Steady state: how often a healthy control plane is inspected again ..."""
+    health_requeue: float = 600.0
+    """Steady state: how often a healthy control plane is inspected again (Cluster API's
+    10-minute resync) ... The tracker's probes wake a control plane at once when its
+    cluster connects, goes down, or its API server or etcd changes verdict. At 60 s the
+    inspections were a third of kcp's CPU at rest on 100 shared-fleet clusters (0.016
+    cores with 84 reconciles a minute, 0.011 without; Cluster API's KCP 0.002)."""
     health_requeue_jitter: float = 0.2
     """... plus up to this share of it at random, so control planes reconciled together (at
     start-up, after an outage) drift apart instead of coming back as one wave each minute."""

@@ -74,6 +74,8 @@ class Checker:
         self.metrics = metrics
         self.recent = RecentReads()
         """Recent workload reads of every cluster, shared by its reconciles."""
+        self.health_listeners: list[Callable[[ClusterKey], None]] = []
+        """Called with a cluster's key, on a worker, when a check changed its health."""
 
     def check(self, entry: ClusterEntry) -> float | None:
         """Connect or probe one cluster (see the module docstring).
@@ -223,6 +225,13 @@ class Checker:
         if isinstance(client.dialer, PortForwardDialer):
             self._credentials.discard_route(client.dialer.pod_route)
 
+    def _tell(self, entry: ClusterEntry) -> None:
+        for listener in self.health_listeners:
+            try:
+                listener(entry.key)
+            except Exception:
+                entry.log.exception("health listener failed")
+
     def record(
         self, entry: ClusterEntry, api: ProbeResult | None, etcd: ProbeResult | None
     ) -> float | None:
@@ -239,6 +248,8 @@ class Checker:
         )
         if verdict is None:
             return None
+        if verdict.health_changed:
+            self._tell(entry)
         if verdict.state == verdict.previous:
             if verdict.delay is not None:
                 entry.log.debug(

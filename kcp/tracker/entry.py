@@ -98,6 +98,9 @@ class Verdict:
     """Endpoints whose channels to close (the cluster went down)."""
     failures: int = 0
     last_error: str = ""
+    health_changed: bool = False
+    """Whether the state changed or a target's earlier verdict (``api_server_ok``,
+    ``etcd_ok``) turned: worth a reconcile now rather than at its period."""
 
 
 class ClusterEntry:
@@ -359,6 +362,7 @@ class ClusterEntry:
             if self.evicted:
                 return None
             verdict = Verdict(previous=self.state, state=self.state)
+            before = (self.api_ok, self.etcd_ok)
             if results:
                 self.last_probe_time = datetime.now(UTC)
             if api is not None:
@@ -386,6 +390,11 @@ class ClusterEntry:
                 elif self.failures >= failure_threshold:
                     self.state = "down"
             verdict.state = self.state
+            # A first verdict is no news to a reconcile that found the target itself.
+            verdict.health_changed = verdict.state != verdict.previous or any(
+                was is not None and was != now
+                for was, now in zip(before, (self.api_ok, self.etcd_ok), strict=True)
+            )
             if verdict.state == "down" and verdict.previous != "down":
                 verdict.dropped, self.workload = self.workload, None
                 verdict.generations = list(self.tls_history)

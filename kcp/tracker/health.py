@@ -10,6 +10,7 @@ replaced must not make the whole cluster look down.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,7 +75,9 @@ def probe_api_server(
     ``kubeconfig_source`` names the Secret its credentials came from (on a 401)."""
     where = f"workload API server {client.server}"
     try:
-        response = client.get("/readyz", timeout=timeout)
+        status, body = client.probe("/readyz", timeout=timeout)
+    except (ConnectionRefusedError, socket.gaierror) as exc:
+        return ProbeResult("api_server", "failure", f"{where} is unreachable: {exc}")
     except urllib3.exceptions.NewConnectionError as exc:
         # Refused, or the name does not resolve: urllib3 2 derives these from
         # ConnectTimeoutError, but nothing timed out and no waiting will help.
@@ -86,19 +89,17 @@ def probe_api_server(
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         return ProbeResult("api_server", "failure", f"{where} is unreachable: {reason}")
-    if response.status == 200:
+    if status == 200:
         return ProbeResult("api_server", "success")
-    if response.status == 401:
+    if status == 401:
         return ProbeResult(
             "api_server",
             "unauthorized",
             f"{where} refused the kubeconfig's credentials (401 Unauthorized); "
             f"check {kubeconfig_source}",
         )
-    body = response.data[:200].decode("utf-8", "replace").strip()
-    return ProbeResult(
-        "api_server", "failure", f"{where} answered /readyz with {response.status}: {body}"
-    )
+    text = body[:200].decode("utf-8", "replace").strip()
+    return ProbeResult("api_server", "failure", f"{where} answered /readyz with {status}: {text}")
 
 
 def probe_etcd(

@@ -8,7 +8,8 @@ What a reconciler calls, and what it gets:
   pool) or is marked down, they raise ``NotConnected`` with ``retry_after``; the
   reconciler requeues. ``ClusterSecretError`` (a ``NotConnected``) means a
   ``-etcd`` or ``-kubeconfig`` Secret is missing or unusable: make it a condition.
-- ``health(key) -> ClusterHealth | None`` reads the probes' verdict.
+- ``health(key) -> ClusterHealth | None`` reads the probes' verdict;
+  ``on_health_change(listener)`` is told when it changes.
 - ``evict(key)`` forgets everything about a cluster; ``cluster_event_handler()``
   does it when a Cluster informer reports the Cluster deleted or re-created.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cachetools import TTLCache
@@ -219,6 +220,14 @@ class Tracker:
         self.metrics.cluster_removed(key)
         entry.log.info("cluster evicted")
         return True
+
+    def on_health_change(self, listener: Callable[[ClusterKey], None]) -> None:
+        """Call ``listener(key)`` whenever a check changes what ``health(key)`` reports: the
+        cluster connected or went down, or its API server or etcd started or stopped
+        answering. A reconciler that re-reads health only on such events (as Cluster API's
+        KCP does through its cluster cache) need not poll a healthy cluster. Called on a
+        probe worker, outside every lock: it must not block."""
+        self._checker.health_listeners.append(listener)
 
     def cluster_event_handler(self) -> Any:
         """An informer handler ``(event_type, obj, old)`` for Clusters: evicts a cluster

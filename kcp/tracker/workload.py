@@ -25,6 +25,7 @@ import urllib3
 
 from kcp.certs import Kubeconfig, client_tls_context
 from kcp.etcd import DIRECT, Dialer, PodEndpoint, PortForwardDialer, TunnelLoop
+from kcp.tracker.readyz import ProbeConnection
 from kcp.tracker.recent import ClientReads, RecentReads
 
 __all__ = ["STATIC_POD_PREFIXES", "WorkloadClient", "node_of_static_pod", "ssl_context_for"]
@@ -114,6 +115,11 @@ class WorkloadClient:
             ssl_context=context,
             retries=False,
         )
+        self._probe = (
+            ProbeConnection(self.server, context, self._auth_headers)
+            if self.server.startswith("https://")
+            else None
+        )
         self._forwards: PortForwardDialer | None = None
         if tunnels is not None and self.server.startswith("https://"):
             self._forwards = PortForwardDialer(
@@ -161,10 +167,21 @@ class WorkloadClient:
             preload_content=True,
         )
 
+    def probe(self, path: str, *, timeout: float) -> tuple[int, bytes]:
+        """``GET path`` for a health probe: the status and the start of the body, within
+        ``timeout``, on a connection of its own kept between probes (``ProbeConnection``);
+        raises ``OSError``s, or urllib3's errors for a plain-HTTP server."""
+        if self._probe is None:
+            response = self.get(path, timeout=timeout)
+            return response.status, response.data[:200]
+        return self._probe.get(path, timeout)
+
     def close(self) -> None:
         """Drop every connection; the client must not be used afterwards."""
         if not self._closed.is_set():
             self._closed.set()
+            if self._probe is not None:
+                self._probe.close()
             self.recent.clear()
             self.api_client.rest_client.pool_manager.clear()
             if self._forwards is not None:

@@ -156,7 +156,7 @@ def test_etcd_connections_max_defaults_to_the_trackers() -> None:
 def test_health_requeue_duration_sets_the_reconcilers_period() -> None:
     from kcp.controlplane.cli import reconciler_options_from_args
 
-    assert reconciler_options_from_args(_parse()).health_requeue == 60.0
+    assert reconciler_options_from_args(_parse()).health_requeue == 600.0
     options = reconciler_options_from_args(_parse("--health-requeue-duration", "5m"))
     assert options.health_requeue == 300.0
     assert options.etcd_access == "port-forward"

@@ -7,14 +7,17 @@ from typing import Any
 from kcp.api import labels
 from kcp.controlplane.controller import (
     cluster_to_control_plane,
+    health_to_control_plane,
     kubeadm_config_to_control_plane,
     machine_cluster_index,
     machine_to_control_plane,
     secret_to_control_plane,
 )
+from kcp.runtime.controller import ObjectKey
 from kcp.runtime.handlers import map_to
 from kcp.runtime.store import MODIFIED
-from tests.unit.controlplane.builders import cluster, kcp, machine
+from kcp.tracker.identity import ClusterKey
+from tests.unit.controlplane.builders import CLUSTER_UID, cluster, kcp, machine
 
 
 class _Cache:
@@ -64,6 +67,17 @@ def test_cluster_maps_to_its_control_plane_ref() -> None:
     other = cluster()
     other["spec"]["controlPlaneRef"]["kind"] = "SomeOtherControlPlane"
     assert cluster_to_control_plane(other) == []
+
+
+def test_a_health_change_wakes_the_control_plane_of_that_cluster_only() -> None:
+    cache = _Cache({("ns", "c1"): cluster()})
+    woken: list[ObjectKey] = []
+    handle = health_to_control_plane(cache.cluster, woken.append)
+    handle(ClusterKey("ns", "c1", CLUSTER_UID))
+    assert woken == [ObjectKey("ns", "cp")]
+    handle(ClusterKey("ns", "c1", "an-older-uid"))  # re-created since: not this one's news
+    handle(ClusterKey("ns", "gone", CLUSTER_UID))
+    assert woken == [ObjectKey("ns", "cp")]
 
 
 def test_machines_are_indexed_by_cluster() -> None:

@@ -33,7 +33,7 @@ def test_a_never_connected_cluster_backs_off_and_stays_connecting() -> None:
 
 def test_a_connected_cluster_goes_down_after_the_threshold_or_at_once_on_401() -> None:
     entry, changes = ClusterEntry(ClusterKey("ns", "c", "u")), list[bool]()
-    assert _record(entry, OK, changes) == Verdict("connecting", "connected")
+    assert _record(entry, OK, changes) == Verdict("connecting", "connected", health_changed=True)
     states = [v.state for v in (_record(entry, FAILED, changes) for _ in range(3)) if v]
     assert states == ["connected", "connected", "down"]
     assert changes == [True, False] and entry.refresh_requested
@@ -41,6 +41,28 @@ def test_a_connected_cluster_goes_down_after_the_threshold_or_at_once_on_401() -
     _record(again, OK, [])
     verdict = _record(again, REFUSED, [])
     assert verdict is not None and (verdict.previous, verdict.state) == ("connected", "down")
+
+
+def test_only_a_check_that_changes_what_health_reports_is_a_health_change() -> None:
+    entry = ClusterEntry(ClusterKey("ns", "c", "u"))
+    changed = [
+        verdict.health_changed
+        for verdict in (_record(entry, r, []) for r in (OK, OK, FAILED, FAILED, FAILED, FAILED))
+        if verdict is not None
+    ]
+    # Connected; still well; the API server stops answering; no news; down; no news.
+    assert changed == [True, False, True, False, True, False]
+    etcd_ok = ProbeResult("etcd", "success", answered_by="127.0.0.1:2379")
+    etcd_failed = ProbeResult("etcd", "failure", error="no leader")
+    fresh = ClusterEntry(ClusterKey("ns", "d", "u"))
+    _record(fresh, OK, [])
+    changed = []
+    for etcd in (etcd_ok, etcd_ok, etcd_failed, etcd_ok):
+        verdict = fresh.record(OK, etcd, failure_threshold=3, backoff=float, on_change=print)
+        assert verdict is not None and verdict.state == "connected"
+        changed.append(verdict.health_changed)
+    # etcd's first verdict is no news (the reconcile reached etcd itself); then it turns.
+    assert changed == [False, False, True, True]
 
 
 def test_an_evicted_entry_records_nothing_and_keeps_no_client_or_certificate() -> None:

@@ -229,6 +229,25 @@ def test_five_failed_checks_mark_a_connected_cluster_down_and_the_key_is_kept(
     assert failed >= 5
 
 
+def test_health_listeners_hear_of_connecting_and_going_down_not_of_each_probe(
+    make_tracker: Callable[..., Tracker], secrets: InMemorySecrets, api_ca: certs.KeyPair
+) -> None:
+    tracker = make_tracker()
+    heard: list[tuple[ClusterKey, str]] = []
+    tracker.on_health_change(
+        lambda key: heard.append((key, (tracker.health(key) or _nothing).state))
+    )
+    with https_server(api_ca) as url:
+        secrets.put("ns", "c1-kubeconfig", {"value": kubeconfig_bytes(api_ca, url)})
+        tracker.track(KEY)
+        wait_for(lambda: (tracker.health(KEY) or _nothing).state == "connected")
+        time.sleep(0.3)  # several more successful probes (every 0.05 s)
+        assert heard == [(KEY, "connected")]
+    wait_for(lambda: (tracker.health(KEY) or _nothing).state == "down")
+    # The API server stopped answering (still connected), then the cluster went down.
+    assert heard == [(KEY, "connected"), (KEY, "connected"), (KEY, "down")]
+
+
 def test_failures_before_the_first_connection_keep_the_cluster_connecting(
     make_tracker: Callable[..., Tracker], secrets: InMemorySecrets, api_ca: certs.KeyPair
 ) -> None:
