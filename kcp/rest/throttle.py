@@ -20,12 +20,16 @@ from urllib.parse import urlsplit
 __all__ = ["ResourceBuckets", "TokenBucket", "resource_key", "throttle_api_client", "token_buckets"]
 
 
+def _check_limits(qps: float, burst: int) -> None:
+    if qps <= 0 or burst < 1:
+        raise ValueError("need qps > 0 and burst >= 1")
+
+
 class TokenBucket:
     """A blocking token bucket shared by every thread of the process."""
 
     def __init__(self, qps: float, burst: int) -> None:
-        if qps <= 0 or burst < 1:
-            raise ValueError("need qps > 0 and burst >= 1")
+        _check_limits(qps, burst)
         self.qps = qps
         self.burst = burst
         self._tokens = float(burst)
@@ -68,7 +72,7 @@ class ResourceBuckets:
     """A `TokenBucket` per API resource, made on first use with the same limits."""
 
     def __init__(self, qps: float, burst: int) -> None:
-        TokenBucket(qps, burst)  # the same checks, before the first request
+        _check_limits(qps, burst)
         self.qps = qps
         self.burst = burst
         self._buckets: dict[str, TokenBucket] = {}

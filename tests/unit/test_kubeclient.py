@@ -13,9 +13,8 @@ import os
 import ssl
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from kcp import certs
 from kcp.kubeclient import in_cluster_api_client, kubeconfig_api_client
+from tests.unit.tracker.servers import mutual_tls_server
 
 
 @pytest.fixture(scope="module")
@@ -68,26 +68,8 @@ class _WhoAmI(BaseHTTPRequestHandler):
 def server(ca: certs.KeyPair) -> Iterator[str]:
     """An HTTPS server on loopback that requires a client certificate of `ca` and
     answers with the client's common name."""
-    pair = certs.issue_certificate(
-        ca,
-        common_name="server",
-        usages=("server",),
-        ip_addresses=("127.0.0.1",),
-        algorithm="ecdsa-p256",
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    certs.load_cert_chain_from_memory(context, pair.cert_pem, pair.key_pem)
-    context.load_verify_locations(cadata=ca.cert_pem.decode())
-    context.verify_mode = ssl.CERT_REQUIRED
-    httpd = HTTPServer(("127.0.0.1", 0), _WhoAmI)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with mutual_tls_server(ca, _WhoAmI, common_name="server") as url:
+        yield url
 
 
 def _kubeconfig(server: str, user: dict[str, Any], cluster: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -279,22 +280,31 @@ def test_stop_is_bounded_when_a_reconcile_hangs() -> None:
     release.set()
 
 
-def test_errors_are_logged_with_reconcile_context_and_traceback_only_once() -> None:
+def failing_then_succeeding(
+    error: Exception, failures: int
+) -> tuple[list[dict[str, Any]], RuntimeMetrics]:
+    """Reconcile KEY until it succeeds, raising `error` the first `failures` times; the JSON
+    log lines written meanwhile and the controller's metrics."""
     out = io.StringIO()
     configure_logging(json=True, stream=out)
     attempts = [0]
 
-    def failing(key: ObjectKey) -> Result:
+    def reconcile(key: ObjectKey) -> Result:
         attempts[0] += 1
-        if attempts[0] <= 2:
-            raise ValueError("bad spec")
+        if attempts[0] <= failures:
+            raise error
         return Result()
 
-    controller, _ = make(failing, concurrency=1)
+    controller, metrics = make(reconcile, concurrency=1)
     start_with_key(controller)
-    wait_for(lambda: attempts[0] == 3)
+    wait_for(lambda: attempts[0] == failures + 1)
     assert controller.stop(timeout=5)
     lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    return lines, metrics
+
+
+def test_errors_are_logged_with_reconcile_context_and_traceback_only_once() -> None:
+    lines, _ = failing_then_succeeding(ValueError("bad spec"), 2)
     errors = [line for line in lines if line["event"] == "Reconciler error"]
     assert len(errors) == 2
     for line in errors:
@@ -311,21 +321,8 @@ def test_errors_are_logged_with_reconcile_context_and_traceback_only_once() -> N
 def test_a_conflict_is_retried_and_logged_as_info_without_a_traceback() -> None:
     from kcp.rest import ApiError
 
-    out = io.StringIO()
-    configure_logging(json=True, stream=out)
-    attempts = [0]
-
-    def racing(key: ObjectKey) -> Result:
-        attempts[0] += 1
-        if attempts[0] == 1:
-            raise ApiError(409, "Conflict", "the object has been modified")
-        return Result()
-
-    controller, metrics = make(racing, concurrency=1)
-    start_with_key(controller)
-    wait_for(lambda: attempts[0] == 2)
-    assert controller.stop(timeout=5)
-    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    conflict_error = ApiError(409, "Conflict", "the object has been modified")
+    lines, metrics = failing_then_succeeding(conflict_error, 1)
     assert not [line for line in lines if line["event"] == "Reconciler error"]
     (conflict,) = [line for line in lines if line["event"] == "Reconcile conflict, retrying"]
     assert conflict["level"] == "info"

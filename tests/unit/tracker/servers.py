@@ -50,14 +50,22 @@ def silent_server() -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def https_server(ca: KeyPair, status: int = 200, *, port: int = 0) -> Iterator[str]:
-    """An HTTPS server (certificate for 127.0.0.1 signed by ``ca``) that requires a client
-    certificate signed by ``ca`` and answers every GET with ``status``; yields its URL.
-    ``port`` 0 picks a free one."""
+def mutual_tls_server(
+    ca: KeyPair,
+    handler: type[BaseHTTPRequestHandler],
+    *,
+    port: int = 0,
+    common_name: str = "test-apiserver",
+    dns_names: tuple[str, ...] = (),
+) -> Iterator[str]:
+    """Serve ``handler`` over HTTPS (certificate for 127.0.0.1 and ``dns_names`` signed by
+    ``ca``), requiring a client certificate signed by ``ca``; yields its URL. ``port`` 0
+    picks a free one."""
     server_pair = certs.issue_certificate(
         ca,
-        common_name="test-apiserver",
+        common_name=common_name,
         usages=("server",),
+        dns_names=dns_names,
         ip_addresses=("127.0.0.1",),
         algorithm="ecdsa-p256",
     )
@@ -65,6 +73,20 @@ def https_server(ca: KeyPair, status: int = 200, *, port: int = 0) -> Iterator[s
     load_cert_chain_from_memory(context, server_pair.cert_pem, server_pair.key_pem)
     context.load_verify_locations(cadata=ca.cert_pem.decode())
     context.verify_mode = ssl.CERT_REQUIRED
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def https_server(ca: KeyPair, status: int = 200, *, port: int = 0) -> Iterator[str]:
+    """A ``mutual_tls_server`` that answers every GET with ``status``; yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -77,15 +99,8 @@ def https_server(ca: KeyPair, status: int = 200, *, port: int = 0) -> Iterator[s
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with mutual_tls_server(ca, Handler, port=port) as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -93,18 +108,6 @@ def etcd_gateway_server(ca: KeyPair, member_name: str, member_id: int = 1) -> It
     """A stand-in for one etcd member's JSON gateway: mutual TLS (server certificate naming
     `member_name`, client certificates from `ca` required), answering status, member list
     and alarms as the only member, its leader. Yields its address `127.0.0.1:port`."""
-    server_pair = certs.issue_certificate(
-        ca,
-        common_name=member_name,
-        usages=("server",),
-        dns_names=(member_name, "localhost"),
-        ip_addresses=("127.0.0.1",),
-        algorithm="ecdsa-p256",
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    load_cert_chain_from_memory(context, server_pair.cert_pem, server_pair.key_pem)
-    context.load_verify_locations(cadata=ca.cert_pem.decode())
-    context.verify_mode = ssl.CERT_REQUIRED
     header = {"member_id": str(member_id)}
     answers = {
         "/v3/maintenance/status": {"header": header, "leader": str(member_id), "version": "3.6.4"},
@@ -138,13 +141,6 @@ def etcd_gateway_server(ca: KeyPair, member_name: str, member_id: int = 1) -> It
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    names = (member_name, "localhost")
+    with mutual_tls_server(ca, Handler, common_name=member_name, dns_names=names) as url:
+        yield url.removeprefix("https://")

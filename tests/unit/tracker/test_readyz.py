@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import ssl
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from kcp import certs
-from kcp.certs import KeyPair, client_tls_context, load_cert_chain_from_memory
+from kcp.certs import KeyPair, client_tls_context
 from kcp.tracker.readyz import ProbeConnection
-from tests.unit.tracker.servers import silent_server
+from tests.unit.tracker.servers import mutual_tls_server, silent_server
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +34,6 @@ class Behaviour:
 
 @contextlib.contextmanager
 def server(ca: KeyPair, behaviour: Behaviour) -> Iterator[str]:
-    pair = certs.issue_certificate(
-        ca, common_name="s", usages=("server",), ip_addresses=("127.0.0.1",), algorithm="ecdsa-p256"
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    load_cert_chain_from_memory(context, pair.cert_pem, pair.key_pem)
-    context.load_verify_locations(cadata=ca.cert_pem.decode())
-    context.verify_mode = ssl.CERT_REQUIRED
-
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True
@@ -69,15 +59,8 @@ def server(ca: KeyPair, behaviour: Behaviour) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with mutual_tls_server(ca, Handler) as url:
+        yield url
 
 
 def connection(ca: KeyPair, url: str) -> ProbeConnection:
