@@ -143,6 +143,9 @@ def configure_logging(
     root.setLevel(threshold)
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 5 else logging.WARNING)
+    # The threshold is the root's: a level left on kcp's own logger by an earlier set-up
+    # (the benchmarks quiet it) would otherwise keep hiding lines this call asks for.
+    logging.getLogger("kcp").setLevel(logging.NOTSET)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

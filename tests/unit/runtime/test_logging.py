@@ -171,6 +171,16 @@ def test_verbosity_controls_debug_lines() -> None:
     assert "quiet" not in out.getvalue()
 
 
+def test_a_later_set_up_shows_kcp_info_lines_the_benchmarks_quieted() -> None:
+    from kcp.bench.environment import quiet_logging
+
+    quiet_logging()
+    out = io.StringIO()
+    configure_logging(json=True, stream=out)
+    get_logger("kcp.runtime.controller").info("shown")
+    assert json.loads(out.getvalue())["event"] == "shown"
+
+
 def test_level_for() -> None:
     assert level_for(0) == logging.INFO
     assert level_for(2) == logging.DEBUG
