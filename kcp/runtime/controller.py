@@ -1,4 +1,4 @@
-"""A controller: a work queue of object keys drained by N worker threads into one reconciler.
+"""A controller: a work queue of object keys drained by up to N worker threads into one reconciler.
 
 The reconciler is a single callable `reconcile(key: ObjectKey) -> Result`. What it
 may rely on: one key is never reconciled by two workers at once; an exception is
@@ -6,6 +6,12 @@ logged with the reconcile's context, counted and retried with per-item
 exponential backoff; `Result(requeue_after=s)` reconciles the key again after `s`
 seconds with its backoff reset, or kept with `backed_off=True`; `Result(requeue=True)`
 retries with backoff.
+
+Workers are started on demand, as many as there are keys ready at once, up to the
+controller's concurrency, and one idle for `WORKER_IDLE_SECONDS` stops (one is kept): a
+burst of changes to many clusters is reconciled with as many in flight as Cluster API's
+KCP runs (its goroutines cost nothing idle; a Python thread does), and a fleet at rest
+keeps one.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ DEFAULT_SYNC_PERIOD = 600.0
 
 DEFAULT_STOP_TIMEOUT = 30.0
 """Seconds `Controller.stop` waits for in-flight reconciles by default."""
+
+WORKER_IDLE_SECONDS = 30.0
+"""A worker that found no key for this long stops, unless it is the last one."""
 
 _log = get_logger("kcp.runtime.controller")
 
@@ -62,7 +71,7 @@ KeyLister = Callable[[], Iterable[ObjectKey]]
 
 
 class Controller:
-    """Runs `reconciler` on keys from its queue with `concurrency` worker threads."""
+    """Runs `reconciler` on keys from its queue with up to `concurrency` worker threads."""
 
     def __init__(
         self,
@@ -75,6 +84,7 @@ class Controller:
         keys: KeyLister | None = None,
         sync_period: float = DEFAULT_SYNC_PERIOD,
         metrics: RuntimeMetrics | None = None,
+        worker_idle_seconds: float = WORKER_IDLE_SECONDS,
     ) -> None:
         """`rate_limiter` is for the queue built when `queue` is None (client-go's default)."""
         if concurrency < 1:
@@ -93,7 +103,9 @@ class Controller:
         self._sync_period = sync_period
         self._metrics: ControllerMetricsRecorder = families.for_controller(name)
         self._metrics.max_concurrent_reconciles.set(concurrency)
-        self._workers: list[threading.Thread] = []
+        self._worker_idle_seconds = worker_idle_seconds
+        self._workers: set[threading.Thread] = set()
+        self._workers_started = 0
         self._resync_stop = threading.Event()
         self._resync_thread: threading.Thread | None = None
         self._started = False
@@ -109,18 +121,47 @@ class Controller:
             if self._started:
                 return
             self._started = True
-            for index in range(self.concurrency):
-                worker = threading.Thread(
-                    target=self._work, name=f"{self.name}-worker-{index}", daemon=True
-                )
-                worker.start()
-                self._workers.append(worker)
             if self._keys is not None and self._sync_period > 0:
                 self._resync_thread = threading.Thread(
                     target=self._resync, name=f"{self.name}-resync", daemon=True
                 )
                 self._resync_thread.start()
+        # Keys ready and not taken start the workers they need; each worker that takes a
+        # key with more waiting starts the next. Not under our lock: the queue calls back
+        # under its own, and `_grow` takes ours inside it.
+        self.queue.when_unclaimed(self._grow)
+        with self._lock:
+            self._start_worker_locked()
         _log.info("Starting workers", controller=self.name, worker_count=self.concurrency)
+
+    @property
+    def worker_count(self) -> int:
+        """Worker threads running now (at most `concurrency`)."""
+        with self._lock:
+            return len(self._workers)
+
+    def _grow(self) -> None:
+        """A key is ready that no idle worker will take: start one more, up to the limit."""
+        with self._lock:
+            stopping = self._resync_stop.is_set()
+            if self._started and not stopping and len(self._workers) < self.concurrency:
+                self._start_worker_locked()
+
+    def _start_worker_locked(self) -> None:
+        worker = threading.Thread(
+            target=self._work, name=f"{self.name}-worker-{self._workers_started}", daemon=True
+        )
+        self._workers_started += 1
+        self._workers.add(worker)
+        worker.start()
+
+    def _retire(self) -> bool:
+        """Whether the calling worker, idle, should stop (it is removed if so)."""
+        with self._lock:
+            if len(self._workers) <= 1:
+                return False
+            self._workers.discard(threading.current_thread())
+            return True
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
         """Start no new reconcile and wait up to `timeout` s for those in flight.
@@ -131,7 +172,9 @@ class Controller:
         deadline = time.monotonic() + timeout
         self._resync_stop.set()
         drained = self.queue.shut_down_with_drain(timeout)
-        for thread in [*self._workers, self._resync_thread]:
+        with self._lock:
+            workers = list(self._workers)
+        for thread in [*workers, self._resync_thread]:
             if thread is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
         if not drained:
@@ -161,9 +204,11 @@ class Controller:
 
     def _work(self) -> None:
         while True:
-            key = self.queue.get()
+            key = self.queue.get(timeout=self._worker_idle_seconds)
             if key is None:
-                return
+                if self.queue.shutting_down or self._retire():
+                    return
+                continue
             try:
                 self._reconcile(key)
             except Exception as exc:  # a worker thread must outlive any bug

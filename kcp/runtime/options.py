@@ -94,8 +94,9 @@ class ManagerOptions:
     )
 
     concurrency: int = _option(
-        10,
-        "reconcile worker threads per controller.",
+        100,
+        "reconciles in flight at once per controller (Cluster API's KCP default); "
+        "worker threads start as keys wait and stop when idle.",
     )
 
     sync_period: float = _option(

@@ -14,7 +14,8 @@ What a caller may rely on:
 One lock guards all state; workers and the timer thread wait on two conditions
 over that lock so a wake-up for one never lands on the other. The number of
 threads (one timer, started on the first delayed add) never depends on the
-number of items.
+number of items. `when_unclaimed` tells the owner of the workers when an item is
+ready that no waiting `get()` will take, so it can start a worker on demand.
 """
 
 from __future__ import annotations
@@ -111,7 +112,17 @@ class WorkQueue(Generic[T]):
         self._sequence = itertools.count()
         self._shutting_down = False
         self._timer: threading.Thread | None = None
+        self._takers = 0
+        """`get()` calls waiting for an item."""
+        self._unclaimed: Callable[[], None] | None = None
         self._metrics.track_unfinished(self.unfinished_work)
+
+    def when_unclaimed(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback()` each time an item becomes ready or is handed out while more items
+        are ready than `get()` calls wait for one. It runs under the queue's lock: it must be quick
+        and must not call the queue (starting a thread that will call `get()` is fine)."""
+        with self._lock:
+            self._unclaimed = callback
 
     # -- the basic queue -------------------------------------------------
 
@@ -125,11 +136,15 @@ class WorkQueue(Generic[T]):
         """Block until an item is ready and mark it processing; None on shutdown or timeout."""
         with self._lock:
             deadline = None if timeout is None else time.monotonic() + timeout
-            while not self._queue and not self._shutting_down:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._ready.wait(remaining)
+            self._takers += 1
+            try:
+                while not self._queue and not self._shutting_down:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return None
+                    self._ready.wait(remaining)
+            finally:
+                self._takers -= 1
             if self._shutting_down:
                 return None
             item = self._queue.popleft()
@@ -138,6 +153,7 @@ class WorkQueue(Generic[T]):
             self._processing[item] = now
             self._metrics.queue_latency(now - self._added_at.pop(item, now))
             self._metrics.depth(len(self._queue))
+            self._claim_check_locked()
             return item
 
     def done(self, item: T) -> None:
@@ -240,6 +256,12 @@ class WorkQueue(Generic[T]):
         self._added_at[item] = time.monotonic()
         self._metrics.depth(len(self._queue))
         self._ready.notify()
+        self._claim_check_locked()
+
+    def _claim_check_locked(self) -> None:
+        # A woken taker still counts until it pops: each waiting taker claims one item.
+        if self._unclaimed is not None and len(self._queue) > self._takers:
+            self._unclaimed()
 
     def _run_timer(self) -> None:
         with self._lock:

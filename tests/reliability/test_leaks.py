@@ -24,6 +24,7 @@ import pytest
 from kcp import certs
 from kcp.api import groups
 from kcp.controlplane.cli import connection_pool_size
+from kcp.controlplane.controller import CONTROLLER_NAME
 from kcp.rest import ApiError, Kube
 from kcp.runtime.options import ManagerOptions
 from kcp.testing.controlplane import LocalControlPlane
@@ -72,10 +73,11 @@ TUNING: dict[str, Any] = {
 }
 BOUNDED_POOL = re.compile(
     rf"kcp-tracker-probe_[0-{TrackerOptions().probe_workers - 1}]|kcp-tracker-close_0"
-    r"|kcp-tunnels"
+    rf"|kcp-tunnels|{CONTROLLER_NAME}-worker-\d+"
 )
 """Threads a bounded pool starts on demand (the tracker's probe workers, its closer, the
-one I/O thread all port-forward tunnels share, started with the first tunnel)."""
+one I/O thread all port-forward tunnels share, started with the first tunnel, the
+controller's workers, up to its concurrency, that stop once idle)."""
 ROUND = 10
 """Control planes in the measured round (after a warm-up of two)."""
 SOCKETS_SLACK = 5

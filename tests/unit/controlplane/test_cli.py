@@ -18,7 +18,7 @@ def _parse(*argv: str):  # type: ignore[no-untyped-def]
 def test_defaults() -> None:
     args = _parse()
     options = options_from_args(args)
-    assert options.concurrency == 10
+    assert options.concurrency == 100
     assert options.sync_period == 600.0
     assert options.health_addr == ":9440"
     assert options.leader_elect is False

@@ -355,3 +355,56 @@ def test_log_lines_inside_the_reconciler_carry_its_context() -> None:
     log.info("outside")
     outside = [json.loads(line) for line in out.getvalue().splitlines() if '"outside"' in line]
     assert "reconcile_id" not in outside[0]
+
+
+def blocking_reconciler() -> tuple[Callable[[ObjectKey], Result], threading.Event, list[int]]:
+    """A reconciler that waits for the returned event; the list holds how many run at once
+    (index 0) and the most that ever did (index 1)."""
+    release = threading.Event()
+    running = [0, 0]
+    lock = threading.Lock()
+
+    def reconcile(key: ObjectKey) -> Result:
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        release.wait(10)
+        with lock:
+            running[0] -= 1
+        return Result()
+
+    return reconcile, release, running
+
+
+def test_workers_start_as_keys_wait_up_to_the_concurrency_and_idle_ones_stop() -> None:
+    reconcile, release, running = blocking_reconciler()
+    controller, metrics = make(reconcile, concurrency=5, worker_idle_seconds=0.2)
+    controller.start()
+    assert controller.worker_count == 1
+    for index in range(8):
+        controller.enqueue(ObjectKey("ns", f"cp-{index}"))
+    wait_for(lambda: running[0] == 5)
+    assert controller.worker_count == 5
+    release.set()
+    wait_for(lambda: reconciles(metrics, "success") == 8)
+    assert running[1] == 5
+    wait_for(lambda: controller.worker_count == 1)
+    # The one kept worker still takes keys, and a burst grows the pool again.
+    release.clear()
+    for index in range(3):
+        controller.enqueue(ObjectKey("ns", f"again-{index}"))
+    wait_for(lambda: running[0] == 3)
+    release.set()
+    assert controller.stop(timeout=5)
+
+
+def test_keys_queued_before_start_are_reconciled_at_once_each_by_its_own_worker() -> None:
+    reconcile, release, running = blocking_reconciler()
+    controller, _ = make(reconcile, concurrency=4)
+    for index in range(6):
+        controller.enqueue(ObjectKey("ns", f"cp-{index}"))
+    controller.start()
+    wait_for(lambda: running[0] == 4)
+    release.set()
+    assert controller.stop(timeout=5)
+    assert running[1] == 4

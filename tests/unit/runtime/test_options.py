@@ -27,7 +27,8 @@ def test_defaults_are_cluster_apis() -> None:
         options.leader_elect_retry_period,
     ) == (15.0, 10.0, 2.0)
     assert options.namespace is None and options.watch_filter is None
-    assert options.concurrency == 10
+    # --kubeadmcontrolplane-concurrency: 100 in controlplane/kubeadm/main.go of v1.13.6
+    assert options.concurrency == 100
     assert options.sync_period == 600.0
     # controlplane/kubeadm/main.go of Cluster API v1.13.6: --kube-api-qps 100, --kube-api-burst 200
     assert (options.kube_api_qps, options.kube_api_burst) == (100.0, 200)

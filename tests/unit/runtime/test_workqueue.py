@@ -325,3 +325,33 @@ def test_stress_no_key_is_processed_by_two_workers_and_every_add_is_processed() 
     assert all(last_started[k] == seq for k, seq in last_added.items())
     # De-duplication did its job: far fewer runs than adds.
     assert sum(processed.values()) <= producers * adds_per_producer
+
+
+def test_unclaimed_is_called_for_items_no_waiting_get_will_take() -> None:
+    queue: WorkQueue[str] = WorkQueue("q")
+    calls: list[int] = []
+    queue.when_unclaimed(lambda: calls.append(len(calls)))
+    queue.add("a")
+    queue.add("b")
+    assert len(calls) == 2  # nobody waits: each item asks for a worker
+    assert queue.get(timeout=1) == "a"
+    assert len(calls) == 3  # handed one out with another still unclaimed
+    assert queue.get(timeout=1) == "b"
+    assert len(calls) == 3
+    queue.done("a")
+    queue.done("b")
+
+    got: list[str | None] = []
+    waiting = threading.Thread(target=lambda: got.append(queue.get(timeout=5)))
+    waiting.start()
+    deadline = time.monotonic() + 5
+    while queue._takers == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    queue.add("c")  # a get() waits for it: no call
+    waiting.join(5)
+    assert got == ["c"] and len(calls) == 3
+    queue.add("d")  # nobody waits again
+    assert len(calls) == 4
+    queue.when_unclaimed(None)
+    queue.add("e")
+    assert len(calls) == 4
