@@ -93,6 +93,13 @@ CONTENDERS: dict[str, Contender] = {
         "kcp run, a healthy control plane inspected every minute (kcp's default before "
         "health changes woke it)",
     ),
+    "kcp-10w": Contender(
+        "kcp-10w",
+        "kcp",
+        ("--kubeadmcontrolplane-concurrency=10",),
+        "kcp run, at most 10 reconciles at once (kcp's default before it followed Cluster "
+        "API's KCP to 100)",
+    ),
     "capi": Contender("capi", "capi", description="Cluster API v1.13.6 KCP, default flags"),
     "capi-tuned": Contender(
         "capi-tuned",
