@@ -56,6 +56,13 @@ def random_string(length: int = RANDOM_LENGTH) -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
+def _placeholder_random() -> str:
+    # Every random part is drawn from one alphabet of valid name characters, so any one of
+    # them gives the same verdict; the check runs every reconcile and skips the system's
+    # random source.
+    return _ALPHABET[0] * RANDOM_LENGTH
+
+
 def machine_naming_template(kcp: KubeadmControlPlaneView) -> str:
     """The KCP's `spec.machineNaming.template`, or the default when unset or empty."""
     naming = (kcp.raw.get("spec") or {}).get("machineNaming")
@@ -154,7 +161,10 @@ def naming_problem(kcp: KubeadmControlPlaneView) -> str | None:
     (with the sample names `cluster` and `kubeadmcontrolplane`); None when it is fine."""
     try:
         render_machine_name(
-            machine_naming_template(kcp), cluster_name="cluster", kcp_name="kubeadmcontrolplane"
+            machine_naming_template(kcp),
+            cluster_name="cluster",
+            kcp_name="kubeadmcontrolplane",
+            random=_placeholder_random,
         )
     except MachineNamingError as error:
         return str(error)

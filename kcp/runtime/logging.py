@@ -13,6 +13,7 @@ import argparse
 import base64
 import binascii
 import logging
+import random
 import re
 import sys
 import uuid
@@ -196,8 +197,11 @@ def get_logger(name: str | None = None, **initial: Any) -> Any:
 
 
 def new_reconcile_id() -> str:
-    """A fresh id for one reconcile, to find all its lines."""
-    return str(uuid.uuid4())
+    """A fresh id for one reconcile, to find all its lines (a version-4 UUID, as
+    controller-runtime's). It only has to be unique, not secret: drawn from the `random`
+    module, not `uuid4`'s system call, which with many workers makes each reconcile queue
+    for the interpreter lock once more."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 @contextmanager
