@@ -11,9 +11,7 @@ Workers are started on demand, as many as there are keys ready at once, up to th
 controller's concurrency, and one idle for `WORKER_IDLE_SECONDS` stops (one is kept): a
 burst of changes to many clusters is reconciled with as many in flight as Cluster API's
 KCP runs (its goroutines cost nothing idle; a Python thread does), and a fleet at rest
-keeps one. Past `BASE_WORKERS`, a worker starts only while the process has CPU time to
-spare (`kcp.runtime.cpugauge`): reconciles waiting on the network gain from more in
-flight, reconciles already keeping the interpreter busy do not.
+keeps one.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kcp.rest import ApiError
-from kcp.runtime.cpugauge import CpuGauge
 from kcp.runtime.logging import get_logger, reconcile_context
 from kcp.runtime.metrics import ControllerMetricsRecorder, RuntimeMetrics, default_metrics
 from kcp.runtime.ratelimit import RateLimiter
@@ -39,10 +36,6 @@ DEFAULT_STOP_TIMEOUT = 30.0
 
 WORKER_IDLE_SECONDS = 30.0
 """A worker that found no key for this long stops, unless it is the last one."""
-
-BASE_WORKERS = 10
-"""Workers started whenever keys wait, however busy the process is (kcp's fixed pool
-before it followed Cluster API's KCP to 100)."""
 
 _log = get_logger("kcp.runtime.controller")
 
@@ -92,7 +85,6 @@ class Controller:
         sync_period: float = DEFAULT_SYNC_PERIOD,
         metrics: RuntimeMetrics | None = None,
         worker_idle_seconds: float = WORKER_IDLE_SECONDS,
-        cpu_gauge: CpuGauge | None = None,
     ) -> None:
         """`rate_limiter` is for the queue built when `queue` is None (client-go's default)."""
         if concurrency < 1:
@@ -112,7 +104,6 @@ class Controller:
         self._metrics: ControllerMetricsRecorder = families.for_controller(name)
         self._metrics.max_concurrent_reconciles.set(concurrency)
         self._worker_idle_seconds = worker_idle_seconds
-        self._cpu = cpu_gauge if cpu_gauge is not None else CpuGauge()
         self._workers: set[threading.Thread] = set()
         self._workers_started = 0
         self._resync_stop = threading.Event()
@@ -150,15 +141,11 @@ class Controller:
             return len(self._workers)
 
     def _grow(self) -> None:
-        """A key is ready that no idle worker will take: start one more, up to the limit
-        (past `BASE_WORKERS` only while the process has CPU time to spare)."""
+        """A key is ready that no idle worker will take: start one more, up to the limit."""
         with self._lock:
-            count = len(self._workers)
-            if not self._started or self._resync_stop.is_set() or count >= self.concurrency:
-                return
-            if count >= BASE_WORKERS and not self._cpu.has_headroom():
-                return
-            self._start_worker_locked()
+            stopping = self._resync_stop.is_set()
+            if self._started and not stopping and len(self._workers) < self.concurrency:
+                self._start_worker_locked()
 
     def _start_worker_locked(self) -> None:
         worker = threading.Thread(
@@ -228,7 +215,6 @@ class Controller:
                 _log.error("Worker error", controller=self.name, key=str(key), error=repr(exc))
             finally:
                 self.queue.done(key)
-                self._cpu.update()  # readings while busy, for the next decision to grow
 
     def _reconcile(self, key: ObjectKey) -> None:
         with reconcile_context(self.name, key.namespace, key.name):

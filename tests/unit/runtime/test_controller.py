@@ -408,32 +408,3 @@ def test_keys_queued_before_start_are_reconciled_at_once_each_by_its_own_worker(
     release.set()
     assert controller.stop(timeout=5)
     assert running[1] == 4
-
-
-def test_past_the_base_workers_a_busy_process_starts_no_more() -> None:
-    from kcp.runtime.controller import BASE_WORKERS
-    from kcp.runtime.cpugauge import CpuGauge
-
-    cores = [1.0]
-    clock = [0.0]
-    used = [0.0]
-
-    def advance() -> float:
-        clock[0] += 1.0  # each look closes a one-second window at `cores[0]`
-        used[0] += cores[0]
-        return clock[0]
-
-    gauge = CpuGauge(busy_cores=0.75, window=0.5, clock=advance, cpu=lambda: used[0])
-    reconcile, release, running = blocking_reconciler()
-    controller, _ = make(reconcile, concurrency=BASE_WORKERS + 5, cpu_gauge=gauge)
-    controller.start()
-    for index in range(BASE_WORKERS + 5):
-        controller.enqueue(ObjectKey("ns", f"busy-{index}"))
-    wait_for(lambda: running[0] == BASE_WORKERS)
-    time.sleep(0.2)
-    assert controller.worker_count == BASE_WORKERS  # a core in use: no more threads
-    cores[0] = 0.2
-    controller.enqueue(ObjectKey("ns", "quiet"))  # the process has time to spare again
-    wait_for(lambda: running[0] == BASE_WORKERS + 5)
-    release.set()
-    assert controller.stop(timeout=5)
